@@ -1,0 +1,280 @@
+"""The warning book of a run: per-bin flags aggregated per key, with add/clear diffs (SPEC §3, §12.6).
+
+A key is `(code, nodeId, seriesId or None)`. Per key the book keeps every flagged bin with its
+value (a dict plus a sorted bin list), and aggregates them into the wire warning
+`{code, severity, nodeId, seriesId?, bins (first 5, ascending), count, value (worst), message}`.
+
+- `set_flags` replaces the flags of the bins it is given (a re-evaluated bin that is no longer
+  flagged is removed); work is O(bins given · log) — the worst value is updated incrementally and
+  only recomputed over the key's bins when the current worst bin is removed or replaced.
+- `take_changes` diffs every key touched since the last call against what was last published:
+  `add` when a key appears or anything of its warning dict changes, `clear` (carrying the warning
+  as last published) when its last bin is gone. A key that appears and disappears between two
+  calls produces nothing. Changes are sorted by (code, nodeId, seriesId).
+- "Worst" per key is `max`, `min` or `absmax` (largest |v|, the positive one on a tie) over the
+  flagged values, NaN ignored; it is null when no value is finite. The result does not depend on
+  the order flags were set in, so batch and bin-by-bin runs agree.
+- `to_state` / `from_state` give plain JSON-able dicts (non-finite values as "NaN", "Infinity",
+  "-Infinity"). Message functions are not persisted: the restored book keeps the last message text
+  until the next `set_flags` for that key brings its function again.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine_live.derived import to_wire_value
+
+Key = tuple[str, str | None, str | None]
+Worst = Literal["max", "min", "absmax"]
+FIRST_BINS = 5
+_SMALL = 64  # up to this many unflagged bins per call are checked one by one
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """What a message function sees: the key and the (wire-rounded) aggregate."""
+
+    code: str
+    node_id: str | None
+    series_id: str | None
+    bins: tuple[int, ...]
+    count: int
+    value: float | None
+
+
+MessageFn = Callable[[Aggregate], str]
+
+
+class WarningChange(NamedTuple):
+    op: Literal["add", "clear"]
+    warning: dict[str, Any]
+
+
+def _rank(v: float, worst: str) -> tuple[float, float]:
+    if worst == "min":
+        return (-v, 0.0)
+    if worst == "absmax":
+        return (abs(v), v)
+    return (v, 0.0)
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+class _Entry:
+    __slots__ = ("cached", "message", "message_fn", "order", "severity", "stale", "values", "worst",
+                 "worst_value")
+
+    def __init__(self, severity: str, worst: str) -> None:
+        self.values: dict[int, float] = {}
+        self.order: list[int] = []
+        self.severity = severity
+        self.worst = worst
+        self.worst_value = math.nan
+        self.stale = False
+        self.message: str | None = None
+        self.message_fn: MessageFn | None = None
+        self.cached: dict[str, Any] | None = None
+
+    def offer(self, v: float) -> None:
+        if not self.stale and math.isfinite(v) and (
+                math.isnan(self.worst_value) or _rank(v, self.worst) > _rank(self.worst_value, self.worst)):
+            self.worst_value = v
+
+    def retire(self, v: float) -> None:
+        if not self.stale and _same(v, self.worst_value):
+            self.stale = True
+
+    def worst_now(self) -> float:
+        if self.stale:
+            finite = [v for v in self.values.values() if math.isfinite(v)]
+            self.worst_value = max(finite, key=lambda v: _rank(v, self.worst)) if finite else math.nan
+            self.stale = False
+        return self.worst_value
+
+
+def _sort_key(key: Key) -> tuple[str, str, str]:
+    return (key[0], key[1] or "", key[2] or "")
+
+
+def _enc(v: float) -> float | str:
+    if math.isfinite(v):
+        return v
+    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+
+
+def _dec(v: float | str) -> float:
+    return float({"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}.get(v, v)) if isinstance(v, str) \
+        else float(v)
+
+
+class WarningBook:
+    def __init__(self) -> None:
+        self._entries: dict[Key, _Entry] = {}
+        self._published: dict[Key, dict[str, Any]] = {}
+        self._dirty: set[Key] = set()
+
+    def set_flags(self, key: Key, bins: Sequence[int] | NDArray[Any], mask: Sequence[bool] | NDArray[Any],
+                  values: Sequence[float] | NDArray[Any], *, severity: str = "warning",
+                  message: str | None = None, message_fn: MessageFn | None = None,
+                  worst: Worst = "max") -> None:
+        """Replace the flags of `bins` for `key`: bins where `mask` is true are flagged with their value,
+        the others are unflagged. `message_fn` (or a fixed `message`) gives the warning text."""
+        mask_a = np.asarray(mask, dtype=np.bool_)
+        entry = self._entries.get(key)
+        if entry is None:
+            if not mask_a.any():
+                return
+            entry = self._entries[key] = _Entry(severity, worst)
+            changed = True
+        else:
+            changed = entry.severity != severity or entry.worst != worst
+            if entry.worst != worst:
+                entry.worst, entry.stale = worst, True
+            entry.severity = severity
+        if message is not None or message_fn is not None:
+            changed = changed or entry.message_fn is not message_fn or (
+                message_fn is None and entry.message != message)
+            entry.message, entry.message_fn = message, message_fn
+        bins_a = np.asarray(bins, dtype=np.int64)
+        vals_a = np.asarray(values, dtype=np.float64)
+        on_bins, on_vals = bins_a[mask_a].tolist(), vals_a[mask_a].tolist()
+        if not entry.values:
+            entry.values = dict(zip(on_bins, on_vals, strict=True))
+            entry.order = sorted(entry.values)
+            entry.worst_value, entry.stale = math.nan, True
+            changed = changed or bool(on_bins)
+        else:
+            changed = self._update(entry, on_bins, on_vals, bins_a[~mask_a]) or changed
+        if changed:
+            entry.cached = None
+            self._dirty.add(key)
+        if not entry.values:
+            del self._entries[key]
+
+    @staticmethod
+    def _update(entry: _Entry, on_bins: list[int], on_vals: list[float], off: NDArray[np.int64]) -> bool:
+        changed = False
+        values, order = entry.values, entry.order
+        for b, v in zip(on_bins, on_vals, strict=True):
+            old = values.get(b)
+            if old is None:
+                values[b] = v
+                if not order or b > order[-1]:
+                    order.append(b)
+                else:
+                    bisect.insort(order, b)
+                entry.offer(v)
+                changed = True
+            elif not _same(old, v):
+                values[b] = v
+                entry.retire(old)
+                entry.offer(v)
+                changed = True
+        if len(off) <= _SMALL:
+            gone = [b for b in off.tolist() if b in values]
+        else:
+            existing = np.fromiter(values.keys(), dtype=np.int64, count=len(values))
+            gone = np.intersect1d(existing, off).tolist()
+        for b in gone:
+            entry.retire(values.pop(b))
+            del order[bisect.bisect_left(order, b)]
+            changed = True
+        return changed
+
+    def _warning(self, key: Key, entry: _Entry) -> dict[str, Any]:
+        if entry.cached is None:
+            code, node_id, series_id = key
+            bins = entry.order[:FIRST_BINS]
+            value = to_wire_value(entry.worst_now())
+            agg = Aggregate(code, node_id, series_id, tuple(bins), len(entry.values), value)
+            if entry.message_fn is not None:
+                entry.message = entry.message_fn(agg)
+            elif entry.message is None:
+                entry.message = f"{code}: {agg.count} bin(s)"
+            w: dict[str, Any] = {"code": code, "severity": entry.severity, "nodeId": node_id}
+            if series_id is not None:
+                w["seriesId"] = series_id
+            w.update(bins=bins, count=agg.count, value=value, message=entry.message)
+            entry.cached = w
+        return entry.cached
+
+    def take_changes(self) -> list[WarningChange]:
+        """Diffs since the last call, sorted by (code, nodeId, seriesId)."""
+        changes: list[WarningChange] = []
+        for key in sorted(self._dirty, key=_sort_key):
+            entry = self._entries.get(key)
+            prev = self._published.get(key)
+            if entry is None:
+                if prev is not None:
+                    changes.append(WarningChange("clear", _copy(prev)))
+                    del self._published[key]
+                continue
+            cur = self._warning(key, entry)
+            if cur != prev:
+                self._published[key] = _copy(cur)
+                changes.append(WarningChange("add", _copy(cur)))
+        self._dirty.clear()
+        return changes
+
+    def active(self) -> list[dict[str, Any]]:
+        """Every current warning, sorted by key (run.json `warnings`)."""
+        return [_copy(self._warning(k, self._entries[k])) for k in sorted(self._entries, key=_sort_key)]
+
+    def flagged_bins(self, key: Key) -> list[int]:
+        """All flagged bins of a key, ascending (empty when the key is not active)."""
+        entry = self._entries.get(key)
+        return list(entry.order) if entry else []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def to_state(self) -> dict[str, Any]:
+        entries = []
+        for key in sorted(self._entries, key=_sort_key):
+            e = self._entries[key]
+            w = self._warning(key, e)
+            entries.append({"key": list(key), "severity": e.severity, "worst": e.worst,
+                            "message": w["message"], "bins": list(e.order),
+                            "values": [_enc(e.values[b]) for b in e.order]})
+        return {"version": 1, "entries": entries,
+                "published": [{"key": list(k), "warning": _copy(self._published[k])}
+                              for k in sorted(self._published, key=_sort_key)],
+                "dirty": [list(k) for k in sorted(self._dirty, key=_sort_key)]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WarningBook:
+        if state.get("version") != 1:
+            raise ValueError(f"unsupported warning book state version {state.get('version')!r}")
+        book = cls()
+        for item in state["entries"]:
+            e = _Entry(item["severity"], item["worst"])
+            e.values = {int(b): _dec(v) for b, v in zip(item["bins"], item["values"], strict=True)}
+            e.order = sorted(e.values)
+            e.stale = True
+            e.message = item["message"]
+            book._entries[_key(item["key"])] = e
+        for item in state["published"]:
+            book._published[_key(item["key"])] = _copy(item["warning"])
+        book._dirty = {_key(k) for k in state["dirty"]}
+        return book
+
+
+def _key(raw: Sequence[Any]) -> Key:
+    code, node_id, series_id = raw
+    return (str(code), node_id, series_id)
+
+
+def _copy(w: dict[str, Any]) -> dict[str, Any]:
+    out = dict(w)
+    out["bins"] = list(w["bins"])
+    return out

@@ -1,0 +1,179 @@
+"""WarningBook: aggregation, add/clear diffs, ordering and state round-trip (SPEC §12.6)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+
+from engine_live.warning_book import Aggregate, WarningBook
+
+K = ("served_negative", "A", None)
+
+
+def flag(book: WarningBook, key, bins, mask, values, **kw) -> None:
+    book.set_flags(key, np.array(bins), np.array(mask, dtype=bool), np.array(values, dtype=float), **kw)
+
+
+def ops(book: WarningBook) -> list[tuple[str, str, str | None, int]]:
+    return [(c.op, c.warning["code"], c.warning["nodeId"], c.warning["count"]) for c in book.take_changes()]
+
+
+def test_add_aggregates_bins_count_worst_and_message() -> None:
+    book = WarningBook()
+    flag(book, K, [0, 1, 2, 3, 4], [False, True, False, True, False], [0, -2, 0, -7, 0],
+         severity="warning", worst="min", message_fn=lambda a: f"{a.count} bad, worst {a.value}")
+    changes = book.take_changes()
+    assert len(changes) == 1 and changes[0].op == "add"
+    assert changes[0].warning == {"code": "served_negative", "severity": "warning", "nodeId": "A",
+                                  "bins": [1, 3], "count": 2, "value": -7.0, "message": "2 bad, worst -7.0"}
+    assert book.take_changes() == []
+
+
+def test_unchanged_reevaluation_sends_nothing() -> None:
+    book = WarningBook()
+    flag(book, K, [5], [True], [1.0], message="m")
+    book.take_changes()
+    flag(book, K, [5], [True], [1.0], message="m")
+    flag(book, ("x", "B", None), [5], [False], [0.0], message="m")  # never flagged: no key, no event
+    assert book.take_changes() == []
+    assert len(book) == 1
+
+
+def test_first_five_bins_ascending_and_count() -> None:
+    book = WarningBook()
+    for b in [9, 3, 7, 1, 5, 2, 8]:  # out of order, one bin per call
+        flag(book, K, [b], [True], [float(b)])
+    (w,) = book.active()
+    assert w["bins"] == [1, 2, 3, 5, 7] and w["count"] == 7 and w["value"] == 9.0
+    assert book.flagged_bins(K) == [1, 2, 3, 5, 7, 8, 9]
+
+
+def test_change_of_aggregate_sends_add_again() -> None:
+    book = WarningBook()
+    flag(book, K, [0, 1], [True, True], [1.0, 2.0])
+    assert ops(book) == [("add", "served_negative", "A", 2)]
+    flag(book, K, [1], [True], [5.0])  # value of a flagged bin corrected
+    changes = book.take_changes()
+    assert [c.op for c in changes] == ["add"] and changes[0].warning["value"] == 5.0
+    flag(book, K, [2], [True], [0.5])  # one more bin
+    assert ops(book) == [("add", "served_negative", "A", 3)]
+
+
+def test_correction_removes_bins_and_clears_last() -> None:
+    book = WarningBook()
+    flag(book, K, [10, 11, 12], [True, True, True], [3, 9, 4])
+    book.take_changes()
+    flag(book, K, [11], [False], [0])  # the worst bin goes: worst recomputed
+    changes = book.take_changes()
+    assert changes[0].op == "add"
+    assert changes[0].warning["bins"] == [10, 12] and changes[0].warning["value"] == 4.0
+    flag(book, K, [10, 11, 12], [False, False, False], [0, 0, 0])
+    changes = book.take_changes()
+    assert [c.op for c in changes] == ["clear"]
+    assert changes[0].warning["code"] == "served_negative" and changes[0].warning["bins"] == [10, 12]
+    assert book.active() == [] and len(book) == 0
+    flag(book, K, [10], [False], [0])  # clearing again is a no-op
+    assert book.take_changes() == []
+
+
+def test_appear_and_vanish_between_takes_is_silent() -> None:
+    book = WarningBook()
+    flag(book, K, [1], [True], [1.0])
+    flag(book, K, [1], [False], [0.0])
+    assert book.take_changes() == []
+
+
+def test_bins_outside_the_given_range_are_kept() -> None:
+    book = WarningBook()
+    flag(book, K, [0, 1, 2], [True, True, True], [1, 1, 1])
+    flag(book, K, [2, 3], [False, True], [0, 1])
+    assert book.flagged_bins(K) == [0, 1, 3]
+    # a large unflagged range goes through the bulk path
+    flag(book, K, np.arange(1, 500), np.zeros(499, dtype=bool), np.zeros(499))
+    assert book.flagged_bins(K) == [0]
+
+
+def test_changes_sorted_by_code_then_node_and_series_id_only_when_set() -> None:
+    book = WarningBook()
+    for key in [("z_code", "A", None), ("a_code", "B", None), ("a_code", "A", "s@S@DEFAULT"),
+                ("m_code", "C", None)]:
+        flag(book, key, [0], [True], [1.0])
+    changes = book.take_changes()
+    assert [(c.warning["code"], c.warning["nodeId"]) for c in changes] == [
+        ("a_code", "A"), ("a_code", "B"), ("m_code", "C"), ("z_code", "A")]
+    assert changes[0].warning["seriesId"] == "s@S@DEFAULT" and "seriesId" not in changes[1].warning
+    assert [(w["code"], w["nodeId"]) for w in book.active()] == [
+        ("a_code", "A"), ("a_code", "B"), ("m_code", "C"), ("z_code", "A")]
+
+
+def test_worst_rules() -> None:
+    book = WarningBook()
+    flag(book, ("mx", "N", None), [0, 1, 2], [True] * 3, [1, 7, -9], worst="max")
+    flag(book, ("mn", "N", None), [0, 1, 2], [True] * 3, [1, 7, -9], worst="min")
+    flag(book, ("ab", "N", None), [0, 1, 2], [True] * 3, [1, 7, -9], worst="absmax")
+    flag(book, ("tie", "N", None), [0, 1], [True] * 2, [-5, 5], worst="absmax")
+    flag(book, ("nan", "N", None), [0, 1], [True] * 2, [math.nan, math.nan])
+    flag(book, ("rnd", "N", None), [0], [True], [0.1234565])
+    values = {w["code"]: w["value"] for w in book.active()}
+    assert values == {"mx": 7.0, "mn": -9.0, "ab": -9.0, "tie": 5.0, "nan": None, "rnd": 0.123457}
+
+
+def test_result_independent_of_call_order() -> None:
+    rng = np.random.default_rng(3)
+    bins = np.arange(40)
+    mask = rng.random(40) < 0.5
+    values = rng.normal(0, 10, 40)
+    one = WarningBook()
+    flag(one, K, bins, mask, values, worst="absmax")
+    other = WarningBook()
+    for i in rng.permutation(40):
+        flag(other, K, [bins[i]], [True], [99.0], worst="absmax")  # wrong first, then corrected
+    for i in rng.permutation(40):
+        flag(other, K, [bins[i]], [mask[i]], [values[i]], worst="absmax")
+    assert one.active() == other.active()
+
+
+def test_message_function_sees_the_aggregate() -> None:
+    seen: list[Aggregate] = []
+
+    def msg(a: Aggregate) -> str:
+        seen.append(a)
+        return "x"
+
+    book = WarningBook()
+    flag(book, ("c", "N", "s"), [4, 2], [True, True], [1.0, 3.0], message_fn=msg)
+    book.active()
+    assert seen[-1] == Aggregate("c", "N", "s", (2, 4), 2, 3.0)
+
+
+def test_state_round_trip_is_exact() -> None:
+    book = WarningBook()
+    flag(book, ("a", "N", None), [0, 1, 2, 3, 4, 5], [True] * 6, [1, 2, 3, math.inf, 0, -1], message="m")
+    flag(book, ("b", "N", "s"), [3], [True], [math.nan], severity="info", worst="min", message="n")
+    book.take_changes()
+    flag(book, ("a", "N", None), [0], [False], [0], message="m")  # pending change, not yet taken
+    flag(book, ("c", "M", None), [7], [True], [-math.inf], message="o")
+    state = json.loads(json.dumps(book.to_state(), allow_nan=False))  # plain JSON, no NaN tokens
+    restored = WarningBook.from_state(state)
+    assert restored.to_state() == state
+    assert restored.active() == book.active()
+    assert restored.take_changes() == book.take_changes()
+    flag(book, ("a", "N", None), [3], [False], [0], message="m")
+    flag(restored, ("a", "N", None), [3], [False], [0], message="m")
+    assert restored.take_changes() == book.take_changes()
+    assert restored.active() == book.active()
+
+
+def test_single_bin_calls_stay_cheap_on_a_long_run() -> None:
+    book = WarningBook()
+    key = ("capacity_inferred_low", "N", None)
+    start = time.perf_counter()
+    for b in range(20000):  # every bin flagged, one call and one take per bin
+        flag(book, key, [b], [True], [float(b % 7)])
+        book.take_changes()
+    elapsed = time.perf_counter() - start
+    assert book.active()[0]["count"] == 20000
+    assert elapsed < 5.0
