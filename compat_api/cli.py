@@ -60,6 +60,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SERVE_FLAGS = (
+    "host", "port", "data_dir", "config", "tokens_file", "kafka_bootstrap", "kafka_telemetry_topic",
+    "kafka_events_topic", "kafka_group", "log_level",
+)  # fmt: skip
+
+
+def _serve_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {k: getattr(args, k, None) for k in SERVE_FLAGS}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import orjson
+
+    from compat_api.server import run_server
+    from compat_api.settings import load_settings
+
+    settings = load_settings(_serve_flags(args))
+    if args.print_config:
+        print(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+        return EXIT_OK
+    return run_server(settings)
+
+
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--config")
+    p.add_argument("--tokens-file", dest="tokens_file")
+    p.add_argument("--kafka-bootstrap", dest="kafka_bootstrap")
+    p.add_argument("--kafka-telemetry-topic", dest="kafka_telemetry_topic")
+    p.add_argument("--kafka-events-topic", dest="kafka_events_topic")
+    p.add_argument("--kafka-group", dest="kafka_group")
+    p.add_argument("--log-level", dest="log_level")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowtime", description="FlowTime Live: the live engine of FlowTime")
     sub = p.add_subparsers(dest="command", required=True)
@@ -72,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate a model and print errors and warnings")
     v.add_argument("model")
     v.set_defaults(func=cmd_validate)
+    sv = sub.add_parser("serve", help="start the service")
+    _add_serve_flags(sv)
+    sv.add_argument("--print-config", action="store_true", help="print the merged settings and exit")
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

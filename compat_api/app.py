@@ -1,0 +1,54 @@
+"""FastAPI app composition: the one place that wires engine, ingestion, hub and snapshots together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import import_module
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from compat_api.context import AppContext
+from compat_api.http_errors import install_error_handlers
+from compat_api.settings import Settings
+
+ROUTERS = (
+    "compat_api.routes_health",
+)
+
+
+def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
+    settings = settings or Settings()
+    ctx = ctx or AppContext(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for sub in ("runs", "bundles", "inputs", "compares"):
+            (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        if ctx.live is not None:
+            await ctx.live.start()
+        try:
+            yield
+        finally:
+            if ctx.live is not None:
+                await ctx.live.stop()
+
+    app = FastAPI(
+        title="FlowTime Live",
+        version="0.1.0",
+        description="The live engine of FlowTime: telemetry bins in, per-bin updates out (SPEC §8).",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    for name in ROUTERS:
+        app.include_router(import_module(name).router)
+    dash = Path(__file__).parent / "dashboard"
+    if dash.is_dir():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/dashboard", StaticFiles(directory=dash), name="dashboard")
+    return app

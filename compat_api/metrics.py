@@ -1,0 +1,122 @@
+"""Prometheus metrics of the service (SPEC §11), in one registry per app.
+
+Every metric lives in the `Metrics` object's own `CollectorRegistry` — never the process-wide
+default — so tests can build apps repeatedly. `docs/operations.md` lists each name and label;
+`tests/compat_api/test_metrics.py` pins that list against `render()`.
+
+Labels are bounded: `run_id` series are removed with `forget_run` when a run leaves memory,
+`sink` is one of `SINKS`, `status` one of the run statuses. Snapshot age is computed at scrape
+time from the injected clock, so it never goes stale between snapshots.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from engine_live.events import RunStatus
+
+SINKS = ("websocket", "kafka", "log")
+DROP_REASONS = ("superseded", "resync", "too_slow")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _SnapshotAge(Collector):
+    """`flowtime_snapshot_age_seconds{run_id}`: now − the last committed snapshot, per run."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.committed_at: dict[str, float] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("flowtime_snapshot_age_seconds",
+                                   "Seconds since the run's last committed snapshot", labels=["run_id"])  # fmt: skip
+        now = self._clock()
+        for run_id, at in sorted(self.committed_at.items()):
+            family.add_metric([run_id], max(0.0, now - at))
+        yield family
+
+
+class Metrics:
+    """The service's metrics; components update the attributes, `/metrics` serves `render()`."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self._clock = clock
+        # ingestion
+        self.ingested_frames = Counter("flowtime_ingested_frames", "Frames accepted into a run's ingestion log",
+                                       ["run_id"], registry=r)  # fmt: skip
+        self.ingested_bins = Counter("flowtime_ingested_bins", "Bins evaluated (closed) per run", ["run_id"], registry=r)
+        self.ingest_queue_depth = Gauge("flowtime_ingest_queue_depth", "Frames waiting in the ingest queue",
+                                        registry=r)  # fmt: skip
+        self.ingest_queue_capacity = Gauge("flowtime_ingest_queue_capacity", "Maximum frames in the ingest queue",
+                                           registry=r)  # fmt: skip
+        self.bins_behind = Gauge("flowtime_bins_behind", "watermark − lastBin per live run", ["run_id"], registry=r)
+        self.ingest_to_publish_seconds = Histogram(
+            "flowtime_ingest_to_publish_seconds", "From a frame's acceptance to the publication of its bin's event",
+            buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        # publication
+        self.events_published = Counter("flowtime_events_published", "Events published per sink", ["sink"], registry=r)
+        self.websocket_clients = Gauge("flowtime_websocket_clients", "Connected WebSocket clients", registry=r)
+        self.websocket_drops = Counter("flowtime_websocket_drops",
+                                       "Events dropped for slow WebSocket clients (superseded), resyncs, and "
+                                       "clients closed as too slow", ["reason"], registry=r)  # fmt: skip
+        # snapshots
+        self.snapshot_duration_seconds = Histogram("flowtime_snapshot_duration_seconds", "Time to write and commit a "
+                                                   "snapshot", buckets=SNAPSHOT_BUCKETS, registry=r)  # fmt: skip
+        self.snapshot_size_bytes = Gauge("flowtime_snapshot_size_bytes", "Size of the run's last committed snapshot",
+                                         ["run_id"], registry=r)  # fmt: skip
+        self._snapshot_age = _SnapshotAge(clock)
+        r.register(self._snapshot_age)
+        # recovery
+        self.recovery_runs = Gauge("flowtime_recovery_runs", "Runs recovered at start (state: done|todo)",
+                                   ["state"], registry=r)  # fmt: skip
+        self.recovery_bins = Gauge("flowtime_recovery_bins", "Ingestion-log bins replayed at start (state: done|todo)",
+                                   ["state"], registry=r)  # fmt: skip
+        # kafka and runs
+        self.kafka_consumer_lag = Gauge("flowtime_kafka_consumer_lag", "Records behind the partition end",
+                                        ["topic", "partition"], registry=r)  # fmt: skip
+        self.live_runs = Gauge("flowtime_live_runs", "Runs in memory by status", ["status"], registry=r)
+        self._touch_label_sets()
+
+    def _touch_label_sets(self) -> None:
+        """Create the fixed label values so every series shows from the first scrape."""
+        for sink in SINKS:
+            self.events_published.labels(sink=sink)
+        for reason in DROP_REASONS:
+            self.websocket_drops.labels(reason=reason)
+        for state in ("done", "todo"):
+            self.recovery_runs.labels(state=state)
+            self.recovery_bins.labels(state=state)
+        for status in RunStatus:
+            self.live_runs.labels(status=status.value)
+
+    # -- helpers for the labelled per-run series ----------------------------------------------------
+    def snapshot_committed(self, run_id: str, duration_s: float, size_bytes: int) -> None:
+        self.snapshot_duration_seconds.observe(duration_s)
+        self.snapshot_size_bytes.labels(run_id=run_id).set(size_bytes)
+        self._snapshot_age.committed_at[run_id] = self._clock()
+
+    def set_position(self, run_id: str, watermark: int, last_bin: int) -> None:
+        self.bins_behind.labels(run_id=run_id).set(max(0, watermark - last_bin))
+
+    def forget_run(self, run_id: str) -> None:
+        """Drop the run's labelled series (deleted or cleaned-up runs)."""
+        for metric in (self.ingested_frames, self.ingested_bins, self.bins_behind, self.snapshot_size_bytes):
+            try:
+                metric.remove(run_id)
+            except KeyError:
+                pass
+        self._snapshot_age.committed_at.pop(run_id, None)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+__all__ = ["DROP_REASONS", "SINKS", "Metrics"]

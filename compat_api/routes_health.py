@@ -1,0 +1,42 @@
+"""Liveness, readiness (recovery done) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from compat_api.auth import require
+from compat_api.context import AppContext, get_ctx
+
+router = APIRouter()
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"], responses={503: {"description": "recovery in progress"}})
+async def readyz(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    live = ctx.live
+    if live is not None and not live.ready:
+        return JSONResponse({"status": "recovering", "progress": live.recovery_progress()}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", tags=["operations"], dependencies=[Depends(require("read"))])
+async def metrics(ctx: AppContext = Depends(get_ctx)) -> Response:  # noqa: B008
+    if ctx.metrics is None:
+        return Response(b"", media_type="text/plain; version=0.0.4")
+    body, content_type = ctx.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@router.get("/", include_in_schema=False)
+async def dashboard() -> Response:
+    index = Path(__file__).parent / "dashboard" / "index.html"
+    if index.is_file():
+        return FileResponse(index)
+    return JSONResponse({"service": "FlowTime Live", "docs": "/docs"})

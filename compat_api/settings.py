@@ -1,0 +1,76 @@
+"""Service settings: CLI flags over `FLOWTIME_*` environment over a TOML config file (SPEC §11, §12.11).
+
+A flag `--a-b` is env `FLOWTIME_A_B` and config key `a_b`. `flowtime serve --print-config` shows the
+merged result with secrets masked.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_FIELDS = ("tokens",)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOWTIME_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("./data")
+    config: Path | None = None
+    tokens_file: Path | None = None
+    tokens: str | None = None  # "token:scopes[:patterns];..." — for tests and containers
+    kafka_bootstrap: str | None = None
+    kafka_telemetry_topic: str = "flowtime.telemetry"
+    kafka_events_topic: str = "flowtime.events"
+    kafka_group: str = "flowtime-engine"
+    kafka_idempotence: bool = False
+    log_level: str = "info"
+    # limits and defaults (SPEC §12.16)
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_frames_per_request: int = 10_000
+    max_model_bytes: int = 8 * 1024 * 1024
+    max_ws_message_bytes: int = 64 * 1024
+    hub_history_events: int = 10_000
+    hub_history_bytes: int = 64 * 1024 * 1024
+    client_queue_events: int = 1_000
+    ingest_queue_frames: int = 100_000
+    heartbeat_seconds: float = 5.0
+    retry_after_seconds: int = 1
+    state_window_max_bins: int = 500
+    page_size: int = 50
+    page_size_max: int = 200
+    max_live_runs: int = 100
+    max_live_bytes: int = 1024**3
+    max_bins_ahead: int = 1440
+    completed_stream_seconds: float = 3600.0
+    snapshot_every_bins: int = 60
+    snapshot_every_seconds: float = 30.0
+    snapshots_kept: int = 2
+    fsync: bool = True
+
+    def masked(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json")
+        for key in SECRET_FIELDS:
+            if out.get(key):
+                out[key] = "***"
+        return out
+
+
+def load_settings(flags: dict[str, Any] | None = None) -> Settings:
+    """Merge: flags (non-None) over environment over the TOML file named by flags/env `config`."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env_only = Settings(**{k: v for k, v in flags.items() if k == "config"})
+    file_values: dict[str, Any] = {}
+    config_path = flags.get("config") or env_only.config
+    if config_path:
+        with open(config_path, "rb") as fh:
+            file_values = tomllib.load(fh)
+    env_values = {k: v for k, v in env_only.model_dump().items() if k in env_only.model_fields_set}
+    merged = {**file_values, **env_values, **flags}
+    return Settings.model_validate({**file_values, **merged}) if merged else Settings()

@@ -1,0 +1,308 @@
+"""One live run: inputs in, evaluated bins and seq'd events out (SPEC §6, §7). Pure and synchronous.
+
+State: the matrix `V` (rows = plan.names, column c = bin `base + c`) and a presence matrix `P`
+(telemetry series × the same columns). A telemetry cell that is not present holds 0, so an
+evaluated bin with a missing input is a zero-filled placeholder (a data gap). The columns slide
+forward (and grow when a record reaches far ahead) keeping every bin still correctable — the last
+`retention_bins` evaluated bins — plus `plan.lookback` bins of history before them.
+
+`apply_record` takes one ingestion-log record's validated frames and returns the events it
+causes, seq +1 each: first the republished bins of a correction (one `evaluate_range` over
+t..lastBin, only bins whose bits or gap state changed, `revision` raised once per record), then
+every bin the record lets close, in ascending order. Bin t closes when all telemetry series have
+a value for it, or when watermark ≥ t + grace_bins. Counts (values, not frames): `accepted` new
+values (including last-wins overwrites of an unevaluated bin), `duplicates` (bit-equal to the
+value held), `corrected` (a new value for an evaluated bin, placeholders included).
+
+Hooks (`BinHooks`) are the seams for derived metrics, warnings and wire rounding; the defaults
+add nothing. Decisions: `close()` sends `status: closing` before the bins it evaluates;
+`complete()` sends `status: completed`; a run without telemetry series closes its bins only at close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine_live.compiler import ZERO, Plan
+from engine_live.errors import IngestError, OutsideRetentionError, RunClosedError
+from engine_live.evaluator import evaluate_range
+from engine_live.events import (
+    Event,
+    EventType,
+    RunStatus,
+    envelope,
+    progress_event,
+    status_event,
+    warning_event,
+)
+
+OPEN_ENDED_RETENTION = 8640
+DEFAULT_GRACE_BINS = 2
+FloatArray = NDArray[np.float64]
+
+
+class ValidFrame(NamedTuple):
+    """One validated value: bin, telemetry series id, value (finite)."""
+
+    bin: int
+    series: str
+    value: float
+
+
+@dataclass
+class ApplyResult:
+    accepted: int = 0
+    duplicates: int = 0
+    corrected: int = 0
+    events: list[Event] = field(default_factory=list)
+
+
+class BinHooks:
+    """Extension points; subclass and pass to LiveRun. Called only for bins being published."""
+
+    def wire(self, block: FloatArray) -> FloatArray:
+        """Wire rounding of a (values × bins) block; NaN stays NaN (encoded as null)."""
+        return block
+
+    def derived(self, run: LiveRun, t0: int, t1: int) -> list[dict[str, dict[str, Any]]]:
+        """Per bin of [t0, t1): nodeId → derived metrics (with color)."""
+        return [{} for _ in range(t1 - t0)]
+
+    def warnings(self, run: LiveRun, bin_index: int) -> list[tuple[Literal["add", "clear"], dict[str, Any]]]:
+        """(op, warning) changes caused by (re)evaluating this bin, sorted by (code, nodeId)."""
+        return []
+
+
+class LiveRun:
+    def __init__(self, plan: Plan, *, run_id: str, epoch: str, grace_bins: int = DEFAULT_GRACE_BINS,
+                 retention_bins: int | None = None, hooks: BinHooks | None = None) -> None:  # fmt: skip
+        grid = plan.graph.grid
+        self.plan, self.grid, self.run_id, self.epoch = plan, grid, run_id, epoch
+        self.grace_bins = grace_bins
+        self.retention_bins = retention_bins or grid.bins or OPEN_ENDED_RETENTION
+        self.hooks = hooks or BinHooks()
+        self.status = RunStatus.CREATED
+        self.seq = self.revision = self.model_revision = 0
+        self.watermark = self.last_bin = -1
+        self.telemetry_ids: tuple[str, ...] = tuple(plan.names[int(r)] for r in plan.telemetry_rows)
+        self._tele_index = {sid: i for i, sid in enumerate(self.telemetry_ids)}
+        self._tele_rows = [int(r) for r in plan.telemetry_rows]
+        self._keep = self.retention_bins + plan.lookback
+        self._slack = max(32, self._keep // 8)
+        cols = min(self._keep + self._slack, 256)
+        self.base = 0
+        self.V: FloatArray = np.zeros((plan.n_rows, cols))
+        self.P: NDArray[np.bool_] = np.zeros((len(self._tele_rows), cols), dtype=bool)
+        self._start = grid.start_dt()
+        self._build_delta_layout()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def set_status(self, new: RunStatus, reason: str | None = None, *, seqd: bool = True) -> Event:
+        """Checked transition; the status event consumes a seq only when a log record caused it."""
+        self.status = self.status.to(new)
+        if seqd:
+            self.seq += 1
+        return status_event(self.run_id, self.epoch, self.seq, self.status, reason)
+
+    def start(self) -> list[Event]:
+        """The create record: created → live."""
+        return [self.set_status(RunStatus.LIVE)]
+
+    def close(self) -> list[Event]:
+        """The close record: evaluate through bins-1 (or the watermark when open-ended), zero-filling."""
+        if not self.status.is_open:
+            return []  # a repeated close is a no-op
+        events = [self.set_status(RunStatus.CLOSING)]
+        end = self.grid.bins - 1 if self.grid.bins is not None else self.watermark
+        self._evaluate_through(end, events)
+        return events
+
+    def complete(self) -> list[Event]:
+        """After the final artifacts are committed: closing → completed."""
+        return [self.set_status(RunStatus.COMPLETED)]
+
+    def progress(self) -> Event:
+        return progress_event(self.run_id, self.epoch, self.seq, self.watermark, self.last_bin)
+
+    @property
+    def lowest_correctable(self) -> int:
+        return max(0, self.last_bin - self.retention_bins + 1)
+
+    # -- ingestion ------------------------------------------------------------------------------
+    def apply_record(self, frames: Sequence[ValidFrame]) -> ApplyResult:
+        """Apply one log record's frames (all-or-nothing checks first), then publish what changed."""
+        if not self.status.is_open:
+            raise RunClosedError(f"run '{self.run_id}' is {self.status.value}", runId=self.run_id)
+        n = len(frames)
+        if n == 0:
+            return ApplyResult()
+        idx = np.empty(n, dtype=np.intp)
+        for i, f in enumerate(frames):
+            j = self._tele_index.get(f.series)
+            if j is None:
+                raise IngestError(f"frame {i}: series '{f.series}' is not telemetry-fed",
+                                  code="not_telemetry", frame=i, field="series")  # fmt: skip
+            idx[i] = j
+        bins = np.fromiter((f.bin for f in frames), dtype=np.int64, count=n)
+        limit = self.grid.bins if self.grid.bins is not None else np.iinfo(np.int64).max
+        bad = np.flatnonzero((bins < 0) | (bins >= limit))
+        if bad.size:
+            i = int(bad[0])
+            raise IngestError(f"frame {i}: bin {frames[i].bin} is outside the grid", frame=i, field="bin")
+        old = np.flatnonzero(bins < self.lowest_correctable)
+        if old.size:
+            i = int(old[0])
+            raise OutsideRetentionError(f"frame {i}: bin {frames[i].bin} is older than the retention window "
+                                        f"(lowest correctable bin {self.lowest_correctable})",
+                                        frame=i, field="bin", lowestBin=self.lowest_correctable)  # fmt: skip
+        self._ensure_columns(int(bins.max()))
+        res = ApplyResult()
+        V, P, base, rows, last = self.V, self.P, self.base, self._tele_rows, self.last_bin
+        fixed: list[int] = []
+        for f, j in zip(frames, idx.tolist(), strict=True):
+            c, r = f.bin - base, rows[j]
+            held = P[j, c]
+            if held and V[r, c] == f.value and np.signbit(V[r, c]) == np.signbit(f.value):
+                res.duplicates += 1
+                continue
+            if f.bin <= last:
+                res.corrected += 1
+                fixed.append(f.bin)
+            else:
+                res.accepted += 1
+            V[r, c] = f.value
+            P[j, c] = True
+        self.watermark = max(self.watermark, int(bins.max()))
+        if fixed:
+            self.revision += 1
+            self._recompute(fixed, res.events)
+        self._close_ready(res.events)
+        return res
+
+    def _recompute(self, fixed: list[int], events: list[Event]) -> None:
+        t0, t1 = min(fixed), self.last_bin + 1
+        c0, c1 = t0 - self.base, t1 - self.base
+        before = self.V[:, c0:c1].copy()
+        evaluate_range(self.plan, self.V, self.base, t0, t1)
+        changed = (before.view(np.uint64) != self.V[:, c0:c1].view(np.uint64)).any(axis=0)
+        changed[np.asarray(fixed) - t0] = True  # an input changed or a gap was filled
+        for k in np.flatnonzero(changed).tolist():
+            self._publish(t0 + k, t0 + k + 1, events, self.last_bin)
+
+    def _close_ready(self, events: list[Event]) -> None:
+        t, w = self.last_bin + 1, self.watermark
+        if t > w:
+            return
+        ready: NDArray[np.bool_] = np.all(self.P[:, t - self.base : w + 1 - self.base], axis=0)
+        ready[: max(0, w - self.grace_bins - t + 1)] = True
+        k = len(ready) if ready.all() else int(ready.argmin())
+        if k:
+            self._evaluate_through(t + k - 1, events)
+
+    def _evaluate_through(self, end: int, events: list[Event]) -> None:
+        """Evaluate the new bins last_bin+1..end in chunks that fit the matrix, publishing each."""
+        while self.last_bin < end:
+            t0 = self.last_bin + 1
+            t1 = min(end, self.last_bin + self._slack) + 1
+            self._ensure_columns(t1 - 1)
+            evaluate_range(self.plan, self.V, self.base, t0, t1)
+            self.last_bin = t1 - 1
+            self._publish(t0, t1, events, t0 - 1)
+
+    # -- columns --------------------------------------------------------------------------------
+    def _ensure_columns(self, hi: int) -> None:
+        """Make bin `hi` addressable, sliding out bins no evaluation or correction can read."""
+        cols = self.V.shape[1]
+        if hi < self.base + cols:
+            return
+        lo = max(self.base, self.lowest_correctable - self.plan.lookback)
+        need = hi - lo + 1
+        new_cols = cols if need <= cols else max(need, min(self._keep + self._slack, 2 * cols))
+        V = np.zeros((self.V.shape[0], new_cols))
+        P = np.zeros((self.P.shape[0], new_cols), dtype=bool)
+        keep = self.base + cols - lo
+        V[:, :keep] = self.V[:, lo - self.base :]
+        P[:, :keep] = self.P[:, lo - self.base :]
+        self.V, self.P, self.base = V, P, lo
+
+    # -- events ---------------------------------------------------------------------------------
+    def _build_delta_layout(self) -> None:
+        plan, graph = self.plan, self.plan.graph
+        rows: list[int] = []
+        self._nodes: list[tuple[str, str, list[str], int, int]] = []  # id, kind, fields, from, to
+        for b in graph.topo:
+            names = list(b.fields)
+            self._nodes.append((b.id, b.kind, names, len(rows), len(rows) + len(names)))
+            rows.extend(plan.row[b.fields[f]] for f in names)
+        if not graph.topo:
+            self._series_ids = [s for s in plan.names if s != ZERO and s not in graph.hidden]
+            rows = [plan.row[s] for s in self._series_ids]
+        self._gather = np.asarray(rows, dtype=np.intp)
+
+    def _publish(self, t0: int, t1: int, events: list[Event], prev_last: int) -> None:
+        """One run_update per bin of [t0, t1), each followed by its warning updates. An update's
+        `lastBin` is max(its bin, prev_last): how far evaluation had got when it was published."""
+        block = self.hooks.wire(self.V[self._gather, t0 - self.base : t1 - self.base])
+        columns = block.T.tolist()
+        derived = self.hooks.derived(self, t0, t1)
+        status, bm = self.status.value, self.grid.bin_minutes
+        for k, values in enumerate(columns):
+            t = t0 + k
+            if self._nodes:
+                d = derived[k]
+                deltas: list[dict[str, Any]] = [
+                    {"nodeId": nid, "kind": kind, "metrics": dict(zip(names, values[a:b], strict=True)),
+                     "derived": d.get(nid, {})}
+                    for nid, kind, names, a, b in self._nodes
+                ]  # fmt: skip
+            else:
+                deltas = [{"series": dict(zip(self._series_ids, values, strict=True))}]
+            self.seq += 1
+            ev = envelope(EventType.RUN_UPDATE, self.run_id, self.epoch, self.seq)
+            start = self._start + timedelta(minutes=bm * t) if self._start is not None else None
+            ev.update(binIndex=t, binStartUtc=start.strftime("%Y-%m-%dT%H:%M:%SZ") if start else None,
+                      binMinutes=bm, status=status, watermark=self.watermark, lastBin=max(t, prev_last),
+                      revision=self.revision, deltas=deltas)  # fmt: skip
+            events.append(ev)
+            for op, warning in self.hooks.warnings(self, t):
+                self.seq += 1
+                events.append(warning_event(self.run_id, self.epoch, self.seq, op, warning))
+
+    # -- reads ----------------------------------------------------------------------------------
+    def retained_range(self) -> tuple[int, int]:
+        """[lo, hi) of evaluated bins still in memory and readable."""
+        return max(self.base, self.lowest_correctable), self.last_bin + 1
+
+    def _col(self, bin_index: int) -> int:
+        lo, hi = self.retained_range()
+        if not lo <= bin_index < hi:
+            raise OutsideRetentionError(f"bin {bin_index} is not retained (retained: {lo}..{hi - 1})",
+                                        bin=bin_index)  # fmt: skip
+        return bin_index - self.base
+
+    def state_at(self, bin_index: int) -> FloatArray:
+        """Every series (plan.names order) at an evaluated, retained bin."""
+        return self.V[:, self._col(bin_index)].copy()
+
+    def series(self, series_id: str) -> FloatArray:
+        """The retained evaluated values of one series (bins retained_range())."""
+        lo, hi = self.retained_range()
+        return self.V[self.plan.row[series_id], lo - self.base : hi - self.base].copy()
+
+    def gaps(self, t0: int, t1: int) -> NDArray[np.bool_]:
+        """(telemetry series × bins) True where an evaluated bin was zero-filled."""
+        return ~self.P[:, t0 - self.base : t1 - self.base]
+
+    def final_series(self) -> dict[str, FloatArray]:
+        """Every series over bins 0..last_bin; requires the whole evaluated range to be retained."""
+        lo, hi = self.retained_range()
+        if lo != 0:
+            raise OutsideRetentionError(f"bins before {lo} have left memory", bin=0)
+        V = self.V[:, -self.base : hi - self.base]
+        return {name: V[i].copy() for i, name in enumerate(self.plan.names) if name != ZERO}

@@ -1,0 +1,163 @@
+"""Ingest frames: body parsing and whole-request validation (SPEC §6 frame forms, §12.1, §12.2).
+
+A body is one JSON object, a JSON array of objects, or NDJSON (one object per non-empty line).
+A frame picks its bin with `bin` or a bin-aligned RFC 3339 UTC `ts` (both: they must agree) and
+addresses values either as `node` + metric fields (resolved through the topology semantics) or as
+`series` + `value`. Every value must land on a telemetry-fed series. The request is all-or-nothing:
+the first problem raises an IngestError (422) naming the frame index, the field and a code;
+otherwise one `ValidFrame` per value comes back, in frame order (counts are of values).
+
+Codes: `malformed_body` (400), `invalid_frame`, `run_id_mismatch`, `missing_bin`, `invalid_bin`,
+`ts_not_aligned`, `bin_ts_mismatch`, `bin_out_of_range`, `bin_too_far_ahead`, `unknown_node`,
+`not_telemetry`, `ambiguous_frame`, `no_values`, `unknown_field`, `invalid_value`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from engine_live.errors import IngestError
+from engine_live.live_run import ValidFrame
+from engine_live.series_defs import ModelGraph
+
+MAX_BINS_AHEAD = 1440
+_ADDRESS_KEYS = frozenset({"runId", "bin", "ts"})
+_SERIES_KEYS = _ADDRESS_KEYS | {"series", "value"}
+
+
+class MalformedBodyError(IngestError):
+    """A body that is not JSON / NDJSON at all (400). Candidate for engine_live.errors."""
+
+    code = "malformed_body"
+    http_status = 400
+
+
+def parse_body(body: bytes | str) -> list[Any]:
+    """JSON object → [object]; JSON array → its items; otherwise NDJSON lines. Items are not checked."""
+    data = body.encode() if isinstance(body, str) else body
+    text = data.strip()
+    if not text:
+        raise MalformedBodyError("empty body: expected a JSON object, a JSON array or NDJSON")
+    try:
+        whole = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        whole = None
+        if text.startswith(b"["):
+            raise MalformedBodyError("the body is not valid JSON") from None
+    else:
+        return whole if isinstance(whole, list) else [whole]
+    frames: list[Any] = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            frames.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            raise MalformedBodyError(f"line {line_no} is not valid JSON", line=line_no) from None
+    return frames
+
+
+def _fail(i: int, fld: str | None, code: str, msg: str) -> IngestError:
+    return IngestError(f"frame {i}: {msg}", code=code, frame=i, field=fld)
+
+
+def _number(i: int, fld: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        kind = "null" if v is None else type(v).__name__
+        raise _fail(i, fld, "invalid_value", f"{fld}: expected a number, got {kind}")
+    try:
+        x = float(v)
+    except OverflowError:
+        x = math.inf
+    if not math.isfinite(x):
+        raise _fail(i, fld, "invalid_value", f"{fld}: must be a finite number")
+    return x
+
+
+class FrameValidator:
+    """Validates frames against one run's model (rebuild it after a PATCH changes the model)."""
+
+    def __init__(self, graph: ModelGraph, run_id: str, *, max_bins_ahead: int = MAX_BINS_AHEAD) -> None:
+        self.grid, self.run_id, self.max_bins_ahead = graph.grid, run_id, max_bins_ahead
+        self.telemetry = frozenset(graph.telemetry_ids())
+        self.all_series = frozenset(out for d in graph.defs for out in d.outputs)
+        self.nodes: dict[str, dict[str, str]] = {}  # node → field → series (all fields)
+        for b in graph.topo:
+            self.nodes[b.id] = dict(b.fields)
+
+    def validate(self, frames: Iterable[Any], *, last_bin: int) -> list[ValidFrame]:
+        out: list[ValidFrame] = []
+        for i, frame in enumerate(frames):
+            self._one(i, frame, last_bin, out)
+        return out
+
+    def _one(self, i: int, f: Any, last_bin: int, out: list[ValidFrame]) -> None:
+        if not isinstance(f, dict):
+            raise _fail(i, None, "invalid_frame", f"expected a JSON object, got {type(f).__name__}")
+        run_id = f.get("runId")
+        if run_id is not None and run_id != self.run_id:
+            raise _fail(i, "runId", "run_id_mismatch", f"runId {run_id!r} is not this run ({self.run_id!r})")
+        b = self._bin(i, f, last_bin)
+        if "node" in f and "series" in f:
+            raise _fail(i, "series", "ambiguous_frame", "give either node + metrics or series + value")
+        if "series" in f:
+            for k in f:
+                if k not in _SERIES_KEYS:
+                    raise _fail(i, k, "unknown_field", f"unknown field {k!r} in a series frame")
+            sid = f["series"]
+            if not isinstance(sid, str) or sid not in self.telemetry:
+                what = "is not telemetry-fed" if sid in self.all_series else "does not exist"
+                raise _fail(i, "series", "not_telemetry", f"series {sid!r} {what}")
+            if "value" not in f:
+                raise _fail(i, "value", "invalid_value", "value: missing")
+            out.append(ValidFrame(b, sid, _number(i, "value", f["value"])))
+            return
+        if "node" not in f:
+            raise _fail(i, "node", "invalid_frame", "a frame needs node + metrics or series + value")
+        node = f["node"]
+        fields = self.nodes.get(node) if isinstance(node, str) else None
+        if fields is None:
+            raise _fail(i, "node", "unknown_node", f"unknown topology node {node!r}")
+        n0 = len(out)
+        for k, v in f.items():
+            if k in _ADDRESS_KEYS or k == "node":
+                continue
+            sid = fields.get(k)
+            if sid is None or sid not in self.telemetry:
+                what = "is not telemetry-fed" if sid is not None else "is not a semantic field of the node"
+                raise _fail(i, k, "not_telemetry", f"node {node!r}: {k!r} {what}")
+            out.append(ValidFrame(b, sid, _number(i, k, v)))
+        if len(out) == n0:
+            raise _fail(i, None, "no_values", f"node {node!r}: no metric values in the frame")
+
+    def _bin(self, i: int, f: dict[str, Any], last_bin: int) -> int:
+        b = f.get("bin")
+        ts = f.get("ts")
+        if b is None and ts is None:
+            raise _fail(i, "bin", "missing_bin", "give bin or ts")
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 0):
+            raise _fail(i, "bin", "invalid_bin", f"bin must be an integer >= 0, got {b!r}")
+        if ts is not None:
+            if not isinstance(ts, str):
+                raise _fail(i, "ts", "ts_not_aligned", "ts must be an RFC 3339 UTC string")
+            try:
+                tb = self.grid.bin_of(ts)
+            except ValueError as exc:
+                raise _fail(i, "ts", "ts_not_aligned", str(exc)) from None
+            if b is not None and b != tb:
+                raise _fail(i, "ts", "bin_ts_mismatch", f"ts {ts} is bin {tb}, not bin {b}")
+            b = tb
+        assert isinstance(b, int)
+        if self.grid.bins is not None and b >= self.grid.bins:
+            raise _fail(i, "bin", "bin_out_of_range", f"bin {b} is past the grid ({self.grid.bins} bins)")
+        if b > last_bin + self.max_bins_ahead:
+            raise _fail(i, "bin", "bin_too_far_ahead",
+                        f"bin {b} is more than {self.max_bins_ahead} bins past lastBin {last_bin}")  # fmt: skip
+        return b
+
+
+__all__ = ["MAX_BINS_AHEAD", "FrameValidator", "MalformedBodyError", "parse_body"]

@@ -1,0 +1,324 @@
+"""Writes the canonical artifacts of a run (SPEC §4) into a run folder.
+
+Layout: ``spec.yaml``, ``model/{model.yaml, metadata.json, provenance.json?, adjustments.json?}``,
+``run.json``, ``series/{index.json, <file>.csv...}``, ``series.parquet``, ``topology.json`` and,
+last, ``manifest.json`` — a folder without a manifest is an incomplete set.
+
+Decisions (where SPEC leaves room):
+
+* Series hash = ``sha256:`` of the exact bytes of the series' CSV file (checkable with
+  ``sha256sum``); computed even when the CSVs are not written (``formats`` without ``"csv"``).
+* ``modelHash`` = sha256 of ``model/model.yaml``; when ``model/adjustments.json`` exists (§12.8: it
+  "enters modelHash") it is sha256 of the model.yaml bytes followed by the adjustments.json bytes.
+* ``scenarioHash`` = sha256 of ``spec_text + "\\n" + str(seed)`` (UTF-8).
+* Paths in ``run.json`` and ``series/index.json`` are relative to the run folder (``series/x.csv``),
+  also when the CSVs are left out; ``index.json`` lists the written ``formats``.
+* ``series.parquet`` holds bin_index (int64), series_id (dictionary string), value (float64,
+  ``-0`` stored as ``0``), zstd; the writer puts no time or random id in, so same input, same bytes.
+* Every file goes to a temporary name and is renamed into place (the CSVs and index.json into a
+  temporary ``series`` folder that replaces the old one); everything is fsynced before
+  ``manifest.json`` is written. Rewriting a folder first removes its manifest, and files of the
+  old set that the new one lacks. One writer per folder at a time (the caller serialises).
+* JSON: sorted keys, 2-space indent, final newline. Byte identity (§12.10) holds for everything but
+  runId / createdUtc / live in run.json and runId / createdUtc / liveSession in manifest.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine_live.grid import Grid
+from engine_live.run_result import RunResult, SeriesOut
+from snapshot_writer.atomic_files import (
+    TEMP_MARK,
+    fsync_dir,
+    json_bytes,
+    remove_file,
+    temp_path,
+    write_bytes_atomic,
+    write_file,
+)
+from snapshot_writer.number_format import CsvBody, iter_csv_bodies
+
+SCHEMA_VERSION = 1
+FORMATS = frozenset({"csv", "parquet"})
+MANIFEST = "manifest.json"
+DEFAULT_RNG_KIND = "pcg32"
+_IO_THREADS = 8
+_OLD_MARK = ".old-"
+_BAD_NAME = re.compile(r"[/\\\x00]")
+
+
+@dataclass(frozen=True)
+class ArtifactsInfo:
+    run_dir: Path
+    manifest_hash: str  # sha256 of manifest.json's bytes
+    model_hash: str
+    scenario_hash: str
+    series_hashes: Mapping[str, str]  # series id -> sha256 of its CSV bytes
+
+
+def sha256_hex(*chunks: bytes) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def scenario_hash(spec_text: str, seed: int) -> str:
+    return sha256_hex(f"{spec_text}\n{seed}".encode())
+
+
+def model_hash(model_yaml: bytes, adjustments_json: bytes | None = None) -> str:
+    return sha256_hex(model_yaml, adjustments_json or b"")
+
+
+def csv_file_name(series: SeriesOut) -> str:
+    """`outputs[].as` when given, else `<series id>.csv`; a plain file name, never a path."""
+    name = series.path_name if series.path_name is not None else f"{series.series_id}.csv"
+    if not name or name.startswith(".") or _BAD_NAME.search(name) or name == "index.json":
+        raise ValueError(f"series {series.series_id!r}: {name!r} is not a valid file name")
+    return name
+
+
+def grid_wire(grid: Grid) -> dict[str, Any]:
+    return {**grid.to_wire(), "binMinutes": grid.bin_minutes, "timezone": "UTC", "align": "left"}
+
+
+def series_table(series: Sequence[SeriesOut]) -> pa.Table:
+    """The long table of series.parquet: bin_index int64, series_id dictionary<string>, value float64."""
+    arrays = [np.asarray(s.values, dtype=np.float64).reshape(-1) for s in series]
+    lengths = np.array([a.size for a in arrays], dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        values = np.concatenate(arrays) + 0.0 if arrays else np.empty(0)
+    if arrays and (lengths == lengths[0]).all():
+        bin_index = np.tile(np.arange(lengths[0], dtype=np.int64), len(arrays))
+    else:
+        bin_index = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths] or [np.empty(0, np.int64)])
+    codes = np.repeat(np.arange(len(arrays), dtype=np.int32), lengths)
+    ids = pa.array([s.series_id for s in series], pa.string())
+    return pa.table(
+        {
+            "bin_index": pa.array(bin_index),
+            "series_id": pa.DictionaryArray.from_arrays(pa.array(codes), ids),
+            "value": pa.array(values),
+        }
+    )
+
+
+def _write_parquet(path: Path, series: Sequence[SeriesOut], fsync: bool) -> None:
+    table = series_table(series)
+    tmp = temp_path(path)
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink:
+            pq.write_table(table, sink, compression="zstd", use_dictionary=True, write_statistics=False)
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def _hash_and_write(body: CsvBody, path: Path | None, fsync: bool) -> str:
+    if path is not None:
+        write_file(path, body.chunks(), fsync=fsync)
+    return body.sha256()
+
+
+def _write_series_dir(
+    pool: ThreadPoolExecutor,
+    run_dir: Path,
+    series: Sequence[SeriesOut],
+    names: Sequence[str],
+    formats: frozenset[str],
+    grid: dict[str, Any],
+    fsync: bool,
+) -> dict[str, str]:
+    """Format every series once: hash it, write its CSV into a temporary folder (when "csv" is
+    among `formats`), add index.json, then swap the folder in as `series/`."""
+    tmp_dir = run_dir / f".series{TEMP_MARK}{secrets.token_hex(6)}"
+    tmp_dir.mkdir()
+    jobs: list[Future[str]] = []
+    try:
+        csv = "csv" in formats
+        for name, body in zip(names, iter_csv_bodies([s.values for s in series]), strict=True):
+            jobs.append(pool.submit(_hash_and_write, body, tmp_dir / name if csv else None, fsync))
+        hashes = {s.series_id: job.result() for s, job in zip(series, jobs, strict=True)}
+        index = {
+            "schemaVersion": SCHEMA_VERSION,
+            "grid": grid,
+            "formats": sorted(formats),
+            "series": [
+                {
+                    "id": s.series_id,
+                    "kind": s.kind,
+                    "path": f"series/{name}",
+                    "unit": s.unit,
+                    "componentId": s.component_id,
+                    "class": s.class_id,
+                    "points": int(np.size(s.values)),
+                    "hash": hashes[s.series_id],
+                }
+                for s, name in zip(series, names, strict=True)
+            ],
+        }
+        write_file(tmp_dir / "index.json", [json_bytes(index)], fsync=fsync)
+        if fsync:
+            fsync_dir(tmp_dir)
+        final = run_dir / "series"
+        old = run_dir / f".series{_OLD_MARK}{secrets.token_hex(6)}"
+        had_old = final.exists()
+        if had_old:
+            os.rename(final, old)
+        os.rename(tmp_dir, final)
+        if fsync:
+            fsync_dir(run_dir)
+        if had_old:
+            shutil.rmtree(old, ignore_errors=True)
+        return hashes
+    finally:
+        wait(jobs)  # nothing may still write into tmp_dir when it is removed
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Temporary files and folders of an interrupted earlier write."""
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") and (TEMP_MARK in entry.name or _OLD_MARK in entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _check(result: RunResult, formats: frozenset[str]) -> list[str]:
+    if not formats <= FORMATS:
+        raise ValueError(f"unknown formats {sorted(formats - FORMATS)}; known: {sorted(FORMATS)}")
+    if result.grid.bins is None:
+        raise ValueError("the grid of a run to write must have bins")
+    ids = [s.series_id for s in result.series]
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate series ids")
+    names = [csv_file_name(s) for s in result.series]
+    if len(set(names)) != len(names):
+        raise ValueError("two series would be written to the same file")
+    for s in result.series:
+        if np.shape(s.values) != (result.grid.bins,):
+            raise ValueError(f"series {s.series_id!r} has shape {np.shape(s.values)}, not ({result.grid.bins},)")
+    return names
+
+
+def write_run_artifacts(
+    result: RunResult,
+    run_dir: Path,
+    *,
+    formats: frozenset[str] = FORMATS,
+    fsync: bool = True,
+) -> ArtifactsInfo:
+    """Write (or safely rewrite) the §4 artifact set of `result` into `run_dir`; manifest.json last.
+
+    `formats` picks the series files: "csv" (per-series CSVs) and/or "parquet" (series.parquet);
+    everything else is always written. `fsync=False` skips the fsyncs (tests, throw-away output).
+    """
+    formats = frozenset(formats)
+    names = _check(result, formats)
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    remove_file(run_dir / MANIFEST, fsync=fsync)
+    _remove_leftovers(run_dir)
+    _remove_leftovers(model_dir)
+
+    spec = result.spec_text.encode()
+    adjustments = json_bytes(result.adjustments) if result.adjustments else None
+    m_hash = model_hash(spec, adjustments)
+    s_hash = scenario_hash(result.spec_text, result.seed)
+    grid = grid_wire(result.grid)
+    files: dict[Path, bytes | None] = {
+        run_dir / "spec.yaml": spec,
+        model_dir / "model.yaml": spec,
+        model_dir / "metadata.json": json_bytes(
+            {
+                "schemaVersion": SCHEMA_VERSION,
+                "templateId": result.template_id,
+                "modelHash": m_hash,
+                "hasProvenance": result.provenance is not None,
+                "adjustmentCount": len(result.adjustments),
+            }
+        ),
+        model_dir / "provenance.json": None if result.provenance is None else json_bytes(result.provenance),
+        model_dir / "adjustments.json": adjustments,
+        run_dir / "topology.json": json_bytes(result.topology),
+    }
+    if "parquet" not in formats:
+        remove_file(run_dir / "series.parquet", fsync=fsync)
+    for path, data in files.items():
+        if data is None:
+            remove_file(path, fsync=fsync)
+
+    with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="artifacts") as pool:
+        jobs = [pool.submit(write_bytes_atomic, p, d, fsync=fsync) for p, d in files.items() if d is not None]
+        if "parquet" in formats:
+            jobs.append(pool.submit(_write_parquet, run_dir / "series.parquet", result.series, fsync))
+        hashes = _write_series_dir(pool, run_dir, result.series, names, formats, grid, fsync)
+        for job in jobs:
+            job.result()
+
+    run: dict[str, Any] = {
+        "runId": result.run_id,
+        "status": result.status,
+        "mode": result.mode,
+        "grid": grid,
+        "modelHash": m_hash,
+        "scenarioHash": s_hash,
+        "createdUtc": result.created_utc,
+        "warnings": result.warnings,
+        "series": [
+            {"id": s.series_id, "path": f"series/{name}", "unit": s.unit}
+            for s, name in zip(result.series, names, strict=True)
+        ],
+    }
+    if result.live is not None:
+        run["live"] = result.live
+    write_bytes_atomic(run_dir / "run.json", json_bytes(run), fsync=fsync)
+
+    rng_kind = (result.rng or {}).get("kind", DEFAULT_RNG_KIND)
+    manifest = json_bytes(
+        {
+            "schemaVersion": SCHEMA_VERSION,
+            "scenarioHash": s_hash,
+            "modelHash": m_hash,
+            "rng": {"kind": rng_kind, "seed": result.seed},
+            "seriesHashes": hashes,
+            "provenance": {
+                "runId": result.run_id,
+                "templateId": result.template_id,
+                "captureManifestHash": result.capture_manifest_hash,
+                "liveSession": result.live_session,
+            },
+            "createdUtc": result.created_utc,
+        }
+    )
+    write_bytes_atomic(run_dir / MANIFEST, manifest, fsync=fsync)
+    return ArtifactsInfo(run_dir, sha256_hex(manifest), m_hash, s_hash, hashes)
