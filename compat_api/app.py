@@ -16,6 +16,7 @@ from compat_api.settings import Settings
 
 ROUTERS = (
     "compat_api.routes_health",
+    "compat_api.routes_live",
 )
 
 

@@ -11,10 +11,19 @@ time from the injected clock, so it never goes stale between snapshots.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -34,8 +43,11 @@ class _SnapshotAge(Collector):
         self.committed_at: dict[str, float] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("flowtime_snapshot_age_seconds",
-                                   "Seconds since the run's last committed snapshot", labels=["run_id"])  # fmt: skip
+        family = GaugeMetricFamily(
+            "flowtime_snapshot_age_seconds",
+            "Seconds since the run's last committed snapshot",
+            labels=["run_id"],
+        )
         now = self._clock()
         for run_id, at in sorted(self.committed_at.items()):
             family.add_metric([run_id], max(0.0, now - at))
@@ -49,38 +61,72 @@ class Metrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self._clock = clock
         # ingestion
-        self.ingested_frames = Counter("flowtime_ingested_frames", "Frames accepted into a run's ingestion log",
-                                       ["run_id"], registry=r)  # fmt: skip
-        self.ingested_bins = Counter("flowtime_ingested_bins", "Bins evaluated (closed) per run", ["run_id"], registry=r)
-        self.ingest_queue_depth = Gauge("flowtime_ingest_queue_depth", "Frames waiting in the ingest queue",
-                                        registry=r)  # fmt: skip
-        self.ingest_queue_capacity = Gauge("flowtime_ingest_queue_capacity", "Maximum frames in the ingest queue",
-                                           registry=r)  # fmt: skip
-        self.bins_behind = Gauge("flowtime_bins_behind", "watermark − lastBin per live run", ["run_id"], registry=r)
+        self.ingested_frames = Counter(
+            "flowtime_ingested_frames", "Frames accepted into a run's ingestion log", ["run_id"], registry=r
+        )
+        self.ingested_bins = Counter(
+            "flowtime_ingested_bins",
+            "Bins evaluated or re-evaluated (run_update events) per run",
+            ["run_id"],
+            registry=r,
+        )
+        self.ingest_queue_depth = Gauge(
+            "flowtime_ingest_queue_depth", "Frames waiting in the ingest queue", registry=r
+        )
+        self.ingest_queue_capacity = Gauge(
+            "flowtime_ingest_queue_capacity", "Maximum frames in the ingest queue", registry=r
+        )
+        self.bins_behind = Gauge(
+            "flowtime_bins_behind", "watermark − lastBin per live run", ["run_id"], registry=r
+        )
         self.ingest_to_publish_seconds = Histogram(
-            "flowtime_ingest_to_publish_seconds", "From a frame's acceptance to the publication of its bin's event",
-            buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+            "flowtime_ingest_to_publish_seconds",
+            "From a frame's acceptance to the publication of its bin's run_update",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         # publication
-        self.events_published = Counter("flowtime_events_published", "Events published per sink", ["sink"], registry=r)
-        self.websocket_clients = Gauge("flowtime_websocket_clients", "Connected WebSocket clients", registry=r)
-        self.websocket_drops = Counter("flowtime_websocket_drops",
-                                       "Events dropped for slow WebSocket clients (superseded), resyncs, and "
-                                       "clients closed as too slow", ["reason"], registry=r)  # fmt: skip
+        self.events_published = Counter(
+            "flowtime_events_published", "Events published per sink", ["sink"], registry=r
+        )
+        self.websocket_clients = Gauge(
+            "flowtime_websocket_clients", "Connected WebSocket clients", registry=r
+        )
+        self.websocket_drops = Counter(
+            "flowtime_websocket_drops",
+            "Slow-client drops: superseded run_updates, resyncs, clients closed as too slow",
+            ["reason"],
+            registry=r,
+        )
         # snapshots
-        self.snapshot_duration_seconds = Histogram("flowtime_snapshot_duration_seconds", "Time to write and commit a "
-                                                   "snapshot", buckets=SNAPSHOT_BUCKETS, registry=r)  # fmt: skip
-        self.snapshot_size_bytes = Gauge("flowtime_snapshot_size_bytes", "Size of the run's last committed snapshot",
-                                         ["run_id"], registry=r)  # fmt: skip
+        self.snapshot_duration_seconds = Histogram(
+            "flowtime_snapshot_duration_seconds",
+            "Time to write and commit a snapshot",
+            buckets=SNAPSHOT_BUCKETS,
+            registry=r,
+        )
+        self.snapshot_size_bytes = Gauge(
+            "flowtime_snapshot_size_bytes",
+            "Size of the run's last committed snapshot",
+            ["run_id"],
+            registry=r,
+        )
         self._snapshot_age = _SnapshotAge(clock)
         r.register(self._snapshot_age)
         # recovery
-        self.recovery_runs = Gauge("flowtime_recovery_runs", "Runs recovered at start (state: done|todo)",
-                                   ["state"], registry=r)  # fmt: skip
-        self.recovery_bins = Gauge("flowtime_recovery_bins", "Ingestion-log bins replayed at start (state: done|todo)",
-                                   ["state"], registry=r)  # fmt: skip
+        self.recovery_runs = Gauge(
+            "flowtime_recovery_runs", "Runs to recover at start, by state (done|todo)", ["state"], registry=r
+        )
+        self.recovery_bins = Gauge(
+            "flowtime_recovery_bins", "Bins to replay at start, by state (done|todo)", ["state"], registry=r
+        )
         # kafka and runs
-        self.kafka_consumer_lag = Gauge("flowtime_kafka_consumer_lag", "Records behind the partition end",
-                                        ["topic", "partition"], registry=r)  # fmt: skip
+        self.kafka_consumer_lag = Gauge(
+            "flowtime_kafka_consumer_lag",
+            "Records between the group's position and the partition end",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.live_runs = Gauge("flowtime_live_runs", "Runs in memory by status", ["status"], registry=r)
         self._touch_label_sets()
 
@@ -97,6 +143,15 @@ class Metrics:
             self.live_runs.labels(status=status.value)
 
     # -- helpers for the labelled per-run series ----------------------------------------------------
+    def observe_ingest(self, run_id: str, frames: int, events: Sequence[Mapping[str, Any]]) -> None:
+        """One applied ingest record: its frames, the bins it (re-)evaluated, the run's position."""
+        self.ingested_frames.labels(run_id=run_id).inc(frames)
+        updates = [ev for ev in events if ev.get("type") == "run_update"]
+        if updates:
+            self.ingested_bins.labels(run_id=run_id).inc(len(updates))
+            last = updates[-1]
+            self.set_position(run_id, int(last["watermark"]), int(last["lastBin"]))
+
     def snapshot_committed(self, run_id: str, duration_s: float, size_bytes: int) -> None:
         self.snapshot_duration_seconds.observe(duration_s)
         self.snapshot_size_bytes.labels(run_id=run_id).set(size_bytes)
@@ -108,10 +163,8 @@ class Metrics:
     def forget_run(self, run_id: str) -> None:
         """Drop the run's labelled series (deleted or cleaned-up runs)."""
         for metric in (self.ingested_frames, self.ingested_bins, self.bins_behind, self.snapshot_size_bytes):
-            try:
+            with contextlib.suppress(KeyError):
                 metric.remove(run_id)
-            except KeyError:
-                pass
         self._snapshot_age.committed_at.pop(run_id, None)
 
     def render(self) -> tuple[bytes, str]:

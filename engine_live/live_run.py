@@ -80,6 +80,9 @@ class BinHooks:
 
 
 class LiveRun:
+    MIN_SLACK = 32  # columns beyond the kept ones, so a slide (a copy) happens at most every slack bins
+    INITIAL_COLUMNS = 256  # grown by doubling up to keep + slack
+
     def __init__(self, plan: Plan, *, run_id: str, epoch: str, grace_bins: int = DEFAULT_GRACE_BINS,
                  retention_bins: int | None = None, hooks: BinHooks | None = None) -> None:  # fmt: skip
         grid = plan.graph.grid
@@ -94,8 +97,8 @@ class LiveRun:
         self._tele_index = {sid: i for i, sid in enumerate(self.telemetry_ids)}
         self._tele_rows = [int(r) for r in plan.telemetry_rows]
         self._keep = self.retention_bins + plan.lookback
-        self._slack = max(32, self._keep // 8)
-        cols = min(self._keep + self._slack, 256)
+        self._slack = max(self.MIN_SLACK, self._keep // 8)
+        cols = min(self._keep + self._slack, self.INITIAL_COLUMNS)
         self.base = 0
         self.V: FloatArray = np.zeros((plan.n_rows, cols))
         self.P: NDArray[np.bool_] = np.zeros((len(self._tele_rows), cols), dtype=bool)

@@ -155,8 +155,8 @@ class FrameValidator:
         if self.grid.bins is not None and b >= self.grid.bins:
             raise _fail(i, "bin", "bin_out_of_range", f"bin {b} is past the grid ({self.grid.bins} bins)")
         if b > last_bin + self.max_bins_ahead:
-            raise _fail(i, "bin", "bin_too_far_ahead",
-                        f"bin {b} is more than {self.max_bins_ahead} bins past lastBin {last_bin}")  # fmt: skip
+            ahead = f"bin {b} is more than {self.max_bins_ahead} bins past lastBin {last_bin}"
+            raise _fail(i, "bin", "bin_too_far_ahead", ahead)
         return b
 
 

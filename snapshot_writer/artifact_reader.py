@@ -53,31 +53,35 @@ def _place(bin_index: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) ->
 
 def _from_parquet(path: Path) -> dict[str, npt.NDArray[np.float64]]:
     table = pq.read_table(path, columns=["bin_index", "series_id", "value"])
-    ids_col = table.column("series_id").combine_chunks()
-    if not pa.types.is_dictionary(ids_col.type):
-        ids_col = pc.dictionary_encode(ids_col)
-    ids_col = cast(pa.DictionaryArray, ids_col)
-    names = ids_col.dictionary.to_pylist()
-    codes = ids_col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names: dict[str, int] = {}
+    codes = []
+    for chunk in table.column("series_id").chunks:  # one dictionary per row group
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = pc.dictionary_encode(chunk)
+        chunk = cast(pa.DictionaryArray, chunk)
+        remap = np.array([names.setdefault(n, len(names)) for n in chunk.dictionary.to_pylist()], np.int64)
+        codes.append(remap[chunk.indices.to_numpy(zero_copy_only=False)] if remap.size else remap)
+    code = np.concatenate(codes) if codes else np.empty(0, np.int64)
     bins = table.column("bin_index").to_numpy().astype(np.int64)
     values = table.column("value").to_numpy().astype(np.float64)
-    order = np.argsort(codes, kind="stable")
+    order = np.argsort(code, kind="stable")
     if not (order == np.arange(order.size)).all():
-        codes, bins, values = codes[order], bins[order], values[order]
-    bounds = np.searchsorted(codes, np.arange(len(names) + 1))
-    out: dict[str, npt.NDArray[np.float64]] = {}
-    for code, name in enumerate(names):
-        a, b = bounds[code], bounds[code + 1]
-        if b > a:
-            out[name] = _place(bins[a:b], values[a:b])
-    return out
+        code, bins, values = code[order], bins[order], values[order]
+    bounds = np.searchsorted(code, np.arange(len(names) + 1))
+    return {
+        name: _place(bins[bounds[i] : bounds[i + 1]], values[bounds[i] : bounds[i + 1]])
+        for name, i in names.items()
+        if bounds[i + 1] > bounds[i]
+    }
 
 
 def read_series_csv(path: Path) -> npt.NDArray[np.float64]:
     """One `bin_index,value` CSV (numbers incl. NaN / Infinity / -Infinity) as a float64 array."""
     table = pcsv.read_csv(
         path,
-        convert_options=pcsv.ConvertOptions(column_types=_CSV_TYPES, null_values=[], strings_can_be_null=False),
+        convert_options=pcsv.ConvertOptions(
+            column_types=_CSV_TYPES, null_values=[], strings_can_be_null=False
+        ),
     )
     return _place(
         table.column("bin_index").to_numpy().astype(np.int64),

@@ -30,7 +30,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +44,10 @@ from engine_live.grid import Grid
 from engine_live.run_result import RunResult, SeriesOut
 from snapshot_writer.atomic_files import (
     TEMP_MARK,
+    atomic_path,
     fsync_dir,
     json_bytes,
     remove_file,
-    temp_path,
     write_bytes_atomic,
     write_file,
 )
@@ -98,45 +98,45 @@ def grid_wire(grid: Grid) -> dict[str, Any]:
     return {**grid.to_wire(), "binMinutes": grid.bin_minutes, "timezone": "UTC", "align": "left"}
 
 
-def series_table(series: Sequence[SeriesOut]) -> pa.Table:
-    """The long table of series.parquet: bin_index int64, series_id dictionary<string>, value float64."""
-    arrays = [np.asarray(s.values, dtype=np.float64).reshape(-1) for s in series]
-    lengths = np.array([a.size for a in arrays], dtype=np.int64)
-    with np.errstate(invalid="ignore"):
-        values = np.concatenate(arrays) + 0.0 if arrays else np.empty(0)
-    if arrays and (lengths == lengths[0]).all():
-        bin_index = np.tile(np.arange(lengths[0], dtype=np.int64), len(arrays))
-    else:
-        bin_index = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths] or [np.empty(0, np.int64)])
-    codes = np.repeat(np.arange(len(arrays), dtype=np.int32), lengths)
-    ids = pa.array([s.series_id for s in series], pa.string())
-    return pa.table(
-        {
-            "bin_index": pa.array(bin_index),
-            "series_id": pa.DictionaryArray.from_arrays(pa.array(codes), ids),
-            "value": pa.array(values),
-        }
-    )
+PARQUET_SCHEMA = pa.schema(
+    [
+        ("bin_index", pa.int64()),
+        ("series_id", pa.dictionary(pa.int32(), pa.string())),
+        ("value", pa.float64()),
+    ]
+)
+_ROW_GROUP_ROWS = 1 << 20
+
+
+def parquet_row_groups(series: Sequence[SeriesOut]) -> Iterator[pa.Table]:
+    """series.parquet's rows, whole series per row group of about 1 Mi rows (small buffers, reused)."""
+    bins = max((np.size(s.values) for s in series), default=0)
+    per_group = max(1, _ROW_GROUP_ROWS // max(bins, 1))
+    bin_index = np.tile(np.arange(bins, dtype=np.int64), per_group)
+    for s0 in range(0, len(series), per_group):
+        group = series[s0 : s0 + per_group]
+        lengths = np.array([np.size(s.values) for s in group], dtype=np.int64)
+        values = np.concatenate([np.asarray(s.values, dtype=np.float64).reshape(-1) for s in group])
+        with np.errstate(invalid="ignore"):
+            values += 0.0  # -0 -> 0, as in the CSVs
+        if (lengths == bins).all():
+            index = bin_index[: values.size]
+        else:
+            index = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])
+        codes = np.repeat(np.arange(len(group), dtype=np.int32), lengths)
+        ids = pa.DictionaryArray.from_arrays(codes, pa.array([s.series_id for s in group], pa.string()))
+        yield pa.table([pa.array(index), ids, pa.array(values)], schema=PARQUET_SCHEMA)
 
 
 def _write_parquet(path: Path, series: Sequence[SeriesOut], fsync: bool) -> None:
-    table = series_table(series)
-    tmp = temp_path(path)
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink:
-            pq.write_table(table, sink, compression="zstd", use_dictionary=True, write_statistics=False)
-        if fsync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if fsync:
-        fsync_dir(path.parent)
+    options: dict[str, Any] = {"compression": "zstd", "use_dictionary": True, "write_statistics": False}
+    with (
+        atomic_path(path, fsync=fsync) as tmp,
+        pa.OSFile(str(tmp), "wb") as sink,
+        pq.ParquetWriter(sink, PARQUET_SCHEMA, **options) as writer,
+    ):
+        for table in parquet_row_groups(series):
+            writer.write_table(table, row_group_size=table.num_rows)
 
 
 def _hash_and_write(body: CsvBody, path: Path | None, fsync: bool) -> str:
@@ -225,7 +225,9 @@ def _check(result: RunResult, formats: frozenset[str]) -> list[str]:
         raise ValueError("two series would be written to the same file")
     for s in result.series:
         if np.shape(s.values) != (result.grid.bins,):
-            raise ValueError(f"series {s.series_id!r} has shape {np.shape(s.values)}, not ({result.grid.bins},)")
+            raise ValueError(
+                f"series {s.series_id!r} has shape {np.shape(s.values)}, not ({result.grid.bins},)"
+            )
     return names
 
 
@@ -255,36 +257,8 @@ def write_run_artifacts(
     m_hash = model_hash(spec, adjustments)
     s_hash = scenario_hash(result.spec_text, result.seed)
     grid = grid_wire(result.grid)
-    files: dict[Path, bytes | None] = {
-        run_dir / "spec.yaml": spec,
-        model_dir / "model.yaml": spec,
-        model_dir / "metadata.json": json_bytes(
-            {
-                "schemaVersion": SCHEMA_VERSION,
-                "templateId": result.template_id,
-                "modelHash": m_hash,
-                "hasProvenance": result.provenance is not None,
-                "adjustmentCount": len(result.adjustments),
-            }
-        ),
-        model_dir / "provenance.json": None if result.provenance is None else json_bytes(result.provenance),
-        model_dir / "adjustments.json": adjustments,
-        run_dir / "topology.json": json_bytes(result.topology),
-    }
-    if "parquet" not in formats:
-        remove_file(run_dir / "series.parquet", fsync=fsync)
-    for path, data in files.items():
-        if data is None:
-            remove_file(path, fsync=fsync)
-
-    with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="artifacts") as pool:
-        jobs = [pool.submit(write_bytes_atomic, p, d, fsync=fsync) for p, d in files.items() if d is not None]
-        if "parquet" in formats:
-            jobs.append(pool.submit(_write_parquet, run_dir / "series.parquet", result.series, fsync))
-        hashes = _write_series_dir(pool, run_dir, result.series, names, formats, grid, fsync)
-        for job in jobs:
-            job.result()
-
+    metadata = {"schemaVersion": SCHEMA_VERSION, "templateId": result.template_id, "modelHash": m_hash}
+    metadata |= {"hasProvenance": result.provenance is not None, "adjustmentCount": len(result.adjustments)}
     run: dict[str, Any] = {
         "runId": result.run_id,
         "status": result.status,
@@ -301,7 +275,28 @@ def write_run_artifacts(
     }
     if result.live is not None:
         run["live"] = result.live
-    write_bytes_atomic(run_dir / "run.json", json_bytes(run), fsync=fsync)
+    files: dict[Path, bytes | None] = {
+        run_dir / "spec.yaml": spec,
+        model_dir / "model.yaml": spec,
+        model_dir / "metadata.json": json_bytes(metadata),
+        model_dir / "provenance.json": None if result.provenance is None else json_bytes(result.provenance),
+        model_dir / "adjustments.json": adjustments,
+        run_dir / "topology.json": json_bytes(result.topology),
+        run_dir / "run.json": json_bytes(run),
+    }
+    if "parquet" not in formats:
+        remove_file(run_dir / "series.parquet", fsync=fsync)
+    for path, data in files.items():
+        if data is None:
+            remove_file(path, fsync=fsync)
+
+    with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="artifacts") as pool:
+        jobs = [pool.submit(write_bytes_atomic, p, d, fsync=fsync) for p, d in files.items() if d is not None]
+        if "parquet" in formats:
+            jobs.append(pool.submit(_write_parquet, run_dir / "series.parquet", result.series, fsync))
+        hashes = _write_series_dir(pool, run_dir, result.series, names, formats, grid, fsync)
+        for job in jobs:
+            job.result()
 
     rng_kind = (result.rng or {}).get("kind", DEFAULT_RNG_KIND)
     manifest = json_bytes(

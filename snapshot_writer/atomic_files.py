@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,26 +63,40 @@ def write_file(path: str | os.PathLike[str], chunks: Iterable[Chunk], *, fsync: 
         os.close(fd)
 
 
-def write_bytes_atomic(
-    path: str | os.PathLike[str], data: Chunk | Iterable[Chunk], *, fsync: bool = True
-) -> None:
-    """Write `data` (bytes or an iterable of byte chunks) to `path` atomically.
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    Temp name in the same folder, fsync of the file, `os.replace`, fsync of the folder (the fsyncs
-    only when `fsync`). On any error the temporary file is removed and `path` is untouched.
-    """
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary name next to `path` for the caller to create; on success fsync it, rename
+    it to `path` and fsync the folder (the fsyncs only when `fsync`); on error remove it."""
     target = Path(path)
     tmp = temp_path(target)
-    chunks: Iterable[Chunk] = (data,) if isinstance(data, bytes | bytearray | memoryview) else data
     try:
-        write_file(tmp, chunks, fsync=fsync)
+        yield tmp
+        if fsync:
+            fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     if fsync:
         fsync_dir(target.parent)
+
+
+def write_bytes_atomic(
+    path: str | os.PathLike[str], data: Chunk | Iterable[Chunk], *, fsync: bool = True
+) -> None:
+    """Write `data` (bytes or an iterable of byte chunks) to `path` atomically (see `atomic_path`);
+    on any error `path` is untouched."""
+    chunks: Iterable[Chunk] = (data,) if isinstance(data, bytes | bytearray | memoryview) else data
+    with atomic_path(path, fsync=fsync) as tmp:
+        write_file(tmp, chunks, fsync=False)
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = True) -> bytes:

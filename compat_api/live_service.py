@@ -1,0 +1,379 @@
+"""The live service: owns every live run and the order things happen in (SPEC §6, §12.1, §12.7).
+
+Per run, one worker task drains a queue of accepted requests: it appends their records to the
+run's ingestion log (one group-committed fsync for the batch), then applies them in log order to
+the LiveRun and publishes the events (encoded once) to the hub and `live/events.log`. A request is
+answered only after its record is durable, so no event is ever published for data a crash could
+lose. Because events are a pure function of the log, recovery replays the log and gets the same
+epoch and seq numbering back.
+
+Log records (orjson): `{"t": "create", runId, epoch, createdUtc, model, options}`,
+`{"t": "frames", "f": [[bin, series, value], ...]}`, `{"t": "close"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from compat_api.live_artifacts import write_live_artifacts
+from compat_api.settings import Settings
+from compat_api.state_view import StateSource, state_body, state_window_body
+from engine_live.compiler import compile_model
+from engine_live.errors import (
+    BackpressureError, ConflictError, FlowTimeError, IngestError, ModelError, NotFoundError, RunClosedError,
+    TooLargeError,
+)  # fmt: skip
+from engine_live.events import Event, RunStatus, encode_event
+from engine_live.live_run import LiveRun, ValidFrame
+from engine_live.model_build import build_model
+from engine_live.model_doc import load_model
+from engine_live.series_defs import ModelGraph
+from ingestion.frames import FrameValidator, parse_body
+from ingestion.ingest_log import IngestLog, cut_tail, read_records
+
+log = logging.getLogger("flowtime.live")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+OPTION_KEYS = {"runId", "graceBins", "retentionBins", "snapshotEveryBins", "snapshotEverySeconds",
+               "idleCloseSeconds"}  # fmt: skip
+
+
+class EventPublisher(Protocol):
+    def publish(self, run_id: str, event: Event, data: bytes, *, seqd: bool = True) -> None: ...
+
+
+class NullPublisher:
+    def publish(self, run_id: str, event: Event, data: bytes, *, seqd: bool = True) -> None:
+        return None
+
+
+@dataclass
+class _Item:
+    payload: bytes
+    frames: list[ValidFrame] | None  # None: a close record
+    n: int
+    future: asyncio.Future[dict[str, Any]]
+
+
+@dataclass
+class RunHandle:
+    run_id: str
+    run: LiveRun
+    graph: ModelGraph
+    model_text: str
+    options: dict[str, Any]
+    created_utc: str
+    folder: Path
+    validator: FrameValidator
+    log: IngestLog | None = None
+    queue: deque[_Item] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    worker: asyncio.Task[None] | None = None
+    events_fh: Any = None
+    closing: bool = False
+
+
+def parse_create(body: dict[str, Any]) -> tuple[str | dict[str, Any], dict[str, Any]]:
+    model = body.get("model")
+    if not isinstance(model, str | dict):
+        raise ModelError("model: required (YAML/JSON text or an object)")
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise ModelError("options: must be an object")
+    unknown = set(options) - OPTION_KEYS - {"deterministicRunId", "async"}
+    if unknown:
+        raise ModelError(f"options: unknown key '{sorted(unknown)[0]}'")
+    for key in ("graceBins", "retentionBins", "snapshotEveryBins"):
+        v = options.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "graceBins" else 1)):
+            raise ModelError(f"options.{key}: must be a non-negative integer")
+    return model, options
+
+
+class LiveService:
+    def __init__(self, settings: Settings, *, metrics: Any = None, hub: EventPublisher | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.settings, self.metrics, self.clock = settings, metrics, clock
+        self.hub: EventPublisher = hub or NullPublisher()
+        self.runs: dict[str, RunHandle] = {}
+        self.ready = False
+        self.queued_frames = 0
+        self._progress = {"runs": 0, "runsDone": 0, "records": 0}
+        self.on_events: list[Callable[[RunHandle, list[Event]], None]] = []
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.settings.data_dir / "runs"
+
+    def recovery_progress(self) -> dict[str, int]:
+        return dict(self._progress)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        from compat_api.live_recovery import recover_runs
+
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        await recover_runs(self, self._progress)
+        self.ready = True
+
+    async def stop(self) -> None:
+        for h in list(self.runs.values()):
+            while h.queue:
+                await asyncio.sleep(0)  # let the worker drain what was acknowledged-bound
+            if h.worker is not None:
+                h.worker.cancel()
+            if h.log is not None:
+                await h.log.close()
+            if h.events_fh is not None:
+                h.events_fh.close()
+
+    def attach(self, h: RunHandle, *, log_ready: bool = True) -> None:
+        self.runs[h.run_id] = h
+        if log_ready and h.log is None:
+            h.log = IngestLog(h.folder / "ingest.log")
+        if h.events_fh is None:
+            h.events_fh = open(h.folder / "events.log", "ab")  # noqa: SIM115 - lives as long as the run
+        if h.run.status.is_open:
+            h.worker = asyncio.create_task(self._work(h), name=f"run-worker-{h.run_id}")
+
+    # -- create ---------------------------------------------------------------------------------
+    def build_handle(self, run_id: str, epoch: str, created: str, model: str | dict[str, Any],
+                     options: dict[str, Any]) -> RunHandle:  # fmt: skip
+        text = model if isinstance(model, str) else orjson.dumps(model).decode()
+        if len(text.encode()) > self.settings.max_model_bytes:
+            raise TooLargeError(f"model exceeds {self.settings.max_model_bytes} bytes")
+        graph = build_model(load_model(text, base_dir=self.settings.data_dir / "inputs", live=True))
+        plan = compile_model(graph)
+        run = LiveRun(plan, run_id=run_id, epoch=epoch, grace_bins=int(options.get("graceBins", 2)),
+                      retention_bins=options.get("retentionBins"))  # fmt: skip
+        folder = self.runs_dir / run_id / "live"
+        validator = FrameValidator(graph, run_id, max_bins_ahead=self.settings.max_bins_ahead)
+        return RunHandle(run_id, run, graph, text, options, created, folder, validator)
+
+    async def create_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        model, options = parse_create(body)
+        run_id = options.get("runId")
+        if run_id is not None:
+            if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+                raise ModelError(f"options.runId: must match {RUN_ID_RE.pattern}")
+            if run_id in self.runs or (self.runs_dir / run_id).exists():
+                raise ConflictError(f"run '{run_id}' already exists", runId=run_id)
+        else:
+            run_id = f"live_{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}_{secrets.token_hex(4)}"
+        if sum(1 for h in self.runs.values() if h.run.status.is_open) >= self.settings.max_live_runs:
+            raise ConflictError("too many live runs", limit=self.settings.max_live_runs)
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        epoch = secrets.token_hex(4)
+        h = self.build_handle(run_id, epoch, created, model, options)
+        series = h.run.plan.n_rows
+        keep = h.run.retention_bins + h.run.plan.lookback
+        if keep * series * 8 > self.settings.max_live_bytes:
+            raise ConflictError("run too large for memory", retainedBins=keep, series=series)
+        h.folder.mkdir(parents=True, exist_ok=True)
+        record = {"t": "create", "runId": run_id, "epoch": epoch, "createdUtc": created,
+                  "model": h.model_text, "options": options}  # fmt: skip
+        self.attach(h)
+        assert h.log is not None
+        await h.log.append(orjson.dumps(record))
+        self.emit(h, h.run.start())
+        return self.detail(run_id)
+
+    # -- ingest ---------------------------------------------------------------------------------
+    def handle(self, run_id: str) -> RunHandle:
+        h = self.runs.get(run_id)
+        if h is None:
+            raise NotFoundError(f"unknown live run '{run_id}'", runId=run_id)
+        return h
+
+    async def ingest(self, run_id: str, body: bytes) -> dict[str, Any]:
+        h = self.handle(run_id)
+        if not h.run.status.is_open or h.closing:
+            raise RunClosedError(f"run '{run_id}' is {h.run.status.value}", runId=run_id)
+        raw = parse_body(body)
+        if len(raw) > self.settings.max_frames_per_request:
+            raise TooLargeError(f"{len(raw)} frames exceed the limit of {self.settings.max_frames_per_request}")
+        frames = h.validator.validate(raw, last_bin=h.run.last_bin)
+        if frames and min(f.bin for f in frames) < h.run.lowest_correctable:
+            h.run.apply_record([])  # status check only
+            from engine_live.errors import OutsideRetentionError
+
+            bad = min(f.bin for f in frames)
+            raise OutsideRetentionError(f"bin {bad} is older than the retention window", bin=bad,
+                                        lowestBin=h.run.lowest_correctable)  # fmt: skip
+        n = len(frames)
+        if self.queued_frames + n > self.settings.ingest_queue_frames:
+            raise BackpressureError("the ingest queue is full; retry later",
+                                    queued=self.queued_frames, capacity=self.settings.ingest_queue_frames)  # fmt: skip
+        payload = orjson.dumps({"t": "frames", "f": [[f.bin, f.series, f.value] for f in frames]})
+        return await self._submit(h, _Item(payload, frames, n, asyncio.get_running_loop().create_future()))
+
+    async def close_run(self, run_id: str) -> dict[str, Any]:
+        h = self.handle(run_id)
+        if not h.run.status.is_open or h.closing:
+            return self.detail(run_id)  # a repeated close is a no-op
+        h.closing = True
+        await self._submit(h, _Item(b'{"t":"close"}', None, 0, asyncio.get_running_loop().create_future()))
+        return self.detail(run_id)
+
+    async def _submit(self, h: RunHandle, item: _Item) -> dict[str, Any]:
+        self.queued_frames += item.n
+        h.queue.append(item)
+        h.wake.set()
+        return await item.future
+
+    async def _work(self, h: RunHandle) -> None:
+        assert h.log is not None
+        while True:
+            await h.wake.wait()
+            h.wake.clear()
+            while h.queue:
+                batch = list(h.queue)
+                h.queue.clear()
+                try:
+                    offsets = await asyncio.gather(*(h.log.append(it.payload) for it in batch))
+                except OSError as exc:
+                    for it in batch:
+                        self.queued_frames -= it.n
+                        it.future.set_exception(FlowTimeError(f"ingestion log write failed: {exc}",
+                                                              code="log_unavailable"))  # fmt: skip
+                    continue
+                for it, offset in zip(batch, offsets, strict=True):
+                    self.queued_frames -= it.n
+                    try:
+                        result = await self.apply(h, it.frames, offset)
+                    except FlowTimeError as exc:
+                        it.future.set_exception(exc)
+                    except Exception as exc:  # noqa: BLE001 - the worker must outlive any bug
+                        log.exception("run %s: applying the record at %d failed", h.run_id, offset,
+                                      extra={"run_id": h.run_id})  # fmt: skip
+                        it.future.set_exception(FlowTimeError(f"internal error: {type(exc).__name__}",
+                                                              code="internal"))  # fmt: skip
+                    else:
+                        it.future.set_result(result)
+
+    async def apply(self, h: RunHandle, frames: list[ValidFrame] | None, offset: int, *,
+                    replay: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Apply one logged record (live or during recovery) and publish its events."""
+        run = h.run
+        if frames is None:
+            events = run.close()
+            self.emit(h, events, replay=replay)
+            if run.status is RunStatus.CLOSING:
+                await write_live_artifacts(self, h)
+                self.emit(h, run.complete(), replay=replay)
+                self.hub_close(h)
+            return {"runId": h.run_id, "status": run.status.value, "logOffset": offset}
+        res = run.apply_record(frames)
+        self.emit(h, res.events, replay=replay)
+        if self.metrics is not None and not replay:
+            self.metrics.observe_ingest(h.run_id, len(frames), res.events)
+        return {"accepted": res.accepted, "duplicates": res.duplicates, "corrected": res.corrected,
+                "logOffset": offset, "watermark": run.watermark, "lastBin": run.last_bin}  # fmt: skip
+
+    def emit(self, h: RunHandle, events: list[Event], *, replay: bool = False) -> None:
+        fh = h.events_fh
+        for ev in events:
+            data = encode_event(ev)
+            self.hub.publish(h.run_id, ev, data, seqd=True)
+            if fh is not None:
+                fh.write(len(data).to_bytes(4, "little") + data)
+        if fh is not None:
+            fh.flush()
+        for cb in self.on_events:
+            cb(h, events)
+
+    def hub_close(self, h: RunHandle) -> None:
+        close = getattr(self.hub, "close_run", None)
+        if close is not None:
+            close(h.run_id, 1000)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def knows(self, run_id: str) -> bool:
+        return run_id in self.runs
+
+    def detail(self, run_id: str) -> dict[str, Any]:
+        h = self.handle(run_id)
+        r = h.run
+        base = f"/v1/runs/{run_id}"
+        return {
+            "runId": run_id, "mode": "live", "status": r.status.value, "epoch": r.epoch, "seq": r.seq,
+            "lastBin": r.last_bin, "watermark": r.watermark, "revision": r.revision,
+            "modelRevision": r.model_revision, "grid": r.grid.to_wire(), "binMinutes": r.grid.bin_minutes,
+            "createdUtc": h.created_utc,
+            "links": {"self": base, "bins": f"{base}/bins", "stream": f"{base}/stream",
+                      "state": f"{base}/state/live", "close": f"{base}/close"},
+        }  # fmt: skip
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        return [self.detail(rid) for rid in sorted(self.runs)]
+
+    def state_source(self, run_id: str) -> StateSource:
+        """A consistent view of the retained bins (read on the event loop, between two records)."""
+        h = self.handle(run_id)
+        run = h.run
+        lo, hi = run.retained_range()
+        matrix = run.V[:, lo - run.base : hi - run.base]
+        gaps: dict[str, Any] = {}
+        if hi > lo:
+            missing = run.gaps(lo, hi)
+            tele = {sid: missing[i] for i, sid in enumerate(run.telemetry_ids)}
+            for b in h.graph.topo:
+                masks = [tele[sid] for sid in b.fields.values() if sid in tele]
+                if masks:
+                    gaps[b.id] = np.logical_or.reduce(masks)
+        return StateSource.from_matrix(run_id, h.graph, run.plan.names, matrix, first_bin=lo, gaps=gaps,
+                                       grid=run.grid)  # fmt: skip
+
+    def state(self, run_id: str, bin_index: int) -> dict[str, Any]:
+        return state_body(self.state_source(run_id), bin_index)
+
+    def state_window(self, run_id: str, start: int, end: int) -> dict[str, Any]:
+        return state_window_body(self.state_source(run_id), start, end, self.settings.state_window_max_bins)
+
+    def state_live(self, run_id: str, window_bins: int = 288) -> dict[str, Any]:
+        """`/state` at lastBin plus position and the last `window_bins` bins as a window (§12.4)."""
+        h = self.handle(run_id)
+        run = h.run
+        src = self.state_source(run_id)
+        head = {"status": run.status.value, "epoch": run.epoch, "seq": run.seq, "revision": run.revision,
+                "watermark": run.watermark, "lastBin": run.last_bin}  # fmt: skip
+        if run.last_bin < 0:
+            return {"runId": run_id, "grid": run.grid.to_wire(), "binMinutes": run.grid.bin_minutes, "bin": None,
+                    "nodes": [], "warnings": [], "dataQuality": {"complete": True, "gaps": []}, **head}  # fmt: skip
+        body = state_body(src, run.last_bin)
+        start = max(src.first_bin, run.last_bin - window_bins + 1)
+        window = state_window_body(src, start, run.last_bin, max(window_bins, 1))
+        body.update(head)
+        body["window"] = {**window["window"], "timestampsUtc": window["timestampsUtc"],
+                          "nodes": window.get("nodes"), "series": window.get("series")}  # fmt: skip
+        return body
+
+    def ensure_open(self, run_id: str) -> RunHandle:
+        h = self.handle(run_id)
+        if not h.run.status.is_open:
+            raise RunClosedError(f"run '{run_id}' is {h.run.status.value}", runId=run_id)
+        return h
+
+
+def replay_log(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str | None, int]:
+    """Read every intact record of a log; a torn tail is cut off (returned as the problem)."""
+    scan = read_records(path)
+    records = [(off, orjson.loads(payload)) for off, payload in scan]
+    if scan.problem is not None:
+        cut_tail(path, scan.end_offset)
+    return records, scan.problem, scan.end_offset
+
+
+__all__ = ["IngestError", "LiveService", "RunHandle", "replay_log"]

@@ -1,0 +1,272 @@
+"""Reading telemetry bundle folders (SPEC §5): manifest checks, CSV files, hashes, gaps.
+
+`load_bundle` validates `manifest.json` (schemaVersion 2: window, grid, files[{nodeId, metric,
+path, hash, points, classId}], warnings, provenance), reads every CSV in any of the three formats,
+refuses a file whose SHA-256 differs from its manifest hash, sums classIds into DEFAULT (info
+`class_summed`), and zero-fills missing bins (`data_gap`, naming bins and times) and data that
+ends early (`length_mismatch`). Paths never leave the bundle folder, symlinks included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine_live.errors import FlowTimeError, NotFoundError
+from engine_live.grid import UNIT_MINUTES, Grid, parse_utc
+from engine_live.series_csv import parse_series_csv, resolve_inside
+
+METRICS = (
+    "arrivals",
+    "served",
+    "errors",
+    "externalDemand",
+    "queueDepth",
+    "capacity",
+    "attempts",
+    "failures",
+    "processingTimeMsSum",
+    "servedCount",
+)
+
+
+class BundleError(FlowTimeError):
+    """A bundle that cannot be read: bad manifest, missing file, wrong hash."""
+
+    code = "invalid_bundle"
+    http_status = 422
+
+
+class BundlePathError(BundleError):
+    code = "invalid_bundle_path"
+    http_status = 400
+
+
+class GridMismatchError(BundleError):
+    code = "grid_mismatch"
+
+
+@dataclass(frozen=True)
+class BundleSeries:
+    node_id: str
+    metric: str
+    values: np.ndarray  # float64, length = bundle bins, zero-filled
+    present: np.ndarray  # bool per bin: a value was given
+
+
+@dataclass(frozen=True)
+class Bundle:
+    folder: Path
+    grid: Grid
+    manifest: dict[str, Any]
+    series: tuple[BundleSeries, ...]
+    warnings: tuple[dict[str, Any], ...]
+
+    @property
+    def bins(self) -> int:
+        return self.grid.bins or 0
+
+
+def warning(
+    code: str,
+    message: str,
+    *,
+    node: str | None = None,
+    severity: str = "warning",
+    bins: list[int] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"code": code, "severity": severity, "nodeId": node, "message": message}
+    if bins is not None:
+        out.update(bins=bins[:5], count=len(bins))
+    return {**out, **extra}
+
+
+def resolve_bundle(ref: str, data_dir: Path, *, artifacts: Mapping[str, Path] | None = None) -> Path:
+    """The folder of an artifact id (it must lie in `data_dir`) or of a path under `<dataDir>/bundles/`."""
+    try:
+        if artifacts is not None and ref in artifacts:
+            folder = resolve_inside(data_dir, str(artifacts[ref]))
+        else:
+            folder = resolve_inside(data_dir / "bundles", ref)
+    except ValueError:
+        raise BundlePathError(
+            f"bundle '{ref}' is not a folder under <dataDir>/bundles/", bundle=ref
+        ) from None
+    if not (folder / "manifest.json").is_file():
+        raise NotFoundError(f"no telemetry bundle at '{ref}'", bundle=ref)
+    return folder
+
+
+def _grid(manifest: dict[str, Any]) -> Grid:
+    raw, window = manifest.get("grid"), manifest.get("window") or {}
+    if not isinstance(raw, dict):
+        raise BundleError("manifest.json: grid is required")
+    bins, size, unit = raw.get("bins"), raw.get("binSize"), raw.get("binUnit", "minutes")
+    if (
+        not isinstance(bins, int)
+        or bins < 1
+        or not isinstance(size, int)
+        or size < 1
+        or unit not in UNIT_MINUTES
+    ):
+        raise BundleError("manifest.json: grid needs bins ≥ 1, binSize ≥ 1 and a binUnit", grid=raw)
+    start = raw.get("start", raw.get("startTimeUtc", window.get("startTimeUtc")))
+    if start is not None:
+        try:
+            parse_utc(str(start))
+        except ValueError:
+            raise BundleError(f"manifest.json: start {start!r} is not a UTC timestamp") from None
+    return Grid(bins, size, str(unit), str(start) if start is not None else None)
+
+
+def _ranges(bins: list[int], grid: Grid) -> str:
+    spans, first = [], bins[0]
+    for prev, cur in zip(bins, [*bins[1:], None], strict=True):
+        if cur != prev + 1:
+            label = f"{first}" if first == prev else f"{first}-{prev}"
+            when = grid.bin_start(first)
+            spans.append(f"{label} ({when})" if when else label)
+            first = cur if cur is not None else first
+    return ", ".join(spans[:5]) + (" …" if len(spans) > 5 else "")
+
+
+def _read_file(
+    folder: Path, entry: dict[str, Any], index: int
+) -> tuple[str, str, str, np.ndarray, np.ndarray, bool]:
+    node, metric, rel = entry.get("nodeId"), entry.get("metric"), entry.get("path")
+    if not isinstance(node, str) or not isinstance(metric, str) or not isinstance(rel, str):
+        raise BundleError(f"manifest.json: files[{index}] needs nodeId, metric and path")
+    try:
+        path = resolve_inside(folder, rel)
+        body = path.read_bytes()
+    except ValueError:
+        raise BundlePathError(f"files[{index}]: path '{rel}' leaves the bundle folder", path=rel) from None
+    except OSError:
+        raise BundleError(f"files[{index}]: cannot read '{rel}'", path=rel) from None
+    expected = entry.get("hash")
+    actual = "sha256:" + hashlib.sha256(body).hexdigest()
+    if expected is not None and str(expected) != actual:
+        raise BundleError(
+            f"files[{index}]: '{rel}' does not match its manifest hash",
+            code="hash_mismatch",
+            path=rel,
+            expected=expected,
+            actual=actual,
+        )
+    try:
+        csv = parse_series_csv(body.decode("utf-8"), rel)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"files[{index}]: {exc}", path=rel) from None
+    class_id = entry.get("classId")
+    summed = len(csv.classes) > 1 or any(c not in ("", "DEFAULT") for c in (*csv.classes, class_id or ""))
+    return node, metric, rel, csv.values, csv.present, summed
+
+
+def load_bundle(folder: Path) -> Bundle:
+    """Read and check a bundle folder (no binding to a model yet). Raises BundleError / NotFoundError."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFoundError(f"no manifest.json in bundle '{folder.name}'") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"manifest.json: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("schemaVersion") not in (1, 2):
+        raise BundleError("manifest.json: schemaVersion must be 2")
+    grid = _grid(manifest)
+    n = grid.bins or 0
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        raise BundleError("manifest.json: files must be a list")
+    sums: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    warnings: list[dict[str, Any]] = []
+    for i, entry in enumerate(files):
+        if not isinstance(entry, dict):
+            raise BundleError(f"manifest.json: files[{i}] must be an object")
+        node, metric, rel, values, present, summed = _read_file(folder, entry, i)
+        if metric not in METRICS:
+            warnings.append(
+                warning(
+                    "unknown_metric",
+                    f"{rel}: metric '{metric}' is not a telemetry field; skipped",
+                    node=node,
+                    severity="info",
+                    metric=metric,
+                )
+            )
+            continue
+        if len(values) > n:
+            warnings.append(
+                warning(
+                    "length_mismatch",
+                    f"{node}.{metric}: {len(values)} bins for a {n}-bin grid; truncated",
+                    node=node,
+                    metric=metric,
+                    value=float(len(values)),
+                )
+            )
+        vals, pres = np.zeros(n), np.zeros(n, dtype=bool)
+        m = min(n, len(values))
+        vals[:m], pres[:m] = values[:m], present[:m]
+        key = (node, metric)
+        if key in sums or summed:
+            warnings.append(
+                warning(
+                    "class_summed",
+                    f"{node}.{metric}: classes summed into DEFAULT",
+                    node=node,
+                    severity="info",
+                    metric=metric,
+                )
+            )
+        if key in sums:
+            vals, pres = sums[key][0] + vals, sums[key][1] | pres
+        sums[key] = (vals, pres)
+    series = []
+    for (node, metric), (vals, pres) in sums.items():
+        given = np.flatnonzero(pres)
+        last = int(given[-1]) + 1 if len(given) else 0
+        gaps = [int(b) for b in np.flatnonzero(~pres[:last])]
+        if gaps:
+            warnings.append(
+                warning(
+                    "data_gap",
+                    f"{node}.{metric}: {len(gaps)} missing bins zero-filled: {_ranges(gaps, grid)}",
+                    node=node,
+                    bins=gaps,
+                    metric=metric,
+                    times=[grid.bin_start(b) for b in gaps[:5]],
+                )
+            )
+        if last < n:
+            warnings.append(
+                warning(
+                    "length_mismatch",
+                    f"{node}.{metric}: data ends at bin {last}; bins {last}-{n - 1} zero-filled",
+                    node=node,
+                    bins=list(range(last, n)),
+                    metric=metric,
+                    value=float(last),
+                )
+            )
+        series.append(BundleSeries(node, metric, vals, pres))
+    return Bundle(folder, grid, manifest, tuple(series), tuple(warnings))
+
+
+__all__ = [
+    "METRICS",
+    "Bundle",
+    "BundleError",
+    "BundlePathError",
+    "BundleSeries",
+    "GridMismatchError",
+    "load_bundle",
+    "resolve_bundle",
+    "warning",
+]

@@ -1,0 +1,186 @@
+"""The per-run ingestion log (write-ahead log), group-committed with fsync (SPEC §6 Durability).
+
+Record layout, little-endian: `[u32 payload length][u32 crc32(payload)][payload]`. A record's
+offset is the byte position of its header; offsets are assigned in append order.
+
+`IngestLog.append(payload)` returns the record's offset once it is durable. Appends that arrive
+while a write is in flight are queued and written together, then share ONE `os.fsync`; the
+write + fsync runs in a worker thread (`asyncio.to_thread`), so the event loop never blocks on
+the disk. When a write fails (a full disk), every queued append fails with the OSError, the file
+is cut back to the last durable end and the log stays usable. A cancelled append may still become
+durable (the caller cannot know; recovery replays it like any record).
+
+`read_records(path, from_offset)` iterates `(offset, payload)` and stops at the first torn or
+corrupt record (short header, short payload, oversized length, CRC mismatch); afterwards the scan
+reports `end_offset` (the end of the last valid record) and `problem`. `cut_tail(path, end)`
+truncates a torn tail away before the log is reopened for appending.
+
+TODO: `truncate_before(offset)` (drop records a committed snapshot covers) — rewrite the kept tail
+into a new file with a base-offset header, or keep segment files; offsets must stay absolute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEADER = struct.Struct("<II")
+MAX_RECORD = 256 * 1024 * 1024  # a larger length field can only be corruption
+
+
+def encode_record(payload: bytes) -> bytes:
+    if len(payload) > MAX_RECORD:
+        raise ValueError(f"log record of {len(payload)} bytes exceeds {MAX_RECORD}")
+    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+@dataclass
+class LogScan:
+    """Iterate once for (offset, payload); then `end_offset` and `problem` (None = clean end)."""
+
+    path: Path
+    from_offset: int = 0
+    end_offset: int = 0
+    problem: str | None = None
+    records: int = field(default=0)
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        self.end_offset, self.problem, self.records = self.from_offset, None, 0
+        with open(self.path, "rb") as fh:
+            fh.seek(self.from_offset)
+            pos = self.from_offset
+            while True:
+                head = fh.read(HEADER.size)
+                if not head:
+                    return
+                if len(head) < HEADER.size:
+                    self.problem = f"torn header at offset {pos}"
+                    return
+                length, crc = HEADER.unpack(head)
+                if length > MAX_RECORD:
+                    self.problem = f"corrupt length {length} at offset {pos}"
+                    return
+                payload = fh.read(length)
+                if len(payload) < length:
+                    self.problem = f"torn payload at offset {pos} ({len(payload)} of {length} bytes)"
+                    return
+                if zlib.crc32(payload) != crc:
+                    self.problem = f"crc mismatch at offset {pos}"
+                    return
+                yield pos, payload
+                pos += HEADER.size + length
+                self.end_offset = pos
+                self.records += 1
+
+
+def read_records(path: str | os.PathLike[str], from_offset: int = 0) -> LogScan:
+    return LogScan(Path(path), from_offset)
+
+
+def cut_tail(path: str | os.PathLike[str], end_offset: int) -> None:
+    """Truncate the file to `end_offset` (a torn tail found by a scan) and make it durable."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, end_offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class IngestLog:
+    """Append-only, group-committed log file. Create it inside the event loop that uses it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        created = not self.path.exists()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if created:
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        self._durable = self._end = os.fstat(self._fd).st_size
+        self._pending: list[tuple[bytes, asyncio.Future[int]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+        self.appends = self.fsyncs = 0
+
+    @property
+    def end_offset(self) -> int:
+        """Where the next record will start (including records not yet durable)."""
+        return self._end
+
+    @property
+    def durable_offset(self) -> int:
+        return self._durable
+
+    def statistics(self) -> dict[str, int]:
+        return {"pending": len(self._pending), "appends": self.appends, "fsyncs": self.fsyncs,
+                "endOffset": self._end, "durableOffset": self._durable}  # fmt: skip
+
+    async def append(self, payload: bytes) -> int:
+        """Queue one record; returns its offset after the fsync that covers it."""
+        if self._closed:
+            raise RuntimeError(f"ingestion log {self.path} is closed")
+        record = encode_record(payload)
+        offset = self._end
+        self._end += len(record)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, fut))
+        self.appends += 1
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop())
+        await asyncio.shield(fut)
+        return offset
+
+    async def _flush_loop(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            data = b"".join(rec for rec, _ in batch)
+            try:
+                await asyncio.to_thread(self._write_sync, data)
+            except OSError as exc:
+                failed = batch + self._pending
+                self._pending = []
+                self._end = self._durable
+                await asyncio.to_thread(os.ftruncate, self._fd, self._durable)
+                for _, fut in failed:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                return
+            offset = self._durable
+            self._durable += len(data)
+            for rec, fut in batch:
+                if not fut.done():
+                    fut.set_result(offset)
+                offset += len(rec)
+
+    def _write_sync(self, data: bytes) -> None:
+        _write_all(self._fd, data)
+        os.fsync(self._fd)
+        self.fsyncs += 1
+
+    async def close(self) -> None:
+        """Wait for queued appends, then close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            await self._flusher
+        os.close(self._fd)
+
+
+__all__ = ["HEADER", "IngestLog", "LogScan", "cut_tail", "encode_record", "read_records"]

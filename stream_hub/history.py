@@ -1,0 +1,152 @@
+"""Hub events and the per-run history ring of seq'd events.
+
+`HubEvent` wraps one published event: the envelope fields the hub needs, the event dict (kept for
+the rare per-client re-encodings: a `nodes` filter or coalescing `skipped`) and the bytes encoded
+once by the publisher. `RunHistory` holds the seq'd events of the current epoch, contiguous in seq,
+bounded by a count and a byte budget; the oldest leave first.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = ["HistoryRead", "HubEvent", "RunHistory"]
+
+
+@dataclass(slots=True, eq=False)
+class HubEvent:
+    """One published event. `data` is the shared encoding; never mutate `event`."""
+
+    epoch: str
+    seq: int
+    type: str
+    bin_index: int | None
+    event: Mapping[str, Any]
+    data: bytes
+    seqd: bool
+    _text: str | None = field(default=None, repr=False)
+    _filtered: dict[frozenset[str], bytes] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any], data: bytes, *, seqd: bool) -> HubEvent:
+        bin_index = event.get("binIndex") if event.get("type") == "run_update" else None
+        return cls(
+            epoch=str(event["epoch"]),
+            seq=int(event["seq"]),
+            type=str(event.get("type", "")),
+            bin_index=int(bin_index) if bin_index is not None else None,
+            event=event,
+            data=data,
+            seqd=seqd,
+        )
+
+    @property
+    def text(self) -> str:
+        """`data` decoded once and shared by every client that receives text frames."""
+        if self._text is None:
+            self._text = self.data.decode()
+        return self._text
+
+    def encode_for(self, nodes: frozenset[str] | None, skipped: tuple[int, ...] = ()) -> bytes:
+        """The bytes one client receives: shared unless a filter trims deltas or `skipped` is set."""
+        trims = nodes is not None and self.type == "run_update"
+        if not trims and not skipped:
+            return self.data
+        if trims and not skipped and nodes is not None:
+            cached = self._filtered.get(nodes)
+            if cached is not None:
+                return cached
+        body = dict(self.event)
+        if trims and nodes is not None:
+            keep = nodes
+            deltas = body.get("deltas") or []
+            body["deltas"] = [d for d in deltas if isinstance(d, Mapping) and d.get("nodeId") in keep]
+        if skipped:
+            body["skipped"] = sorted({*body.get("skipped", ()), *skipped})
+        encoded = orjson.dumps(body)
+        if trims and not skipped and nodes is not None:
+            self._filtered[nodes] = encoded
+        return encoded
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """Result of `RunHistory.read_after`: the events, and how many wanted ones were already gone."""
+
+    events: list[HubEvent]
+    lost: int
+    epoch_changed: bool
+
+
+class RunHistory:
+    """Seq'd events of one run's current epoch, contiguous in seq, oldest evicted first."""
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        if max_events < 1 or max_bytes < 1:
+            raise ValueError("history bounds must be positive")
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.epoch: str | None = None
+        self.head = 0  # last seq published in this epoch (0: none)
+        self._events: deque[HubEvent] = deque()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def first_seq(self) -> int:
+        """Lowest seq still held; `head + 1` when empty."""
+        return self._events[0].seq if self._events else self.head + 1
+
+    def reset(self, epoch: str, head: int = 0) -> None:
+        self.epoch = epoch
+        self.head = head
+        self._events.clear()
+        self._bytes = 0
+
+    def append(self, ev: HubEvent) -> None:
+        """Add the next seq'd event; a new epoch starts a new history. A seq gap is an engine bug."""
+        if ev.epoch != self.epoch:
+            self.reset(ev.epoch, ev.seq - 1)
+        elif ev.seq != self.head + 1:
+            raise ValueError(f"seq {ev.seq} does not follow head {self.head} in epoch {ev.epoch}")
+        self._events.append(ev)
+        self._bytes += len(ev.data)
+        self.head = ev.seq
+        while len(self._events) > self.max_events or (self._bytes > self.max_bytes and len(self._events) > 1):
+            old = self._events.popleft()
+            self._bytes -= len(old.data)
+
+    def covers(self, epoch: str, after_seq: int) -> bool:
+        """True when every event after `after_seq` up to the head is held (empty range included)."""
+        if epoch != self.epoch or after_seq > self.head or after_seq < 0:
+            return False
+        return after_seq == self.head or self.first_seq <= after_seq + 1
+
+    def get(self, epoch: str, seq: int) -> HubEvent | None:
+        if epoch != self.epoch or not self._events or not self.first_seq <= seq <= self.head:
+            return None
+        return self._events[seq - self.first_seq]
+
+    def read_after(self, epoch: str, seq: int, limit: int) -> HistoryRead:
+        """Up to `limit` events after (epoch, seq); what history no longer holds is counted as lost."""
+        if epoch != self.epoch:
+            start, lost, changed = self.first_seq, 0, True
+        else:
+            start = max(seq + 1, self.first_seq)
+            lost, changed = start - (seq + 1), False
+        out: list[HubEvent] = []
+        first = self.first_seq
+        for s in range(start, min(self.head, start + limit - 1) + 1):
+            out.append(self._events[s - first])
+        return HistoryRead(out, lost, changed)

@@ -1,0 +1,51 @@
+"""Ports the stream endpoint needs from the rest of the service, with the system clock.
+
+The API layer adapts the live-run registry to `RunLookup` and the token store to `Authenticator`;
+tests use small in-memory fakes. `Clock` is injected so heartbeats and timeouts can be driven fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Protocol
+
+__all__ = ["Authenticator", "Clock", "RunLookup", "SystemClock"]
+
+
+class RunLookup(Protocol):
+    def exists(self, run_id: str) -> bool:
+        """True for a live run (or a completed one still served from its event log)."""
+        ...
+
+    def snapshot_state(self, run_id: str) -> dict[str, Any]:
+        """The GET /v1/runs/{id}/state/live body, read atomically; holds `epoch` and `seq`."""
+        ...
+
+    def current(self, run_id: str) -> tuple[str, int]:
+        """(epoch, seq) of the last seq'd event published for the run."""
+        ...
+
+    def progress(self, run_id: str) -> tuple[int | None, int]:
+        """(watermark, lagBins) for heartbeats; lagBins = watermark − lastBin."""
+        ...
+
+
+class Authenticator(Protocol):
+    def check(self, token: str | None, scope: str, run_id: str) -> None:
+        """Return when allowed; raise UnauthenticatedError (bad/missing token) or ForbiddenError."""
+        ...
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)

@@ -1,0 +1,251 @@
+"""One subscriber's view of a run: an optional replay from history, then a bounded live queue.
+
+Slow-client policy (SPEC §7), applied synchronously when `offer` overflows the bound:
+1. coalesce: a queued `run_update` superseded by a later queued one for the same `binIndex` is
+   dropped and the survivor lists the dropped seqs in `skipped` (superseded queued `progress`
+   heartbeats are dropped too; they carry no seq);
+2. still over the bound → the queue is cleared and the client is owed `{"type": "resync"}` plus a
+   snapshot; it is on probation until its queue next drains empty;
+3. overflowing again while on probation → closed with 4008 (`SlowConsumerError.ws_close_code`).
+
+The consumer side is `poll()` / `next()`, which yield `Delivery`, `Control`, `Heartbeat`, `Resync`
+and finally `Close` items; the WebSocket endpoint turns them into frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine_live.errors import SlowConsumerError
+from stream_hub.history import HubEvent, RunHistory
+
+__all__ = ["Close", "Control", "Delivery", "Heartbeat", "HubCounters", "Outgoing", "Resync", "Subscription"]
+
+SLOW_CLOSE_CODE: int = SlowConsumerError.ws_close_code or 4008
+MAX_CONTROL = 16
+
+
+@dataclass(slots=True)
+class HubCounters:
+    """Hub-wide counters shared by every subscription (read through `Hub.stats()`)."""
+
+    coalesced: int = 0  # events dropped because a later run_update for the same bin superseded them
+    dropped: int = 0  # events discarded by a resync or a 4008 close
+    resyncs: int = 0
+    slow_closes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event for the client; `payload` is shared bytes unless filtered or coalesced."""
+
+    event: HubEvent
+    payload: bytes
+
+    @property
+    def text(self) -> str:
+        return self.event.text if self.payload is self.event.data else self.payload.decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str = ""
+    urgent: bool = False  # True: skip whatever is still queued (4008)
+
+
+Outgoing = Delivery | Control | Heartbeat | Resync | Close
+
+
+@dataclass(slots=True)
+class _Entry:
+    event: HubEvent
+    skipped: tuple[int, ...] = field(default=())
+
+
+class Subscription:
+    """Created by `Hub.subscribe`; `recovered`, `epoch` and `seq` answer the `subscribed` message."""
+
+    def __init__(
+        self,
+        run_id: str,
+        history: RunHistory,
+        *,
+        nodes: frozenset[str] | None,
+        recovered: bool,
+        replay_after: int,
+        max_queue: int,
+        counters: HubCounters,
+        detach: Callable[[Subscription], None],
+    ) -> None:
+        self.run_id = run_id
+        self.nodes = nodes
+        self.recovered = recovered
+        self.epoch = history.epoch
+        self.seq = history.head  # head when subscribing
+        self.last_seq = replay_after if recovered else history.head  # last seq'd event delivered
+        self._history = history
+        self._replay_next = replay_after + 1 if recovered else history.head + 1
+        self._replay_end = history.head
+        self._max = max_queue
+        self._counters = counters
+        self._detach = detach
+        self._queue: deque[_Entry] = deque()
+        self._control: deque[bytes] = deque()
+        self._heartbeat_due = False
+        self._resync_pending = False
+        self._probation = False
+        self._close: Close | None = None
+        self._wakeup = asyncio.Event()
+        self.aborted = asyncio.Event()  # set on a 4008 close, so a sender stuck in send() can be cancelled
+        self.delivered = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue) + max(0, self._replay_end - self._replay_next + 1)
+
+    @property
+    def closed(self) -> bool:
+        return self._close is not None
+
+    # -- producer side (synchronous, called by the hub) -------------------------------------------
+    def offer(self, ev: HubEvent) -> None:
+        if self._close is not None:
+            return
+        self._queue.append(_Entry(ev))
+        if len(self._queue) > self._max:
+            self._overflow()
+        self._wakeup.set()
+
+    def push_control(self, payload: bytes) -> None:
+        """Queue a small server message (pong, error); beyond a few pending ones they are dropped."""
+        if self._close is None and len(self._control) < MAX_CONTROL:
+            self._control.append(payload)
+            self._wakeup.set()
+
+    def request_heartbeat(self) -> None:
+        if self._close is None:
+            self._heartbeat_due = True
+            self._wakeup.set()
+
+    def request_resync(self) -> None:
+        """Force a resync (e.g. the run changed epoch): drop what is queued, owe a snapshot."""
+        if self._close is not None:
+            return
+        self._counters.dropped += len(self._queue)
+        self._counters.resyncs += 1
+        self._queue.clear()
+        self._replay_next, self._replay_end = 1, 0
+        self._resync_pending = True
+        self._wakeup.set()
+
+    def close(self, code: int, reason: str = "", *, urgent: bool = False) -> None:
+        if self._close is not None and not urgent:
+            return
+        self._close = Close(code, reason, urgent)
+        if urgent:
+            self._counters.dropped += len(self._queue)
+            self._queue.clear()
+            self.aborted.set()
+        self._wakeup.set()
+
+    def _overflow(self) -> None:
+        self._coalesce()
+        if len(self._queue) <= self._max:
+            return
+        if self._probation or self._resync_pending:
+            self._counters.slow_closes += 1
+            self.close(SLOW_CLOSE_CODE, "too slow", urgent=True)
+            self._detach(self)
+            return
+        self._probation = True
+        self.request_resync()
+
+    def _coalesce(self) -> None:
+        latest: dict[int, _Entry] = {}
+        progress_seen = False
+        kept: list[_Entry] = []
+        for entry in reversed(self._queue):
+            ev = entry.event
+            if ev.type == "run_update" and ev.seqd and ev.bin_index is not None:
+                survivor = latest.get(ev.bin_index)
+                if survivor is not None:
+                    survivor.skipped = (*survivor.skipped, ev.seq, *entry.skipped)
+                    self._counters.coalesced += 1
+                    continue
+                latest[ev.bin_index] = entry
+            elif ev.type == "progress" and not ev.seqd:
+                if progress_seen:
+                    self._counters.coalesced += 1
+                    continue
+                progress_seen = True
+            kept.append(entry)
+        kept.reverse()
+        self._queue = deque(kept)
+
+    # -- consumer side -----------------------------------------------------------------------------
+    def resume_after_snapshot(self, epoch: str | None, seq: int) -> None:
+        """The client now holds a snapshot at (epoch, seq): drop queued events it already covers."""
+        self.epoch = epoch
+        self.last_seq = seq
+        self._queue = deque(e for e in self._queue if e.event.epoch == epoch and e.event.seq > seq)
+
+    def poll(self) -> Outgoing | None:
+        """The next thing to send, or None when there is nothing yet."""
+        if self._close is not None and self._close.urgent:
+            return self._close
+        if self._control:
+            return Control(self._control.popleft())
+        if self._heartbeat_due:
+            self._heartbeat_due = False
+            return Heartbeat()
+        if self._resync_pending:
+            self._resync_pending = False
+            return Resync()
+        entry: _Entry | None = None
+        if self._replay_next <= self._replay_end:
+            ev = self._history.get(self.epoch or "", self._replay_next) if self.epoch is not None else None
+            if ev is None:  # evicted while replaying: never a partial replay
+                self.request_resync()
+                return self.poll()
+            self._replay_next += 1
+            entry = _Entry(ev)
+        elif self._queue:
+            entry = self._queue.popleft()
+            if not self._queue:
+                self._probation = False
+        if entry is not None:
+            ev = entry.event
+            if ev.seqd:
+                self.last_seq = ev.seq
+            self.delivered += 1
+            return Delivery(ev, ev.encode_for(self.nodes, tuple(sorted(entry.skipped))))
+        if self._close is not None:
+            return self._close
+        return None
+
+    async def next(self) -> Outgoing:
+        while True:
+            item = self.poll()
+            if item is not None:
+                return item
+            self._wakeup.clear()
+            await self._wakeup.wait()

