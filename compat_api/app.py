@@ -17,6 +17,13 @@ from compat_api.settings import Settings
 ROUTERS = (
     "compat_api.routes_health",
     "compat_api.routes_live",
+    "compat_api.stream_wiring",
+    "compat_api.routes_templates",
+    "compat_api.routes_runs",
+    "compat_api.routes_state",
+    "compat_api.routes_compare",
+    "compat_api.routes_validate",
+    "compat_api.routes_artifacts",
 )
 
 
@@ -28,11 +35,19 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for sub in ("runs", "bundles", "inputs", "compares"):
             (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        from compat_api.stream_wiring import KafkaWiring
+
+        kafka = KafkaWiring(ctx)
         if ctx.live is not None:
             await ctx.live.start()
+            await kafka.start()
         try:
             yield
         finally:
+            await kafka.stop()
+            hub = ctx.extras.get("hub")
+            if hub is not None:
+                hub.close_all(1001)
             if ctx.live is not None:
                 await ctx.live.stop()
 
@@ -45,6 +60,9 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     )
     app.state.ctx = ctx
     install_error_handlers(app)
+    from compat_api.limits import BodyLimitMiddleware
+
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for name in ROUTERS:
         app.include_router(import_module(name).router)
     dash = Path(__file__).parent / "dashboard"

@@ -49,6 +49,9 @@ async def _replay(service: LiveService, records: list[tuple[int, dict[str, Any]]
         kind = rec.get("t")
         if kind == "frames":
             frames = [ValidFrame(int(b), str(s), float(v)) for b, s, v in rec["f"]]
+            if "src" in rec:
+                part, off = rec["src"]
+                h.kafka_offsets[part] = max(h.kafka_offsets.get(part, -1), off)
             try:
                 await service.apply(h, frames, offset, replay=True)
             except Exception as exc:  # noqa: BLE001 - a record rejected live is rejected again

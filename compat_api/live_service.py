@@ -65,6 +65,7 @@ class _Item:
     frames: list[ValidFrame] | None  # None: a close record
     n: int
     future: asyncio.Future[dict[str, Any]]
+    source: tuple[int, int] | None = None
 
 
 @dataclass
@@ -83,6 +84,7 @@ class RunHandle:
     worker: asyncio.Task[None] | None = None
     events_fh: Any = None
     closing: bool = False
+    kafka_offsets: dict[int, int] = field(default_factory=dict)
 
 
 def parse_create(body: dict[str, Any]) -> tuple[str | dict[str, Any], dict[str, Any]]:
@@ -112,6 +114,7 @@ class LiveService:
         self.queued_frames = 0
         self._progress = {"runs": 0, "runsDone": 0, "records": 0}
         self.on_events: list[Callable[[RunHandle, list[Event]], None]] = []
+        self.drained = asyncio.Event()  # set whenever the ingest queue has room again
 
     @property
     def runs_dir(self) -> Path:
@@ -197,7 +200,7 @@ class LiveService:
             raise NotFoundError(f"unknown live run '{run_id}'", runId=run_id)
         return h
 
-    async def ingest(self, run_id: str, body: bytes) -> dict[str, Any]:
+    async def ingest(self, run_id: str, body: bytes, *, source: tuple[int, int] | None = None) -> dict[str, Any]:
         h = self.handle(run_id)
         if not h.run.status.is_open or h.closing:
             raise RunClosedError(f"run '{run_id}' is {h.run.status.value}", runId=run_id)
@@ -216,8 +219,11 @@ class LiveService:
         if self.queued_frames + n > self.settings.ingest_queue_frames:
             raise BackpressureError("the ingest queue is full; retry later",
                                     queued=self.queued_frames, capacity=self.settings.ingest_queue_frames)  # fmt: skip
-        payload = orjson.dumps({"t": "frames", "f": [[f.bin, f.series, f.value] for f in frames]})
-        return await self._submit(h, _Item(payload, frames, n, asyncio.get_running_loop().create_future()))
+        record: dict[str, Any] = {"t": "frames", "f": [[f.bin, f.series, f.value] for f in frames]}
+        if source is not None:
+            record["src"] = list(source)  # Kafka partition and offset the frames came from
+        payload = orjson.dumps(record)
+        return await self._submit(h, _Item(payload, frames, n, asyncio.get_running_loop().create_future(), source))
 
     async def close_run(self, run_id: str) -> dict[str, Any]:
         h = self.handle(run_id)
@@ -251,6 +257,11 @@ class LiveService:
                     continue
                 for it, offset in zip(batch, offsets, strict=True):
                     self.queued_frames -= it.n
+                    if self.queued_frames < self.settings.ingest_queue_frames:
+                        self.drained.set()
+                    if it.source is not None:
+                        part, off = it.source
+                        h.kafka_offsets[part] = max(h.kafka_offsets.get(part, -1), off)
                     try:
                         result = await self.apply(h, it.frames, offset)
                     except FlowTimeError as exc:
@@ -300,6 +311,14 @@ class LiveService:
             close(h.run_id, 1000)
 
     # -- reads ----------------------------------------------------------------------------------
+    def kafka_offsets(self) -> dict[int, int]:
+        """Per partition, the highest Kafka offset any run has logged: records at or below are skipped."""
+        out: dict[int, int] = {}
+        for h in self.runs.values():
+            for part, off in h.kafka_offsets.items():
+                out[part] = max(out.get(part, -1), off)
+        return out
+
     def knows(self, run_id: str) -> bool:
         return run_id in self.runs
 

@@ -7,40 +7,34 @@ import logging
 import uvicorn
 
 from compat_api.app import create_app
+from compat_api.auth import check_bind, load_authenticator
 from compat_api.context import AppContext
+from compat_api.live_service import LiveService
+from compat_api.logging_setup import configure_logging
+from compat_api.metrics import Metrics
 from compat_api.settings import Settings
+from stream_hub.hub import Hub, HubLimits
 
 log = logging.getLogger("flowtime.server")
 
 
 def build_context(settings: Settings) -> AppContext:
     ctx = AppContext(settings)
-    try:
-        from compat_api.auth import check_bind, load_authenticator  # type: ignore[attr-defined]
-    except ImportError:  # security module not installed yet
-        pass
-    else:
-        ctx.auth = load_authenticator(settings)
-        check_bind(settings)
-    try:
-        from compat_api.metrics import Metrics  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        ctx.metrics = Metrics()
-    try:
-        from compat_api.live_service import LiveService  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        ctx.live = LiveService(settings, metrics=ctx.metrics)
+    ctx.auth = load_authenticator(settings)
+    ctx.metrics = Metrics()
+    hub = Hub(HubLimits(settings.hub_history_events, settings.hub_history_bytes, settings.client_queue_events))
+    ctx.extras["hub"] = hub
+    ctx.live = LiveService(settings, metrics=ctx.metrics, hub=hub)
     return ctx
 
 
 def run_server(settings: Settings) -> int:
+    configure_logging(settings.log_level)
     ctx = build_context(settings)
+    log.info(check_bind(settings, ctx.auth))
     app = create_app(settings, ctx)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level, lifespan="on")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            lifespan="on", log_config=None)  # fmt: skip
     server = uvicorn.Server(config)
     server.run()
     return 0
