@@ -115,6 +115,7 @@ class LiveService:
         self._progress = {"runs": 0, "runsDone": 0, "records": 0}
         self.on_events: list[Callable[[RunHandle, list[Event]], None]] = []
         self.drained = asyncio.Event()  # set whenever the ingest queue has room again
+        self.ctx: Any = None  # the AppContext, set by build_context (telemetry runs need its folders)
 
     @property
     def runs_dir(self) -> Path:
@@ -192,6 +193,11 @@ class LiveService:
         await h.log.append(orjson.dumps(record))
         self.emit(h, h.run.start())
         return self.detail(run_id)
+
+    async def create_telemetry_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        from compat_api.telemetry_runs import create_telemetry_run
+
+        return await create_telemetry_run(body, self.ctx)
 
     # -- ingest ---------------------------------------------------------------------------------
     def handle(self, run_id: str) -> RunHandle:

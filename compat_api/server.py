@@ -25,6 +25,7 @@ def build_context(settings: Settings) -> AppContext:
     hub = Hub(HubLimits(settings.hub_history_events, settings.hub_history_bytes, settings.client_queue_events))
     ctx.extras["hub"] = hub
     ctx.live = LiveService(settings, metrics=ctx.metrics, hub=hub)
+    ctx.live.ctx = ctx
     return ctx
 
 
