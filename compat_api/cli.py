@@ -31,7 +31,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     text, base = _read_model(args.model)
-    run = run_model(text, base_dir=base, deterministic_run_id=args.deterministic_run_id)
+    adjustments = None
+    if args.adjustments:
+        import orjson
+
+        try:
+            adjustments = orjson.loads(Path(args.adjustments).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ModelError(f"cannot read adjustments {args.adjustments}: {exc}") from None
+        if not isinstance(adjustments, list):
+            raise ModelError("adjustments: must be a JSON list (model/adjustments.json of a live run)")
+    run = run_model(text, base_dir=base, deterministic_run_id=args.deterministic_run_id, adjustments=adjustments)
     res = run.result
     out = Path(args.out) if args.out else Path("runs") / res.run_id
     formats = {"csv": frozenset({"csv"}), "parquet": frozenset({"parquet"}), "both": frozenset({"csv", "parquet"})}
@@ -104,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run folder (default ./runs/<runId>)")
     r.add_argument("--format", choices=["csv", "parquet", "both"], default="both")
     r.add_argument("--deterministic-run-id", action="store_true")
+    r.add_argument("--adjustments", help="model adjustments to apply (a live run's model/adjustments.json)")
     r.set_defaults(func=cmd_run)
     v = sub.add_parser("validate", help="validate a model and print errors and warnings")
     v.add_argument("model")

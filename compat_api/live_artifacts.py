@@ -39,7 +39,7 @@ def live_result(h: RunHandle) -> RunResult:
         topology=topology_view(h.graph),
         live={"epoch": run.epoch, "seq": run.seq, "lastBin": run.last_bin, "watermark": run.watermark,
               "revision": run.revision},
-        live_session=run.epoch,
+        live_session=run.epoch, adjustments=list(h.adjustments),
     )  # fmt: skip
 
 

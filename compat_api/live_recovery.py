@@ -56,6 +56,12 @@ async def _replay(service: LiveService, records: list[tuple[int, dict[str, Any]]
                 await service.apply(h, frames, offset, replay=True)
             except Exception as exc:  # noqa: BLE001 - a record rejected live is rejected again
                 log.info("run %s: record at %d rejected again on replay: %s", h.run_id, offset, exc)
+        elif kind == "patch":
+            try:
+                patch = service.prepare_patch(h, {k: v for k, v in rec.items() if k not in ("t", "modelRevision")})
+                service.apply_patch(h, patch, offset, replay=True)
+            except Exception as exc:  # noqa: BLE001 - a patch rejected live is rejected again
+                log.info("run %s: patch at %d rejected again on replay: %s", h.run_id, offset, exc)
         elif kind == "close":
             h.closing = True
             await service.apply(h, None, offset, replay=True)

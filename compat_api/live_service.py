@@ -66,6 +66,7 @@ class _Item:
     n: int
     future: asyncio.Future[dict[str, Any]]
     source: tuple[int, int] | None = None
+    patch: Any = None  # (Adjustment, Plan, model data) for a PATCH record
 
 
 @dataclass
@@ -84,6 +85,8 @@ class RunHandle:
     worker: asyncio.Task[None] | None = None
     events_fh: Any = None
     closing: bool = False
+    adjustments: list[dict[str, Any]] = field(default_factory=list)
+    model_data: dict[str, Any] | None = None  # the model as parsed, with adjustments applied
     kafka_offsets: dict[int, int] = field(default_factory=dict)
 
 
@@ -231,6 +234,32 @@ class LiveService:
         payload = orjson.dumps(record)
         return await self._submit(h, _Item(payload, frames, n, asyncio.get_running_loop().create_future(), source))
 
+    def prepare_patch(self, h: RunHandle, body: Any) -> tuple[Any, Any, dict[str, Any]]:
+        from engine_live.model_patch import compile_patched, parse_patch
+        from engine_live.model_text import parse_model_text
+
+        run = h.run
+        adj = parse_patch(body, model_revision=run.model_revision + 1, default_from=run.last_bin + 1)
+        if adj.from_bin > run.last_bin + 1:
+            raise ModelError(f"patch.fromBin: at most the next bin ({run.last_bin + 1})", code="invalid_patch")
+        if adj.from_bin < run.lowest_correctable:
+            from engine_live.errors import OutsideRetentionError
+
+            raise OutsideRetentionError(f"patch.fromBin {adj.from_bin} is older than the retention window")
+        if h.model_data is None:
+            data = parse_model_text(h.model_text)
+            h.model_data = data if isinstance(data, dict) else {}
+        new_data, plan = compile_patched(h.model_data, adj, run.plan.graph, self.settings.data_dir / "inputs",
+                                         live=True)  # fmt: skip
+        return adj, plan, new_data
+
+    async def patch_model(self, run_id: str, body: Any) -> dict[str, Any]:
+        h = self.ensure_open(run_id)
+        adj, plan, new_data = self.prepare_patch(h, body)
+        payload = orjson.dumps({"t": "patch", **adj.to_wire()})
+        item = _Item(payload, None, 0, asyncio.get_running_loop().create_future(), patch=(adj, plan, new_data))
+        return await self._submit(h, item)
+
     async def close_run(self, run_id: str) -> dict[str, Any]:
         h = self.handle(run_id)
         if not h.run.status.is_open or h.closing:
@@ -269,7 +298,8 @@ class LiveService:
                         part, off = it.source
                         h.kafka_offsets[part] = max(h.kafka_offsets.get(part, -1), off)
                     try:
-                        result = await self.apply(h, it.frames, offset)
+                        result = (self.apply_patch(h, it.patch, offset) if it.patch is not None
+                                  else await self.apply(h, it.frames, offset))  # fmt: skip
                     except FlowTimeError as exc:
                         it.future.set_exception(exc)
                     except Exception as exc:  # noqa: BLE001 - the worker must outlive any bug
@@ -298,6 +328,17 @@ class LiveService:
             self.metrics.observe_ingest(h.run_id, len(frames), res.events)
         return {"accepted": res.accepted, "duplicates": res.duplicates, "corrected": res.corrected,
                 "logOffset": offset, "watermark": run.watermark, "lastBin": run.last_bin}  # fmt: skip
+
+    def apply_patch(self, h: RunHandle, patch: Any, offset: int, *, replay: bool = False) -> dict[str, Any]:
+        adj, plan, new_data = patch
+        events = h.run.replace_plan(plan, adj.from_bin)
+        h.graph, h.model_data = plan.graph, new_data
+        h.validator = FrameValidator(plan.graph, h.run_id, max_bins_ahead=self.settings.max_bins_ahead)
+        h.adjustments.append(adj.to_wire())
+        self.emit(h, events, replay=replay)
+        r = h.run
+        return {"runId": h.run_id, "modelRevision": r.model_revision, "revision": r.revision, "fromBin": adj.from_bin,
+                "logOffset": offset, "lastBin": r.last_bin}  # fmt: skip
 
     def emit(self, h: RunHandle, events: list[Event], *, replay: bool = False) -> None:
         fh = h.events_fh

@@ -47,3 +47,24 @@ async def close_run(run_id: str, ctx: AppContext = Depends(get_ctx)) -> JSONResp
 @router.get("/v1/runs/{run_id}/state/live", dependencies=[Depends(require("read"))])
 async def state_live(run_id: str, ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
     return JSONResponse(_live(ctx).state_live(run_id))
+
+
+@router.patch(
+    "/v1/runs/{run_id}/model",
+    status_code=202,
+    dependencies=[Depends(require("admin"))],
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "object"},
+        "example": {"fromBin": 12, "nodes": [{"id": "capacity", "kind": "expr", "expr": "150 + 20 * PULSE(6)"}]},
+    }}}},  # fmt: skip
+)
+async def patch_model(run_id: str, request: Request, ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    import orjson
+
+    from engine_live.errors import FlowTimeError
+
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise FlowTimeError("the body is not valid JSON", code="malformed_body") from None
+    return JSONResponse(await _live(ctx).patch_model(run_id, body), status_code=202)

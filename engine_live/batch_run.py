@@ -116,12 +116,21 @@ def run_model(
     run_id: str | None = None,
     deterministic_run_id: bool = False,
     created_utc: str | None = None,
+    adjustments: list[dict[str, Any]] | None = None,
 ) -> BatchRun:
-    """Load, compile and evaluate a model over its whole grid. Raises ModelError on a bad model."""
+    """Load, compile and evaluate a model over its whole grid. Raises ModelError on a bad model.
+    `adjustments` (model/adjustments.json of a live run) are applied as the live run did (§12.8)."""
     doc = load_model(source, base_dir=base_dir)
     graph = build_model(doc)
     plan = compile_model(graph)
-    V = evaluate_batch(plan, telemetry)
+    if adjustments:
+        from engine_live.model_patch import evaluate_with_adjustments
+
+        assert doc.grid.bins is not None
+        plan, V = evaluate_with_adjustments(dict(doc.data), adjustments, doc.grid.bins, telemetry, base_dir)
+        graph = plan.graph
+    else:
+        V = evaluate_batch(plan, telemetry)
     spec_text = spec_text_of(doc, source if isinstance(source, str) else None)
     shash = scenario_hash(spec_text, doc.seed)
     rid = run_id or new_run_id(shash if deterministic_run_id else None)
@@ -130,6 +139,6 @@ def run_model(
         rng=doc.rng, series=output_series(graph, plan, V), warnings=collect_warnings(graph, plan, V),
         created_utc=created_utc or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         topology=topology_view(graph), provenance=doc.provenance,
-        template_id=(doc.provenance or {}).get("templateId"),
+        template_id=(doc.provenance or {}).get("templateId"), adjustments=list(adjustments or []),
     )  # fmt: skip
     return BatchRun(doc, graph, plan, V, result)

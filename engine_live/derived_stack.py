@@ -210,8 +210,10 @@ class StackLayout:
         return derive_stacked(self, self.gather(V, base, t0, t1, gaps, history), bin_minutes)
 
 
-def derive_stacked(layout: StackLayout, blk: StackedBlock, bin_minutes: int) -> StackedDerived:
-    o = slice(blk.out, None)
+def derive_stacked(layout: StackLayout, blk: StackedBlock, bin_minutes: int,
+                   n_bins: int | None = None) -> StackedDerived:  # fmt: skip
+    """Derived values of the block's output columns (the first `n_bins` of them, default all)."""
+    o = slice(blk.out, None if n_bins is None else blk.out + n_bins)
     x = {f: v[:, o] for f, v in blk.x.items()}
     arrivals, served, queue = x["arrivals"], x["served"], x["queueDepth"]
     denom, gap = blk.denom[:, o], blk.gap[:, o]

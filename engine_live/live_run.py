@@ -198,6 +198,32 @@ class LiveRun:
         for k in np.flatnonzero(changed).tolist():
             self._publish(t0 + k, t0 + k + 1, events, self.last_bin)
 
+    def replace_plan(self, plan: Plan, from_bin: int) -> list[Event]:
+        """A logged model adjustment (§12.8): switch to `plan` (same telemetry series) from `from_bin`
+        (≤ lastBin + 1); rows are carried over by series id, new series start at 0, and bins
+        from_bin..lastBin are recomputed like a correction (revision +1 when any)."""
+        if not self.status.is_open:
+            raise RunClosedError(f"run '{self.run_id}' is {self.status.value}", runId=self.run_id)
+        old_plan, old_index = self.plan, self._tele_index
+        V = np.zeros((plan.n_rows, self.V.shape[1]))
+        for name, r in plan.row.items():
+            o = old_plan.row.get(name)
+            if o is not None:
+                V[r] = self.V[o]
+        self.plan, self.V = plan, V
+        self.telemetry_ids = tuple(plan.names[int(r)] for r in plan.telemetry_rows)
+        self._tele_index = {sid: i for i, sid in enumerate(self.telemetry_ids)}
+        self._tele_rows = [int(r) for r in plan.telemetry_rows]
+        self.P = self.P[[old_index[sid] for sid in self.telemetry_ids]]
+        self._keep = self.retention_bins + plan.lookback
+        self._build_delta_layout()
+        self.model_revision += 1
+        events: list[Event] = []
+        if from_bin <= self.last_bin:
+            self.revision += 1
+            self._recompute([from_bin], events)
+        return events
+
     def _close_ready(self, events: list[Event]) -> None:
         t, w = self.last_bin + 1, self.watermark
         if t > w:

@@ -375,3 +375,19 @@ def test_queue_series_long_busy_run_matches_step_bins() -> None:
     assert q.tobytes() == q_ref[0].tobytes()
     assert ovf.tobytes() == ovf_ref[0].tobytes()
     assert ovf[15_000] > 0
+
+
+def test_nan_bits_are_the_same_batch_and_live() -> None:
+    """Regression: a vectorized group (k = 3) of CONV over [..., NaN, inf] gave NaN with the sign
+    bit set bin by bin and without it in batch (inf·0 makes a negative default NaN, and which NaN
+    operand survives an addition differed between numpy's loops)."""
+    n = 23
+    vals = [0.0] * (n - 2) + [NAN, INF]
+    nodes: list[dict[str, Any]] = [{"id": "a", "kind": "const", "values": vals}]
+    nodes += [{"id": f"x{i}", "kind": "expr", "expr": "CONV(a, [0, 0.6, 0.3, 0.1])"} for i in range(3)]
+    m = {"grid": {"bins": n, "binSize": 5, "binUnit": "minutes"}, "nodes": nodes}
+    plan = compile_model(load_graph(m))
+    V = evaluate_batch(plan)
+    W = live_eval(plan, {}, list(range(n + 1)))
+    assert V.tobytes() == W.tobytes(), _first_diff(plan, V, W)
+    assert np.isnan(V[plan.row["x0"], -2:]).all()

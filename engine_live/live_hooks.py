@@ -1,0 +1,236 @@
+"""`DerivedHooks`: derived metrics, warnings and wire rounding of a live run, vectorized over nodes.
+
+Plugged into `LiveRun(plan, hooks=DerivedHooks(plan))`; LiveRun calls, for every published bin
+range, `derived(run, t0, t1)` once and then `warnings(run, t)` per bin after its run_update.
+
+- `wire` is `derived.round_wire` over the whole (values × bins) block (NaN stays NaN; orjson
+  encodes it as null).
+- `derived` runs `StackLayout.derive_block` (one stacked computation for all nodes) and returns
+  the wire dicts per bin, equal to `NodeDerived.wire_bin` per node.
+- `warnings` keeps one `WarningBook`. Flags — the `node_checks` rules for every node plus
+  `nan_detected` for every evaluated series, exactly as `batch_run.collect_warnings` sets them —
+  are computed as one (entities × bins) mask and value block. A mirror of what the book holds per
+  bin lets only the (key, bin) cells that changed reach `set_flags`, so a quiet bin costs no
+  Python work per node.
+
+Dependencies: a bin's flags read the 13 bins before it (12-bin capacity window, then a 3-bin
+streak) and the gap state of the 3 before it. LiveRun republishes only bins whose values or gap
+state changed, so when bin t is (re)published the flags of t..t+13 (those already published)
+are re-evaluated too; together with the first publication of every bin this makes the final
+active set equal to `collect_warnings` over the final series (tested). Decision: the flags of
+the re-evaluated later bins are reported in the warning updates of bin t.
+
+State for snapshots: `state()` (the book, plus the last published bin) and
+`DerivedHooks.from_state(plan, state)`; the mirror is rebuilt from the book.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine_live.compiler import ZERO, Plan
+from engine_live.derived import BoolArray, FloatArray, round_wire
+from engine_live.derived_stack import (
+    FLAG_HISTORY,
+    QUEUE_KIND_CODES,
+    StackedBlock,
+    StackLayout,
+    derive_stacked,
+    to_wire_bins,
+)
+from engine_live.live_run import BinHooks, LiveRun
+from engine_live.node_checks import (
+    CHECKS,
+    CONSERVATION_TOLERANCE,
+    EXCESS_TOLERANCE,
+    NEGATIVE_TOLERANCE,
+    STREAK_BINS,
+)
+from engine_live.warning_book import WarningBook
+
+CODES = tuple(CHECKS)
+DEPENDENT_BINS = FLAG_HISTORY  # later bins whose flags read a bin
+NAN_CODE = "nan_detected"
+Change = tuple[Literal["add", "clear"], dict[str, Any]]
+_PRUNE_EVERY = 256
+
+
+def node_flag_block(layout: StackLayout, blk: StackedBlock) -> tuple[BoolArray, FloatArray]:
+    """(codes × nodes × output bins) masks and values of every `CHECKS` code, as `node_flags`."""
+    x, gap = blk.x, blk.gap
+    arr, srv, q = x["arrivals"], x["served"], x["queueDepth"]
+    k, n = gap.shape
+    mask = np.zeros((len(CODES), k, n), dtype=np.bool_)
+    value = np.full((len(CODES), k, n), np.nan)
+    not_queue = ~np.isin(layout.kind, QUEUE_KIND_CODES)[:, None]
+    with np.errstate(all="ignore"):
+        for c, s in enumerate((arr, srv, q)):
+            mask[c], value[c] = s < -NEGATIVE_TOLERANCE, s
+        value[3] = srv - arr
+        mask[3] = (value[3] > EXCESS_TOLERANCE) & not_queue
+        value[4] = srv - blk.denom
+        mask[4] = value[4] > EXCESS_TOLERANCE
+        prev_q = np.concatenate([np.full((k, 1), np.nan), q[:, :-1]], axis=1)
+        prev_gap = np.concatenate([np.ones((k, 1), dtype=np.bool_), gap[:, :-1]], axis=1)
+        known = ~prev_gap & np.isfinite(prev_q)
+        value[5] = arr - srv - (q - prev_q)
+        mask[5] = known & (np.abs(value[5]) > CONSERVATION_TOLERANCE) & layout.conservation[:, None]
+        mask[6], value[6] = _streak(known & ~gap & (q > prev_q)), q
+        mask[7] = _streak(blk.applicable & ~blk.saturated & np.isfinite(blk.cap_value) & ~gap)
+    mask[8] = gap
+    mask[:7] &= ~gap
+    return mask[:, :, blk.out :], value[:, :, blk.out :]
+
+
+def _streak(flags: BoolArray) -> BoolArray:
+    out = flags.copy()
+    for d in range(1, STREAK_BINS):
+        out[:, :d] = False
+        out[:, d:] &= flags[:, :-d]
+    return out
+
+
+class DerivedHooks(BinHooks):
+    def __init__(self, plan: Plan, book: WarningBook | None = None) -> None:
+        self.plan = plan
+        self.layout = StackLayout.from_plan(plan)
+        self.book = book or WarningBook()
+        kind_of = plan.kind_of
+        self._nan_sids = [s for s in plan.names
+                          if s != ZERO and kind_of.get(s) not in ("const", "telemetry", "file")]  # fmt: skip
+        self._nan_rows = np.array([plan.row[s] for s in self._nan_sids], dtype=np.intp)
+        self._n_node = len(CODES) * len(self.layout.ids)
+        self._done = -1  # highest bin whose warnings were taken
+        self._mirror: dict[int, tuple[NDArray[np.intp], FloatArray]] = {}  # bin → flagged entities, values
+        self._cache: tuple[int, int, int, BoolArray, FloatArray] | None = None  # t0, t1, hi, masks, values
+        self._calls = 0
+
+    # -- BinHooks -------------------------------------------------------------------------------
+    def wire(self, block: FloatArray) -> FloatArray:
+        return round_wire(block)
+
+    def derived(self, run: LiveRun, t0: int, t1: int) -> list[dict[str, dict[str, Any]]]:
+        hi = max(t1, min(t1 - 1 + DEPENDENT_BINS, self._done) + 1)
+        blk = self.layout.gather(run.V, run.base, t0, hi, run.gaps)
+        stacked = derive_stacked(self.layout, blk, run.grid.bin_minutes, t1 - t0)
+        mask, value = self._flags(run, blk, t0, hi)
+        self._cache = (t0, t1, hi, mask, value)
+        ids = self.layout.ids
+        return [dict(zip(ids, dicts, strict=True)) for dicts in to_wire_bins(stacked)]
+
+    def warnings(self, run: LiveRun, bin_index: int) -> list[Change]:
+        t = bin_index
+        hi = min(t + DEPENDENT_BINS, max(self._done, t)) + 1
+        cache = self._cache
+        if cache is not None and cache[0] <= t < cache[1] and hi <= cache[2]:
+            a, b = t - cache[0], hi - cache[0]
+            mask, value = cache[3][:, a:b], cache[4][:, a:b]
+            if t == cache[1] - 1:
+                self._cache = None
+        else:
+            blk = self.layout.gather(run.V, run.base, t, hi, run.gaps)
+            mask, value = self._flags(run, blk, t, hi)
+        self._feed(t, hi, mask, value)
+        self._done = max(self._done, t)
+        self._calls += 1
+        if self._calls % _PRUNE_EVERY == 0:
+            low = run.lowest_correctable
+            self._mirror = {b: m for b, m in self._mirror.items() if b >= low}
+        return [(c.op, c.warning) for c in self.book.take_changes()]
+
+    # -- flags ----------------------------------------------------------------------------------
+    def _flags(self, run: LiveRun, blk: StackedBlock, t0: int, t1: int) -> tuple[BoolArray, FloatArray]:
+        """(entities × bins) masks and values for bins [t0, t1): node checks, then nan_detected."""
+        w = t1 - t0
+        node_mask, node_value = node_flag_block(self.layout, blk)
+        nan_mask = ~np.isfinite(run.V[self._nan_rows, t0 - run.base : t1 - run.base])
+        mask = np.concatenate([node_mask.reshape(self._n_node, w), nan_mask])
+        value = np.concatenate([node_value.reshape(self._n_node, w), np.zeros(nan_mask.shape)])
+        return mask, value
+
+    def _feed(self, t0: int, t1: int, mask: BoolArray, value: FloatArray) -> None:
+        """Give the book the cells of bins [t0, t1) that differ from what it holds."""
+        w = t1 - t0
+        old_mask = np.zeros(mask.shape, dtype=np.bool_)
+        old_value = np.full(mask.shape, np.nan)
+        for j in range(w):
+            held = self._mirror.get(t0 + j)
+            if held is not None:
+                old_mask[held[0], j] = True
+                old_value[held[0], j] = held[1]
+        same = (value == old_value) | (np.isnan(value) & np.isnan(old_value))
+        changed = (mask != old_mask) | (mask & ~same)
+        rows = np.flatnonzero(changed.any(axis=1))
+        if not rows.size:
+            return
+        bins = np.arange(t0, t1, dtype=np.int64)
+        for e in rows.tolist():
+            ch = changed[e]
+            self._set(e, bins[ch], mask[e, ch], value[e, ch])
+        for j in np.flatnonzero(changed.any(axis=0)).tolist():
+            on = np.flatnonzero(mask[:, j])
+            if on.size:
+                self._mirror[t0 + j] = (on, value[on, j])
+            else:
+                self._mirror.pop(t0 + j, None)
+
+    def _set(self, e: int, bins: NDArray[np.int64], mask: BoolArray, value: FloatArray) -> None:
+        if e < self._n_node:
+            k = len(self.layout.ids)
+            code = CODES[e // k]
+            spec = CHECKS[code]
+            key = (code, self.layout.ids[e % k], None)
+            self.book.set_flags(key, bins, mask, value, severity=spec.severity, message_fn=spec.message,
+                                worst=spec.worst)  # fmt: skip
+        else:
+            sid = self._nan_sids[e - self._n_node]
+            self.book.set_flags((NAN_CODE, None, sid), bins, mask, value, severity="warning",
+                                message=f"series '{sid}' has non-finite values")  # fmt: skip
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def active(self) -> list[dict[str, Any]]:
+        """Every active warning, sorted by key (run.json's per-bin warnings)."""
+        return self.book.active()
+
+    def state(self) -> dict[str, Any]:
+        return {"version": 1, "done": self._done, "book": self.book.to_state()}
+
+    @classmethod
+    def from_state(cls, plan: Plan, state: dict[str, Any]) -> DerivedHooks:
+        if state.get("version") != 1:
+            raise ValueError(f"unsupported hooks state version {state.get('version')!r}")
+        hooks = cls(plan, WarningBook.from_state(state["book"]))
+        hooks._done = int(state["done"])
+        k = len(hooks.layout.ids)
+        node_at = {nid: i for i, nid in enumerate(hooks.layout.ids)}
+        code_at = {code: c for c, code in enumerate(CODES)}
+        sid_at = {sid: j for j, sid in enumerate(hooks._nan_sids)}
+        cells: dict[int, list[tuple[int, float]]] = {}
+        for item in state["book"]["entries"]:
+            code, node_id, sid = item["key"]
+            if code == NAN_CODE and sid in sid_at:
+                e = hooks._n_node + sid_at[sid]
+            elif code in code_at and node_id in node_at and sid is None:
+                e = code_at[code] * k + node_at[node_id]
+            else:
+                continue
+            for b, v in zip(item["bins"], item["values"], strict=True):
+                cells.setdefault(int(b), []).append((e, _decode(v)))
+        for b, pairs in cells.items():
+            pairs.sort()
+            hooks._mirror[b] = (np.array([e for e, _ in pairs], dtype=np.intp),
+                                np.array([v for _, v in pairs], dtype=np.float64))  # fmt: skip
+        return hooks
+
+
+def _decode(v: float | str) -> float:
+    if isinstance(v, str):
+        return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[v]
+    return float(v)
+
+
+__all__ = ["DerivedHooks", "node_flag_block"]
