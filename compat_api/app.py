@@ -24,6 +24,7 @@ ROUTERS = (
     "compat_api.routes_compare",
     "compat_api.routes_validate",
     "compat_api.routes_artifacts",
+    "compat_api.routes_exports",
 )
 
 

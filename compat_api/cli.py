@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_flags(sv)
     sv.add_argument("--print-config", action="store_true", help="print the merged settings and exit")
     sv.set_defaults(func=cmd_serve)
+    from compat_api import cli_client, cli_offline, cli_stream, demo
+
+    demo.register(sub)
+    cli_client.register(sub)
+    cli_stream.register(sub)
+    cli_offline.register(sub)
     return p
 
 
@@ -141,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT if exc.http_status < 500 else EXIT_ENGINE
     except KeyboardInterrupt:
         return EXIT_ENGINE
-    except Exception as exc:  # noqa: BLE001 - the CLI promises exit 3 and no traceback
+    except Exception as exc:  # the CLI promises exit 3 and no traceback
         print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ENGINE
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +13,35 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from engine_live.errors import BackpressureError, FlowTimeError
 
 log = logging.getLogger("flowtime.http")
+
+# The wire form of every error (SPEC §8): `{"error": code, "message", ...details}`.
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "machine-readable code, e.g. not_found, invalid_model"},
+        "message": {"type": "string", "description": "what went wrong, for people"},
+    },
+    "additionalProperties": True,
+}
+ERROR_EXAMPLE = {"error": "not_found", "message": "run 'r9' not found", "runId": "r9"}
+
+
+def error_doc(description: str, example: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An OpenAPI response entry whose body is the error schema."""
+    content = {"application/json": {"schema": ERROR_SCHEMA, "example": example or ERROR_EXAMPLE}}
+    return {"description": description, "content": content}
+
+
+# Router-level `responses=`: every 4xx answers the error schema. A `4XX` entry also replaces
+# FastAPI's default 422 `HTTPValidationError`, which is not what this service sends.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": error_doc(
+        "a client error: 400 malformed, 401/403 auth, 404 unknown, 409 conflict, 413 too large, "
+        "422 invalid, 429 backpressure (with Retry-After)"
+    ),
+}
 
 
 def error_response(exc: FlowTimeError, retry_after: int = 1) -> JSONResponse:

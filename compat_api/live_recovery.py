@@ -1,72 +1,211 @@
-"""Recovery at start: every run with an ingestion log is rebuilt by replaying the log (SPEC §6).
+"""Recovery at start: every unfinished run is rebuilt from its CURRENT snapshot and its log (SPEC §6).
 
-Events are a pure function of the log, so the replay regenerates the same events with the same
-epoch and seq; they refill the hub history (cursors keep working) and `events.log`. A torn last
-record is cut off with a warning. `/readyz` stays 503 until every run is back.
+Per run folder `runs/<id>/live/` (one with log segments, a CURRENT or snapshots):
+
+1. `load_current` — CURRENT's snapshot, or (CURRENT missing/damaged) the newest other valid one.
+   Without a usable snapshot the run is rebuilt from the create record at log offset 0 (the
+   whole log), as before snapshots existed.
+2. `scan_log` from the snapshot's log offset across the segments. A torn tail of the newest
+   segment was never acknowledged: it is cut with a warning.
+3. The run is restored (`restore`, adjustments re-applied to the plan first); the hub history is
+   refilled from `events.log` up to the snapshot's seq, and anything past that (it may not have
+   been fsynced) is cut — the replay regenerates it.
+4. The log from the snapshot's offset is replayed through `service.apply`: events are a pure
+   function of the log, so the run continues with the same epoch and seq numbering.
+
+Only when acknowledged records cannot be read (a missing or corrupt older segment, a gap, no
+segment at the snapshot's offset) does the run continue with a NEW epoch: `events.log` restarts,
+the hub resets to the new epoch at the run's seq, the `status` event (reason
+`recovered_with_data_loss: ...`) and an error log say so, and a fresh snapshot is committed at
+once so the next start does not see the hole again. `/readyz` stays 503 until every run is back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from engine_live.events import RunStatus, encode_event, status_event
 from engine_live.live_run import ValidFrame
+from engine_live.live_state import RunState, restore
+from ingestion.frames import FrameValidator
+from ingestion.ingest_log import HEADER
+from snapshot_writer.event_log import cut_event_log, read_event_log
+from snapshot_writer.live_snapshot import CURRENT, EVENTS_LOG, SnapshotMeta, load_current
+from snapshot_writer.log_segments import SegmentedLog, list_segments, scan_log
 
 if TYPE_CHECKING:
-    from compat_api.live_service import LiveService
+    from compat_api.live_service import LiveService, RunHandle
 
 log = logging.getLogger("flowtime.recovery")
+Record = tuple[int, int, dict[str, Any]]  # (offset, end offset, record)
+
+
+def live_dirs(runs_dir: Path) -> list[Path]:
+    def has_run(d: Path) -> bool:
+        return d.is_dir() and bool(list_segments(d) or (d / CURRENT).exists() or (d / "snapshots").is_dir())
+
+    return sorted(d for d in runs_dir.glob("*/live") if has_run(d))
 
 
 async def recover_runs(service: LiveService, progress: dict[str, int]) -> None:
-    from compat_api.live_service import replay_log
-
-    logs = sorted(service.runs_dir.glob("*/live/ingest.log"))
-    progress["runs"] = len(logs)
-    for path in logs:
-        records, problem, _ = replay_log(path)
-        if problem is not None:
-            log.warning("run %s: cut a torn ingestion-log tail (%s)", path.parent.parent.name, problem,
-                        extra={"run_id": path.parent.parent.name})  # fmt: skip
-        if not records or records[0][1].get("t") != "create":
-            log.error("run %s: ingestion log has no create record; skipped", path.parent.parent.name)
-            progress["runsDone"] += 1
-            continue
-        await _replay(service, records, progress)
+    dirs = live_dirs(service.runs_dir)
+    progress["runs"] = len(dirs)
+    for live_dir in dirs:
+        try:
+            await recover_run(service, live_dir, progress)
+        except Exception:
+            log.exception("run %s: recovery failed; the run stays down", live_dir.parent.name,
+                          extra={"run_id": live_dir.parent.name})  # fmt: skip
         progress["runsDone"] += 1
 
 
-async def _replay(service: LiveService, records: list[tuple[int, dict[str, Any]]], progress: dict[str, int]) -> None:
-    _, create = records[0]
-    h = service.build_handle(create["runId"], create["epoch"], create["createdUtc"], create["model"],
-                             create.get("options") or {})  # fmt: skip
+async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, int]) -> RunHandle | None:
+    name = live_dir.parent.name
+    loaded = await asyncio.to_thread(load_current, live_dir)
+    scan = await asyncio.to_thread(scan_log, live_dir, loaded[1].log_offset if loaded else 0)
+    if scan.torn_tail is not None:
+        log.warning("run %s: cut a torn ingestion-log tail (%s)", name, scan.torn_tail, extra={"run_id": name})
+    records: list[Record] = [(off, off + HEADER.size + len(p), orjson.loads(p)) for off, p in scan.records]
+    lost = list(scan.lost)
+    state: RunState | None = None
+    meta: SnapshotMeta | None = None
+    if loaded is not None:
+        state, meta = loaded
+        if meta.fell_back:
+            log.warning("run %s: using snapshot %s (%s)", name, meta.name, "; ".join(meta.problems),
+                        extra={"run_id": name})  # fmt: skip
+        h = handle_from_snapshot(service, state, meta)
+        h.applied_offset = meta.log_offset
+    else:
+        if not records or records[0][0] != 0 or records[0][2].get("t") != "create":
+            log.error("run %s: no usable snapshot and no create record; skipped", name, extra={"run_id": name})
+            return None
+        _, end, create = records.pop(0)
+        h = service.build_handle(create["runId"], create["epoch"], create["createdUtc"], create["model"],
+                                 create.get("options") or {})  # fmt: skip
+        h.create_record, h.applied_offset = create, end
     h.folder.mkdir(parents=True, exist_ok=True)
-    h.events_fh = open(h.folder / "events.log", "wb")  # noqa: SIM115 - rewritten from the replay
     service.runs[h.run_id] = h
-    service.emit(h, h.run.start(), replay=True)
-    for offset, rec in records[1:]:
+    events_path = h.folder / EVENTS_LOG
+    if lost:
+        h.run.epoch = secrets.token_hex(4)
+        await asyncio.to_thread(cut_event_log, events_path, 0)
+        reset = getattr(service.hub, "reset_epoch", None)
+        if reset is not None:
+            reset(h.run_id, h.run.epoch, h.run.seq)
+        log.error("run %s: ACKNOWLEDGED DATA IS UNREADABLE (%s); continuing with new epoch %s", name,
+                  "; ".join(lost), h.run.epoch, extra={"run_id": name})  # fmt: skip
+    elif state is not None and meta is not None:
+        await refill_history(service, h, state, meta)
+    else:
+        await asyncio.to_thread(cut_event_log, events_path, 0)
+    h.events_fh = open(events_path, "ab")  # noqa: SIM115 - lives as long as the run
+    if state is None:
+        service.emit(h, h.run.start(), replay=True)
+    await replay_records(service, h, records, progress)
+    if h.run.status is RunStatus.LIVE:
+        reason = "recovered" if not lost else "recovered_with_data_loss: " + "; ".join(lost)
+        ev = status_event(h.run_id, h.run.epoch, h.run.seq, RunStatus.LIVE, reason)
+        service.hub.publish(h.run_id, ev, encode_event(ev), seqd=False)
+    h.log = SegmentedLog(h.folder, scan.append_base)
+    service.attach(h)
+    assert h.checkpoint is not None
+    if meta is not None and state is not None:
+        h.checkpoint.mark(meta.log_offset, state.last_bin)
+    if lost and h.run.status.is_open:
+        await service.request_snapshot(h)  # put the hole behind CURRENT
+    return h
+
+
+def handle_from_snapshot(service: LiveService, state: RunState, meta: SnapshotMeta) -> RunHandle:
+    """A handle for the snapshot's run: model + logged adjustments → plan, then the restored run."""
+    from engine_live.model_patch import Adjustment, compile_patched
+    from engine_live.model_text import parse_model_text
+
+    c = meta.create
+    if c.get("runId") != state.run_id:
+        raise ValueError(f"snapshot {meta.name}: create record is for run {c.get('runId')!r}")
+    h = service.build_handle(state.run_id, state.epoch, c["createdUtc"], c["model"], c.get("options") or {})
+    plan = h.run.plan
+    for wire in c.get("adjustments") or []:
+        adj = Adjustment(int(wire["modelRevision"]), int(wire["fromBin"]), list(wire["nodes"]),
+                         list((wire.get("topology") or {}).get("nodes") or []))  # fmt: skip
+        if h.model_data is None:
+            data = parse_model_text(h.model_text)
+            h.model_data = data if isinstance(data, dict) else {}
+        h.model_data, plan = compile_patched(h.model_data, adj, h.graph, service.settings.data_dir / "inputs",
+                                             live=True)  # fmt: skip
+        h.graph = plan.graph
+        h.adjustments.append(wire)
+    if c.get("adjustments"):
+        h.validator = FrameValidator(h.graph, h.run_id, max_bins_ahead=service.settings.max_bins_ahead)
+    h.run = restore(plan, state, h.run.hooks)
+    h.kafka_offsets = dict(meta.kafka_offsets)
+    h.create_record = {k: v for k, v in c.items() if k != "adjustments"}
+    return h
+
+
+async def refill_history(service: LiveService, h: RunHandle, state: RunState, meta: SnapshotMeta) -> None:
+    """Publish events 1..state.seq from events.log to the hub; cut what lies past the snapshot."""
+    path = h.folder / EVENTS_LOG
+    scan = await asyncio.to_thread(read_event_log, path, meta.events_offset)
+    seqs = [int(ev.get("seq", -1)) for ev, _ in scan.events]
+    ok = (scan.problem is None and scan.end_offset == meta.events_offset
+          and all(ev.get("epoch") == state.epoch for ev, _ in scan.events)
+          and seqs == list(range(state.seq - len(seqs) + 1, state.seq + 1)))  # fmt: skip
+    if not ok:
+        log.warning("run %s: events.log does not hold the snapshot's events (%s); history starts at seq %d",
+                    h.run_id, scan.problem or "mismatch", state.seq, extra={"run_id": h.run_id})  # fmt: skip
+        await asyncio.to_thread(cut_event_log, path, 0)
+        ensure = getattr(service.hub, "ensure_run", None)
+        if ensure is not None:
+            ensure(h.run_id, state.epoch, state.seq)
+        return
+    await asyncio.to_thread(cut_event_log, path, meta.events_offset)
+    if not scan.events:
+        ensure = getattr(service.hub, "ensure_run", None)
+        if ensure is not None:
+            ensure(h.run_id, state.epoch, state.seq)
+    for ev, data in scan.events:
+        service.hub.publish(h.run_id, ev, data, seqd=True)
+
+
+async def replay_records(service: LiveService, h: RunHandle, records: list[Record], progress: dict[str, int]) -> None:
+    for offset, end, rec in records:
         kind = rec.get("t")
-        if kind == "frames":
+        if kind == "create":
+            if h.run.status is RunStatus.CREATED:  # a snapshot taken before the create was applied
+                service.emit(h, h.run.start(), replay=True)
+        elif kind == "frames":
             frames = [ValidFrame(int(b), str(s), float(v)) for b, s, v in rec["f"]]
             if "src" in rec:
                 part, off = rec["src"]
                 h.kafka_offsets[part] = max(h.kafka_offsets.get(part, -1), off)
             try:
                 await service.apply(h, frames, offset, replay=True)
-            except Exception as exc:  # noqa: BLE001 - a record rejected live is rejected again
+            except Exception as exc:
                 log.info("run %s: record at %d rejected again on replay: %s", h.run_id, offset, exc)
         elif kind == "patch":
             try:
                 patch = service.prepare_patch(h, {k: v for k, v in rec.items() if k not in ("t", "modelRevision")})
                 service.apply_patch(h, patch, offset, replay=True)
-            except Exception as exc:  # noqa: BLE001 - a patch rejected live is rejected again
+            except Exception as exc:
                 log.info("run %s: patch at %d rejected again on replay: %s", h.run_id, offset, exc)
         elif kind == "close":
             h.closing = True
-            await service.apply(h, None, offset, replay=True)
+            try:
+                await service.apply(h, None, offset, replay=True)
+            except Exception as exc:
+                log.error("run %s: close at %d failed again on replay: %s", h.run_id, offset, exc,
+                          extra={"run_id": h.run_id})  # fmt: skip
+        h.applied_offset = end
         progress["records"] = progress.get("records", 0) + 1
-    if h.run.status is RunStatus.LIVE:
-        ev = status_event(h.run_id, h.run.epoch, h.run.seq, RunStatus.LIVE, "recovered")
-        service.hub.publish(h.run_id, ev, encode_event(ev), seqd=False)
-    service.attach(h)
+
+
+__all__ = ["handle_from_snapshot", "live_dirs", "recover_run", "recover_runs", "refill_history", "replay_records"]

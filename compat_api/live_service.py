@@ -9,6 +9,13 @@ epoch and seq numbering back.
 
 Log records (orjson): `{"t": "create", runId, epoch, createdUtc, model, options}`,
 `{"t": "frames", "f": [[bin, series, value], ...]}`, `{"t": "close"}`.
+
+Snapshots (`snapshot_writer.live_checkpoint`): after each applied batch the worker asks the run's
+`RunCheckpoint` whether one is due (every `snapshotEveryBins` evaluated bins or
+`snapshotEverySeconds` on the injected clock) or requested (`snapshot()`, POST /snapshots, stop);
+the capture is a copy taken right there, between two records, and the commit runs in a thread
+while ingestion goes on. The log is a set of segments with absolute offsets
+(`snapshot_writer.log_segments`), rolled at every capture. `docs/checkpointing.md` has the order.
 """
 
 from __future__ import annotations
@@ -33,16 +40,27 @@ from compat_api.settings import Settings
 from compat_api.state_view import StateSource, state_body, state_window_body
 from engine_live.compiler import compile_model
 from engine_live.errors import (
-    BackpressureError, ConflictError, FlowTimeError, IngestError, ModelError, NotFoundError, RunClosedError,
+    BackpressureError,
+    ConflictError,
+    FlowTimeError,
+    IngestError,
+    ModelError,
+    NotFoundError,
+    OutsideRetentionError,
+    RunClosedError,
     TooLargeError,
 )  # fmt: skip
-from engine_live.events import Event, RunStatus, encode_event
+from engine_live.events import Event, RunStatus, encode_event, snapshot_written_event
 from engine_live.live_run import LiveRun, ValidFrame
+from engine_live.live_state import capture
 from engine_live.model_build import build_model
 from engine_live.model_doc import load_model
 from engine_live.series_defs import ModelGraph
 from ingestion.frames import FrameValidator, parse_body
-from ingestion.ingest_log import IngestLog, cut_tail, read_records
+from ingestion.ingest_log import HEADER, cut_tail, read_records
+from snapshot_writer.live_checkpoint import RunCheckpoint
+from snapshot_writer.live_snapshot import SnapshotJob, SnapshotMeta
+from snapshot_writer.log_segments import SegmentedLog
 
 log = logging.getLogger("flowtime.live")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -51,7 +69,7 @@ OPTION_KEYS = {"runId", "graceBins", "retentionBins", "snapshotEveryBins", "snap
 
 
 class EventPublisher(Protocol):
-    def publish(self, run_id: str, event: Event, data: bytes, *, seqd: bool = True) -> None: ...
+    def publish(self, run_id: str, event: Event, data: bytes, *, seqd: bool = True) -> object: ...
 
 
 class NullPublisher:
@@ -79,7 +97,7 @@ class RunHandle:
     created_utc: str
     folder: Path
     validator: FrameValidator
-    log: IngestLog | None = None
+    log: SegmentedLog | None = None
     queue: deque[_Item] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
@@ -88,6 +106,10 @@ class RunHandle:
     adjustments: list[dict[str, Any]] = field(default_factory=list)
     model_data: dict[str, Any] | None = None  # the model as parsed, with adjustments applied
     kafka_offsets: dict[int, int] = field(default_factory=dict)
+    applied_offset: int = 0  # end offset of the last applied log record
+    create_record: dict[str, Any] | None = None  # the logged create record (snapshots carry it)
+    checkpoint: RunCheckpoint | None = None
+    artifacts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one §4 writer per folder
 
 
 def parse_create(body: dict[str, Any]) -> tuple[str | dict[str, Any], dict[str, Any]]:
@@ -119,6 +141,7 @@ class LiveService:
         self.on_events: list[Callable[[RunHandle, list[Event]], None]] = []
         self.drained = asyncio.Event()  # set whenever the ingest queue has room again
         self.ctx: Any = None  # the AppContext, set by build_context (telemetry runs need its folders)
+        self.snapshot_fault: Callable[[str], None] | None = None  # crash injection seam (tests)
 
     @property
     def runs_dir(self) -> Path:
@@ -139,6 +162,13 @@ class LiveService:
         for h in list(self.runs.values()):
             while h.queue:
                 await asyncio.sleep(0)  # let the worker drain what was acknowledged-bound
+            if h.checkpoint is not None:
+                if h.worker is not None and not h.worker.done() and h.run.status.is_open:
+                    try:  # SIGTERM: a last snapshot, so the restart replays little
+                        await self.request_snapshot(h)
+                    except Exception:
+                        log.exception("run %s: final snapshot failed", h.run_id, extra={"run_id": h.run_id})
+                await h.checkpoint.drain()
             if h.worker is not None:
                 h.worker.cancel()
             if h.log is not None:
@@ -149,7 +179,9 @@ class LiveService:
     def attach(self, h: RunHandle, *, log_ready: bool = True) -> None:
         self.runs[h.run_id] = h
         if log_ready and h.log is None:
-            h.log = IngestLog(h.folder / "ingest.log")
+            h.log = SegmentedLog.open_tail(h.folder)
+        if h.checkpoint is None:
+            h.checkpoint = self.make_checkpoint(h)
         if h.events_fh is None:
             h.events_fh = open(h.folder / "events.log", "ab")  # noqa: SIM115 - lives as long as the run
         if h.run.status.is_open:
@@ -193,8 +225,11 @@ class LiveService:
                   "model": h.model_text, "options": options}  # fmt: skip
         self.attach(h)
         assert h.log is not None
-        await h.log.append(orjson.dumps(record))
+        h.create_record = record
+        payload = orjson.dumps(record)
+        offset = await h.log.append(payload)
         self.emit(h, h.run.start())
+        h.applied_offset = offset + HEADER.size + len(payload)
         return self.detail(run_id)
 
     async def create_telemetry_run(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -268,6 +303,36 @@ class LiveService:
         await self._submit(h, _Item(b'{"t":"close"}', None, 0, asyncio.get_running_loop().create_future()))
         return self.detail(run_id)
 
+    async def delete_run(self, run_id: str) -> dict[str, Any] | None:
+        """§12.9: stop a live run (status `failed`, reason `deleted`, WebSocket 1000) and forget it.
+
+        None when the engine does not hold the run. New ingest is refused at once (the run is
+        closing); what is already queued drains first, as on shutdown. The caller removes the folder.
+        """
+        h = self.runs.get(run_id)
+        if h is None:
+            return None
+        h.closing = True
+        while h.queue:
+            await asyncio.sleep(0)  # let the worker drain what was already accepted
+        if h.worker is not None:
+            h.worker.cancel()
+            await asyncio.gather(h.worker, return_exceptions=True)
+        was = h.run.status
+        if not was.is_terminal:  # not caused by a log record: repeats the current seq
+            ev = h.run.set_status(RunStatus.FAILED, "deleted", seqd=False)
+            self.hub.publish(run_id, ev, encode_event(ev), seqd=False)
+        drop = getattr(self.hub, "drop_run", None)
+        if drop is not None:
+            drop(run_id, 1000, "deleted")
+        if h.log is not None:
+            await h.log.close()
+        if h.events_fh is not None:
+            h.events_fh.close()
+        del self.runs[run_id]
+        log.info("run %s deleted", run_id, extra={"run_id": run_id})
+        return {"runId": run_id, "deleted": True, "status": h.run.status.value, "previousStatus": was.value}
+
     async def _submit(self, h: RunHandle, item: _Item) -> dict[str, Any]:
         self.queued_frames += item.n
         h.queue.append(item)
@@ -302,13 +367,16 @@ class LiveService:
                                   else await self.apply(h, it.frames, offset))  # fmt: skip
                     except FlowTimeError as exc:
                         it.future.set_exception(exc)
-                    except Exception as exc:  # noqa: BLE001 - the worker must outlive any bug
+                    except Exception as exc:
                         log.exception("run %s: applying the record at %d failed", h.run_id, offset,
                                       extra={"run_id": h.run_id})  # fmt: skip
                         it.future.set_exception(FlowTimeError(f"internal error: {type(exc).__name__}",
                                                               code="internal"))  # fmt: skip
                     else:
                         it.future.set_result(result)
+                    h.applied_offset = offset + HEADER.size + len(it.payload)
+                await self._checkpoint(h)
+            await self._checkpoint(h)  # a requested snapshot while idle
 
     async def apply(self, h: RunHandle, frames: list[ValidFrame] | None, offset: int, *,
                     replay: bool = False) -> dict[str, Any]:  # fmt: skip
@@ -318,7 +386,8 @@ class LiveService:
             events = run.close()
             self.emit(h, events, replay=replay)
             if run.status is RunStatus.CLOSING:
-                await write_live_artifacts(self, h)
+                async with h.artifacts_lock:
+                    await write_live_artifacts(self, h)
                 self.emit(h, run.complete(), replay=replay)
                 self.hub_close(h)
             return {"runId": h.run_id, "status": run.status.value, "logOffset": offset}
@@ -351,6 +420,63 @@ class LiveService:
             fh.flush()
         for cb in self.on_events:
             cb(h, events)
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def make_checkpoint(self, h: RunHandle) -> RunCheckpoint:
+        every_bins = h.options.get("snapshotEveryBins") or self.settings.snapshot_every_bins
+        every_s = h.options.get("snapshotEverySeconds") or self.settings.snapshot_every_seconds
+        return RunCheckpoint(h.folder, every_bins=int(every_bins), every_seconds=float(every_s), clock=self.clock,
+                             keep=self.settings.snapshots_kept, after_step=self.snapshot_fault,
+                             on_commit=lambda job, meta: self._snapshot_committed(h, job, meta))  # fmt: skip
+
+    def snapshot_job(self, h: RunHandle) -> SnapshotJob:
+        """The copy a snapshot is written from; call between two records (on the event loop)."""
+        create = dict(h.create_record or {})
+        create["adjustments"] = list(h.adjustments)
+        events_offset = h.events_fh.tell() if h.events_fh is not None else 0
+        return SnapshotJob(capture(h.run), h.applied_offset, events_offset, create, dict(h.kafka_offsets))
+
+    async def _checkpoint(self, h: RunHandle) -> None:
+        cp = h.checkpoint
+        if cp is None or not (cp.requests or cp.due(h.run, h.applied_offset)):
+            return
+        try:
+            await cp.run_due(h.run, h.applied_offset, lambda: self.snapshot_job(h), h.log)
+        except Exception:
+            log.exception("run %s: snapshot capture failed", h.run_id, extra={"run_id": h.run_id})
+
+    def _snapshot_committed(self, h: RunHandle, job: SnapshotJob, meta: SnapshotMeta) -> None:
+        if self.metrics is not None and hasattr(self.metrics, "snapshot_committed"):
+            self.metrics.snapshot_committed(h.run_id, meta.duration_s, meta.size_bytes)
+        ev = snapshot_written_event(h.run_id, h.run.epoch, h.run.seq, job.state.last_bin,
+                                    f"live/snapshots/{meta.name}", meta.state_hash)  # fmt: skip
+        self.hub.publish(h.run_id, ev, encode_event(ev), seqd=False)  # repeats the current seq
+
+    async def request_snapshot(self, h: RunHandle) -> SnapshotMeta:
+        assert h.checkpoint is not None
+        fut = h.checkpoint.request()
+        h.wake.set()
+        return await fut
+
+    async def snapshot(self, run_id: str) -> dict[str, Any]:
+        """POST /v1/runs/{id}/snapshots: a committed snapshot now, plus the full §4 artifacts."""
+        h = self.ensure_open(run_id)
+        meta = await self.request_snapshot(h)
+        manifest_hash = meta.state_hash
+        async with h.artifacts_lock:
+            try:
+                info = await write_live_artifacts(self, h)
+                manifest_hash = getattr(info, "manifest_hash", manifest_hash)
+            except OutsideRetentionError as exc:  # bins 0.. have left memory: only the snapshot
+                log.warning("run %s: §4 artifacts skipped: %s", run_id, exc, extra={"run_id": run_id})
+        return {"runId": run_id, "seq": meta.seq, "lastBin": meta.last_bin, "path": f"live/snapshots/{meta.name}",
+                "manifestHash": manifest_hash}  # fmt: skip
+
+    def snapshot_tick(self) -> None:
+        """Wake every run whose time-based snapshot is due (call periodically; reads the clock)."""
+        for h in self.runs.values():
+            if h.checkpoint is not None and h.checkpoint.due(h.run, h.applied_offset):
+                h.wake.set()
 
     def hub_close(self, h: RunHandle) -> None:
         close = getattr(self.hub, "close_run", None)

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from compat_api.auth import require
 from compat_api.context import AppContext, get_ctx
+from compat_api.http_errors import ERROR_RESPONSES
 from compat_api.run_store import RUN_ID_RE, get_run_store, parse_created_after
 from compat_api.state_view import InvalidRequestError
 from engine_live.errors import NotFoundError
@@ -29,7 +30,7 @@ from engine_live.grid import format_utc, parse_utc
 from engine_live.model_text import parse_model_text
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
-router = APIRouter(tags=["artifacts"])
+router = APIRouter(tags=["artifacts"], responses=ERROR_RESPONSES)
 ArtifactType = Literal["run", "model", "bundle"]
 MODEL_SUFFIXES = (".yaml", ".yml", ".json")
 ITEM_EXAMPLE = {

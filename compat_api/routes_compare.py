@@ -17,12 +17,13 @@ from pydantic import BaseModel, ConfigDict
 from compat_api.auth import require
 from compat_api.compare import CompareMismatchError, compare_runs
 from compat_api.context import AppContext, get_ctx
+from compat_api.http_errors import ERROR_RESPONSES
 from compat_api.run_store import get_run_store
 from compat_api.state_view import InvalidRequestError
 from snapshot_writer.atomic_files import json_bytes, write_bytes_atomic
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
-router = APIRouter(tags=["compare"])
+router = APIRouter(tags=["compare"], responses=ERROR_RESPONSES)
 
 DIFF_EXAMPLE = {
     "compareId": "cmp_0123456789abcdef",

@@ -38,6 +38,7 @@ from compat_api.batch_runs import (
     simulation_job,
 )
 from compat_api.context import AppContext, get_ctx
+from compat_api.http_errors import ERROR_RESPONSES
 from compat_api.run_store import filter_runs, get_run_store, model_series_id, paginate, run_links
 from compat_api.state_view import InvalidRequestError
 from engine_live.batch_run import topology_view
@@ -46,7 +47,7 @@ from engine_live.errors import FlowTimeError, NotFoundError
 from snapshot_writer.number_format import series_csv_bytes
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
 PENDING_KEEP = 1000
 RUN_EXAMPLE = {
     "runId": "run_20251007T000000Z_1a2b3c4d",
@@ -66,6 +67,18 @@ RUN_EXAMPLE = {
     },
     "modelHash": "sha256:…",
     "links": run_links("run_20251007T000000Z_1a2b3c4d"),
+}
+ACCEPTED_EXAMPLE = {
+    "runId": "r1",
+    "mode": "live",
+    "status": "live",
+    "epoch": "5a4a27b4",
+    "seq": 1,
+    "lastBin": -1,
+    "watermark": -1,
+    "revision": 0,
+    "modelRevision": 0,
+    "links": {"self": "/v1/runs/r1", "stream": "/v1/runs/r1/stream"},
 }
 MODEL_BODY = {
     "required": True,
@@ -140,7 +153,10 @@ async def legacy_run(request: Request, ctx: Ctx) -> JSONResponse:
     dependencies=[Depends(require("ingest"))],
     responses={
         201: {"content": {"application/json": {"example": RUN_EXAMPLE}}},
-        202: {"description": "accepted: async run, or a live run"},
+        202: {
+            "description": "accepted: async run, or a live run (Location names the run)",
+            "content": {"application/json": {"example": ACCEPTED_EXAMPLE}},
+        },
     },
 )
 async def create_run(req: RunRequest, background: BackgroundTasks, ctx: Ctx) -> JSONResponse:
@@ -289,6 +305,7 @@ async def run_index(run_id: str, ctx: Ctx) -> JSONResponse:
 @router.get(
     "/v1/runs/{run_id}/model",
     dependencies=[Depends(require("read"))],
+    response_class=Response,
     responses={200: {"content": {"application/x-yaml": {"example": MODEL_EXAMPLE}}}},
 )
 async def run_model_text(run_id: str, ctx: Ctx) -> Response:
@@ -302,11 +319,13 @@ async def run_model_text(run_id: str, ctx: Ctx) -> Response:
 @router.get(
     "/v1/runs/{run_id}/series/{series_id}",
     dependencies=[Depends(require("read"))],
+    response_class=Response,
     responses={
         200: {
             "content": {
                 "text/csv": {"example": "bin_index,value\n0,10\n1,20\n"},
                 "application/json": {"example": {"seriesId": "served@SERVED@DEFAULT", "values": [10, 20]}},
+                "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
             }
         }
     },

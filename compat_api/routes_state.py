@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from compat_api.auth import require
 from compat_api.context import AppContext, get_ctx
+from compat_api.http_errors import ERROR_RESPONSES
 from compat_api.routes_runs import live_knows, maybe_await
 from compat_api.run_store import get_run_store
 from compat_api.state_view import (
@@ -26,7 +27,7 @@ from compat_api.state_view import (
 from engine_live.grid import Grid, parse_utc
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
-router = APIRouter(tags=["state"])
+router = APIRouter(tags=["state"], responses=ERROR_RESPONSES)
 
 _NODE = {
     "id": "Svc",

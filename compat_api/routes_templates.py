@@ -13,14 +13,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compat_api.auth import require
 from compat_api.context import AppContext, get_ctx
+from compat_api.http_errors import ERROR_RESPONSES, error_doc
 from compat_api.templates import get_template, instantiate, list_templates
 
-router = APIRouter(prefix="/v1/templates", tags=["templates"])
+router = APIRouter(prefix="/v1/templates", tags=["templates"], responses=ERROR_RESPONSES)
 
 PARAMETER_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "parameter_type_mismatch, missing_parameter, unknown_parameter, out_of_range"},
-    404: {"description": "unknown template"},
-    422: {"description": "the generated model is invalid"},
+    400: error_doc(
+        "parameter_type_mismatch, missing_parameter, unknown_parameter, out_of_range, unsafe_parameter_value",
+        {
+            "error": "parameter_type_mismatch",
+            "message": "parameter 'bins': expected integer, got string",
+            "parameter": "bins",
+            "expected": "integer",
+            "actual": "string",
+            "value": "twelve",
+        },
+    ),
+    404: error_doc("unknown template", {"error": "not_found", "message": "unknown template 'nope'"}),
+    422: error_doc("the generated model is invalid", {"error": "invalid_model", "message": "...", "errors": []}),
 }
 
 
@@ -37,12 +48,38 @@ class GenerateResponse(BaseModel):
     warnings: list[dict[str, Any]]
 
 
-@router.get("", dependencies=[Depends(require("read"))])
+TEMPLATE_SUMMARY = {
+    "id": "http-service",
+    "title": "HTTP service with a request queue",
+    "version": "1.0",
+    "description": "One HTTP service behind a request queue, sized by workers and per-worker throughput.",
+    "hasBundle": True,
+}
+TEMPLATE_DETAIL = {
+    **TEMPLATE_SUMMARY,
+    "parameters": [
+        {"name": "bins", "type": "integer", "required": False, "default": 288, "min": 1, "max": 100000,
+         "description": "Number of bins"},
+        {"name": "q0", "type": "number", "required": False, "default": 0, "min": 0,
+         "description": "Initial depth of the request queue"},
+    ],
+}  # fmt: skip
+
+
+@router.get(
+    "",
+    dependencies=[Depends(require("read"))],
+    responses={200: {"content": {"application/json": {"example": {"templates": [TEMPLATE_SUMMARY]}}}}},
+)
 async def templates_list() -> dict[str, Any]:
     return {"templates": [t.summary() for t in list_templates()]}
 
 
-@router.get("/{template_id}", dependencies=[Depends(require("read"))], responses={404: PARAMETER_ERRORS[404]})
+@router.get(
+    "/{template_id}",
+    dependencies=[Depends(require("read"))],
+    responses={200: {"content": {"application/json": {"example": TEMPLATE_DETAIL}}}, 404: PARAMETER_ERRORS[404]},
+)
 async def template_detail(template_id: str) -> dict[str, Any]:
     return get_template(template_id).to_wire()
 

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from compat_api.auth import require
 from compat_api.batch_runs import MODEL_EXAMPLE, read_model_source
 from compat_api.context import AppContext, get_ctx
+from compat_api.http_errors import ERROR_RESPONSES
 from engine_live.batch_run import topology_view
 from engine_live.compiler import ZERO, Plan, compile_model
 from engine_live.errors import ModelError
@@ -22,7 +23,7 @@ from engine_live.model_build import build_model
 from engine_live.model_doc import load_model
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=ERROR_RESPONSES)
 
 MODEL_BODY = {
     "required": True,

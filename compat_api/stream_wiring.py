@@ -69,15 +69,37 @@ class KafkaWiring:
         s, live = self.ctx.settings, self.ctx.live
         if not s.kafka_bootstrap:
             return
-        self.sink = KafkaEventSink(self.ctx.extras["hub"], KafkaSinkSettings(
-            bootstrap=s.kafka_bootstrap, topic=s.kafka_events_topic, enable_idempotence=s.kafka_idempotence))  # fmt: skip
-        await self.sink.start()
+        sink_settings = KafkaSinkSettings(bootstrap=s.kafka_bootstrap, topic=s.kafka_events_topic,
+                                          enable_idempotence=s.kafka_idempotence)  # fmt: skip
+        self.sink = KafkaEventSink(self.ctx.extras["hub"], sink_settings)
+        self.resend_history(self.sink)
+        await self.sink.start()  # attaches its hub listener before its first await: no event in between
         self.source = KafkaFrameSource(
             KafkaSourceSettings(bootstrap=s.kafka_bootstrap, topic=s.kafka_telemetry_topic, group=s.kafka_group,
                                 enable_idempotence=s.kafka_idempotence),
             self.ingest, self.wait_capacity, skip_until=live.kafka_offsets(),
         )  # fmt: skip
         await self.source.start()
+
+    def resend_history(self, sink: KafkaEventSink) -> None:
+        """Hand the sink every seq'd event the hub holds after recovery, before any new one.
+
+        A sink's progress lives in memory: events published just before a crash may never have
+        reached the broker, and recovery republished them to the hub before this sink existed. So
+        every recovered run's history is sent again (at-least-once; consumers deduplicate by
+        (runId, epoch, seq)). Events beyond the sink's buffer make it fall behind and catch up
+        from history as usual.
+        """
+        hub, live = self.ctx.extras["hub"], self.ctx.live
+        for run_id in sorted(live.runs):
+            head = hub.head(run_id)
+            if head is None or head[1] == 0:
+                continue
+            epoch, seq = head
+            read = hub.read_after(run_id, epoch, 0, seq)  # `lost` = what history no longer holds: fine
+            for ev in read.events:
+                sink.on_event(run_id, ev)
+        log.info("kafka sink: re-sending recovered history", extra={"runs": len(live.runs)})
 
     async def ingest(self, run_id: str, frame: bytes, partition: int, offset: int) -> None:
         live = self.ctx.live

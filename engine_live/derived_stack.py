@@ -8,24 +8,23 @@ handful of numpy operations over (k nodes × w bins) arrays instead of a Python 
   the telemetry series each node's data-gap mask is built from (any of its fields zero-filled).
 - `layout.gather(V, base, t0, t1, gaps)` reads bins [t0, t1) plus up to `history` bins before t0
   (clipped at bin `base`, i.e. bin 0 of a whole-run matrix) and runs capacity inference over the
-  whole block. `layout.derive_block(...)` adds every metric, colour and reason for [t0, t1).
+  whole block, its 12-bin rolling max reading the 11 bins of `served` before each block column.
+  `layout.derive_block(...)` adds every metric, colour and reason for [t0, t1).
 - `to_wire_bins(stacked)` rounds the whole block once (`round_wire`) and builds, per bin, the
   per-node camelCase `derived{}` dicts (non-finite → None), equal to `NodeDerived.wire_bin`.
 
 A node lacking a field reads a NaN row, which every formula of `derive` treats exactly like an
 absent series (comparisons with NaN are false, ratios of NaN are null). `history` defaults to
-`FLAG_HISTORY` (13): the 11 bins of the capacity window plus the 2 earlier bins a 3-bin streak of
-`capacity_inferred_low` needs (see live_hooks); `derive` itself needs only 11.
+`FLAG_HISTORY` (3), the block columns the warning checks of live_hooks read before a bin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 from engine_live.derived import (
@@ -43,7 +42,7 @@ IntArray = NDArray[np.intp]
 GapFn = Callable[[int, int], NDArray[np.bool_]]  # (t0, t1) → (telemetry series × bins), True = gap
 STACK_FIELDS = ("arrivals", "served", "queueDepth", "capacity", "processingTimeMsSum", "servedCount",
                 "attempts", "externalDemand")  # fmt: skip
-FLAG_HISTORY = CAPACITY_WINDOW + 1
+FLAG_HISTORY = 3  # bins before a flagged bin its checks read (a 3-bin streak of a queue delta)
 KIND_CODES = {"service": 0, "serviceWithBuffer": 1, "router": 2, "sink": 3, "queue": 4, "dlq": 5}
 QUEUE_KIND_CODES = (1, 4, 5)  # serviceWithBuffer, queue, dlq (node_checks.QUEUE_KINDS)
 COLORS: ObjArray = np.array(["green", "yellow", "red", "gray", "dlq"], dtype=object)
@@ -122,7 +121,7 @@ class StackedDerived:
 _ATTR_INDEX = {attr: i for i, (_, attr) in enumerate(NUMERIC_FIELDS)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StackLayout:
     ids: tuple[str, ...]
     kind: NDArray[np.int8]  # (k,)
@@ -134,6 +133,16 @@ class StackLayout:
     gap_idx: IntArray  # (k × m) telemetry indices of the node's fields; n_tele = never a gap
     conservation: BoolArray  # (k,) arrivals, served, queueDepth all present and telemetry-fed
     n_tele: int
+
+    _present_flat: IntArray = field(init=False, repr=False)  # (field, node) pairs present, flat
+    _present_rows: IntArray = field(init=False, repr=False)
+    _par_series: IntArray = field(init=False, repr=False)  # nodes whose parallelism is a series
+
+    def __post_init__(self) -> None:
+        present_flat = np.flatnonzero(self.present.reshape(-1))
+        object.__setattr__(self, "_present_flat", present_flat)
+        object.__setattr__(self, "_present_rows", self.rows.reshape(-1)[present_flat])
+        object.__setattr__(self, "_par_series", np.flatnonzero(self.par_row >= 0))
 
     @classmethod
     def from_plan(cls, plan: Any) -> StackLayout:
@@ -177,32 +186,46 @@ class StackLayout:
 
     def gather(self, V: FloatArray, base: int, t0: int, t1: int, gaps: GapFn | None = None,
                history: int = FLAG_HISTORY) -> StackedBlock:  # fmt: skip
-        """Inputs of bins [t0, t1) plus up to `history` bins before (never before column 0 = bin base)."""
+        """Inputs of bins [t0, t1) plus up to `history` bins before (never before column 0 = bin base);
+        the capacity window reads 11 more bins of `served` before the block (again clipped at base)."""
         s = max(base, t0 - history)
         c0, c1 = s - base, t1 - base
         n, k = t1 - s, len(self.ids)
-        flat = V[self.rows.reshape(-1), c0:c1].reshape(len(STACK_FIELDS), k, n)
-        flat[~self.present] = np.nan
-        x = dict(zip(STACK_FIELDS, flat, strict=True))
+        flat = np.full((len(STACK_FIELDS) * k, n), np.nan)
+        flat[self._present_flat] = V[self._present_rows, c0:c1]
+        x = dict(zip(STACK_FIELDS, flat.reshape(len(STACK_FIELDS), k, n), strict=True))
         par = np.broadcast_to(self.par_const[:, None], (k, n))
-        if (self.par_row >= 0).any():
-            par = np.where(self.par_row[:, None] >= 0, V[self.par_row, c0:c1], par)
+        if self._par_series.size:
+            par = par.copy()
+            par[self._par_series] = V[self.par_row[self._par_series], c0:c1]
+        gap = np.zeros((k, n), dtype=np.bool_)
         if gaps is not None and self.n_tele:
-            g = np.zeros((self.n_tele + 1, n), dtype=np.bool_)
-            g[: self.n_tele] = gaps(s, t1)
-            gap: BoolArray = np.any(g[self.gap_idx], axis=1)
-        else:
-            gap = np.zeros((k, n), dtype=np.bool_)
+            tele_gap = gaps(s, t1)
+            if tele_gap.any():
+                g = np.zeros((self.n_tele + 1, n), dtype=np.bool_)
+                g[: self.n_tele] = tele_gap
+                gap = np.any(g[self.gap_idx], axis=1)
         served = x["served"]
         applicable = (~self.present[STACK_FIELDS.index("capacity")] & self.present[1])[:, None]
         with np.errstate(all="ignore"):
             denom = x["capacity"] * par
             saturated = ((x["externalDemand"] > served) | (x["queueDepth"] > 0)) & applicable
-            padded = np.concatenate([np.full((k, CAPACITY_WINDOW - 1), np.nan), served], axis=1)
-            rolling = np.fmax.reduce(sliding_window_view(padded, CAPACITY_WINDOW, axis=1), axis=2)
-            value = np.where(saturated, served, rolling)
+            value = np.where(saturated, served, self._rolling_served(V, base, s, t1))
         value[~(np.isfinite(value) & applicable)] = np.nan
         return StackedBlock(s, t0 - s, x, denom, gap, value, saturated, applicable)
+
+    def _rolling_served(self, V: FloatArray, base: int, s: int, t1: int) -> FloatArray:
+        """fmax of `served` over bins t-11..t for t in [s, t1), in the order `derive` reduces it."""
+        n, w = t1 - s, CAPACITY_WINDOW - 1
+        a = max(base, s - w)
+        padded = np.full((len(self.ids), w + n), np.nan)
+        rows = self.rows[1]
+        padded[:, w - (s - a) :] = V[rows, a - base : t1 - base]
+        padded[~self.present[1]] = np.nan
+        acc = padded[:, :n]
+        for d in range(1, CAPACITY_WINDOW):
+            acc = np.fmax(acc, padded[:, d : d + n])
+        return acc
 
     def derive_block(self, V: FloatArray, base: int, t0: int, t1: int, gaps: GapFn | None = None,
                      bin_minutes: int = 1, history: int = FLAG_HISTORY) -> StackedDerived:  # fmt: skip

@@ -33,9 +33,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine_live.compiler import ZERO, Plan
-from engine_live.derived import BoolArray, FloatArray, round_wire
+from engine_live.derived import CAPACITY_WINDOW, BoolArray, FloatArray, round_wire
 from engine_live.derived_stack import (
-    FLAG_HISTORY,
     QUEUE_KIND_CODES,
     StackedBlock,
     StackLayout,
@@ -53,7 +52,7 @@ from engine_live.node_checks import (
 from engine_live.warning_book import WarningBook
 
 CODES = tuple(CHECKS)
-DEPENDENT_BINS = FLAG_HISTORY  # later bins whose flags read a bin
+DEPENDENT_BINS = CAPACITY_WINDOW + STREAK_BINS - 2  # later bins whose flags read a bin (13)
 NAN_CODE = "nan_detected"
 Change = tuple[Literal["add", "clear"], dict[str, Any]]
 _PRUNE_EVERY = 256

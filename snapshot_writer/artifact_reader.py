@@ -79,9 +79,7 @@ def read_series_csv(path: Path) -> npt.NDArray[np.float64]:
     """One `bin_index,value` CSV (numbers incl. NaN / Infinity / -Infinity) as a float64 array."""
     table = pcsv.read_csv(
         path,
-        convert_options=pcsv.ConvertOptions(
-            column_types=_CSV_TYPES, null_values=[], strings_can_be_null=False
-        ),
+        convert_options=pcsv.ConvertOptions(column_types=_CSV_TYPES, null_values=[], strings_can_be_null=False),
     )
     return _place(
         table.column("bin_index").to_numpy().astype(np.int64),

@@ -225,9 +225,7 @@ def _check(result: RunResult, formats: frozenset[str]) -> list[str]:
         raise ValueError("two series would be written to the same file")
     for s in result.series:
         if np.shape(s.values) != (result.grid.bins,):
-            raise ValueError(
-                f"series {s.series_id!r} has shape {np.shape(s.values)}, not ({result.grid.bins},)"
-            )
+            raise ValueError(f"series {s.series_id!r} has shape {np.shape(s.values)}, not ({result.grid.bins},)")
     return names
 
 

@@ -18,9 +18,7 @@ import orjson
 
 Chunk = bytes | bytearray | memoryview
 
-_JSON_OPTIONS = (
-    orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
-)
+_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
 TEMP_MARK = ".tmp-"  # temporary names are ".<name>.tmp-<hex>"
 
 
@@ -89,9 +87,7 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
         fsync_dir(target.parent)
 
 
-def write_bytes_atomic(
-    path: str | os.PathLike[str], data: Chunk | Iterable[Chunk], *, fsync: bool = True
-) -> None:
+def write_bytes_atomic(path: str | os.PathLike[str], data: Chunk | Iterable[Chunk], *, fsync: bool = True) -> None:
     """Write `data` (bytes or an iterable of byte chunks) to `path` atomically (see `atomic_path`);
     on any error `path` is untouched."""
     chunks: Iterable[Chunk] = (data,) if isinstance(data, bytes | bytearray | memoryview) else data

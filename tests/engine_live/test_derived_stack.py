@@ -153,3 +153,23 @@ def test_data_gap_of_any_telemetry_field_greys_the_node() -> None:
 def test_unknown_kind_is_rejected() -> None:
     with pytest.raises(KeyError):
         StackLayout.build([FakeBinding("A", "bogus", {}, None, None, frozenset())], {}, [])
+
+
+def test_colour_boundaries_equal_derive() -> None:
+    """Utilization and latency exactly on the thresholds (0.7, 0.9, slaMin, 1.5·slaMin)."""
+    served = np.array([0.0, 0.69, 0.7, 0.89, 0.9, 1.0, 2.0, 0.4, 0.8, np.nan])
+    depth = np.array([0.0, 0.69, 0.35, 0.89, 9.0, 2.0, 6.0, 0.6, 1.2, 1.0])
+    V = np.vstack([served, np.ones_like(served), depth])
+    nodes = [FakeBinding("S", "service", {"served": "s", "capacity": "c"}, None, None, frozenset()),
+             FakeBinding("R", "router", {"served": "s", "capacity": "c"}, 2.0, None, frozenset()),
+             FakeBinding("Q", "queue", {"served": "s", "queueDepth": "d"}, None, 2.0, frozenset())]  # fmt: skip
+    layout = StackLayout.build(nodes, {"s": 0, "c": 1, "d": 2}, [])
+    s = layout.derive_block(V, 0, 0, len(served), bin_minutes=1)
+    case = {"V": V, "names": ["s", "c", "d"], "tele": [], "gap": np.zeros((0, len(served)), dtype=np.bool_),
+            "t0": 0, "t1": len(served), "bin_minutes": 1}  # fmt: skip
+    for i, b in enumerate(nodes):
+        ref = reference(case, b)
+        assert s.labels("color")[i].tolist() == ref.color.tolist(), b.id
+        assert s.labels("color_reason")[i].tolist() == ref.color_reason.tolist(), b.id
+    assert set(s.labels("color")[0].tolist()) == {"green", "yellow", "red", "gray"}
+    assert set(s.labels("color")[2].tolist()) == {"green", "yellow", "red", "gray"}

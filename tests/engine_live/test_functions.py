@@ -11,7 +11,6 @@ import math
 from typing import Any
 
 import numpy as np
-import pytest
 
 from engine_live.compiler import compile_model
 from engine_live.evaluator import evaluate_batch, evaluate_range

@@ -56,14 +56,14 @@ def test_self_reference_without_shift_is_cycle() -> None:
 
 def test_shift_zero_conv_and_rolling_are_same_bin() -> None:
     for text in ("SHIFT(y, 0)", "CONV(y, [0, 1])", "ROLLING_MAX(y, 2)", "ROLLING_MEAN(y, 3)"):
-        with pytest.raises(CycleError, match="'x'.*'y'"):
+        with pytest.raises(CycleError, match=r"'x'.*'y'"):
             load_and_compile(model([expr("x", text), expr("y", "SHIFT(x, 1) + x")]))
 
 
 def test_cycle_through_queue_is_error() -> None:
     m = model([expr("arr", "q_outflow + 1"),
                {"id": "q", "kind": "serviceWithBuffer", "inflow": "arr", "outflow": "arr"}])  # fmt: skip
-    with pytest.raises(CycleError, match="'arr'.*'q'"):
+    with pytest.raises(CycleError, match=r"'arr'.*'q'"):
         load_and_compile(m)
 
 
@@ -122,7 +122,10 @@ nodes:
 """
     plan = compile_model(load_graph(text))
     assert evaluate_batch(plan)[plan.row["b"]].tolist() == [3, 6]
-    json_text = '{"grid": {"bins": 2, "binSize": 1, "binUnit": "days"}, "nodes": [{"id": "a", "kind": "const", "values": [4, 5]}]}'
+    json_text = (
+        '{"grid": {"bins": 2, "binSize": 1, "binUnit": "days"}, '
+        '"nodes": [{"id": "a", "kind": "const", "values": [4, 5]}]}'
+    )
     plan = compile_model(load_graph(json_text))
     assert evaluate_batch(plan)[plan.row["a"]].tolist() == [4, 5]
 

@@ -105,7 +105,7 @@ def test_const_file_missing_and_without_folder_are_errors(tmp_path: Path) -> Non
     nodes = [{"id": "d", "kind": "const", "source": "file:nope.csv"}]
     with pytest.raises(ModelError, match="node 'd'"):
         load_graph(model(nodes, 2), base_dir=tmp_path)
-    with pytest.raises(ModelError, match="node 'd'.*model folder"):
+    with pytest.raises(ModelError, match=r"node 'd'.*model folder"):
         load_graph(model(nodes, 2))
 
 
@@ -162,7 +162,8 @@ def test_pmf_sample_seed_is_rng_seed_plus_position(seed: int | None) -> None:
     vals, probs = [0, 1, 2], [0.7, 0.2, 0.1]
     nodes = [const("a", [0] * 40), const("b", [0] * 40),
              {"id": "s", "kind": "pmf", "pmf": {"values": vals, "probabilities": probs, "sample": True}},
-             {"id": "t", "kind": "pmf", "pmf": {"values": [5, 6], "probabilities": [0.5, 0.5], "sample": True}}]  # fmt: skip
+             {"id": "t", "kind": "pmf",
+              "pmf": {"values": [5, 6], "probabilities": [0.5, 0.5], "sample": True}}]  # fmt: skip
     extra = {} if seed is None else {"rng": {"kind": "pcg32", "seed": seed}}
     out = run(model(nodes, 40, **extra))
     base = 0 if seed is None else seed
@@ -274,7 +275,7 @@ def test_overflow_cycle_is_error() -> None:
 def test_overflow_to_non_queue_is_error() -> None:
     nodes = [const("i", [1, 1]),
              {"id": "a", "kind": "serviceWithBuffer", "inflow": "i", "wipLimit": 1, "wipOverflow": "i"}]  # fmt: skip
-    with pytest.raises(ModelError, match="'a'.*wipOverflow"):
+    with pytest.raises(ModelError, match=r"'a'.*wipOverflow"):
         load_graph(model(nodes, 2))
 
 
@@ -312,7 +313,7 @@ def test_dispatch_capacity_series() -> None:
 
 
 def test_dispatch_bad_kind_is_error() -> None:
-    with pytest.raises(ModelError, match="node 'q'.*dispatchSchedule.kind"):
+    with pytest.raises(ModelError, match=r"node 'q'.*dispatchSchedule.kind"):
         queue_model({"inflow": "a", "dispatchSchedule": {"kind": "random", "periodBins": 2}}, 2, a=[1, 1])
 
 
@@ -399,13 +400,13 @@ def test_topology_wip_series_and_dispatch() -> None:
 def test_synthesized_id_collision_is_error() -> None:
     m = topo_model([{"id": "HTTPService", "kind": "queue", "semantics": {"arrivals": "arr"}}],
                    arr=[1, 1, 1], http_service_outflow=[0, 0, 0])  # fmt: skip
-    with pytest.raises(ModelError, match="topology node 'HTTPService'.*collides"):
+    with pytest.raises(ModelError, match=r"topology node 'HTTPService'.*collides"):
         load_graph(m)
 
 
 def test_topology_unknown_series_is_error() -> None:
     m = topo_model([{"id": "Svc", "kind": "service", "semantics": {"arrivals": "arivals"}}], arr=[1, 1, 1])
-    with pytest.raises(ModelError, match="topology node 'Svc': semantics.arrivals: unknown series 'arivals'"):
+    with pytest.raises(ModelError, match=r"topology node 'Svc': semantics.arrivals: unknown series 'arivals'"):
         load_graph(m)
 
 
@@ -444,7 +445,7 @@ def test_retry_echo_kernel_truncated_to_32_taps() -> None:
 
 
 def test_retry_echo_without_failures_or_errors_is_error() -> None:
-    with pytest.raises(ModelError, match="topology node 'Svc': semantics.retryEcho"):
+    with pytest.raises(ModelError, match=r"topology node 'Svc': semantics.retryEcho"):
         echo({"arrivals": "arr"}, 3, arr=[1, 1, 1])
 
 
@@ -539,7 +540,8 @@ def test_routes_to_one_target_add_up_across_routers() -> None:
 
 def test_router_target_naming_existing_series_is_error() -> None:
     nodes = [const("a", [1, 1]), const("b", [1, 1]),
-             {"id": "r", "kind": "router", "inputs": {"queue": "a"}, "routes": [{"target": "b", "weight": 1}]}]  # fmt: skip
+             {"id": "r", "kind": "router", "inputs": {"queue": "a"},
+              "routes": [{"target": "b", "weight": 1}]}]  # fmt: skip
     with pytest.raises(ModelError, match="router target 'b': names an existing series"):
         load_graph(model(nodes, 2))
 

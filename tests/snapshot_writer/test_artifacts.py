@@ -265,9 +265,7 @@ def test_manifest_is_written_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize("fail_on", ["run.json", "topology.json", "series.parquet", "csv"])
-def test_failure_mid_write_leaves_no_manifest(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_on: str
-) -> None:
+def test_failure_mid_write_leaves_no_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_on: str) -> None:
     write_run_artifacts(make_result(), tmp_path)  # an older complete set
     assert is_complete(tmp_path)
 

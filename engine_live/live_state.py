@@ -1,0 +1,163 @@
+"""A live run's state as a value: `capture(run)` copies it, `restore(plan, state, hooks)` rebuilds it.
+
+`capture` is taken on the event loop between two log records, so it must be cheap: it copies the
+columns of `V` and `P` that hold anything (bins `base` .. max(watermark, lastBin)), the counters and
+the hooks' state, and nothing else. Everything else of a `LiveRun` (delta layout, telemetry index,
+column slack) is a pure function of the plan and the constructor arguments.
+
+`restore` gives a run that behaves bit-identically to the captured one from then on: the same
+column window (same `base` and the same number of columns, so the window slides at the same
+records), the same epoch/seq/revision counters, and hooks restored from their state — so the same
+future records produce the same events with the same seq numbers.
+
+Hooks take part when they carry state: an object with `state() -> JSON-able` and
+`from_state(state)` — or `from_state(plan, state)`, as `DerivedHooks` has it. `from_state` may
+mutate the object (returns None) or return a new hooks object (a classmethod constructor).
+
+Failure cases: a state captured from another plan (row names or telemetry series differ) or with
+inconsistent matrix shapes raises `StateMismatchError` rather than restoring wrong rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine_live.compiler import Plan
+from engine_live.errors import FlowTimeError
+from engine_live.events import RunStatus
+from engine_live.live_run import BinHooks, LiveRun
+
+STATE_VERSION = 1
+
+
+class StateMismatchError(FlowTimeError):
+    code = "snapshot_mismatch"
+
+
+@runtime_checkable
+class StatefulHooks(Protocol):
+    def state(self) -> Any: ...
+
+    def from_state(self, *args: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Counters and the non-empty columns of a run. `V[:, k]` / `P[:, k]` are bin `base + k`."""
+
+    run_id: str
+    epoch: str
+    status: str
+    seq: int
+    revision: int
+    model_revision: int
+    watermark: int
+    last_bin: int
+    base: int
+    columns: int  # width of the run's matrix (so the window slides at the same records)
+    grace_bins: int
+    retention_bins: int
+    names: tuple[str, ...]
+    telemetry_ids: tuple[str, ...]
+    V: NDArray[np.float64] = field(repr=False)
+    P: NDArray[np.bool_] = field(repr=False)
+    hooks: Any = None
+    slack: int | None = None  # the run's column slack (fixed at creation, kept across a PATCH)
+
+    @property
+    def held_to(self) -> int:
+        """One past the last bin with anything in it."""
+        return self.base + int(self.V.shape[1])
+
+    def retained_range(self) -> tuple[int, int]:
+        """[lo, hi) of the evaluated bins readable from this state (as `LiveRun.retained_range`)."""
+        lowest = max(0, self.last_bin - self.retention_bins + 1)
+        return max(self.base, lowest), self.last_bin + 1
+
+    def counters(self) -> dict[str, Any]:
+        """The JSON-able part (everything but V, P)."""
+        return {
+            "version": STATE_VERSION, "runId": self.run_id, "epoch": self.epoch, "status": self.status,
+            "seq": self.seq, "revision": self.revision, "modelRevision": self.model_revision,
+            "watermark": self.watermark, "lastBin": self.last_bin, "base": self.base,
+            "columns": self.columns, "graceBins": self.grace_bins, "retentionBins": self.retention_bins,
+            "names": list(self.names), "telemetryIds": list(self.telemetry_ids), "hooks": self.hooks,
+            "slack": self.slack, "heldBins": [self.base, self.held_to],
+        }  # fmt: skip
+
+    @classmethod
+    def from_counters(cls, c: dict[str, Any], V: NDArray[np.float64], P: NDArray[np.bool_]) -> RunState:
+        if c.get("version") != STATE_VERSION:
+            raise StateMismatchError(f"unsupported snapshot state version {c.get('version')!r}")
+        return cls(
+            run_id=str(c["runId"]), epoch=str(c["epoch"]), status=str(c["status"]), seq=int(c["seq"]),
+            revision=int(c["revision"]), model_revision=int(c["modelRevision"]),
+            watermark=int(c["watermark"]), last_bin=int(c["lastBin"]), base=int(c["base"]),
+            columns=int(c["columns"]), grace_bins=int(c["graceBins"]), retention_bins=int(c["retentionBins"]),
+            names=tuple(c["names"]), telemetry_ids=tuple(c["telemetryIds"]), V=V, P=P, hooks=c.get("hooks"),
+            slack=c.get("slack"),
+        )  # fmt: skip
+
+
+def capture(run: LiveRun) -> RunState:
+    """Copy what a restore needs. O(rows × held bins); call between two records."""
+    hi = max(run.watermark, run.last_bin) + 1
+    n = max(0, min(hi - run.base, run.V.shape[1]))
+    hooks = run.hooks
+    hook_state = copy.deepcopy(hooks.state()) if isinstance(hooks, StatefulHooks) else None
+    return RunState(
+        run_id=run.run_id, epoch=run.epoch, status=run.status.value, seq=run.seq, revision=run.revision,
+        model_revision=run.model_revision, watermark=run.watermark, last_bin=run.last_bin, base=run.base,
+        columns=int(run.V.shape[1]), grace_bins=run.grace_bins, retention_bins=run.retention_bins,
+        names=tuple(run.plan.names), telemetry_ids=run.telemetry_ids,
+        V=run.V[:, :n].copy(), P=run.P[:, :n].copy(), hooks=hook_state, slack=run._slack,
+    )  # fmt: skip
+
+
+def _restore_hooks(hooks: StatefulHooks, plan: Plan, state: Any) -> BinHooks:
+    """`from_state(state)` or `from_state(plan, state)`; a returned hooks object replaces `hooks`."""
+    fn = hooks.from_state
+    try:
+        arity = len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        arity = 1
+    made = fn(plan, state) if arity >= 2 else fn(state)
+    if isinstance(made, BinHooks):
+        return made
+    assert isinstance(hooks, BinHooks), "stateful hooks must be BinHooks"
+    return hooks
+
+
+def restore(plan: Plan, state: RunState, hooks: BinHooks | None = None) -> LiveRun:
+    """A LiveRun equal to the captured one (same window, counters, hooks state)."""
+    if tuple(plan.names) != state.names:
+        raise StateMismatchError("the snapshot was taken from a different model (series rows differ)")
+    n = state.V.shape[1]
+    if state.P.shape != (len(state.telemetry_ids), n) or state.V.shape[0] != len(state.names) or n > state.columns:
+        raise StateMismatchError("the snapshot's matrices have inconsistent shapes")
+    if state.hooks is not None and isinstance(hooks, StatefulHooks):
+        hooks = _restore_hooks(hooks, plan, copy.deepcopy(state.hooks))
+    run = LiveRun(plan, run_id=state.run_id, epoch=state.epoch, grace_bins=state.grace_bins,
+                  retention_bins=state.retention_bins, hooks=hooks)  # fmt: skip
+    if run.telemetry_ids != state.telemetry_ids:
+        raise StateMismatchError("the snapshot's telemetry series differ from the model's")
+    run.V = np.zeros((plan.n_rows, state.columns))
+    run.P = np.zeros((len(state.telemetry_ids), state.columns), dtype=bool)
+    run.V[:, :n] = state.V
+    run.P[:, :n] = state.P
+    run.base = state.base
+    if state.slack is not None:
+        run._slack = state.slack
+    run.status = RunStatus(state.status)  # a restore is not a transition
+    run.seq, run.revision, run.model_revision = state.seq, state.revision, state.model_revision
+    run.watermark, run.last_bin = state.watermark, state.last_bin
+    return run
+
+
+__all__ = ["RunState", "StateMismatchError", "StatefulHooks", "capture", "restore"]

@@ -1,0 +1,338 @@
+"""Telemetry capture (SPEC §5): a finished run folder → a telemetry bundle that replays the run.
+
+`capture_run(run_dir, output)` writes one CSV (`bin_index,classId,value`, classId `DEFAULT`) per
+topology node × Gold metric the run holds, and `manifest.json` (schemaVersion 2: window, grid,
+files[{nodeId, metric, path, hash, points, classId}], warnings, provenance{runId, scenarioHash,
+capturedAtUtc}). Nothing depends on the clock or on chance, so the same run gives the same bytes.
+
+Decisions where the spec is silent:
+- `capturedAtUtc` is the run's createdUtc (§12.10); provenance also carries modelHash.
+- Gap injection (`gaps: [{nodeId, metric?, bins: [..] | {from, to}, fill: zero|nan}]`, `to`
+  inclusive, no metric = every captured metric of the node, later entries win per bin): a `zero`
+  gap leaves its rows out — a gap is missing data, which every reader zero-fills (§5) and a live
+  replay leaves unsent — and is recorded as `data_gap`; a `nan` gap writes `NaN` (`nan_fill`).
+- File names are `<nodeId>_<metric>.csv` with characters outside `[A-Za-z0-9_.-]` replaced by `_`
+  (plus `_<k>` on a clash). The folder is built under a temporary name and renamed into place; an
+  existing non-empty output is replaced only with `overwrite`, or left alone when its manifest is
+  already byte-identical (a repeat capture is a no-op), else 409 `bundle_exists`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import yaml
+
+from engine_live.errors import ConflictError, FlowTimeError, NotFoundError
+from engine_live.grid import Grid
+from ingestion.bundle_reader import METRICS, warning
+from snapshot_writer.artifact_reader import is_complete, read_run_json, read_run_series
+from snapshot_writer.atomic_files import fsync_dir, json_bytes, write_file
+from snapshot_writer.number_format import CSV_HEADER, iter_csv_bodies
+
+BUNDLE_SCHEMA_VERSION = 2
+BUNDLE_HEADER = b"bin_index,classId,value\n"
+CLASS_ID = "DEFAULT"
+FILLS = ("zero", "nan")
+_IO_THREADS = 8
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+FloatArray = npt.NDArray[np.float64]
+
+
+class CaptureError(FlowTimeError):
+    """A capture request that cannot be carried out (bad gaps file, bad output)."""
+
+    code = "invalid_capture"
+    http_status = 422
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What capture and export need of a finished run folder (no model compile)."""
+
+    run_dir: Path
+    run_json: dict[str, Any]
+    manifest_bytes: bytes
+    grid: Grid
+    topology: tuple[dict[str, Any], ...]  # topology.json nodes: {id, kind, semantics{field: series}}
+    series: dict[str, FloatArray]  # model series id → values
+    units: dict[str, str]  # model series id → unit
+
+    @property
+    def bins(self) -> int:
+        return self.grid.bins or 0
+
+    def bindings(self, metrics: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
+        """(nodeId, field, series id) of every topology field whose series the run holds, in
+        topology order; fields in `metrics` order when given (only those), else as written."""
+        out = []
+        for node in self.topology:
+            fields: dict[str, Any] = node.get("semantics") or {}
+            for name in metrics if metrics is not None else list(fields):
+                sid = fields.get(name)
+                if isinstance(sid, str) and sid in self.series:
+                    out.append((str(node["id"]), name, sid))
+        return out
+
+
+def read_run_view(run_dir: Path) -> RunView:
+    """Read a complete run folder; NotFoundError when it has no complete artifact set."""
+    run_dir = Path(run_dir)
+    if not is_complete(run_dir):
+        raise NotFoundError(f"run folder {run_dir.name!r} has no complete artifact set", runId=run_dir.name)
+    manifest_bytes = (run_dir / "manifest.json").read_bytes()
+    run_json = read_run_json(run_dir)
+    g = run_json.get("grid") or {}
+    n = int(g.get("bins") or 0)
+    grid = Grid(n, int(g.get("binSize", 1)), str(g.get("binUnit", "minutes")), g.get("start"))
+    series = {k.split("@", 1)[0]: v for k, v in read_run_series(run_dir).items()}
+    for sid, values in series.items():
+        if values.size != n:
+            fixed = np.zeros(n)
+            fixed[: min(n, values.size)] = values[:n]
+            series[sid] = fixed
+    units = {str(s["id"]).split("@", 1)[0]: str(s.get("unit") or "") for s in run_json.get("series") or ()}
+    topo_path = run_dir / "topology.json"
+    topo = orjson.loads(topo_path.read_bytes()) if topo_path.is_file() else {}
+    nodes = tuple(n for n in (topo.get("nodes") or ()) if isinstance(n, dict) and "id" in n)
+    return RunView(run_dir, run_json, manifest_bytes, grid, nodes, series, units)
+
+
+@dataclass(frozen=True)
+class Gap:
+    node_id: str
+    metric: str | None
+    bins: npt.NDArray[np.int64]
+    fill: str
+
+
+def parse_gaps(source: Path | str | Mapping[str, Any] | Sequence[Any] | None, bins: int) -> list[Gap]:
+    """Gap entries from a gaps.yaml path, YAML text, `{gaps: [...]}` or a bare list."""
+    if source is None:
+        return []
+    data: Any = source
+    try:
+        if isinstance(source, Path | str):
+            data = yaml.safe_load(source.read_text(encoding="utf-8") if isinstance(source, Path) else source)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CaptureError(f"gaps: {exc}", code="invalid_gaps") from None
+    if isinstance(data, Mapping):
+        data = data.get("gaps")
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise CaptureError("gaps must be a list of {nodeId, metric?, bins, fill}", code="invalid_gaps")
+    return [_gap(entry, i, bins) for i, entry in enumerate(data)]
+
+
+def _gap(entry: Any, i: int, n: int) -> Gap:
+    def bad(why: str) -> CaptureError:
+        return CaptureError(f"gaps[{i}]: {why}", code="invalid_gaps", index=i)
+
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("nodeId"), str):
+        raise bad("needs a nodeId")
+    metric, fill, raw = entry.get("metric"), entry.get("fill", "zero"), entry.get("bins")
+    if metric is not None and metric not in METRICS:
+        raise bad(f"metric {metric!r} is not a Gold metric {list(METRICS)}")
+    if fill not in FILLS:
+        raise bad("fill must be zero or nan")
+    if isinstance(raw, Mapping):
+        lo, hi = raw.get("from"), raw.get("to")
+        if not (isinstance(lo, int) and isinstance(hi, int)) or isinstance(lo, bool) or lo > hi:
+            raise bad("bins {from, to} needs integers with from ≤ to")
+        picked = np.arange(lo, hi + 1, dtype=np.int64)
+    elif isinstance(raw, list) and raw and all(isinstance(b, int) and not isinstance(b, bool) for b in raw):
+        picked = np.unique(np.asarray(raw, dtype=np.int64))
+    else:
+        raise bad("bins must be a non-empty list of integers or {from, to}")
+    if picked.min() < 0 or picked.max() >= n:
+        raise bad(f"bins must lie in 0..{n - 1}")
+    return Gap(entry["nodeId"], metric, picked, str(fill))
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    output: Path
+    manifest: dict[str, Any]
+    manifest_bytes: bytes
+    files: tuple[dict[str, Any], ...]  # {path, bytes, hash, points}
+    dry_run: bool
+    written: bool  # False for a dry run, or when an identical bundle was already there
+
+    @property
+    def total_bytes(self) -> int:
+        return len(self.manifest_bytes) + sum(int(f["bytes"]) for f in self.files)
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "dryRun": self.dry_run,
+            "written": self.written,
+            "bytes": self.total_bytes,
+            "files": [{"path": f["path"], "bytes": f["bytes"]} for f in self.files],
+            "manifest": self.manifest,
+        }
+
+
+def _file_names(bindings: Sequence[tuple[str, str, str]]) -> list[str]:
+    names: list[str] = []
+    taken: set[str] = set()
+    for node, metric, _ in bindings:
+        stem = _UNSAFE.sub("_", f"{node}_{metric}")
+        stem = "_" + stem[1:] if stem.startswith(".") else stem
+        name, k = f"{stem}.csv", 1
+        while name.lower() in taken:  # case-insensitive file systems too
+            name, k = f"{stem}_{k}.csv", k + 1
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _bundle_csv(body: bytes, keep: npt.NDArray[np.bool_] | None) -> bytes:
+    """`bin_index,value` CSV bytes → `bin_index,classId,value`, leaving out rows where not `keep`."""
+    rows = body[len(CSV_HEADER) :]
+    if keep is not None and not keep.all():
+        ends = np.flatnonzero(np.frombuffer(rows, np.uint8) == 10) + 1
+        lengths = np.diff(np.concatenate(([0], ends)))
+        rows = np.frombuffer(rows, np.uint8)[np.repeat(keep, lengths)].tobytes()
+    return BUNDLE_HEADER + rows.replace(b",", b",DEFAULT,")
+
+
+def _gap_warnings(grid: Grid, node: str, metric: str, state: npt.NDArray[np.int8]) -> list[dict[str, Any]]:
+    out = []
+    for code, mark, what in (("data_gap", 1, "left out (zero-filled on read)"), ("nan_fill", 2, "NaN")):
+        bins = [int(b) for b in np.flatnonzero(state == mark)]
+        if bins:
+            out.append(
+                warning(
+                    code,
+                    f"{node}.{metric}: {len(bins)} injected gap bins {what}",
+                    node=node,
+                    bins=bins,
+                    metric=metric,
+                    times=[grid.bin_start(b) for b in bins[:5]],
+                )
+            )
+    return out
+
+
+def build_bundle(view: RunView, gaps: Sequence[Gap] = ()) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """The manifest and the (file name, bytes) of the bundle of a run, in manifest order."""
+    bindings = view.bindings(METRICS)
+    n, grid = view.bins, view.grid
+    states = [np.zeros(n, np.int8) for _ in bindings]
+    for i, gap in enumerate(gaps):
+        hits = [
+            k
+            for k, (node, metric, _) in enumerate(bindings)
+            if node == gap.node_id and (gap.metric is None or gap.metric == metric)
+        ]
+        if not hits:
+            what = f"{gap.node_id}.{gap.metric}" if gap.metric else gap.node_id
+            raise CaptureError(f"gaps[{i}]: the run has no captured series for {what}", code="invalid_gaps")
+        for k in hits:
+            states[k][gap.bins] = 1 if gap.fill == "zero" else 2
+    arrays = []
+    for (_, _, sid), state in zip(bindings, states, strict=True):
+        values = view.series[sid]
+        arrays.append(np.where(state == 2, np.nan, values) if (state == 2).any() else values)
+    files: list[tuple[str, bytes]] = []
+    entries, warnings = [], []
+    for (node, metric, _), name, body, state in zip(
+        bindings, _file_names(bindings), iter_csv_bodies(arrays), states, strict=True
+    ):
+        keep = state != 1
+        data = _bundle_csv(body.tobytes(), keep)
+        files.append((name, data))
+        entries.append(
+            {
+                "nodeId": node,
+                "metric": metric,
+                "path": name,
+                "classId": CLASS_ID,
+                "points": int(keep.sum()),
+                "hash": "sha256:" + hashlib.sha256(data).hexdigest(),
+            }
+        )
+        warnings += _gap_warnings(grid, node, metric, state)
+    wire = {**grid.to_wire(), "binMinutes": grid.bin_minutes}
+    manifest = {
+        "schemaVersion": BUNDLE_SCHEMA_VERSION,
+        "window": {"startTimeUtc": grid.start, "durationMinutes": n * grid.bin_minutes},
+        "grid": wire,
+        "files": entries,
+        "warnings": warnings,
+        "provenance": {
+            "runId": view.run_json.get("runId", view.run_dir.name),
+            "scenarioHash": view.run_json.get("scenarioHash"),
+            "modelHash": view.run_json.get("modelHash"),
+            "capturedAtUtc": view.run_json.get("createdUtc"),
+        },
+    }
+    return manifest, files
+
+
+def capture_run(
+    run_dir: Path,
+    output: Path,
+    *,
+    gaps: Path | str | Mapping[str, Any] | Sequence[Any] | None = None,
+    dry_run: bool = False,
+    overwrite: bool = False,
+    fsync: bool = True,
+) -> CaptureResult:
+    """Turn the finished run in `run_dir` into a telemetry bundle at `output` (see module doc)."""
+    view = read_run_view(run_dir)
+    manifest, files = build_bundle(view, parse_gaps(gaps, view.bins))
+    mbytes = json_bytes(manifest)
+    output = Path(output)
+    listed = tuple(
+        {"path": name, "bytes": len(data), "hash": entry["hash"], "points": entry["points"]}
+        for (name, data), entry in zip(files, manifest["files"], strict=True)
+    )
+    result = CaptureResult(output, manifest, mbytes, listed, dry_run, written=False)
+    exists = output.exists() and (not output.is_dir() or any(output.iterdir()))
+    if exists:
+        old = output / "manifest.json"
+        if old.is_file() and old.read_bytes() == mbytes and not overwrite:
+            return result
+        if not overwrite or not output.is_dir():
+            raise ConflictError(f"'{output.name}' already exists", code="bundle_exists", output=output.name)
+    if dry_run:
+        return result
+    _write_folder(output, files, mbytes, fsync)
+    return CaptureResult(output, manifest, mbytes, listed, dry_run, written=True)
+
+
+def _write_folder(output: Path, files: Sequence[tuple[str, bytes]], manifest: bytes, fsync: bool) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp-{secrets.token_hex(6)}")
+    old = output.with_name(f".{output.name}.old-{secrets.token_hex(6)}")
+    tmp.mkdir()
+    try:
+        with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="capture") as pool:
+            for job in [pool.submit(write_file, tmp / name, (data,), fsync=fsync) for name, data in files]:
+                job.result()  # file creation and fsync release the GIL: overlap them
+        write_file(tmp / "manifest.json", (manifest,), fsync=fsync)
+        if fsync:
+            fsync_dir(tmp)
+        if output.exists():
+            os.replace(output, old)
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if fsync:
+        fsync_dir(output.parent)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,120 @@
+"""When a live run snapshots, and how that stays off the ingestion path (SPEC §6 Snapshots).
+
+`RunCheckpoint` belongs to one run's worker. After each applied batch the worker calls
+`checkpoint.run_due(...)`: when a snapshot is due (`every_bins` evaluated bins or `every_seconds`
+on the injected clock since the last capture, and the log moved) or was requested, it
+
+1. builds the job on the event loop, between two log records (`capture` copies the held columns
+   and counters; nothing else can interleave, so the copy is consistent);
+2. rolls the ingestion log to a new segment at the current end (no appends are in flight at that
+   point), so the snapshot's log offset is a segment base and truncation only deletes files;
+3. starts the commit (`SnapshotWriter.commit`, all file work in a thread) as a background task
+   and returns: the worker goes back to ingesting while the snapshot is written.
+
+Commits are serialised by the writer's lock (FIFO). A periodic snapshot is skipped while another
+commit is in flight; a requested one (`request()`, e.g. POST /snapshots) always gets its own
+capture and resolves with the committed `SnapshotMeta`. A failed commit is logged, its requesters
+get the error, and the next batch tries again (the log is only truncated by a committed snapshot,
+so a failure never loses data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from engine_live.live_run import LiveRun
+from snapshot_writer.live_snapshot import SnapshotJob, SnapshotMeta, SnapshotWriter
+from snapshot_writer.log_segments import SegmentedLog
+
+log = logging.getLogger("flowtime.snapshots")
+OnCommit = Callable[[SnapshotJob, SnapshotMeta], None]
+
+
+class RunCheckpoint:
+    def __init__(self, live_dir: Path, *, every_bins: int, every_seconds: float, clock: Callable[[], float],
+                 keep: int = 2, on_commit: OnCommit | None = None,
+                 after_step: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        self.writer = SnapshotWriter(live_dir, keep=keep, after_step=after_step, clock=clock)
+        self.every_bins, self.every_seconds, self.clock = every_bins, every_seconds, clock
+        self.on_commit = on_commit
+        self.last_offset, self.last_bin, self.last_time = -1, -1, clock()
+        self.requests: list[asyncio.Future[SnapshotMeta]] = []
+        self.task: asyncio.Task[None] | None = None
+        self._capturing: asyncio.Future[None] | None = None  # set while a capture rolls the log
+        self.last: SnapshotMeta | None = None
+        self.failures = 0
+
+    def mark(self, log_offset: int, last_bin: int) -> None:
+        """Record a capture (or a recovered snapshot) as the cadence's starting point."""
+        self.last_offset, self.last_bin, self.last_time = log_offset, last_bin, self.clock()
+
+    def due(self, run: LiveRun, applied_offset: int) -> bool:
+        if not run.status.is_open or applied_offset == self.last_offset:
+            return False
+        return (run.last_bin - self.last_bin >= self.every_bins
+                or self.clock() - self.last_time >= self.every_seconds)  # fmt: skip
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def request(self) -> asyncio.Future[SnapshotMeta]:
+        fut: asyncio.Future[SnapshotMeta] = asyncio.get_running_loop().create_future()
+        self.requests.append(fut)
+        return fut
+
+    async def run_due(self, run: LiveRun, applied_offset: int, make_job: Callable[[], SnapshotJob],
+                      log_: SegmentedLog | None) -> None:  # fmt: skip
+        """Capture + roll + start the commit when due or requested; never waits for the commit."""
+        requests, self.requests = self.requests, []
+        if not requests and (self.busy or not self.due(run, applied_offset)):
+            return
+        capturing = self._capturing = asyncio.get_running_loop().create_future()
+        try:
+            job = make_job()
+            self.mark(job.log_offset, job.state.last_bin)
+            if log_ is not None:
+                await log_.roll()
+        except Exception as exc:
+            for fut in requests:
+                if not fut.done():
+                    fut.set_exception(exc)
+            raise
+        else:
+            self.task = asyncio.create_task(self._commit(job, requests), name=f"snapshot-{job.state.run_id}")
+        finally:
+            self._capturing = None
+            capturing.set_result(None)
+
+    async def _commit(self, job: SnapshotJob, requests: list[asyncio.Future[SnapshotMeta]]) -> None:
+        try:
+            meta = await self.writer.commit(job)
+        except Exception as exc:
+            self.failures += 1
+            self.last_offset = -1  # try again after the next batch
+            log.exception("run %s: snapshot at seq %d failed", job.state.run_id, job.state.seq,
+                          extra={"run_id": job.state.run_id})  # fmt: skip
+            for fut in requests:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        self.last = meta
+        if self.on_commit is not None:
+            self.on_commit(job, meta)
+        for fut in requests:
+            if not fut.done():
+                fut.set_result(meta)
+
+    async def drain(self) -> None:
+        """Wait for a capture under way and the commit in flight (shutdown, tests)."""
+        while self._capturing is not None or self.busy:
+            if self._capturing is not None:
+                await asyncio.shield(self._capturing)
+            if self.task is not None:
+                await asyncio.gather(self.task, return_exceptions=True)
+
+
+__all__ = ["RunCheckpoint"]

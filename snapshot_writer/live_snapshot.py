@@ -1,0 +1,264 @@
+"""The snapshot writer of a live run: the one object that owns the commit order (SPEC §6 Snapshots).
+
+Folder `runs/<id>/live/`: `snapshots/<name>/{state.json, create.json, retained.parquet}`, `CURRENT`,
+`events.log`, the ingestion-log segments (`snapshot_writer.log_segments`). `<name>` is the seq, or
+`<seq>.<logOffset>` when a snapshot of that seq already exists (state changed without an event).
+
+Commit order of `SnapshotWriter.commit(job)` (all of it in a worker thread):
+
+1. `temp_written`    files into `snapshots/.tmp-<name>-<hex>/`, each fsynced, then the folder;
+2. `renamed`         the folder renamed to `snapshots/<name>`, `snapshots/` fsynced;
+3. `events_synced`   `events.log` fsynced (it holds every event up to the snapshot's seq);
+4. `current_switched` `CURRENT` (`{"snapshot": name, "stateHash"}`) replaced atomically;
+5. `pruned`          snapshots beyond the newest `keep` (and crash leftovers) removed;
+6. `log_truncated`   log segments that end at or before the OLDEST kept snapshot's offset removed.
+
+Failure cases (a crash after step k; recovery always starts from what CURRENT names):
+1-2: CURRENT still names the previous snapshot, whose log segments are all still there; the new
+folder is an orphan that the next prune removes. 3: same, events.log is merely synced early.
+4-6: recovery uses the new snapshot; anything not yet pruned or truncated is removed by the next
+commit. Truncating only before the oldest kept snapshot keeps the fallback (a damaged CURRENT
+snapshot → the previous one) lossless. `docs/checkpointing.md` has the long form.
+
+`load_current(live_dir)` validates CURRENT's snapshot (state hash from CURRENT, file hashes from
+state.json, shapes) and otherwise falls back to the newest other valid snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine_live.live_state import RunState
+from snapshot_writer.atomic_files import fsync_dir, fsync_file, json_bytes, write_file, write_json_atomic
+from snapshot_writer.log_segments import truncate_log_before
+from snapshot_writer.retained_table import decode_retained, encode_retained
+
+STEPS = ("temp_written", "renamed", "events_synced", "current_switched", "pruned", "log_truncated")
+SNAPSHOTS, CURRENT, EVENTS_LOG = "snapshots", "CURRENT", "events.log"
+STATE, CREATE, RETAINED = "state.json", "create.json", "retained.parquet"
+_NAME = re.compile(r"^(\d+)(?:\.(\d+))?$")
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def order_key(name: str) -> tuple[int, int]:
+    m = _NAME.match(name)
+    if m is None:
+        raise ValueError(name)
+    return int(m.group(1)), int(m.group(2)) if m.group(2) else -1
+
+
+@dataclass(frozen=True)
+class SnapshotJob:
+    """What a capture hands to the writer (taken between two records)."""
+
+    state: RunState
+    log_offset: int  # end offset of the last applied record: replay starts here
+    events_offset: int  # bytes of events.log holding events 1..state.seq
+    create: dict[str, Any]  # the create record (runId, epoch, createdUtc, model, options)
+    kafka_offsets: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    name: str
+    path: Path
+    log_offset: int
+    events_offset: int
+    kafka_offsets: dict[int, int]
+    create: dict[str, Any]
+    state_hash: str
+    seq: int = 0
+    last_bin: int = -1
+    epoch: str = ""
+    fell_back: bool = False  # CURRENT was missing or its snapshot damaged
+    problems: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    size_bytes: int = 0
+
+
+class SnapshotWriter:
+    """Commits snapshots of one run, one at a time. `after_step` is the crash-injection seam."""
+
+    def __init__(self, live_dir: Path, *, keep: int = 2, after_step: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] | None = None) -> None:  # fmt: skip
+        self.live_dir, self.keep = live_dir, max(1, keep)
+        self.after_step = after_step or (lambda step: None)
+        self.clock = clock
+        self.lock = asyncio.Lock()
+        self.commits = 0
+
+    async def commit(self, job: SnapshotJob) -> SnapshotMeta:
+        async with self.lock:
+            return await asyncio.to_thread(self.commit_sync, job)
+
+    def commit_sync(self, job: SnapshotJob) -> SnapshotMeta:
+        t0 = self.clock() if self.clock else 0.0
+        snaps = self.live_dir / SNAPSHOTS
+        snaps.mkdir(parents=True, exist_ok=True)
+        name = self._name(job, snaps)
+        if isinstance(name, SnapshotMeta):
+            return name  # nothing happened since: the same state is already committed
+        retained = encode_retained(job.state.V, job.state.P, job.state.base, job.state.names,
+                                   job.state.telemetry_ids)  # fmt: skip
+        create = json_bytes(job.create)
+        lo, hi = job.state.retained_range()
+        body = {**job.state.counters(), "logOffset": job.log_offset, "eventsOffset": job.events_offset,
+                "kafkaOffsets": {str(k): v for k, v in sorted(job.kafka_offsets.items())},
+                "retained": {"fromBin": lo, "toBin": hi - 1, "heldBins": [job.state.base, job.state.held_to]},
+                "files": {RETAINED: _sha(retained), CREATE: _sha(create)}}  # fmt: skip
+        state = json_bytes(body)
+        tmp = snaps / f".tmp-{name}-{secrets.token_hex(4)}"
+        tmp.mkdir()
+        for fname, data in ((RETAINED, retained), (CREATE, create), (STATE, state)):
+            write_file(tmp / fname, (data,))
+        fsync_dir(tmp)
+        self.after_step("temp_written")
+        tmp.rename(snaps / name)
+        fsync_dir(snaps)
+        self.after_step("renamed")
+        events = self.live_dir / EVENTS_LOG
+        if events.exists():
+            fsync_file(events)
+        self.after_step("events_synced")
+        write_json_atomic(self.live_dir / CURRENT, {"snapshot": name, "stateHash": _sha(state)})
+        self.after_step("current_switched")
+        kept = self.prune(name)
+        self.after_step("pruned")
+        offsets = [m.log_offset for m in (_read_meta(self.live_dir, n) for n in kept) if m is not None]
+        truncate_log_before(self.live_dir, min([job.log_offset, *offsets]))
+        self.after_step("log_truncated")
+        self.commits += 1
+        size = len(retained) + len(create) + len(state)
+        meta = self._meta(name, job, _sha(state))
+        took = (self.clock() - t0) if self.clock else 0.0
+        return replace(meta, duration_s=took, size_bytes=size)
+
+    def _name(self, job: SnapshotJob, snaps: Path) -> str | SnapshotMeta:
+        """`<seq>`, else `<seq>.<logOffset>`; the committed meta when CURRENT already holds this state."""
+        current = read_current(self.live_dir)
+        for name in (str(job.state.seq), f"{job.state.seq}.{job.log_offset}"):
+            if not (snaps / name).exists():
+                return name
+            held = _read_meta(self.live_dir, name)
+            if current is not None and current[0] == name and held is not None \
+                    and (held.log_offset, held.epoch) == (job.log_offset, job.state.epoch):  # fmt: skip
+                return held
+        shutil.rmtree(snaps / name, ignore_errors=True)  # a leftover of a crashed commit (or another epoch)
+        return name
+
+    def _meta(self, name: str, job: SnapshotJob, state_hash: str) -> SnapshotMeta:
+        return SnapshotMeta(name, self.live_dir / SNAPSHOTS / name, job.log_offset, job.events_offset,
+                            dict(job.kafka_offsets), job.create, state_hash, job.state.seq,
+                            job.state.last_bin, job.state.epoch)  # fmt: skip
+
+    def prune(self, current: str) -> list[str]:
+        """Keep `current` and the newest keep-1 older snapshots; remove the rest and temp folders."""
+        snaps = self.live_dir / SNAPSHOTS
+        named = sorted((p.name for p in snaps.iterdir() if _NAME.match(p.name)), key=order_key, reverse=True)
+        older = [n for n in named if order_key(n) < order_key(current)]
+        kept = [current, *older[: self.keep - 1]]
+        removed = False
+        for p in snaps.iterdir():
+            if p.name in kept:
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed = True
+        if removed:
+            fsync_dir(snaps)
+        return kept
+
+
+def read_current(live_dir: Path) -> tuple[str, str] | None:
+    """(snapshot name, state hash) from CURRENT, or None when missing or unreadable."""
+    try:
+        cur = orjson.loads((live_dir / CURRENT).read_bytes())
+        name, digest = cur["snapshot"], cur["stateHash"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(name, str) or not _NAME.match(name) or not isinstance(digest, str):
+        return None
+    return name, digest
+
+
+def _read_meta(live_dir: Path, name: str) -> SnapshotMeta | None:
+    try:
+        raw = (live_dir / SNAPSHOTS / name / STATE).read_bytes()
+        s = orjson.loads(raw)
+        return SnapshotMeta(name, live_dir / SNAPSHOTS / name, int(s["logOffset"]), int(s["eventsOffset"]),
+                            {int(k): int(v) for k, v in s["kafkaOffsets"].items()}, {}, _sha(raw), int(s["seq"]),
+                            int(s["lastBin"]), str(s["epoch"]))  # fmt: skip
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None) -> tuple[RunState, SnapshotMeta]:
+    """Read and validate one snapshot folder; ValueError (with the reason) when it is damaged."""
+    folder = live_dir / SNAPSHOTS / name
+    try:
+        raw = (folder / STATE).read_bytes()
+        if state_hash is not None and _sha(raw) != state_hash:
+            raise ValueError("state.json does not match the hash CURRENT recorded")
+        s = orjson.loads(raw)
+        files = {f: (folder / f).read_bytes() for f in (RETAINED, CREATE)}
+        for f, data in files.items():
+            if _sha(data) != s["files"][f]:
+                raise ValueError(f"{f} does not match its hash in state.json")
+        V, P = decode_retained(files[RETAINED], int(s["base"]), s["names"], s["telemetryIds"])
+        state = RunState.from_counters(s, V, P)
+        meta = SnapshotMeta(name, folder, int(s["logOffset"]), int(s["eventsOffset"]),
+                            {int(k): int(v) for k, v in s["kafkaOffsets"].items()}, orjson.loads(files[CREATE]),
+                            _sha(raw), state.seq, state.last_bin, state.epoch)  # fmt: skip
+    except ValueError:
+        raise
+    except Exception as exc:  # any unreadable part makes the snapshot unusable
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+    return state, meta
+
+
+def load_current(live_dir: Path) -> tuple[RunState, SnapshotMeta] | None:
+    """CURRENT's snapshot; when it is missing or damaged, the newest other valid one (meta.fell_back)."""
+    problems: list[str] = []
+    current = read_current(live_dir)
+    if current is None:
+        if (live_dir / CURRENT).exists():
+            problems.append("CURRENT is unreadable")
+        elif (live_dir / SNAPSHOTS).is_dir():
+            problems.append("CURRENT is missing")
+    else:
+        try:
+            return load_snapshot(live_dir, *current)
+        except ValueError as exc:
+            problems.append(f"snapshot {current[0]} is damaged: {exc}")
+    snaps = live_dir / SNAPSHOTS
+    names = sorted((p.name for p in snaps.iterdir() if _NAME.match(p.name)), key=order_key, reverse=True) \
+        if snaps.is_dir() else []  # fmt: skip
+    for name in names:
+        if current is not None and name == current[0]:
+            continue
+        try:
+            state, meta = load_snapshot(live_dir, name)
+        except ValueError as exc:
+            problems.append(f"snapshot {name} is damaged: {exc}")
+            continue
+        return state, replace(meta, fell_back=True, problems=tuple(problems))
+    return None
+
+
+__all__ = ["CURRENT", "EVENTS_LOG", "STEPS", "SnapshotJob", "SnapshotMeta", "SnapshotWriter", "load_current",
+           "load_snapshot", "read_current"]  # fmt: skip

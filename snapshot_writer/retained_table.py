@@ -1,0 +1,55 @@
+"""`retained.parquet`: the held bins of a live run's state as one table (SPEC §6 Snapshots).
+
+One row per bin, `base .. base + n - 1`: column `bin_index` (int64), then per series row of `V`
+a float64 column `v:<series id>` (plan.names order), then per telemetry series a bool column
+`p:<series id>` (presence: a real value arrived). No dictionary encoding, so every float keeps its
+exact bits (-0, NaN payloads); lz4 compression, no statistics: the file is written for speed and
+read back whole. A reader checks the columns against the names it expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+BIN_COLUMN = "bin_index"
+
+
+def encode_retained(V: NDArray[np.float64], P: NDArray[np.bool_], base: int, names: Sequence[str],
+                    telemetry_ids: Sequence[str]) -> bytes:  # fmt: skip
+    n = V.shape[1]
+    arrays: list[pa.Array] = [pa.array(np.arange(base, base + n, dtype=np.int64))]
+    arrays += [pa.array(V[i]) for i in range(V.shape[0])]
+    arrays += [pa.array(P[j]) for j in range(P.shape[0])]
+    columns = [BIN_COLUMN, *(f"v:{s}" for s in names), *(f"p:{s}" for s in telemetry_ids)]
+    table = pa.Table.from_arrays(arrays, names=columns)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="lz4", use_dictionary=False, write_statistics=False)
+    return bytes(sink.getvalue())
+
+
+def decode_retained(data: bytes, base: int, names: Sequence[str],
+                    telemetry_ids: Sequence[str]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
+    """(V, P) back; ValueError when the table does not have the expected columns or bins."""
+    table = pq.read_table(pa.BufferReader(data))
+    expected = [BIN_COLUMN, *(f"v:{s}" for s in names), *(f"p:{s}" for s in telemetry_ids)]
+    if table.column_names != expected:
+        raise ValueError("retained.parquet columns do not match the model's series")
+    n = table.num_rows
+    bins = table.column(BIN_COLUMN).to_numpy()
+    if n and (bins[0] != base or not np.array_equal(bins, np.arange(base, base + n))):
+        raise ValueError("retained.parquet bins are not the expected contiguous range")
+    V = np.empty((len(names), n))
+    for i, s in enumerate(names):
+        V[i] = table.column(f"v:{s}").to_numpy()
+    P = np.empty((len(telemetry_ids), n), dtype=bool)
+    for j, s in enumerate(telemetry_ids):
+        P[j] = table.column(f"p:{s}").to_numpy(zero_copy_only=False)
+    return V, P
+
+
+__all__ = ["decode_retained", "encode_retained"]

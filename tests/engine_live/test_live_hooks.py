@@ -1,0 +1,170 @@
+"""DerivedHooks in a LiveRun: derived{} in run_updates, warning_update add/clear, final set ≡ batch."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine_live.batch_run import collect_warnings, node_inputs
+from engine_live.compiler import ZERO, Plan, compile_model
+from engine_live.derived import derive
+from engine_live.events import decode_event, encode_event
+from engine_live.live_hooks import DerivedHooks
+from engine_live.live_run import LiveRun, ValidFrame
+from engine_live.model_build import load_graph
+
+BINS = 30
+MODEL = f"""
+grid: {{bins: {BINS}, binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}}
+nodes:
+  - {{id: cap, kind: const, values: {[10.0] * BINS}}}
+  - {{id: ratio, kind: expr, expr: "POW(Svc.arrivals, -1)"}}
+topology:
+  nodes:
+    - {{id: Svc, kind: service, semantics: {{arrivals: telemetry, served: telemetry, queueDepth: telemetry,
+                                           capacity: cap, parallelism: 2}}}}
+    - {{id: Buf, kind: serviceWithBuffer, semantics: {{arrivals: telemetry, served: telemetry, slaMin: 5}}}}
+    - {{id: Inf, kind: service, semantics: {{arrivals: telemetry, served: telemetry, externalDemand: telemetry}}}}
+    - {{id: Q, kind: queue, semantics: {{arrivals: telemetry, served: telemetry, queueDepth: telemetry,
+                                       slaMin: 10}}}}
+    - {{id: D, kind: dlq, semantics: {{arrivals: telemetry}}}}
+"""
+VALUES = (0.0, 1.0, 2.0, 5.0, 8.0, 12.0, 30.0, -1.0)
+
+
+def make(hooks_state: dict[str, Any] | None = None) -> tuple[LiveRun, Plan, DerivedHooks]:
+    plan = compile_model(load_graph(MODEL, live=True))
+    hooks = DerivedHooks(plan) if hooks_state is None else DerivedHooks.from_state(plan, hooks_state)
+    run = LiveRun(plan, run_id="r", epoch="e", hooks=hooks)
+    run.start()
+    return run, plan, hooks
+
+
+def final_matrix(run: LiveRun) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    plan, n = run.plan, run.last_bin + 1
+    V = np.zeros((plan.n_rows, n))
+    for sid, values in run.final_series().items():
+        V[plan.row[sid]] = values
+    missing = run.gaps(0, n)
+    tele = {sid: missing[i] for i, sid in enumerate(run.telemetry_ids)}
+    gaps = {}
+    for b in plan.graph.topo:
+        masks = [tele[s] for s in b.fields.values() if s in tele]
+        if masks:
+            gaps[b.id] = np.logical_or.reduce(masks)
+    return V, gaps
+
+
+def expected_warnings(run: LiveRun) -> list[dict[str, Any]]:
+    V, gaps = final_matrix(run)
+    return [w for w in collect_warnings(run.plan.graph, run.plan, V, gaps) if w["count"]]
+
+
+def replay(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The active set a client builds from warning_update events."""
+    active: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for ev in events:
+        if ev["type"] == "warning_update":
+            w = ev["warning"]
+            key = (w["code"], w["nodeId"] or "", w.get("seriesId") or "")
+            if ev["op"] == "add":
+                active[key] = w
+            else:
+                assert active.pop(key) == w
+    return [active[k] for k in sorted(active)]
+
+
+def frames_for(run: LiveRun, b: int, values: dict[str, float]) -> list[ValidFrame]:
+    return [ValidFrame(b, sid, values.get(sid, 5.0)) for sid in run.telemetry_ids]
+
+
+def test_run_updates_carry_derived_and_warnings_add_then_clear_after_a_correction() -> None:
+    run, _, hooks = make()
+    events: list[dict[str, Any]] = []
+    for b in range(6):
+        bad = {"Svc.arrivals": -3.0} if b == 3 else {}
+        events += run.apply_record(frames_for(run, b, bad)).events
+    updates = [e for e in events if e["type"] == "run_update"]
+    assert [u["binIndex"] for u in updates] == list(range(6))
+    svc = updates[0]["deltas"][0]
+    assert svc["nodeId"] == "Svc" and svc["derived"]["color"] == "green"
+    assert svc["derived"]["utilization"] == 0.25 and svc["derived"]["colorReason"] == "utilization"
+    dlq = updates[0]["deltas"][4]
+    assert dlq["derived"]["color"] == "dlq"
+    # the warning follows bin 3's run_update, in (code, nodeId) order
+    after3 = events[events.index(updates[3]) + 1 :]
+    adds = [e["warning"]["code"] for e in after3 if e["type"] == "warning_update" and e["op"] == "add"]
+    assert "arrivals_negative" in adds and "served_exceeds_arrivals" in adds
+    assert [e["seq"] for e in events] == list(range(2, 2 + len(events)))
+    # a correction of bin 3 clears them
+    fix = run.apply_record([ValidFrame(3, "Svc.arrivals", 5.0)]).events
+    clears = {e["warning"]["code"] for e in fix if e["type"] == "warning_update" and e["op"] == "clear"}
+    assert {"arrivals_negative", "served_exceeds_arrivals"} <= clears
+    assert all(w["code"] not in clears for w in hooks.active())
+    # the events survive the JSON wire (NaN → null)
+    for e in fix + events:
+        assert decode_event(encode_event(e))["seq"] == e["seq"]
+
+
+def test_derived_of_in_order_bins_equals_batch_derive() -> None:
+    run, plan, _ = make()
+    rng = np.random.default_rng(7)
+    events: list[dict[str, Any]] = []
+    for b in range(BINS):
+        vals = {sid: float(rng.choice(VALUES[:-1])) for sid in run.telemetry_ids}
+        events += run.apply_record(frames_for(run, b, vals)).events
+    V, gaps = final_matrix(run)
+    view = {sid: V[r] for sid, r in plan.row.items()}
+    for i, binding in enumerate(plan.graph.topo):
+        ref = derive(node_inputs(binding, view, gaps.get(binding.id)), 5)
+        got = [e["deltas"][i]["derived"] for e in events if e["type"] == "run_update"]
+        assert got == [ref.wire_bin(b) for b in range(BINS)], binding.id
+
+
+@st.composite
+def feeds(draw: st.DrawFn) -> dict[str, Any]:
+    tele = make()[0].telemetry_ids
+    cells = [(b, s) for b in range(BINS) for s in tele]
+    present = draw(st.lists(st.booleans(), min_size=len(cells), max_size=len(cells)))
+    final = [ValidFrame(b, s, draw(st.sampled_from(VALUES))) for (b, s), p in zip(cells, present, strict=True)
+             if p or draw(st.booleans())]  # fmt: skip
+    order = draw(st.permutations(final))
+    frames = list(order)
+    for f in draw(st.lists(st.sampled_from(final), max_size=40)) if final else []:  # wrong values sent earlier
+        pos = frames.index(f)
+        frames.insert(draw(st.integers(0, pos)), ValidFrame(f.bin, f.series, draw(st.sampled_from(VALUES))))
+    cuts = sorted(draw(st.lists(st.integers(0, len(frames)), max_size=25)))
+    records = [frames[a:b] for a, b in zip([0, *cuts], [*cuts, len(frames)], strict=True)]
+    return {"records": [r for r in records if r], "swap": draw(st.integers(0, 30))}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(feeds())
+def test_final_warnings_equal_collect_warnings_of_the_final_series(feed: dict[str, Any]) -> None:
+    run, plan, hooks = make()
+    events: list[dict[str, Any]] = []
+    for i, record in enumerate(feed["records"]):
+        if i == feed["swap"]:  # a snapshot/restore of the hooks mid-run changes nothing
+            run.hooks = hooks = DerivedHooks.from_state(plan, json.loads(json.dumps(hooks.state())))
+        events += run.apply_record(record).events
+    events += run.close()
+    expected = expected_warnings(run)
+    assert hooks.active() == expected
+    assert replay(events) == expected
+
+
+def test_nan_detected_for_an_evaluated_series_and_cleared_when_fixed() -> None:
+    run, _, hooks = make()
+    events: list[dict[str, Any]] = []
+    for b in range(3):
+        events += run.apply_record(frames_for(run, b, {"Svc.arrivals": 0.0 if b == 1 else 4.0})).events
+    nan = [e for e in events if e["type"] == "warning_update" and e["warning"]["code"] == "nan_detected"]
+    assert [(e["op"], e["warning"]["seriesId"], e["warning"]["bins"]) for e in nan] == [("add", "ratio", [1])]
+    fix = run.apply_record([ValidFrame(1, "Svc.arrivals", 4.0)]).events
+    assert [e["op"] for e in fix if e["type"] == "warning_update" and e["warning"]["code"] == "nan_detected"] \
+        == ["clear"]  # fmt: skip
+    assert ZERO not in {w.get("seriesId") for w in hooks.active()}

@@ -1,0 +1,320 @@
+"""Snapshots of live runs: the commit order, crash + recover ≡ uninterrupted, fallbacks, truncation.
+
+The crash injector is a fixture: the service's snapshot writer calls it after every commit step
+and it raises at the chosen step of the chosen commit. The crashed service is then abandoned
+(workers cancelled, files closed, nothing flushed or snapshotted on the way out), a new service
+recovers from the folder, gets the rest of the records, and closes the run. Its events.log and
+series artifacts must equal those of a run that never crashed — for a crash after every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from compat_api.live_service import LiveService
+from compat_api.settings import Settings
+from engine_live.compiler import compile_model
+from engine_live.live_run import LiveRun, ValidFrame
+from engine_live.live_state import capture
+from engine_live.model_build import load_graph
+from snapshot_writer.event_log import read_event_log
+from snapshot_writer.live_snapshot import STEPS, SnapshotJob, SnapshotWriter, load_current, read_current
+from snapshot_writer.log_segments import list_segments, scan_log, segment_path
+from stream_hub.hub import Hub
+
+BINS = 40
+MODEL = f"""
+grid: {{bins: {BINS}, binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}}
+nodes:
+  - {{id: arr, kind: const, source: telemetry}}
+  - {{id: cap, kind: const, values: {[5.0] * BINS}}}
+  - {{id: served, kind: expr, expr: "MIN(arr, cap)"}}
+  - {{id: echo, kind: expr, expr: "SHIFT(arr, 3) + CONV(arr, [0.5, 0.5])"}}
+topology:
+  nodes:
+    - id: Svc
+      kind: serviceWithBuffer
+      semantics: {{arrivals: arr, served: served, capacity: cap, errors: telemetry}}
+"""
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashInjector:
+    """Raises `Crash` right after `step` of commit number `at` (1-based)."""
+
+    def __init__(self, step: str | None = None, at: int = 2) -> None:
+        self.step, self.at, self.commits, self.fired = step, at, 0, False
+
+    def __call__(self, step: str) -> None:
+        if step == STEPS[0]:
+            self.commits += 1
+        if step == self.step and self.commits == self.at and not self.fired:
+            self.fired = True
+            raise Crash(step)
+
+
+@pytest.fixture
+def crash_injector() -> Callable[..., CrashInjector]:
+    return CrashInjector
+
+
+def bodies(seed: int) -> list[bytes]:
+    """Requests in rough bin order: gaps, duplicates, late corrections, a far-ahead bin."""
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    for b in range(BINS - 4):
+        frames: list[dict[str, Any]] = []
+        if rng.random() > 0.1:
+            frames.append({"bin": b, "series": "arr", "value": float(rng.randint(0, 9))})
+        if rng.random() > 0.2:
+            frames.append({"bin": b, "series": "Svc.errors", "value": float(rng.randint(0, 2))})
+        if b > 3 and rng.random() < 0.3:  # a correction or a duplicate of an earlier bin
+            frames.append({"bin": b - rng.randint(1, 3), "series": "arr", "value": float(rng.randint(0, 3))})
+        if rng.random() < 0.05:
+            frames.append({"bin": min(BINS - 1, b + 6), "series": "arr", "value": 1.5})
+        if frames:
+            out.append(orjson.dumps(frames))
+    return out
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def start(data_dir: Path, fault: Callable[[str], None] | None = None, clock: Clock | None = None,
+                **kw: Any) -> LiveService:  # fmt: skip
+    settings = Settings(data_dir=data_dir, snapshot_every_bins=kw.pop("every_bins", 4),
+                        snapshot_every_seconds=kw.pop("every_s", 1e9), **kw)  # fmt: skip
+    svc = LiveService(settings, hub=Hub(), clock=clock or Clock())
+    svc.snapshot_fault = fault
+    await svc.start()
+    return svc
+
+
+async def crash(svc: LiveService) -> None:
+    """Abandon the service as a killed process would: no drain, no final snapshot."""
+    for h in svc.runs.values():
+        if h.worker is not None:
+            h.worker.cancel()
+            await asyncio.gather(h.worker, return_exceptions=True)
+        if h.checkpoint is not None and h.checkpoint.task is not None:
+            await asyncio.gather(h.checkpoint.task, return_exceptions=True)
+        if h.log is not None:
+            await h.log.close()
+        if h.events_fh is not None:
+            h.events_fh.close()
+
+
+async def feed(svc: LiveService, reqs: list[bytes], *, settle: bool = True) -> None:
+    for body in reqs:
+        await svc.ingest("r1", body)
+        if settle:  # each commit finishes before the next request: a deterministic crash point
+            cp = svc.runs["r1"].checkpoint
+            assert cp is not None
+            await cp.drain()
+
+
+def outcome(data_dir: Path) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    """(events of events.log without epoch, series artifact bytes)."""
+    scan = read_event_log(data_dir / "runs/r1/live/events.log")
+    assert scan.problem is None
+    events = [{k: v for k, v in ev.items() if k != "epoch"} for ev, _ in scan.events]
+    run_dir = data_dir / "runs/r1"
+    files = {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in sorted((run_dir / "series").iterdir())}
+    files["series.parquet"] = (run_dir / "series.parquet").read_bytes()
+    return events, files
+
+
+async def uninterrupted(tmp: Path, reqs: list[bytes]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    svc = await start(tmp / "clean")
+    await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    await feed(svc, reqs)
+    await svc.close_run("r1")
+    await svc.stop()
+    return outcome(tmp / "clean")
+
+
+async def create_and_crash(data_dir: Path, reqs: list[bytes], injector: CrashInjector | None) -> tuple[int, str]:
+    """Feed until the injector fires (or all of `reqs`), then crash; (requests fed, epoch)."""
+    svc = await start(data_dir, fault=injector)
+    await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    epoch = svc.runs["r1"].run.epoch
+    n = 0
+    for body in reqs:
+        await feed(svc, [body])
+        n += 1
+        if injector is not None and injector.fired:
+            break
+    await crash(svc)
+    return n, epoch
+
+
+async def recover_and_finish(data_dir: Path, rest: list[bytes]) -> LiveService:
+    svc = await start(data_dir)
+    assert svc.ready and "r1" in svc.runs
+    await feed(svc, rest)
+    await svc.close_run("r1")
+    await svc.stop()
+    return svc
+
+
+@pytest.mark.parametrize("step", STEPS)
+async def test_crash_after_each_commit_step_recovers_to_the_uninterrupted_run(
+    tmp_path: Path, step: str, crash_injector: Callable[..., CrashInjector]
+) -> None:
+    reqs = bodies(7)
+    expected = await uninterrupted(tmp_path, reqs)
+    injector = crash_injector(step, at=3)
+    n, epoch = await create_and_crash(tmp_path / "d", reqs, injector)
+    assert injector.fired and n < len(reqs)
+    svc = await recover_and_finish(tmp_path / "d", reqs[n:])
+    assert svc.runs["r1"].run.epoch == epoch  # nothing acknowledged was lost: same epoch, same seqs
+    assert outcome(tmp_path / "d") == expected
+
+
+async def test_torn_events_log_and_ingest_log_tails_are_cut_and_regenerated(tmp_path: Path) -> None:
+    reqs = bodies(3)
+    expected = await uninterrupted(tmp_path, reqs)
+    d = tmp_path / "d"
+    n, epoch = await create_and_crash(d, reqs[:20], None)
+    live = d / "runs/r1/live"
+    with open(live / "events.log", "ab") as fh:  # an event past the snapshot, then a torn one
+        fh.write((500).to_bytes(4, "little") + b'{"v": 1, "type": "run_upd')
+    _, seg = list_segments(live)[-1]
+    with open(seg, "ab") as fh:  # a torn, unacknowledged last record
+        fh.write(b"\x40\x00\x00\x00\x01\x02")
+    svc = await recover_and_finish(d, reqs[n:])
+    assert svc.runs["r1"].run.epoch == epoch
+    assert outcome(d) == expected
+
+
+async def test_damaged_current_snapshot_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    reqs = bodies(5)
+    expected = await uninterrupted(tmp_path, reqs)
+    d = tmp_path / "d"
+    n, epoch = await create_and_crash(d, reqs[:25], None)
+    live = d / "runs/r1/live"
+    current = read_current(live)
+    assert current is not None
+    retained = live / "snapshots" / current[0] / "retained.parquet"
+    retained.write_bytes(retained.read_bytes()[:-40])
+    loaded = load_current(live)
+    assert loaded is not None and loaded[1].fell_back and loaded[1].name != current[0]
+    svc = await recover_and_finish(d, reqs[n:])
+    assert svc.runs["r1"].run.epoch == epoch
+    assert outcome(d) == expected
+
+
+async def test_unreadable_acknowledged_log_continues_with_a_new_epoch_and_says_so(tmp_path: Path) -> None:
+    d, reqs = tmp_path / "d", bodies(9)
+    live = d / "runs/r1/live"
+    svc = await start(d, every_bins=6)
+    await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    epoch = svc.runs["r1"].run.epoch
+    for n, body in enumerate(reqs, 1):  # until acknowledged records follow a committed snapshot
+        await feed(svc, [body])
+        loaded = load_current(live)
+        if n > 10 and loaded is not None and segment_path(live, loaded[1].log_offset).stat().st_size > 0:
+            break
+    await crash(svc)
+    assert loaded is not None
+    state, meta = loaded
+    segment_path(live, meta.log_offset).unlink()
+    svc = await start(d)
+    h = svc.runs["r1"]
+    assert h.run.epoch != epoch and h.run.seq == state.seq
+    hub = svc.hub
+    assert isinstance(hub, Hub) and hub.head("r1") == (h.run.epoch, h.run.seq)
+    after = load_current(live)
+    assert after is not None and after[0].epoch == h.run.epoch  # the hole is behind CURRENT now
+    res = await svc.ingest("r1", reqs[n])
+    assert res["logOffset"] >= meta.log_offset
+    await svc.stop()
+    svc2 = await start(d)  # no second epoch change
+    assert svc2.runs["r1"].run.epoch == h.run.epoch
+    await svc2.stop()
+
+
+async def test_time_based_snapshot_uses_the_injected_clock(tmp_path: Path) -> None:
+    clock = Clock()
+    svc = await start(tmp_path, clock=clock, every_bins=1000, every_s=30.0)
+    await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    reqs = bodies(1)
+    await feed(svc, reqs[:3])
+    live = tmp_path / "runs/r1/live"
+    assert read_current(live) is None
+    clock.now += 31
+    await feed(svc, reqs[3:4])
+    current = read_current(live)
+    assert current is not None and current[0] == str(svc.runs["r1"].run.seq)
+    await svc.stop()
+
+
+async def test_snapshot_request_writes_the_artifacts_and_publishes_snapshot_written(tmp_path: Path) -> None:
+    svc = await start(tmp_path, every_bins=1000)
+    await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    seen: list[dict[str, Any]] = []
+    hub = svc.hub
+    assert isinstance(hub, Hub)
+    hub.add_listener(lambda run_id, ev: seen.append(orjson.loads(ev.data)) if ev.type == "snapshot_written" else None)
+    await feed(svc, bodies(2)[:10])
+    res = await svc.snapshot("r1")
+    run = svc.runs["r1"].run
+    assert set(res) == {"runId", "seq", "lastBin", "path", "manifestHash"}
+    assert res["seq"] == run.seq and res["lastBin"] == run.last_bin
+    assert res["path"] == f"live/snapshots/{run.seq}" and res["manifestHash"].startswith("sha256:")
+    assert (tmp_path / "runs/r1/manifest.json").exists()
+    assert [e["seq"] for e in seen] == [run.seq]  # not seq'd: repeats the current seq
+    await svc.stop()
+
+
+async def test_log_offsets_stay_absolute_across_truncation(tmp_path: Path) -> None:
+    svc = await start(tmp_path, every_bins=2)
+    await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    offsets = []
+    for body in bodies(4)[:20]:
+        offsets.append((await svc.ingest("r1", body))["logOffset"])
+        cp = svc.runs["r1"].checkpoint
+        assert cp is not None
+        await cp.drain()
+    await svc.stop()
+    live = tmp_path / "runs/r1/live"
+    segs = list_segments(live)
+    assert segs[0][0] > 0 and len(list((live / "snapshots").iterdir())) == 2  # truncated and pruned
+    scan = scan_log(live, segs[0][0], cut=False)
+    assert not scan.lost and offsets[-1] in [off for off, _ in scan.records]
+
+
+def test_writer_round_trip_keeps_every_bit(tmp_path: Path) -> None:
+    plan = compile_model(load_graph(MODEL, live=True))
+    run = LiveRun(plan, run_id="r1", epoch="e")
+    run.start()
+    run.apply_record([ValidFrame(b, "arr", v) for b, v in enumerate([-0.0, 1e-300, 7.25, 3.0])]
+                     + [ValidFrame(b, "Svc.errors", 0.0) for b in range(3)])  # fmt: skip
+    steps: list[str] = []
+    writer = SnapshotWriter(tmp_path, after_step=steps.append)
+    state = capture(run)
+    meta = writer.commit_sync(SnapshotJob(state, 123, 45, {"runId": "r1", "model": MODEL}, {0: 17}))
+    assert steps == list(STEPS)
+    loaded = load_current(tmp_path)
+    assert loaded is not None
+    got, got_meta = loaded
+    assert np.array_equal(got.V.view(np.uint64), state.V.view(np.uint64)) and np.array_equal(got.P, state.P)
+    assert got.counters() == state.counters() and not got_meta.fell_back
+    assert (got_meta.log_offset, got_meta.events_offset, got_meta.kafka_offsets) == (123, 45, {0: 17})
+    assert got_meta.state_hash == meta.state_hash and got_meta.create["model"] == MODEL
