@@ -21,11 +21,11 @@ import zlib
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from compat_api.run_store import LoadedRun
 from compat_api.state_view import InvalidRequestError
@@ -50,11 +50,22 @@ MODEL_EXAMPLE = (
 )
 
 
+PositiveSeconds = Annotated[StrictInt, Field(gt=0)] | Annotated[StrictFloat, Field(gt=0)]
+
+
 class RunOptions(BaseModel):
+    """Options of `POST /v1/runs`; the live-run ones (§12.3) are typed so bad values answer 422, not 500."""
+
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     deterministicRunId: bool = Field(False, description="run_deterministic_<8 hex of scenarioHash>")
     run_async: bool = Field(False, alias="async", description="202 + Location, evaluated in the background")
+    runId: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="live: the run id (409 if taken)")
+    graceBins: StrictInt = Field(2, ge=0, description="live: bins to wait for late series before zero-filling")
+    retentionBins: StrictInt | None = Field(None, ge=1, description="live: bins kept in memory (default: the grid)")
+    snapshotEveryBins: StrictInt | None = Field(None, ge=1, description="live: snapshot every N bins (default 60)")
+    snapshotEverySeconds: PositiveSeconds | None = Field(None, description="live: snapshot every N s (default 30)")
+    idleCloseSeconds: PositiveSeconds | None = Field(None, description="live: close after N idle seconds (off)")
 
 
 class TopologyOverrideNode(BaseModel):

@@ -67,6 +67,7 @@ class StreamTail:
         self.on_notice = on_notice or (lambda text: None)
         self.retry_seconds = retry_seconds
         self.connections = 0
+        self.messages = 0
         self.gaps: list[tuple[int, int]] = []
 
     def track(self, msg: dict[str, Any]) -> None:
@@ -100,6 +101,7 @@ class StreamTail:
                 async for raw in ws:
                     text = raw if isinstance(raw, str) else raw.decode()
                     msg = orjson.loads(text)
+                    self.messages += 1
                     if msg.get("type") == "subscribed" and self.connections > 1:
                         how = "replaying what was missed" if msg.get("recovered") else "from a snapshot"
                         self.on_notice(f"reconnected at {self.cursor_text()} ({how})")
@@ -118,13 +120,15 @@ class StreamTail:
         delay, last_notice = 0.1, 0.0
         while True:
             code: int | None = None
+            before = self.messages
             try:
                 code = await self._session()
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             else:
                 reason = FATAL_CLOSES.get(code, f"close code {code}")
-                failing_since, delay = None, 0.1
+                if self.messages > before:  # the connection worked: a fresh retry budget
+                    failing_since, delay = None, 0.1
             if code == 1000:
                 return 0
             if code in FATAL_CLOSES:

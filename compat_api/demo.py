@@ -51,6 +51,7 @@ class ServerThread:
         self.settings = settings
         app = create_app(settings, build_context(settings))
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            ws_per_message_deflate=False,
                                 lifespan="on", log_config=None, ws="websockets-sansio")  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._serve, name="flowtime-demo-server", daemon=True)

@@ -35,6 +35,7 @@ def run_server(settings: Settings) -> int:
     log.info(check_bind(settings, ctx.auth))
     app = create_app(settings, ctx)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            ws_per_message_deflate=False,
                             lifespan="on", log_config=None)  # fmt: skip
     server = uvicorn.Server(config)
     server.run()

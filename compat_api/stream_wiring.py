@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -64,6 +66,7 @@ class KafkaWiring:
         self.ctx = ctx
         self.sink: KafkaEventSink | None = None
         self.source: KafkaFrameSource | None = None
+        self._source_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s, live = self.ctx.settings, self.ctx.live
@@ -79,7 +82,19 @@ class KafkaWiring:
                                 enable_idempotence=s.kafka_idempotence),
             self.ingest, self.wait_capacity, skip_until=live.kafka_offsets(),
         )  # fmt: skip
-        await self.source.start()
+        # Joining the consumer group must not hold up readiness, nor fail start-up while the broker is down.
+        self._source_task = asyncio.create_task(self._start_source(self.source), name="kafka-source-start")
+
+    async def _start_source(self, source: KafkaFrameSource) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await source.start()
+                return
+            except Exception as exc:  # noqa: BLE001 - broker unreachable: retry with backoff
+                log.warning("kafka source cannot start yet (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def resend_history(self, sink: KafkaEventSink) -> None:
         """Hand the sink every seq'd event the hub holds after recovery, before any new one.
@@ -114,6 +129,10 @@ class KafkaWiring:
             await live.drained.wait()
 
     async def stop(self) -> None:
+        if self._source_task is not None and not self._source_task.done():
+            self._source_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._source_task
         if self.source is not None:
             await self.source.stop()
         if self.sink is not None:

@@ -304,8 +304,13 @@ def to_wire_bins(stacked: StackedDerived) -> list[list[dict[str, Any]]]:
     table[:, :, nf + 2] = sla
     table[:, :, nf + 3] = COLORS[stacked.color.T]
     table[:, :, nf + 4] = REASONS[stacked.reason.T]
-    keys = WIRE_KEYS
-    return [[dict(zip(keys, row, strict=True)) for row in rows] for rows in table.tolist()]
+    # a dict display with constant keys builds twice as fast as dict(zip(WIRE_KEYS, row))
+    return [[{"utilization": u, "queueTimeMs": qt, "latencyMinutes": lat, "serviceTimeMs": st,
+              "cycleTimeMs": ct, "flowEfficiency": fe, "throughputRatio": tr, "retryTax": rt,
+              "capacityInferred": ci, "capacityMethod": cm, "capacityConfidence": cc, "slaMet": sm,
+              "color": co, "colorReason": cr}
+             for u, qt, lat, st, ct, fe, tr, rt, ci, cm, cc, sm, co, cr in rows]
+            for rows in table.tolist()]  # fmt: skip
 
 
 def to_wire_dicts(stacked: StackedDerived, j: int) -> list[dict[str, Any]]:

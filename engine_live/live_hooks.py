@@ -27,6 +27,7 @@ State for snapshots: `state()` (the book, plus the last published bin) and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -103,6 +104,7 @@ class DerivedHooks(BinHooks):
                           if s != ZERO and kind_of.get(s) not in ("const", "telemetry", "file")]  # fmt: skip
         self._nan_rows = np.array([plan.row[s] for s in self._nan_sids], dtype=np.intp)
         self._n_node = len(CODES) * len(self.layout.ids)
+        self._node_keys = [(code, node_id) for code in CODES for node_id in self.layout.ids]  # entity → key
         self._done = -1  # highest bin whose warnings were taken
         self._mirror: dict[int, tuple[NDArray[np.intp], FloatArray]] = {}  # bin → flagged entities, values
         self._cache: tuple[int, int, int, BoolArray, FloatArray] | None = None  # t0, t1, hi, masks, values
@@ -166,10 +168,14 @@ class DerivedHooks(BinHooks):
         rows = np.flatnonzero(changed.any(axis=1))
         if not rows.size:
             return
-        bins = np.arange(t0, t1, dtype=np.int64)
-        for e in rows.tolist():
-            ch = changed[e]
-            self._set(e, bins[ch], mask[e, ch], value[e, ch])
+        if w == 1:  # the common case, a new bin: plain Python values, no per-key numpy indexing
+            bins = (t0,)
+            for e, m, v in zip(rows.tolist(), mask[rows, 0].tolist(), value[rows, 0].tolist(), strict=True):
+                self._set(e, bins, (m,), (v,))
+        else:
+            all_bins = np.arange(t0, t1, dtype=np.int64)
+            for e, ch, m, v in zip(rows.tolist(), changed[rows], mask[rows], value[rows], strict=True):
+                self._set(e, all_bins[ch], m[ch], v[ch])
         for j in np.flatnonzero(changed.any(axis=0)).tolist():
             on = np.flatnonzero(mask[:, j])
             if on.size:
@@ -177,14 +183,13 @@ class DerivedHooks(BinHooks):
             else:
                 self._mirror.pop(t0 + j, None)
 
-    def _set(self, e: int, bins: NDArray[np.int64], mask: BoolArray, value: FloatArray) -> None:
+    def _set(self, e: int, bins: Sequence[int] | NDArray[np.int64], mask: Sequence[bool] | BoolArray,
+             value: Sequence[float] | FloatArray) -> None:  # fmt: skip
         if e < self._n_node:
-            k = len(self.layout.ids)
-            code = CODES[e // k]
+            code, node_id = self._node_keys[e]
             spec = CHECKS[code]
-            key = (code, self.layout.ids[e % k], None)
-            self.book.set_flags(key, bins, mask, value, severity=spec.severity, message_fn=spec.message,
-                                worst=spec.worst)  # fmt: skip
+            self.book.set_flags((code, node_id, None), bins, mask, value, severity=spec.severity,
+                                message_fn=spec.message, worst=spec.worst)  # fmt: skip
         else:
             sid = self._nan_sids[e - self._n_node]
             self.book.set_flags((NAN_CODE, None, sid), bins, mask, value, severity="warning",

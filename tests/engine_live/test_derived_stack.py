@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from engine_live.compiler import compile_model
 from engine_live.derived import KINDS, NUMERIC_FIELDS, NodeInputs, derive
-from engine_live.derived_stack import STACK_FIELDS, StackLayout, to_wire_bins, to_wire_dicts
+from engine_live.derived_stack import STACK_FIELDS, WIRE_KEYS, StackLayout, to_wire_bins, to_wire_dicts
 from engine_live.model_build import load_graph
 
 FIELDS = (*STACK_FIELDS, "errors")
@@ -104,6 +104,10 @@ def test_stacked_equals_derive_per_node(case: dict[str, Any]) -> None:
         assert to_wire_dicts(stacked, 1) == wire[1]
 
 
+def derive_first_wire_keys() -> list[str]:
+    return list(derive(NodeInputs("X", "service", {"served": np.ones(1)}), 1).wire_bin(0))
+
+
 def test_layout_of_a_compiled_plan_and_known_colours() -> None:
     text = """
 grid: {bins: 4, binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}
@@ -121,8 +125,9 @@ topology:
 """
     plan = compile_model(load_graph(text))
     V = np.zeros((plan.n_rows, 4))
-    for sid, vals in {"arr": [10, 10, 10, 10], "srv": [5, 8, 9.5, 0], "cap": [10] * 4,
-                      "depth": [0, 2, 40, 1]}.items():  # fmt: skip
+    inputs: dict[str, list[float]] = {"arr": [10, 10, 10, 10], "srv": [5, 8, 9.5, 0], "cap": [10] * 4,
+                                      "depth": [0, 2, 40, 1]}  # fmt: skip
+    for sid, vals in inputs.items():
         V[plan.row[sid]] = vals
     layout = StackLayout.from_plan(plan)
     assert layout.ids == ("A", "Q", "D", "B")
@@ -133,6 +138,7 @@ topology:
     assert s.labels("color")[2].tolist() == ["dlq"] * 4
     assert s.labels("capacity_method")[3].tolist() == ["rolling_max"] * 4
     assert s.field("capacity_inferred")[3].tolist() == [5, 8, 9.5, 9.5]
+    assert list(to_wire_dicts(s, 0)[0]) == list(WIRE_KEYS) == list(derive_first_wire_keys())
     assert to_wire_dicts(s, 2)[0] == {
         "utilization": 0.95, "queueTimeMs": None, "latencyMinutes": None, "serviceTimeMs": None,
         "cycleTimeMs": None, "flowEfficiency": None, "throughputRatio": 0.95, "retryTax": None,

@@ -168,3 +168,24 @@ def test_nan_detected_for_an_evaluated_series_and_cleared_when_fixed() -> None:
     assert [e["op"] for e in fix if e["type"] == "warning_update" and e["warning"]["code"] == "nan_detected"] \
         == ["clear"]  # fmt: skip
     assert ZERO not in {w.get("seriesId") for w in hooks.active()}
+
+
+def test_a_model_without_topology_gets_series_updates_and_nan_warnings() -> None:
+    text = """
+grid: {bins: 4, binSize: 1, binUnit: hours, start: "2025-10-07T00:00:00Z"}
+nodes:
+  - {id: x, kind: const, source: telemetry}
+  - {id: y, kind: expr, expr: "POW(x, -1) * 3"}
+"""
+    plan = compile_model(load_graph(text, live=True))
+    hooks = DerivedHooks(plan)
+    run = LiveRun(plan, run_id="r", epoch="e", hooks=hooks)
+    run.start()
+    events = run.apply_record([ValidFrame(0, "x", 3.0), ValidFrame(1, "x", 0.0)]).events
+    ups = [e for e in events if e["type"] == "run_update"]
+    ys = [u["deltas"][0]["series"]["y"] for u in ups]
+    assert ys[0] == 1.0 and np.isnan(ys[1])  # non-finite → NaN on the wire rounding → null in JSON
+    assert decode_event(encode_event(ups[1]))["deltas"][0]["series"]["y"] is None
+    warns = [(e["op"], e["warning"]["seriesId"], e["warning"]["bins"])
+             for e in events if e["type"] == "warning_update"]
+    assert warns == [("add", "y", [1])]

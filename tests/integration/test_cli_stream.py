@@ -173,3 +173,18 @@ async def test_tail_gives_up_when_the_server_stays_away() -> None:
     async with asyncio.timeout(20):
         with pytest.raises(ServerError, match="cannot reach"):
             await tail.run()
+
+
+async def test_tail_gives_up_on_a_server_that_keeps_closing_at_once() -> None:
+    from compat_api.cli_client import ServerError
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.close(1011, "broken")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        tail = StreamTail(f"http://127.0.0.1:{port}", "r1", retry_seconds=0.5)
+        async with asyncio.timeout(20):
+            with pytest.raises(ServerError, match="close code 1011"):
+                await tail.run()
+    assert tail.connections >= 2  # it did retry before giving up
