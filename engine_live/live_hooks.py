@@ -56,7 +56,6 @@ CODES = tuple(CHECKS)
 DEPENDENT_BINS = CAPACITY_WINDOW + STREAK_BINS - 2  # later bins whose flags read a bin (13)
 NAN_CODE = "nan_detected"
 Change = tuple[Literal["add", "clear"], dict[str, Any]]
-_PRUNE_EVERY = 256
 
 
 def node_flag_block(layout: StackLayout, blk: StackedBlock) -> tuple[BoolArray, FloatArray]:
@@ -109,6 +108,7 @@ class DerivedHooks(BinHooks):
         self._mirror: dict[int, tuple[NDArray[np.intp], FloatArray]] = {}  # bin → flagged entities, values
         self._cache: tuple[int, int, int, BoolArray, FloatArray] | None = None  # t0, t1, hi, masks, values
         self._calls = 0
+        self.prune_every = 256  # warnings() calls between droppings of mirror bins no correction can reach
 
     # -- BinHooks -------------------------------------------------------------------------------
     def wire(self, block: FloatArray) -> FloatArray:
@@ -138,7 +138,7 @@ class DerivedHooks(BinHooks):
         self._feed(t, hi, mask, value)
         self._done = max(self._done, t)
         self._calls += 1
-        if self._calls % _PRUNE_EVERY == 0:
+        if self._calls % self.prune_every == 0:
             low = run.lowest_correctable
             self._mirror = {b: m for b, m in self._mirror.items() if b >= low}
         return [(c.op, c.warning) for c in self.book.take_changes()]

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from engine_live.batch_run import collect_warnings, node_inputs
 from engine_live.compiler import ZERO, Plan, compile_model
 from engine_live.derived import derive
+from engine_live.errors import OutsideRetentionError
+from engine_live.evaluator import evaluate_batch
 from engine_live.events import decode_event, encode_event
 from engine_live.live_hooks import DerivedHooks
 from engine_live.live_run import LiveRun, ValidFrame
@@ -153,6 +155,47 @@ def test_final_warnings_equal_collect_warnings_of_the_final_series(feed: dict[st
         events += run.apply_record(record).events
     events += run.close()
     expected = expected_warnings(run)
+    assert hooks.active() == expected
+    assert replay(events) == expected
+
+
+class SlidingRun(LiveRun):
+    """Slides its matrix as often as possible."""
+
+    MIN_SLACK = 1
+    INITIAL_COLUMNS = 1
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(feeds())
+def test_short_retention_and_sliding_matrix_still_end_equal_to_batch(feed: dict[str, Any]) -> None:
+    """Retention 8 bins: late frames outside it are dropped; expected = batch of what was applied."""
+    plan = compile_model(load_graph(MODEL, live=True))
+    hooks = DerivedHooks(plan)
+    hooks.prune_every = 1
+    run = SlidingRun(plan, run_id="r", epoch="e", hooks=hooks, retention_bins=8)
+    run.start()
+    events: list[dict[str, Any]] = []
+    applied: dict[tuple[int, str], float] = {}
+    for record in feed["records"]:
+        try:
+            events += run.apply_record(record).events
+        except OutsideRetentionError:
+            record = [f for f in record if f.bin >= run.lowest_correctable]
+            events += run.apply_record(record).events
+        applied.update({(f.bin, f.series): f.value for f in record})
+    events += run.close()
+    telemetry = {s: np.zeros(BINS) for s in run.telemetry_ids}
+    missing = {s: np.ones(BINS, dtype=np.bool_) for s in run.telemetry_ids}
+    for (b, sid), v in applied.items():
+        telemetry[sid][b], missing[sid][b] = v, False
+    gaps = {}
+    for binding in plan.graph.topo:
+        masks = [missing[s] for s in binding.fields.values() if s in missing]
+        if masks:
+            gaps[binding.id] = np.logical_or.reduce(masks)
+    V = evaluate_batch(plan, telemetry)
+    expected = [w for w in collect_warnings(plan.graph, plan, V, gaps) if w["count"]]
     assert hooks.active() == expected
     assert replay(events) == expected
 
