@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine_live.batch_run import collect_warnings, output_series, topology_view
+from engine_live.events import RunStatus
 from engine_live.run_result import RunResult
 from snapshot_writer.artifacts import write_run_artifacts
 
@@ -33,7 +34,8 @@ def live_result(h: RunHandle) -> RunResult:
             if masks:
                 gaps[b.id] = np.logical_or.reduce(masks)
     return RunResult(
-        run_id=h.run_id, mode="live", status="completed", grid=grid, spec_text=h.model_text,
+        run_id=h.run_id, mode="live",
+        status="completed" if run.status in (RunStatus.CLOSING, RunStatus.COMPLETED) else run.status.value, grid=grid, spec_text=h.model_text,
         seed=h.graph.seed, rng={"kind": "pcg32", "seed": h.graph.seed}, series=output_series(h.graph, plan, V),
         warnings=collect_warnings(h.graph, plan, V, gaps), created_utc=h.created_utc,
         topology=topology_view(h.graph),

@@ -142,6 +142,7 @@ class LiveService:
         self.drained = asyncio.Event()  # set whenever the ingest queue has room again
         self.ctx: Any = None  # the AppContext, set by build_context (telemetry runs need its folders)
         self.snapshot_fault: Callable[[str], None] | None = None  # crash injection seam (tests)
+        self._ticker: asyncio.Task[None] | None = None
 
     @property
     def runs_dir(self) -> Path:
@@ -157,8 +158,17 @@ class LiveService:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         await recover_runs(self, self._progress)
         self.ready = True
+        self._ticker = asyncio.create_task(self._tick(), name="live-ticker")
+
+    async def _tick(self) -> None:
+        """Once a second: time-based snapshots of idle runs (the due check reads the injected clock)."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.snapshot_tick()
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         for h in list(self.runs.values()):
             while h.queue:
                 await asyncio.sleep(0)  # let the worker drain what was acknowledged-bound

@@ -140,7 +140,7 @@ class DerivedHooks(BinHooks):
         self._calls += 1
         if self._calls % self.prune_every == 0:
             low = run.lowest_correctable
-            self._mirror = {b: m for b, m in self._mirror.items() if b >= low}
+            self._mirror = {b: m for b, m in self._mirror.items() if b >= low + 3}
         return [(c.op, c.warning) for c in self.book.take_changes()]
 
     # -- flags ----------------------------------------------------------------------------------

@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Live ingest benchmark (issue 3): a real `flowtime serve` subprocess, a 1,000-node topology model
+(1,000 services, arrivals / served / capacity from telemetry), and 3 metrics × 1,000 nodes per bin
+sent as NDJSON batches by a separate sender process, while a WebSocket client in this process
+watches the run's `run_update` events.
+
+Phases
+  max     : `--max-bins` bins as fast as the sender can push them (`--inflight` requests in flight,
+            one bin per request): frames/s acknowledged (202, durable: the fsync group commit is on)
+            and evaluated (the bin's run_update seen on the WebSocket), and per-bin latency.
+  paced   : `--paced-bins` bins at `--rate` bins/s: latency from the send of the request that
+            completes a bin to that bin's run_update on the WebSocket (p50 / p99 / max).
+  memory  : the server's RSS once `--retain-bins` bins are held (retentionBins = bins) against the
+            raw float64 size of the retained series (bins × series × 8), also net of the idle RSS.
+            Uses the `max` run when `--max-bins` ≥ `--retain-bins`; otherwise a run of its own.
+
+A frame is one value (`{"bin", "series", "value"}`), so frames/s = values/s; `--form node` sends
+one frame per node with its 3 metrics instead. `--profile` records the server with py-spy during
+the max phase and prints where its time goes.
+
+  python bench/live_ingest.py                       # the full run (8,640 bins: several minutes)
+  python bench/live_ingest.py --max-bins 600 --paced-bins 20 --retain-bins 0   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from server_proc import ServerProcess  # noqa: E402
+
+METRICS = ("arrivals", "served", "capacity")
+VARIANTS = 16
+
+
+def model_text(nodes: int, bins: int | None) -> str:
+    grid = f"bins: {bins}, " if bins else ""
+    lines = [f'grid: {{{grid}binSize: 1, binUnit: minutes, start: "2025-10-07T00:00:00Z"}}', "nodes: []",
+             "topology:", "  nodes:"]  # fmt: skip
+    for i in range(nodes):
+        lines.append(f"    - {{id: S{i}, kind: service, semantics: "
+                     f"{{arrivals: telemetry, served: telemetry, capacity: telemetry}}}}")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+# -- sender process ---------------------------------------------------------------------------------
+class BodyMaker:
+    """NDJSON bodies for one bin, built from pre-encoded fragments (the sender must not be the bottleneck)."""
+
+    def __init__(self, run_id: str, nodes: int, form: str) -> None:
+        self.form = form
+        self.tails: list[list[bytes]] = []
+        for k in range(VARIANTS):
+            row: list[bytes] = []
+            for i in range(nodes):
+                a, s, c = 50.0 + (i % 97) + k, 40.0 + (i % 89) + k / 2, 120.0 + (i % 13)
+                if form == "series":
+                    for m, v in zip(METRICS, (a, s, c), strict=True):
+                        row.append(b',"series":"S%d.%s","value":%s}' % (i, m.encode(), repr(v).encode()))
+                else:
+                    row.append(b',"node":"S%d","arrivals":%s,"served":%s,"capacity":%s}'
+                               % (i, repr(a).encode(), repr(s).encode(), repr(c).encode()))  # fmt: skip
+            self.tails.append(row)
+        self.values_per_bin = nodes * 3
+
+    def body(self, b: int) -> tuple[bytes, int]:
+        head = b'{"bin":%d' % b
+        tails = self.tails[b % VARIANTS]
+        return b"\n".join([head + t for t in tails]), len(tails)
+
+
+def sender_main(port: int, run_id: str, nodes: int, form: str, bins: int, rate: float, inflight: int,
+                start_evt: Any, out_q: Any) -> None:  # fmt: skip
+    """Send bins 0..bins-1 (one request each) with `inflight` connections, at `rate` bins/s (0 = max).
+    Puts one list of (bin, frames, t_send, t_ack, status) on out_q at the end."""
+    maker = BodyMaker(run_id, nodes, form)
+    path = f"/v1/runs/{run_id}/bins"
+    results: list[tuple[int, int, float, float, int]] = []
+    lock = threading.Lock()
+    next_bin = [0]
+    start_evt.wait()
+    t0 = time.monotonic()
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                b = next_bin[0]
+                if b >= bins:
+                    break
+                next_bin[0] += 1
+            body, frames = maker.body(b)
+            if rate > 0:
+                due = t0 + b / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # pacing, not synchronisation
+            while True:
+                t_send = time.monotonic()
+                conn.request("POST", path, body=body, headers={"Content-Type": "application/x-ndjson"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 429:
+                    time.sleep(0.01)
+                    continue
+                break
+            with lock:
+                results.append((b, frames, t_send, time.monotonic(), resp.status))
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, inflight))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out_q.put(results)
+
+
+# -- observer (this process) --------------------------------------------------------------------------
+class Observer:
+    """Subscribes to a run and records the first time each bin's run_update arrives."""
+
+    def __init__(self, ws_url: str, run_id: str) -> None:
+        self.url = f"{ws_url}/v1/runs/{run_id}/stream"
+        self.seen: dict[int, float] = {}
+        self.other: Counter[str] = Counter()
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        async with connect(self.url, max_size=None, open_timeout=10) as ws:
+            await ws.send(orjson.dumps({"type": "subscribe", "since": None, "nodes": None}).decode())
+            self.ready.set()
+            while not self.stop.is_set():
+                try:
+                    async with asyncio.timeout(0.5):
+                        raw = await ws.recv()
+                except TimeoutError:
+                    continue
+                now = time.monotonic()
+                msg = orjson.loads(raw)
+                kind = msg.get("type")
+                if kind == "run_update":
+                    self.seen.setdefault(msg["binIndex"], now)
+                else:
+                    self.other[str(kind)] += 1
+
+    def wait_bins(self, n: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while len(self.seen) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(self.seen) >= n
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
+
+
+def run_phase(srv: ServerProcess, name: str, nodes: int, bins: int, rate: float, inflight: int, form: str,
+              grace: int, profile: bool, snapshots: bool) -> dict[str, Any]:  # fmt: skip
+    run_id = f"bench_{name}"
+    options: dict[str, Any] = {"runId": run_id, "graceBins": grace, "retentionBins": bins}
+    if not snapshots:
+        options |= {"snapshotEveryBins": 10**9, "snapshotEverySeconds": 10**9}
+    with httpx.Client(base_url=srv.base_url, timeout=120) as c:
+        r = c.post("/v1/runs", json={"mode": "live", "model": model_text(nodes, bins), "options": options})
+        if r.status_code != 202:
+            raise SystemExit(f"create failed: {r.status_code} {r.text}")
+    obs = Observer(srv.ws_url, run_id)
+    obs.thread.start()
+    if not obs.ready.wait(10):
+        raise SystemExit("websocket did not subscribe")
+    ctx = mp.get_context("spawn")
+    start_evt, out_q = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=sender_main, args=(srv.port, run_id, nodes, form, bins, rate, inflight, start_evt, out_q))
+    proc.start()
+    spy = None
+    if profile and shutil.which("py-spy"):
+        spy = subprocess.Popen(["py-spy", "record", "-p", str(srv.pid), "-r", "50", "-d", "20", "-f", "raw",
+                                "-o", f"/tmp/live_ingest_{name}.txt", "-t", "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+        time.sleep(1.0)
+    t_start = time.monotonic()
+    start_evt.set()
+    results: list[tuple[int, int, float, float, int]] = out_q.get(timeout=3600)
+    t_acked = time.monotonic()
+    proc.join(timeout=30)
+    ok = obs.wait_bins(bins, timeout_s=600)
+    t_eval = max(obs.seen.values()) if obs.seen else float("nan")
+    obs.stop.set()
+    obs.thread.join(timeout=5)
+    if spy is not None:
+        spy.wait(timeout=120)
+    bad = [r for r in results if r[4] != 202]
+    frames = sum(r[1] for r in results if r[4] == 202)
+    values = frames if form == "series" else frames * 3
+    first_send = min(r[2] for r in results)
+    lat_ack = [(r[3] - r[2]) * 1e3 for r in results]
+    lat_upd = [(obs.seen[r[0]] - r[2]) * 1e3 for r in results if r[0] in obs.seen]
+    rss = rss_kib(srv.pid)
+    return {
+        "name": name, "bins": bins, "ok": ok and not bad, "errors": len(bad), "frames": frames, "values": values,
+        "ack_s": t_acked - first_send, "eval_s": t_eval - first_send, "wall_s": t_acked - t_start,
+        "lat_ack": lat_ack, "lat_upd": lat_upd, "rss_kib": rss, "other_events": dict(obs.other),
+    }  # fmt: skip
+
+
+def profile_summary(path: str, top: int = 25) -> str:
+    """Inclusive share of the main thread's samples per function, from py-spy's raw output."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return "(no profile)"
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in lines:
+        stack, _, n = line.rpartition(" ")
+        if "MainThread" not in stack:
+            continue
+        total += int(n)
+        for f in set(stack.split(";")):
+            incl[f] += int(n)
+    skip = ("<module>", "_run_code", "_run_module_as_main", "main (", "cmd_serve", "run_server", "Server.run",
+            "asyncio_run", "Runner.run", "run_until_complete", "run_forever", "thread (")  # fmt: skip
+    out = [f"main thread samples: {total}"]
+    for f, n in incl.most_common(200):
+        if any(s in f for s in skip):
+            continue
+        out.append(f"  {n / total * 100:5.1f}%  {f[:120]}")
+        if len(out) > top:
+            break
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--max-bins", type=int, default=8640)
+    p.add_argument("--paced-bins", type=int, default=60)
+    p.add_argument("--rate", type=float, default=1.0, help="bins per second in the paced phase")
+    p.add_argument("--retain-bins", type=int, default=8640, help="0: skip the memory phase")
+    p.add_argument("--inflight", type=int, default=4)
+    p.add_argument("--grace", type=int, default=16)
+    p.add_argument("--form", choices=["series", "node"], default="series")
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--no-snapshots", dest="snapshots", action="store_false",
+                   help="disable periodic snapshots (default: the server's snapshotEveryBins/Seconds)")
+    p.add_argument("--data-dir", type=Path)
+    args = p.parse_args()
+
+    tmp = Path(args.data_dir or tempfile.mkdtemp(prefix="ft-bench-"))
+    env = {"FLOWTIME_FSYNC": "true"}
+    rows: list[dict[str, Any]] = []
+    with ServerProcess(tmp / "data", env=env, ready_timeout_s=60) as srv:
+        idle = rss_kib(srv.pid)
+        print(f"server pid {srv.pid}, idle RSS {idle / 1024:.0f} MiB, data {tmp}", flush=True)
+        if args.max_bins:
+            rows.append(run_phase(srv, "max", args.nodes, args.max_bins, 0.0, args.inflight, args.form, args.grace,
+                                  args.profile, args.snapshots))  # fmt: skip
+            print(f"max phase done in {rows[-1]['wall_s']:.1f} s", flush=True)
+        if args.paced_bins:
+            rows.append(run_phase(srv, "paced", args.nodes, args.paced_bins, args.rate, 1, args.form, args.grace,
+                                  False, args.snapshots))  # fmt: skip
+        mem_row = next((r for r in rows if r["name"] == "max" and r["bins"] >= args.retain_bins), None)
+        if args.retain_bins and mem_row is None:
+            mem_row = run_phase(srv, "memory", args.nodes, args.retain_bins, 0.0, args.inflight, args.form,
+                                args.grace, False, args.snapshots)  # fmt: skip
+            rows.append(mem_row)
+        final_rss = rss_kib(srv.pid)
+
+    print()
+    print(f"live ingest: {args.nodes} nodes × 3 metrics, {args.form} frames, fsync group commit on, "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(f"{'phase':<7} {'bins':>6} {'values':>10} {'acked/s':>11} {'evaluated/s':>12} "
+          f"{'ack p50':>8} {'ack p99':>8} {'upd p50':>8} {'upd p99':>8} {'upd max':>8}")  # fmt: skip
+    for r in rows:
+        print(f"{r['name']:<7} {r['bins']:>6} {r['values']:>10} {r['values'] / r['ack_s']:>11,.0f} "
+              f"{r['values'] / r['eval_s']:>12,.0f} {pct(r['lat_ack'], 50):>6.1f}ms {pct(r['lat_ack'], 99):>6.1f}ms "
+              f"{pct(r['lat_upd'], 50):>6.1f}ms {pct(r['lat_upd'], 99):>6.1f}ms {max(r['lat_upd'] or [0]):>6.1f}ms"
+              + ("" if r["ok"] else f"   (errors: {r['errors']}, bins seen incomplete)"))  # fmt: skip
+        if r["other_events"]:
+            print(f"        other events on the socket: {r['other_events']}")
+    print("(acked/s: 202s; evaluated/s: run_update of the last bin seen on the WebSocket; latencies from the"
+          " send of the bin's request)")  # fmt: skip
+    if mem_row is not None:
+        raw = mem_row["bins"] * args.nodes * 3 * 8
+        rss = mem_row["rss_kib"] * 1024
+        print(f"\nmemory at {mem_row['bins']} retained bins: raw {raw / 2**20:.0f} MiB "
+              f"({mem_row['bins']} × {args.nodes * 3} × 8); server RSS {rss / 2**20:.0f} MiB = {rss / raw:.2f}× raw; "
+              f"net of idle ({idle / 1024:.0f} MiB): {(rss - idle * 1024) / raw:.2f}× raw; at exit {final_rss / 1024:.0f} MiB")  # fmt: skip
+    if args.profile:
+        print("\nwhere the server's time goes (max phase, py-spy, inclusive):")
+        print(profile_summary("/tmp/live_ingest_max.txt"))
+    if args.data_dir is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
