@@ -25,17 +25,13 @@ def live_result(h: RunHandle) -> RunResult:
     for sid, values in series.items():
         V[plan.row[sid]] = values
     grid = run.grid.with_bins(n)
-    gaps: dict[str, np.ndarray] = {}
-    if n:
-        missing = run.gaps(0, n)
-        tele = {sid: missing[i] for i, sid in enumerate(run.telemetry_ids)}
-        for b in h.graph.topo:
-            masks = [tele[sid] for sid in b.fields.values() if sid in tele]
-            if masks:
-                gaps[b.id] = np.logical_or.reduce(masks)
+    gaps = run.node_gaps(0, n) if n else {}
+    provenance = h.provenance
     return RunResult(
         run_id=h.run_id, mode="live",
-        status="completed" if run.status in (RunStatus.CLOSING, RunStatus.COMPLETED) else run.status.value, grid=grid, spec_text=h.model_text,
+        status="completed" if run.status in (RunStatus.CLOSING, RunStatus.COMPLETED) else run.status.value,
+        grid=grid, spec_text=h.model_text, provenance=provenance,
+        template_id=(provenance or {}).get("templateId"),
         seed=h.graph.seed, rng={"kind": "pcg32", "seed": h.graph.seed}, series=output_series(h.graph, plan, V),
         warnings=collect_warnings(h.graph, plan, V, gaps), created_utc=h.created_utc,
         topology=topology_view(h.graph),

@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import orjson
 
 from compat_api.live_artifacts import write_live_artifacts
@@ -104,6 +103,7 @@ class RunHandle:
     events_fh: Any = None
     closing: bool = False
     adjustments: list[dict[str, Any]] = field(default_factory=list)
+    provenance: dict[str, Any] | None = None  # the model's provenance block (templateId, ...)
     model_data: dict[str, Any] | None = None  # the model as parsed, with adjustments applied
     kafka_offsets: dict[int, int] = field(default_factory=dict)
     applied_offset: int = 0  # end offset of the last applied log record
@@ -203,13 +203,14 @@ class LiveService:
         text = model if isinstance(model, str) else orjson.dumps(model).decode()
         if len(text.encode()) > self.settings.max_model_bytes:
             raise TooLargeError(f"model exceeds {self.settings.max_model_bytes} bytes")
-        graph = build_model(load_model(text, base_dir=self.settings.data_dir / "inputs", live=True))
+        doc = load_model(text, base_dir=self.settings.data_dir / "inputs", live=True)
+        graph = build_model(doc)
         plan = compile_model(graph)
         run = LiveRun(plan, run_id=run_id, epoch=epoch, grace_bins=int(options.get("graceBins", 2)),
                       retention_bins=options.get("retentionBins"))  # fmt: skip
         folder = self.runs_dir / run_id / "live"
         validator = FrameValidator(graph, run_id, max_bins_ahead=self.settings.max_bins_ahead)
-        return RunHandle(run_id, run, graph, text, options, created, folder, validator)
+        return RunHandle(run_id, run, graph, text, options, created, folder, validator, provenance=doc.provenance)
 
     async def create_run(self, body: dict[str, Any]) -> dict[str, Any]:
         model, options = parse_create(body)
@@ -527,14 +528,7 @@ class LiveService:
         run = h.run
         lo, hi = run.retained_range()
         matrix = run.V[:, lo - run.base : hi - run.base]
-        gaps: dict[str, Any] = {}
-        if hi > lo:
-            missing = run.gaps(lo, hi)
-            tele = {sid: missing[i] for i, sid in enumerate(run.telemetry_ids)}
-            for b in h.graph.topo:
-                masks = [tele[sid] for sid in b.fields.values() if sid in tele]
-                if masks:
-                    gaps[b.id] = np.logical_or.reduce(masks)
+        gaps = run.node_gaps(lo, hi) if hi > lo else {}
         return StateSource.from_matrix(run_id, h.graph, run.plan.names, matrix, first_bin=lo, gaps=gaps,
                                        grid=run.grid)  # fmt: skip
 

@@ -328,6 +328,17 @@ class LiveRun:
         """(telemetry series × bins) True where an evaluated bin was zero-filled."""
         return ~self.P[:, t0 - self.base : t1 - self.base]
 
+    def node_gaps(self, t0: int, t1: int) -> dict[str, NDArray[np.bool_]]:
+        """Per topology node, the bins of [t0, t1) where any of its telemetry inputs was zero-filled."""
+        missing = self.gaps(t0, t1)
+        tele = {sid: missing[i] for i, sid in enumerate(self.telemetry_ids)}
+        out: dict[str, NDArray[np.bool_]] = {}
+        for b in self.plan.graph.topo:
+            masks = [tele[sid] for sid in b.fields.values() if sid in tele]
+            if masks:
+                out[b.id] = np.logical_or.reduce(masks)
+        return out
+
     def final_series(self) -> dict[str, FloatArray]:
         """Every series over bins 0..last_bin; requires the whole evaluated range to be retained."""
         lo, hi = self.retained_range()

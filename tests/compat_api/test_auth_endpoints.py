@@ -116,7 +116,8 @@ def settings(tmp_path: Path) -> Settings:
     expired = [{"token": EXPIRED, "scopes": ["admin"], "expires": "2020-01-01T00:00:00Z", "name": "old"}]
     (tmp_path / "tokens.json").write_text(json.dumps(expired))
     tokens = ";".join(f"{t}:{s}" for s, t in TOKENS.items()) + f";{RUN_LIMITED}:read:a*"
-    return Settings(data_dir=tmp_path / "data", tokens=tokens, tokens_file=tmp_path / "tokens.json", fsync=False)
+    values = {"data_dir": tmp_path / "data", "tokens": tokens, "tokens_file": tmp_path / "tokens.json", "fsync": False}
+    return Settings.model_validate(values)
 
 
 @pytest.fixture
@@ -190,7 +191,9 @@ def test_open_endpoints_and_the_dashboard_need_no_token(client: TestClient) -> N
 def test_a_token_limited_to_runs_a_star_reads_a1_but_not_b1(client: TestClient) -> None:
     admin = bearer(TOKENS["admin"])
     for rid in ("a1", "b1"):
-        r = client.post("/v1/runs", json={"mode": "live", "model": LIVE_MODEL, "options": {"runId": rid}}, headers=admin)
+        r = client.post(
+            "/v1/runs", json={"mode": "live", "model": LIVE_MODEL, "options": {"runId": rid}}, headers=admin
+        )
         assert r.status_code == 202, r.text
     limited = bearer(RUN_LIMITED)
     assert client.get("/v1/runs/a1", headers=limited).json()["runId"] == "a1"

@@ -55,7 +55,8 @@ def make_settings(tmp_path: Path) -> Settings:
     expired = [{"token": EXPIRED, "scopes": ["admin"], "expires": "2020-01-01T00:00:00Z"}]
     (tmp_path / "tokens.json").write_text(json.dumps(expired))
     tokens = f"{READ}:read;{INGEST}:ingest;{ADMIN}:admin;{RUN_LIMITED}:read:a*"
-    return Settings(data_dir=tmp_path / "data", tokens=tokens, tokens_file=tmp_path / "tokens.json", fsync=False)
+    values = {"data_dir": tmp_path / "data", "tokens": tokens, "tokens_file": tmp_path / "tokens.json", "fsync": False}
+    return Settings.model_validate(values)
 
 
 @contextlib.asynccontextmanager
@@ -129,9 +130,8 @@ async def test_stream_accepts_the_right_tokens(tmp_path: Path, uvicorn_server: A
 
 
 async def test_stream_closes_4408_without_auth_in_time(tmp_path: Path, uvicorn_server: Any) -> None:
-    async with service(tmp_path, uvicorn_server) as (addr, _):
-        async with connect(f"ws://{addr}/v1/runs/a1/stream") as ws:
-            assert await close_code(ws) == 4408
+    async with service(tmp_path, uvicorn_server) as (addr, _), connect(f"ws://{addr}/v1/runs/a1/stream") as ws:
+        assert await close_code(ws) == 4408
 
 
 async def test_delete_fails_the_run_and_closes_its_clients_with_1000(tmp_path: Path, uvicorn_server: Any) -> None:
