@@ -182,7 +182,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
+    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
 def run_phase(srv: ServerProcess, name: str, nodes: int, bins: int, rate: float, inflight: int, form: str,
@@ -204,8 +204,9 @@ def run_phase(srv: ServerProcess, name: str, nodes: int, bins: int, rate: float,
     proc = ctx.Process(target=sender_main, args=(srv.port, run_id, nodes, form, bins, rate, inflight, start_evt, out_q))
     proc.start()
     spy = None
-    if profile and shutil.which("py-spy"):
-        spy = subprocess.Popen(["py-spy", "record", "-p", str(srv.pid), "-r", "50", "-d", "20", "-f", "raw",
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if profile and Path(pyspy).exists():
+        spy = subprocess.Popen([pyspy, "record", "-p", str(srv.pid), "-r", "50", "-d", "20", "-f", "raw",
                                 "-o", f"/tmp/live_ingest_{name}.txt", "-t", "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
         time.sleep(1.0)
@@ -252,10 +253,10 @@ def profile_summary(path: str, top: int = 25) -> str:
     skip = ("<module>", "_run_code", "_run_module_as_main", "main (", "cmd_serve", "run_server", "Server.run",
             "asyncio_run", "Runner.run", "run_until_complete", "run_forever", "thread (")  # fmt: skip
     out = [f"main thread samples: {total}"]
-    for f, n in incl.most_common(200):
-        if any(s in f for s in skip):
+    for func, count in incl.most_common(200):
+        if any(s in func for s in skip):
             continue
-        out.append(f"  {n / total * 100:5.1f}%  {f[:120]}")
+        out.append(f"  {count / max(total, 1) * 100:5.1f}%  {func[:120]}")
         if len(out) > top:
             break
     return "\n".join(out)
@@ -272,8 +273,12 @@ def main() -> int:
     p.add_argument("--grace", type=int, default=16)
     p.add_argument("--form", choices=["series", "node"], default="series")
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--no-snapshots", dest="snapshots", action="store_false",
-                   help="disable periodic snapshots (default: the server's snapshotEveryBins/Seconds)")
+    p.add_argument(
+        "--no-snapshots",
+        dest="snapshots",
+        action="store_false",
+        help="disable periodic snapshots (default: the server's snapshotEveryBins/Seconds)",
+    )
     p.add_argument("--data-dir", type=Path)
     args = p.parse_args()
 
@@ -316,7 +321,8 @@ def main() -> int:
         rss = mem_row["rss_kib"] * 1024
         print(f"\nmemory at {mem_row['bins']} retained bins: raw {raw / 2**20:.0f} MiB "
               f"({mem_row['bins']} × {args.nodes * 3} × 8); server RSS {rss / 2**20:.0f} MiB = {rss / raw:.2f}× raw; "
-              f"net of idle ({idle / 1024:.0f} MiB): {(rss - idle * 1024) / raw:.2f}× raw; at exit {final_rss / 1024:.0f} MiB")  # fmt: skip
+              f"net of idle ({idle / 1024:.0f} MiB): {(rss - idle * 1024) / raw:.2f}× raw; "
+              f"at exit {final_rss / 1024:.0f} MiB")  # fmt: skip
     if args.profile:
         print("\nwhere the server's time goes (max phase, py-spy, inclusive):")
         print(profile_summary("/tmp/live_ingest_max.txt"))

@@ -25,6 +25,7 @@ ROUTERS = (
     "compat_api.routes_validate",
     "compat_api.routes_artifacts",
     "compat_api.routes_exports",
+    "compat_api.routes_admin",
 )
 
 

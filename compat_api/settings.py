@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOWTIME_", extra="forbid")
 
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     data_dir: Path = Path("./data")
     config: Path | None = None
     tokens_file: Path | None = None
@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     client_queue_events: int = 1_000
     ingest_queue_frames: int = 100_000
     heartbeat_seconds: float = 5.0
+    ws_auth_timeout_seconds: float = 5.0
     retry_after_seconds: int = 1
     state_window_max_bins: int = 500
     page_size: int = 50

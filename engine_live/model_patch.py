@@ -48,7 +48,10 @@ def parse_patch(body: Any, *, model_revision: int, default_from: int) -> Adjustm
     if unknown:
         raise ModelError(f"patch: unknown key '{sorted(unknown)[0]}'")
     nodes = body.get("nodes") or []
-    topo = (body.get("topology") or {}).get("nodes") or [] if isinstance(body.get("topology"), dict) else []
+    topology = body.get("topology")
+    if topology is not None and not isinstance(topology, dict):
+        raise ModelError("patch.topology: must be an object {nodes: [...]}")
+    topo = (topology or {}).get("nodes") or []
     if not isinstance(nodes, list) or not all(isinstance(n, dict) and isinstance(n.get("id"), str) for n in nodes):
         raise ModelError("patch.nodes: must be a list of full node definitions with ids")
     if not isinstance(topo, list) or not all(isinstance(n, dict) and isinstance(n.get("id"), str) for n in topo):

@@ -110,7 +110,7 @@ class FrameValidator:
                     raise _fail(i, k, "unknown_field", f"unknown field {k!r} in a series frame")
             sid = f["series"]
             if not isinstance(sid, str) or sid not in self.telemetry:
-                what = "is not telemetry-fed" if sid in self.all_series else "does not exist"
+                what = "is not telemetry-fed" if isinstance(sid, str) and sid in self.all_series else "does not exist"
                 raise _fail(i, "series", "not_telemetry", f"series {sid!r} {what}")
             if "value" not in f:
                 raise _fail(i, "value", "invalid_value", "value: missing")

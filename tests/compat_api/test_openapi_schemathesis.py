@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -154,15 +155,12 @@ BAD_INPUTS = [
         f"/v1/runs/{LIVE_RUN}/bins",
         {"bin": 1, "series": {"a": 1}, "value": 1},
         id="frame-series-object",
-        marks=pytest.mark.xfail(strict=True, reason="ingestion/frames.py: `sid in self.all_series` on a dict"),
     ),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), BAD_INPUTS)
 def test_bad_inputs_answer_structured_4xx(tmp_path: Path, method: str, path: str, body: Any) -> None:
-    from fastapi.testclient import TestClient
-
     settings = Settings.model_validate({"data_dir": tmp_path / "data", "fsync": False})
     with TestClient(make_app(settings), raise_server_exceptions=False) as c:
         assert c.post("/v1/runs", json={**LIVE_CREATE, "options": {"runId": LIVE_RUN}}).status_code == 202
