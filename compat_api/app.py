@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         from compat_api.stream_wiring import KafkaWiring
 
         kafka = KafkaWiring(ctx)
+        ctx.extras["kafka"] = kafka  # read by compat_api/metrics_wiring.py (Kafka sends and lag)
         if ctx.live is not None:
             await ctx.live.start()
             await kafka.start()

@@ -84,6 +84,7 @@ class _Item:
     future: asyncio.Future[dict[str, Any]]
     source: tuple[int, int] | None = None
     patch: Any = None  # (Adjustment, Plan, model data) for a PATCH record
+    accepted: float = 0.0  # metrics: time.monotonic() when ingest() accepted the request
 
 
 @dataclass
@@ -110,6 +111,9 @@ class RunHandle:
     create_record: dict[str, Any] | None = None  # the logged create record (snapshots carry it)
     checkpoint: RunCheckpoint | None = None
     artifacts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one §4 writer per folder
+    # metrics (ingest-to-publish latency): per bin, when the oldest request with frames for it whose
+    # run_update is not yet published was accepted; see LiveService._observe_latency
+    accepted_at: dict[int, float] = field(default_factory=dict)
 
 
 def parse_create(body: dict[str, Any]) -> tuple[str | dict[str, Any], dict[str, Any]]:
@@ -278,7 +282,9 @@ class LiveService:
         if source is not None:
             record["src"] = list(source)  # Kafka partition and offset the frames came from
         payload = orjson.dumps(record)
-        return await self._submit(h, _Item(payload, frames, n, asyncio.get_running_loop().create_future(), source))
+        item = _Item(payload, frames, n, asyncio.get_running_loop().create_future(), source,
+                     accepted=time.monotonic())  # fmt: skip  # metrics: ingest-to-publish latency starts here
+        return await self._submit(h, item)
 
     def prepare_patch(self, h: RunHandle, body: Any) -> tuple[Any, Any, dict[str, Any]]:
         from engine_live.model_patch import compile_patched, parse_patch
@@ -375,7 +381,7 @@ class LiveService:
                         h.kafka_offsets[part] = max(h.kafka_offsets.get(part, -1), off)
                     try:
                         result = (self.apply_patch(h, it.patch, offset) if it.patch is not None
-                                  else await self.apply(h, it.frames, offset))  # fmt: skip
+                                  else await self.apply(h, it.frames, offset, accepted=it.accepted))  # fmt: skip
                     except FlowTimeError as exc:
                         it.future.set_exception(exc)
                     except Exception as exc:
@@ -390,20 +396,29 @@ class LiveService:
             await self._checkpoint(h)  # a requested snapshot while idle
 
     async def apply(self, h: RunHandle, frames: list[ValidFrame] | None, offset: int, *,
-                    replay: bool = False) -> dict[str, Any]:  # fmt: skip
-        """Apply one logged record (live or during recovery) and publish its events."""
+                    replay: bool = False, accepted: float | None = None) -> dict[str, Any]:  # fmt: skip
+        """Apply one logged record (live or during recovery) and publish its events.
+
+        `accepted` (live records only) is when ingest() accepted the request: it starts the
+        ingest-to-publish latency of the record's bins (metrics only).
+        """
         run = h.run
         if frames is None:
             events = run.close()
             self.emit(h, events, replay=replay)
+            self._observe_latency(h, events, replay)
             if run.status is RunStatus.CLOSING:
                 async with h.artifacts_lock:
                     await write_live_artifacts(self, h)
                 self.emit(h, run.complete(), replay=replay)
                 self.hub_close(h)
             return {"runId": h.run_id, "status": run.status.value, "logOffset": offset}
+        if accepted is not None and not replay and self.metrics is not None:
+            for f in frames:
+                h.accepted_at.setdefault(f.bin, accepted)
         res = run.apply_record(frames)
         self.emit(h, res.events, replay=replay)
+        self._observe_latency(h, res.events, replay)
         if self.metrics is not None and not replay:
             self.metrics.observe_ingest(h.run_id, len(frames), res.events)
         return {"accepted": res.accepted, "duplicates": res.duplicates, "corrected": res.corrected,
@@ -431,6 +446,24 @@ class LiveService:
             fh.flush()
         for cb in self.on_events:
             cb(h, events)
+
+    def _observe_latency(self, h: RunHandle, events: list[Event], replay: bool) -> None:
+        """Metrics: observe now − acceptance for each bin whose run_update was just published.
+
+        Bins at or below lastBin that got no run_update from this record (duplicates) are dropped,
+        so `accepted_at` only ever holds bins still waiting for their evaluation.
+        """
+        if replay or not h.accepted_at or self.metrics is None:
+            return
+        now = time.monotonic()
+        for ev in events:
+            if ev.get("type") == "run_update":
+                at = h.accepted_at.pop(int(ev["binIndex"]), None)
+                if at is not None:
+                    self.metrics.ingest_to_publish_seconds.observe(max(0.0, now - at))
+        last = h.run.last_bin
+        for b in [b for b in h.accepted_at if b <= last or not h.run.status.is_open]:
+            del h.accepted_at[b]
 
     # -- snapshots ------------------------------------------------------------------------------
     def make_checkpoint(self, h: RunHandle) -> RunCheckpoint:

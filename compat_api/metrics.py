@@ -7,6 +7,10 @@ default — so tests can build apps repeatedly. `docs/operations.md` lists each 
 Labels are bounded: `run_id` series are removed with `forget_run` when a run leaves memory,
 `sink` is one of `SINKS`, `status` one of the run statuses. Snapshot age is computed at scrape
 time from the injected clock, so it never goes stale between snapshots.
+
+Values owned by other components (queue depth, hub clients and drops, recovery progress, Kafka
+lag, runs by status) are read from the live objects at scrape time: `add_refresher` registers a
+callback that `render()` runs first (`compat_api/metrics_wiring.py` installs them).
 """
 
 from __future__ import annotations
@@ -128,6 +132,7 @@ class Metrics:
             registry=r,
         )
         self.live_runs = Gauge("flowtime_live_runs", "Runs in memory by status", ["status"], registry=r)
+        self._refreshers: list[Callable[[], None]] = []
         self._touch_label_sets()
 
     def _touch_label_sets(self) -> None:
@@ -167,8 +172,17 @@ class Metrics:
                 metric.remove(run_id)
         self._snapshot_age.committed_at.pop(run_id, None)
 
+    def add_refresher(self, refresh: Callable[[], None]) -> None:
+        """Run `refresh()` before every `render()`: it copies live values into the metrics."""
+        self._refreshers.append(refresh)
+
+    def refresh(self) -> None:
+        for refresh in self._refreshers:
+            refresh()
+
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition and its content type."""
+        """The Prometheus text exposition and its content type (refreshed from the live objects)."""
+        self.refresh()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 

@@ -12,6 +12,7 @@ from compat_api.context import AppContext
 from compat_api.live_service import LiveService
 from compat_api.logging_setup import configure_logging
 from compat_api.metrics import Metrics
+from compat_api.metrics_wiring import wire_metrics
 from compat_api.settings import Settings
 from stream_hub.hub import Hub, HubLimits
 
@@ -26,6 +27,7 @@ def build_context(settings: Settings) -> AppContext:
     ctx.extras["hub"] = hub
     ctx.live = LiveService(settings, metrics=ctx.metrics, hub=hub)
     ctx.live.ctx = ctx
+    wire_metrics(ctx)  # scrape-time readers of queue, hub, runs, recovery and Kafka
     return ctx
 
 

@@ -92,7 +92,7 @@ class KafkaWiring:
             try:
                 await source.start()
                 return
-            except Exception as exc:  # noqa: BLE001 - broker unreachable: retry with backoff
+            except Exception as exc:
                 log.warning("kafka source cannot start yet (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

@@ -36,7 +36,8 @@ class BatchRun:
     result: RunResult
 
     def series(self, sid: str) -> np.ndarray:
-        return self.matrix[self.plan.row[sid]]
+        values: np.ndarray = self.matrix[self.plan.row[sid]]
+        return values
 
 
 def scenario_hash(spec_text: str, seed: int) -> str:
@@ -67,7 +68,9 @@ def node_inputs(binding: TopoBinding, series: Mapping[str, np.ndarray], gap: np.
     return NodeInputs(binding.id, binding.kind, metrics, par, binding.sla_min, gap)
 
 
-def collect_warnings(graph: ModelGraph, plan: Plan, V: np.ndarray, gaps: Mapping[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
+def collect_warnings(
+    graph: ModelGraph, plan: Plan, V: np.ndarray, gaps: Mapping[str, np.ndarray] | None = None
+) -> list[dict[str, Any]]:
     """Warnings of a whole evaluated grid: model info, non-finite values, and per-node checks."""
     book = WarningBook()
     bins = np.arange(V.shape[1], dtype=np.int64)
@@ -82,7 +85,9 @@ def collect_warnings(graph: ModelGraph, plan: Plan, V: np.ndarray, gaps: Mapping
     for binding in graph.topo:
         gap = gaps.get(binding.id) if gaps else None
         node = node_inputs(binding, view, gap)
-        record_node_flags(book, binding.id, 0, node_flags(node, derive(node, graph.grid.bin_minutes), binding.telemetry_fields))
+        record_node_flags(
+            book, binding.id, 0, node_flags(node, derive(node, graph.grid.bin_minutes), binding.telemetry_fields)
+        )
     info = [{**w, "bins": [], "count": 0, "value": w.get("value")} for w in graph.info]
     return info + book.active()
 

@@ -16,11 +16,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine_live.errors import CycleError
+from engine_live.expr_ast import Binary, Call, Expr, ListLit, Num, Unary
 from engine_live.expr_kernels import ShapeCompiler, shape_key
 from engine_live.expr_parser import refs_of
-from engine_live.expr_ast import Call, Expr, ListLit, Num, Binary, Unary
 from engine_live.series_defs import (
-    CapDef, ConstDef, ExprDef, ModelGraph, PmfSampleDef, QueueDef, SeriesDef, TelemetryDef,
+    CapDef,
+    ConstDef,
+    ExprDef,
+    ModelGraph,
+    PmfSampleDef,
+    QueueDef,
+    SeriesDef,
+    TelemetryDef,
 )  # fmt: skip
 from engine_live.stages import BinLoop, CapStage, ConstStage, ExprGroup, PmfStage, QueueGroup, Stage
 
@@ -151,17 +158,16 @@ def _topo_same_bin(members: list[str], same: dict[str, set[str]]) -> list[str]:
     return order
 
 
-def compile_model(graph: ModelGraph) -> Plan:  # noqa: C901 - one pass per concern
+def compile_model(graph: ModelGraph) -> Plan:
     defs = {d.id: d for d in graph.defs}
     owner = {out: d.id for d in graph.defs for out in d.outputs}
     names = [ZERO] + [out for d in graph.defs for out in d.outputs]
     row = {n: i for i, n in enumerate(names)}
     init: dict[str, float] = {}
     for d in graph.defs:
-        if isinstance(d, ExprDef) and d.initial is not None:
-            init[d.id] = d.initial
-        elif isinstance(d, QueueDef):
-            init[d.id] = d.initial
+        initial = d.initial if isinstance(d, ExprDef | QueueDef) else None
+        if initial is not None:
+            init[d.id] = initial
     same: dict[str, set[str]] = {}
     shifted: dict[str, set[str]] = {}
     for d in graph.defs:
@@ -283,6 +289,10 @@ def compile_model(graph: ModelGraph) -> Plan:  # noqa: C901 - one pass per conce
     for d in graph.defs:
         if isinstance(d, ExprDef):
             lookback = max(lookback, _lookback(d.expr))
-    kind_of = {out: (d.kind if not isinstance(d, QueueDef) or out == d.id else "queue_helper") for d in graph.defs for out in d.outputs}
+    kind_of = {
+        out: (d.kind if not isinstance(d, QueueDef) or out == d.id else "queue_helper")
+        for d in graph.defs
+        for out in d.outputs
+    }
     telemetry = rows_of(d.id for d in graph.defs if isinstance(d, TelemetryDef))
     return Plan(graph, tuple(names), row, tuple(stages), telemetry, lookback, kind_of)

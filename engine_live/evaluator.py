@@ -16,7 +16,9 @@ def evaluate_range(plan: Plan, V: np.ndarray, base: int, t0: int, t1: int) -> No
             stage.run(V, base, t0, t1)
 
 
-def evaluate_batch(plan: Plan, telemetry: Mapping[str, np.ndarray] | None = None, bins: int | None = None) -> np.ndarray:
+def evaluate_batch(
+    plan: Plan, telemetry: Mapping[str, np.ndarray] | None = None, bins: int | None = None
+) -> np.ndarray:
     """Evaluate the whole grid; returns the matrix V (rows = plan.names, columns = bins)."""
     n = bins if bins is not None else plan.graph.grid.bins
     if n is None:

@@ -79,7 +79,8 @@ def _san_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _round_half_away(v: np.ndarray) -> np.ndarray:
     tr = np.trunc(v)
     d = v - tr
-    return tr + np.where(d >= 0.5, 1.0, np.where(d <= -0.5, -1.0, 0.0))
+    out: np.ndarray = tr + np.where(d >= 0.5, 1.0, np.where(d <= -0.5, -1.0, 0.0))
+    return out
 
 
 def _mod(v: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -119,7 +120,7 @@ class ShapeCompiler:
     def full(self, x: np.ndarray, width: int) -> np.ndarray:
         return np.broadcast_to(x, (self.k, width))
 
-    def compile(self, e: Expr) -> Fn:  # noqa: C901 - one dispatch over the AST
+    def compile(self, e: Expr) -> Fn:
         if isinstance(e, Num):
             c = self.nums[self.i_num]
             self.i_num += 1

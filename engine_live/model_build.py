@@ -19,7 +19,15 @@ from engine_live.expr_parser import parse_expr, refs_of
 from engine_live.model_doc import ModelDoc, NodeSpec, TopoNodeSpec
 from engine_live.series_csv import read_series_csv, resolve_inside
 from engine_live.series_defs import (
-    CapDef, ConstDef, ExprDef, ModelGraph, PmfSampleDef, QueueDef, SeriesDef, TelemetryDef, TopoBinding,
+    CapDef,
+    ConstDef,
+    ExprDef,
+    ModelGraph,
+    PmfSampleDef,
+    QueueDef,
+    SeriesDef,
+    TelemetryDef,
+    TopoBinding,
 )  # fmt: skip
 
 QUEUE_KINDS = ("serviceWithBuffer", "queue", "dlq")
@@ -153,7 +161,8 @@ class _Builder:
                 if "weight" not in r:
                     self.info.append({
                         "code": "route_without_weight", "severity": "info", "nodeId": spec.id,
-                        "message": f"node '{spec.id}': route to '{target}' has no weight (class routing is not evaluated); it carries 0",
+                        "message": f"node '{spec.id}': route to '{target}' has no weight "
+                        "(class routing is not evaluated); it carries 0",
                     })  # fmt: skip
                     contributions.setdefault(target, [])
                     continue
@@ -321,9 +330,13 @@ class _Builder:
                 if d.id in shifted and d.initial is None and d.kind == "expr":
                     self.err(where, "initial: required because the expression SHIFTs itself")
             elif isinstance(d, QueueDef):
-                for fld, ref in (("inflow", d.inflow), ("outflow", d.outflow), ("loss", d.loss),
-                                 ("wipLimitSeries", d.wip_series),
-                                 ("dispatchSchedule.capacitySeries", d.dispatch.capacity if d.dispatch else None)):
+                for fld, ref in (
+                    ("inflow", d.inflow),
+                    ("outflow", d.outflow),
+                    ("loss", d.loss),
+                    ("wipLimitSeries", d.wip_series),
+                    ("dispatchSchedule.capacitySeries", d.dispatch.capacity if d.dispatch else None),
+                ):
                     if ref is not None and not self.exists(ref):
                         self.err(where, f"{fld}: unknown reference '{ref}'")
 

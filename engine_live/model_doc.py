@@ -315,9 +315,10 @@ def _topo_node(c: _Collector, raw: Any, index: int, seen: set[str]) -> TopoNodeS
     if par is not None and not isinstance(par, str):
         _num(c, f"{where}: semantics.parallelism", par)
     kernel = sem.get("retryKernel")
-    if kernel is not None and (not isinstance(kernel, list) or not all(
-        _num(c, f"{where}: semantics.retryKernel", k) is not None for k in kernel
-    )):
+    if kernel is not None and (
+        not isinstance(kernel, list)
+        or not all(_num(c, f"{where}: semantics.retryKernel", k) is not None for k in kernel)
+    ):
         c.err(where, "semantics.retryKernel: must be a list of numbers")
     init = raw.get("initialCondition") or {}
     q0 = None
@@ -388,7 +389,11 @@ def load_model(source: str | dict[str, Any], *, base_dir: Path | None = None, li
         if not isinstance(data["outputs"], list):
             c.err("model", "outputs: must be a list")
         else:
-            outputs = tuple((o.get("series"), o.get("as")) for o in data["outputs"] if isinstance(o, dict))
+            outputs = tuple(
+                (str(o.get("series")), o.get("as") if isinstance(o.get("as"), str) else None)
+                for o in data["outputs"]
+                if isinstance(o, dict)
+            )
     rng = data.get("rng")
     seed = 0
     if rng is not None:
@@ -399,7 +404,9 @@ def load_model(source: str | dict[str, Any], *, base_dir: Path | None = None, li
         else:
             seed = int(rng.get("seed", 0))
     if c.errors:
-        raise ModelError(c.errors[0] if len(c.errors) == 1 else f"{len(c.errors)} errors: " + "; ".join(c.errors), errors=c.errors)
+        raise ModelError(
+            c.errors[0] if len(c.errors) == 1 else f"{len(c.errors)} errors: " + "; ".join(c.errors), errors=c.errors
+        )
     run_data = {k: v for k, v in data.items() if k != "provenance"}
     return ModelDoc(
         grid, tuple(nodes), tuple(tnodes), tuple(edges), tuple(constraints), outputs, seed,

@@ -10,7 +10,7 @@ holds 0 there. `flowtime run` applies a run's adjustments the same way, so batch
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,8 +116,13 @@ def rebase(old: Plan, V: np.ndarray, new: Plan) -> np.ndarray:
     return W
 
 
-def evaluate_with_adjustments(data: dict[str, Any], adjustments: Sequence[dict[str, Any]], bins: int,
-                              telemetry: dict[str, np.ndarray] | None, base_dir: Path | None) -> tuple[Plan, np.ndarray]:  # fmt: skip
+def evaluate_with_adjustments(
+    data: dict[str, Any],
+    adjustments: Sequence[dict[str, Any]],
+    bins: int,
+    telemetry: Mapping[str, np.ndarray] | None,
+    base_dir: Path | None,
+) -> tuple[Plan, np.ndarray]:
     """Batch evaluation of a model and its logged adjustments, in the live arithmetic order."""
     plan = compile_model(build_model(load_model(data, base_dir=base_dir)))
     V = np.zeros((plan.n_rows, bins))

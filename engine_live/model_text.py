@@ -8,6 +8,7 @@ import orjson
 
 from engine_live.errors import ModelError
 
+_ryaml: Any
 try:  # YAML 1.2, ~15x faster than PyYAML's C loader on large models
     import ryaml as _ryaml
 except ImportError:  # pragma: no cover - ryaml is a declared dependency

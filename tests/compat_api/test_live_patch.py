@@ -23,8 +23,13 @@ nodes:
   - {id: backlog, kind: expr, expr: "MAX(0, SHIFT(backlog, 1) + demand - served)", initial: 0}
 """
 DEMAND = [12.0, 8.0, 15.0, 9.0, 20.0, 4.0, 11.0, 13.0]
-PATCH = {"fromBin": 3, "nodes": [{"id": "cap", "kind": "expr", "expr": "14 + PULSE(2)"},
-                                 {"id": "extra", "kind": "expr", "expr": "served * 2"}]}
+PATCH = {
+    "fromBin": 3,
+    "nodes": [
+        {"id": "cap", "kind": "expr", "expr": "14 + PULSE(2)"},
+        {"id": "extra", "kind": "expr", "expr": "served * 2"},
+    ],
+}
 
 
 def _app(tmp_path: Path) -> tuple[TestClient, Settings]:
@@ -63,7 +68,7 @@ def test_patch_recomputes_and_batch_with_adjustments_is_identical(tmp_path: Path
 
 
 def test_patch_survives_restart(tmp_path: Path) -> None:
-    client, settings = _app(tmp_path)
+    client, _ = _app(tmp_path)
     with client as c:
         c.post("/v1/runs", json={"mode": "live", "model": MODEL, "options": {"runId": "p2"}})
         frames = b"\n".join(orjson.dumps({"bin": b, "series": "demand", "value": v}) for b, v in enumerate(DEMAND[:5]))
