@@ -35,9 +35,9 @@ class ExprGroup(Stage):
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
         res = self.fn(V, base, t0, t1)
-        nan = np.isnan(res)
-        if nan.any():  # one NaN bit pattern: which operand's NaN survives differs between numpy loops
-            res = np.where(nan, np.nan, res)
+        if res.size and np.isnan(res.min()):  # a reduction: no bool array on the common NaN-free path
+            # one NaN bit pattern: which operand's NaN survives differs between numpy loops
+            res = np.where(np.isnan(res), np.nan, res)
         if len(self.rows) == 1:
             V[int(self.rows[0]), t0 - base : t1 - base] = res[0]
         else:
