@@ -50,6 +50,7 @@ from engine_live.errors import (
     TooLargeError,
 )  # fmt: skip
 from engine_live.events import Event, RunStatus, encode_event, snapshot_written_event
+from engine_live.live_hooks import DerivedHooks
 from engine_live.live_run import LiveRun, ValidFrame
 from engine_live.live_state import capture
 from engine_live.model_build import build_model
@@ -211,7 +212,7 @@ class LiveService:
         graph = build_model(doc)
         plan = compile_model(graph)
         run = LiveRun(plan, run_id=run_id, epoch=epoch, grace_bins=int(options.get("graceBins", 2)),
-                      retention_bins=options.get("retentionBins"))  # fmt: skip
+                      retention_bins=options.get("retentionBins"), hooks=DerivedHooks(plan))  # fmt: skip
         folder = self.runs_dir / run_id / "live"
         validator = FrameValidator(graph, run_id, max_bins_ahead=self.settings.max_bins_ahead)
         return RunHandle(run_id, run, graph, text, options, created, folder, validator, provenance=doc.provenance)
@@ -426,7 +427,9 @@ class LiveService:
 
     def apply_patch(self, h: RunHandle, patch: Any, offset: int, *, replay: bool = False) -> dict[str, Any]:
         adj, plan, new_data = patch
-        events = h.run.replace_plan(plan, adj.from_bin)
+        old = h.run.hooks
+        hooks = DerivedHooks(plan, book=old.book) if isinstance(old, DerivedHooks) else None
+        events = h.run.replace_plan(plan, adj.from_bin, hooks)
         h.graph, h.model_data = plan.graph, new_data
         h.validator = FrameValidator(plan.graph, h.run_id, max_bins_ahead=self.settings.max_bins_ahead)
         h.adjustments.append(adj.to_wire())
@@ -563,7 +566,8 @@ class LiveService:
         matrix = run.V[:, lo - run.base : hi - run.base]
         gaps = run.node_gaps(lo, hi) if hi > lo else {}
         return StateSource.from_matrix(run_id, h.graph, run.plan.names, matrix, first_bin=lo, gaps=gaps,
-                                       grid=run.grid)  # fmt: skip
+                                       grid=run.grid,
+                                       warnings=run.hooks.active() if isinstance(run.hooks, DerivedHooks) else ())  # fmt: skip
 
     def state(self, run_id: str, bin_index: int) -> dict[str, Any]:
         return state_body(self.state_source(run_id), bin_index)

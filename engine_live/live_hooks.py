@@ -94,6 +94,8 @@ def _streak(flags: BoolArray) -> BoolArray:
 
 
 class DerivedHooks(BinHooks):
+    dependent_bins = DEPENDENT_BINS
+
     def __init__(self, plan: Plan, book: WarningBook | None = None) -> None:
         self.plan = plan
         self.layout = StackLayout.from_plan(plan)
@@ -140,7 +142,7 @@ class DerivedHooks(BinHooks):
         self._calls += 1
         if self._calls % self.prune_every == 0:
             low = run.lowest_correctable
-            self._mirror = {b: m for b, m in self._mirror.items() if b >= low + 3}
+            self._mirror = {b: m for b, m in self._mirror.items() if b >= low}
         return [(c.op, c.warning) for c in self.book.take_changes()]
 
     # -- flags ----------------------------------------------------------------------------------

@@ -66,6 +66,8 @@ class ApplyResult:
 class BinHooks:
     """Extension points; subclass and pass to LiveRun. Called only for bins being published."""
 
+    dependent_bins = 0  # how many later bins a bin's derived values depend on (republished after a correction)
+
     def wire(self, block: FloatArray) -> FloatArray:
         """Wire rounding of a (values × bins) block; NaN stays NaN (encoded as null)."""
         return block
@@ -195,10 +197,13 @@ class LiveRun:
         evaluate_range(self.plan, self.V, self.base, t0, t1)
         changed = (before.view(np.uint64) != self.V[:, c0:c1].view(np.uint64)).any(axis=0)
         changed[np.asarray(fixed) - t0] = True  # an input changed or a gap was filled
+        span = self.hooks.dependent_bins  # derived values read back this many bins: republish them too
+        for f in fixed:
+            changed[f - t0 : f - t0 + span + 1] = True
         for k in np.flatnonzero(changed).tolist():
             self._publish(t0 + k, t0 + k + 1, events, self.last_bin)
 
-    def replace_plan(self, plan: Plan, from_bin: int) -> list[Event]:
+    def replace_plan(self, plan: Plan, from_bin: int, hooks: BinHooks | None = None) -> list[Event]:
         """A logged model adjustment (§12.8): switch to `plan` (same telemetry series) from `from_bin`
         (≤ lastBin + 1); rows are carried over by series id, new series start at 0, and bins
         from_bin..lastBin are recomputed like a correction (revision +1 when any)."""
@@ -217,6 +222,8 @@ class LiveRun:
         self.P = self.P[[old_index[sid] for sid in self.telemetry_ids]]
         self._keep = self.retention_bins + plan.lookback
         self._build_delta_layout()
+        if hooks is not None:
+            self.hooks = hooks
         self.model_revision += 1
         events: list[Event] = []
         if from_bin <= self.last_bin:

@@ -178,9 +178,10 @@ function applyRunUpdate(ev) {
     if (d.nodeId == null) continue; // a model without topology: series deltas, nothing to draw
     if (!views.has(d.nodeId)) scheduleGraphReload(d.nodeId);
     const node = ensureNode(d.nodeId, d.kind);
-    if (ev.binIndex >= node.colorBin) {
-      node.color = d.derived?.color ?? "gray";
-      node.colorReason = d.derived?.colorReason ?? null;
+    // a delta without a colour (no derived values for it) keeps the colour we have
+    if (ev.binIndex >= node.colorBin && typeof d.derived?.color === "string") {
+      node.color = d.derived.color;
+      node.colorReason = d.derived.colorReason ?? null;
       node.colorBin = ev.binIndex;
     }
     node.values.set(ev.binIndex, sparkValue(d.metrics));
@@ -389,6 +390,18 @@ function layout(nodes, edges) {
   return pos;
 }
 
+/** Left-to-right when the target lies to the right; else between the facing bottom and top sides. */
+function edgePath(a, b) {
+  if (b.x >= a.x + NODE_W) {
+    const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2, mx = (x1 + x2) / 2;
+    return `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+  }
+  const down = b.y >= a.y;
+  const x1 = a.x + NODE_W / 2, y1 = down ? a.y + NODE_H : a.y;
+  const x2 = b.x + NODE_W / 2, y2 = down ? b.y : b.y + NODE_H, my = (y1 + y2) / 2;
+  return `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}`;
+}
+
 function drawGraph(graph, state) {
   const svg = $("graph");
   svg.replaceChildren();
@@ -405,8 +418,7 @@ function drawGraph(graph, state) {
   for (const e of edges) {
     const a = pos.get(e.from), b = pos.get(e.to);
     if (!a || !b) continue;
-    const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2, mx = (x1 + x2) / 2;
-    el("path", { class: "edge", d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, "marker-end": "url(#arrow)" }, svg);
+    el("path", { class: "edge", d: edgePath(a, b), "marker-end": "url(#arrow)" }, svg);
   }
   for (const n of nodes) {
     ensureNode(n.id, n.kind);
@@ -414,7 +426,7 @@ function drawGraph(graph, state) {
     const g = el("g", { class: "node", transform: `translate(${p.x},${p.y})`, "data-node-id": n.id, "data-color": "gray" }, svg);
     el("rect", { width: NODE_W, height: NODE_H, rx: 6 }, g);
     el("text", { class: "label", x: 8, y: 17 }, g).textContent = n.id;
-    el("text", { class: "kind", x: NODE_W - 8, y: 17, "text-anchor": "end" }, g).textContent = n.kind ?? "";
+    el("text", { class: "kind", x: 8, y: 31 }, g).textContent = n.kind ?? ""; // under the id: long ids fit
     const title = el("title", {}, g);
     title.textContent = n.id;
     const spark = el("polyline", { class: "spark", points: "" }, g);

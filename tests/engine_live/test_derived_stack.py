@@ -75,8 +75,9 @@ def reference(case: dict[str, Any], b: FakeBinding) -> Any:
 def bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
     """Same shape, NaN where the other is NaN, identical bits elsewhere (so -0.0 ≠ 0.0)."""
     na, nb = np.isnan(a), np.isnan(b)
-    return a.shape == b.shape and bool((na == nb).all()) and bool(
-        (a[~na].view(np.uint64) == b[~nb].view(np.uint64)).all())
+    return (
+        a.shape == b.shape and bool((na == nb).all()) and bool((a[~na].view(np.uint64) == b[~nb].view(np.uint64)).all())
+    )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

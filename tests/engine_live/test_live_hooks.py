@@ -229,6 +229,5 @@ nodes:
     ys = [u["deltas"][0]["series"]["y"] for u in ups]
     assert ys[0] == 1.0 and np.isnan(ys[1])  # non-finite → NaN on the wire rounding → null in JSON
     assert decode_event(encode_event(ups[1]))["deltas"][0]["series"]["y"] is None
-    warns = [(e["op"], e["warning"]["seriesId"], e["warning"]["bins"])
-             for e in events if e["type"] == "warning_update"]
+    warns = [(e["op"], e["warning"]["seriesId"], e["warning"]["bins"]) for e in events if e["type"] == "warning_update"]
     assert warns == [("add", "y", [1])]
