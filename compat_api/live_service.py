@@ -565,9 +565,10 @@ class LiveService:
         lo, hi = run.retained_range()
         matrix = run.V[:, lo - run.base : hi - run.base]
         gaps = run.node_gaps(lo, hi) if hi > lo else {}
-        return StateSource.from_matrix(run_id, h.graph, run.plan.names, matrix, first_bin=lo, gaps=gaps,
-                                       grid=run.grid,
-                                       warnings=run.hooks.active() if isinstance(run.hooks, DerivedHooks) else ())  # fmt: skip
+        warnings = run.hooks.active() if isinstance(run.hooks, DerivedHooks) else ()
+        return StateSource.from_matrix(
+            run_id, h.graph, run.plan.names, matrix, first_bin=lo, gaps=gaps, grid=run.grid, warnings=warnings
+        )
 
     def state(self, run_id: str, bin_index: int) -> dict[str, Any]:
         return state_body(self.state_source(run_id), bin_index)
