@@ -25,7 +25,7 @@ import hmac
 import ipaddress
 import json
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -246,10 +246,11 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-def require(scope: str) -> Callable[..., None]:
+def require(scope: str) -> Callable[..., Awaitable[None]]:
     """Route dependency: the request's bearer token must grant `scope` on the path's `run_id`."""
 
-    def check(request: Request, ctx: AppContext = Depends(get_ctx)) -> None:  # noqa: B008
+    async def check(request: Request, ctx: AppContext = Depends(get_ctx)) -> None:  # noqa: B008
+        # async: a sync dependency would cost every request a thread-pool hop
         ctx.auth.check(bearer_token(request), scope, request.path_params.get("run_id"))
 
     return check

@@ -54,6 +54,6 @@ class AppContext:
         return self.settings.data_dir / "compares"
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:  # async: no thread-pool hop per request
     ctx: AppContext = request.app.state.ctx
     return ctx

@@ -154,7 +154,9 @@ def handle_from_snapshot(service: LiveService, state: RunState, meta: SnapshotMe
 async def refill_history(service: LiveService, h: RunHandle, state: RunState, meta: SnapshotMeta) -> None:
     """Publish events 1..state.seq from events.log to the hub; cut what lies past the snapshot."""
     path = h.folder / EVENTS_LOG
-    scan = await asyncio.to_thread(read_event_log, path, meta.events_offset)
+    limits = service.settings  # decode only what the hub's history keeps (events.log holds every event)
+    scan = await asyncio.to_thread(read_event_log, path, meta.events_offset, tail_events=limits.hub_history_events,
+                                   tail_bytes=limits.hub_history_bytes)  # fmt: skip
     seqs = [int(ev.get("seq", -1)) for ev, _ in scan.events]
     ok = (scan.problem is None and scan.end_offset == meta.events_offset
           and all(ev.get("epoch") == state.epoch for ev, _ in scan.events)

@@ -261,30 +261,33 @@ class LiveService:
         return h
 
     async def ingest(self, run_id: str, body: bytes, *, source: tuple[int, int] | None = None) -> dict[str, Any]:
+        received = time.monotonic()  # metrics: ingest-to-publish latency starts at receipt
         h = self.handle(run_id)
         if not h.run.status.is_open or h.closing:
             raise RunClosedError(f"run '{run_id}' is {h.run.status.value}", runId=run_id)
+        capacity = self.settings.ingest_queue_frames
+        if self.queued_frames >= capacity:  # refuse before spending time on parsing
+            raise BackpressureError("the ingest queue is full; retry later", queued=self.queued_frames,
+                                    capacity=capacity)  # fmt: skip
         raw = parse_body(body)
         if len(raw) > self.settings.max_frames_per_request:
             raise TooLargeError(f"{len(raw)} frames exceed the limit of {self.settings.max_frames_per_request}")
         frames = h.validator.validate(raw, last_bin=h.run.last_bin)
+        n = len(frames)
+        if n > capacity:
+            raise TooLargeError(f"{n} values exceed the ingest queue's capacity of {capacity}", capacity=capacity)
         if frames and min(f.bin for f in frames) < h.run.lowest_correctable:
-            h.run.apply_record([])  # status check only
-            from engine_live.errors import OutsideRetentionError
-
             bad = min(f.bin for f in frames)
             raise OutsideRetentionError(f"bin {bad} is older than the retention window", bin=bad,
                                         lowestBin=h.run.lowest_correctable)  # fmt: skip
-        n = len(frames)
-        if self.queued_frames + n > self.settings.ingest_queue_frames:
-            raise BackpressureError("the ingest queue is full; retry later",
-                                    queued=self.queued_frames, capacity=self.settings.ingest_queue_frames)  # fmt: skip
+        if self.queued_frames + n > capacity:
+            raise BackpressureError("the ingest queue is full; retry later", queued=self.queued_frames,
+                                    capacity=capacity)  # fmt: skip
         record: dict[str, Any] = {"t": "frames", "f": [[f.bin, f.series, f.value] for f in frames]}
         if source is not None:
             record["src"] = list(source)  # Kafka partition and offset the frames came from
         payload = orjson.dumps(record)
-        item = _Item(payload, frames, n, asyncio.get_running_loop().create_future(), source,
-                     accepted=time.monotonic())  # fmt: skip  # metrics: ingest-to-publish latency starts here
+        item = _Item(payload, frames, n, asyncio.get_running_loop().create_future(), source, accepted=received)
         return await self._submit(h, item)
 
     def prepare_patch(self, h: RunHandle, body: Any) -> tuple[Any, Any, dict[str, Any]]:

@@ -25,9 +25,17 @@ class EventLogScan:
     events: list[tuple[Event, bytes]] = field(default_factory=list)
     end_offset: int = 0  # end of the last whole, decodable frame
     problem: str | None = None
+    skipped: int = 0  # older whole frames not decoded (tail reads)
 
 
-def read_event_log(path: Path, limit: int | None = None) -> EventLogScan:
+def read_event_log(path: Path, limit: int | None = None, *, tail_events: int | None = None,
+                   tail_bytes: int | None = None) -> EventLogScan:
+    """Decode the frames of the first `limit` bytes. With `tail_events` / `tail_bytes` (a hub history's
+    bounds) only the newest frames that fit both (at least one) are decoded and returned; the older
+    ones are walked by their length headers only (`skipped` counts them). Recovery reads a whole
+    events.log that way without parsing events the hub would evict at once."""
+    if tail_events is not None or tail_bytes is not None:
+        return _read_tail(path, limit, tail_events, tail_bytes)
     scan = EventLogScan()
     try:
         data = path.read_bytes()
@@ -57,6 +65,58 @@ def read_event_log(path: Path, limit: int | None = None) -> EventLogScan:
         scan.events.append((ev, body))
         pos += _LEN + n
         scan.end_offset = pos
+    return scan
+
+
+def _read_tail(path: Path, limit: int | None, max_events: int | None, max_bytes: int | None) -> EventLogScan:
+    scan = EventLogScan()
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        if limit:
+            scan.problem = "events.log is missing"
+        return scan
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if limit is not None and size < limit:
+            scan.problem = f"events.log is shorter ({size} bytes) than expected ({limit})"
+        end = size if limit is None else min(size, limit)
+        frames: list[tuple[int, int]] = []  # (position of the body, length) of every whole frame
+        pos = 0
+        while pos < end:
+            if pos + _LEN > end:
+                scan.problem = f"torn event header at byte {pos}"
+                break
+            fh.seek(pos)
+            n = int.from_bytes(fh.read(_LEN), "little")
+            if pos + _LEN + n > end:
+                scan.problem = f"torn event at byte {pos}"
+                break
+            frames.append((pos + _LEN, n))
+            pos += _LEN + n
+        first, total = len(frames), 0
+        while first > 0:
+            n = frames[first - 1][1]
+            fits = (max_events is None or len(frames) - first < max_events) and \
+                (max_bytes is None or total + n <= max_bytes)  # fmt: skip
+            if not fits and first < len(frames):
+                break
+            first, total = first - 1, total + n
+        scan.skipped = first
+        scan.end_offset = frames[first - 1][0] + frames[first - 1][1] if first else 0
+        if first < len(frames):
+            fh.seek(frames[first][0] - _LEN)
+            data = fh.read(frames[-1][0] + frames[-1][1] - frames[first][0] + _LEN)
+        base = frames[first][0] - _LEN if first < len(frames) else 0
+        for at, n in frames[first:]:
+            body = data[at - base : at - base + n]
+            try:
+                ev = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                scan.problem = f"undecodable event at byte {at - _LEN}"
+                break
+            scan.events.append((ev, body))
+            scan.end_offset = at + n
     return scan
 
 

@@ -7,6 +7,8 @@ the test did: frames counted = frames sent, bins behind ≥ 0, a latency histogr
 the WebSocket clients gauge equal to the connected clients, snapshot size/age/duration after a
 snapshot, recovery progress after a restart, runs by status.
 (The snapshot is the periodic one: `POST /v1/runs/{id}/snapshots` is not routed yet.)
+With a Tansu broker: frames consumed from Kafka are counted, every event reaches the Kafka sink, and
+the consumer lag gauge drains to 0.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 from server_proc import ServerProcess
 from websockets.asyncio.client import ClientConnection, connect
@@ -202,3 +206,49 @@ async def feed_with_a_client(server: ServerProcess, client: httpx.Client, bins: 
     await asyncio.to_thread(wait_scrape, client, lambda s: s.get("flowtime_websocket_clients") == 0,
                             "no WebSocket client")  # fmt: skip
     return sent, len(bins)
+
+
+EVENTS_TOPIC, TELEMETRY_TOPIC, DLQ_TOPIC = "flowtime.events", "flowtime.telemetry", "flowtime.telemetry.dlq"
+
+
+async def create_topics(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, 1, 1) for t in (TELEMETRY_TOPIC, EVENTS_TOPIC, DLQ_TOPIC)])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, frames: list[dict[str, Any]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for f in frames:
+            await producer.send_and_wait(TELEMETRY_TOPIC, orjson.dumps(f), key=RUN.encode())
+    finally:
+        await producer.stop()
+
+
+def test_kafka_metrics(tansu_broker: Any, tmp_path: Path) -> None:
+    """With Kafka: frames from the telemetry topic are counted, events sent to Kafka, the lag drains to 0."""
+    env = {"FLOWTIME_KAFKA_BOOTSTRAP": tansu_broker.bootstrap, "FLOWTIME_KAFKA_IDEMPOTENCE": "false"}
+    frames = [f for b in range(8) for f in bin_frames(b)]
+    asyncio.run(create_topics(tansu_broker.bootstrap))
+    with ServerProcess(tmp_path / "data", env=env) as server, httpx.Client(base_url=server.base_url) as client:
+        body = {"mode": "live", "model": MODEL, "options": {"runId": RUN, "graceBins": 0}}
+        assert client.post("/v1/runs", json=body).status_code == 202
+        asyncio.run(produce(tansu_broker.bootstrap, frames))
+
+        def settled(s: Scrape) -> bool:
+            lag = s.get("flowtime_kafka_consumer_lag", topic=TELEMETRY_TOPIC, partition="0")
+            to_kafka = s.get("flowtime_events_published_total", sink="kafka") or 0
+            to_hub = s.get("flowtime_events_published_total", sink="websocket") or 0
+            return (
+                s.get("flowtime_ingested_frames_total", run_id=RUN) == len(frames)
+                and lag == 0
+                and to_kafka == to_hub > 0
+            )
+
+        s = wait_scrape(client, settled, "Kafka frames ingested, every event sent to Kafka, consumer lag 0")
+        assert s.value("flowtime_bins_behind", run_id=RUN) >= 0
