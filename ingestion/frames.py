@@ -42,6 +42,15 @@ def parse_body(body: bytes | str) -> list[Any]:
     text = data.strip()
     if not text:
         raise MalformedBodyError("empty body: expected a JSON object, a JSON array or NDJSON")
+    if text.startswith(b"{") and b"\n" in text:  # NDJSON: one parse of the lines joined as an array
+        lines = [ln for ln in text.split(b"\n") if ln.strip()]
+        try:
+            joined = orjson.loads(b"[" + b",".join(lines) + b"]")
+        except orjson.JSONDecodeError:
+            pass  # find the bad line below, for the message
+        else:
+            if isinstance(joined, list) and len(joined) == len(lines):
+                return joined
     try:
         whole = orjson.loads(text)
     except orjson.JSONDecodeError:
