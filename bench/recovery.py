@@ -107,12 +107,14 @@ def _inproc_main(data: str, profile: bool, out_q: Any) -> None:
 
     def timed(name: str, fn: Any) -> Any:
         if asyncio.iscoroutinefunction(fn):
+
             async def wrap_async(*a: Any, **k: Any) -> Any:
                 t = time.perf_counter()
                 try:
                     return await fn(*a, **k)
                 finally:
                     times[name] = times.get(name, 0.0) + time.perf_counter() - t
+
             return wrap_async
 
         def wrap(*a: Any, **k: Any) -> Any:
@@ -121,6 +123,7 @@ def _inproc_main(data: str, profile: bool, out_q: Any) -> None:
                 return fn(*a, **k)
             finally:
                 times[name] = times.get(name, 0.0) + time.perf_counter() - t
+
         return wrap
 
     for attr, label in (("load_current", "snapshot load (load_current)"), ("scan_log", "log scan (scan_log)"),
@@ -210,9 +213,10 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"recovery: {args.nodes} nodes ({args.nodes * 3} telemetry series), snapshot holding {args.retain} bins, "
-          f"{args.tail} logged bins after it (one record of {args.nodes * 3} frames each), {os.cpu_count()} CPUs")  # fmt: skip
-    print("on disk: " + ", ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in sizes.items()))
+    print(f"recovery: {args.nodes} nodes ({args.nodes * 3} telemetry series), snapshot holding {args.retain} "
+          f"bins, {args.tail} logged bins after it (one record of {args.nodes * 3} frames each), "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print("on disk: " + ", ".join(f"{k} {v / 2**20:,.1f} MiB" for k, v in sizes.items()))
     print()
     print(f"{'flowtime serve (subprocess)':<40} {'seconds':>8}")
     print(f"{'  empty data dir: start → /readyz 200':<40} {base['ready_s']:>8.2f}")

@@ -186,7 +186,8 @@ def measure(srv: ServerProcess, nodes: int, first_bin: int, bins: int, warmup: i
     return {"lat": lat, "codes": dict(codes), "snapshots": snaps, "wall_s": time.monotonic() - t0}
 
 
-def run_variant(name: str, fixture: Path, work: Path, args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+def run_variant(name: str, fixture: Path, work: Path, args: argparse.Namespace,
+                options: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     data = work / name / "data"
     t = time.monotonic()
     shutil.copytree(fixture, data)
@@ -217,8 +218,14 @@ def run_variant(name: str, fixture: Path, work: Path, args: argparse.Namespace, 
     return res
 
 
-def profile_summary(path: Path, title: str, top: int = 18) -> str:
-    """Inclusive share of samples per function per thread kind (main = the event loop)."""
+FOCUS = ("capture (engine_live/live_state.py", "SegmentedLog.roll", "_ensure_columns", "LiveRun._publish",
+         "LiveService.apply ", "FrameValidator.validate", "parse_body", "commit_sync", "encode_retained",
+         "write_table", "_read_meta", "write_file", "fsync", "_sha ")  # fmt: skip
+IDLE = ("Condition.wait", "Queue.get", "select (selectors.py", "_worker (concurrent", "WorkerThread.run")
+
+
+def profile_summary(path: Path, title: str) -> str:
+    """Share of the samples (inclusive) in the functions that matter, per thread kind (main = event loop)."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
@@ -227,25 +234,20 @@ def profile_summary(path: Path, title: str, top: int = 18) -> str:
     tot: Counter[str] = Counter()
     for line in lines:
         stack, _, n = line.rpartition(" ")
-        kind = "main" if "MainThread" in stack.split(";", 1)[0] or "(MainThread" in stack else "other"
+        frames = stack.split(";")
+        if any(i in frames[-1] for i in IDLE):
+            continue  # a thread waiting for work
+        kind = "main" if "MainThread" in ";".join(frames[:2]) else "other"
         tot[kind] += int(n)
-        for f in set(stack.split(";")):
-            per[kind][f] += int(n)
-    skip = ("<module>", "_run_code", "_run_module_as_main", "main (", "cmd_serve", "run_server", "Server.run",
-            "asyncio_run", "Runner.run", "run_until_complete", "run_forever", "thread (", "process ",
-            "_bootstrap", "_worker (concurrent", "run (concurrent", "run (threading", "Context.run",
-            "_run (asyncio/events")  # fmt: skip
-    out = [f"{title}: samples main={tot['main']} other threads={tot['other']}"]
+        for f in set(frames):
+            for key in FOCUS:
+                if f.startswith(key) or key in f:
+                    per[kind][key.split(" (")[0].strip()] += int(n)
+                    break
+    out = [f"{title}: busy samples main={tot['main']} other threads={tot['other']}"]
     for kind in ("main", "other"):
-        out.append(f" {kind}:")
-        shown = 0
-        for func, count in per[kind].most_common(300):
-            if any(s in func for s in skip):
-                continue
-            out.append(f"  {count / max(sum(tot.values()), 1) * 100:5.1f}%  {func[:110]}")
-            shown += 1
-            if shown >= top:
-                break
+        shown = ", ".join(f"{k} {c / max(tot[kind], 1) * 100:.1f}%" for k, c in per[kind].most_common())
+        out.append(f"  {kind}: {shown or '-'}")
     return "\n".join(out)
 
 
@@ -258,6 +260,7 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=4.0, help="bins/s sent (0: back to back)")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--keep", type=Path, help="keep the fixture here (reused when it exists)")
+    p.add_argument("--variants", default="none,every10", help="comma-separated subset of none,every10")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ft-snapbench-"))
@@ -270,7 +273,8 @@ def main() -> int:
             print(f"fixture built in {took:.0f} s", flush=True)
         for name, opts in (("none", {"snapshotEveryBins": HUGE, "snapshotEverySeconds": HUGE}),
                            ("every10", {"snapshotEveryBins": 10, "snapshotEverySeconds": HUGE})):  # fmt: skip
-            rows[name] = run_variant(name, fixture, work, args, opts)
+            if name in args.variants.split(","):
+                rows[name] = run_variant(name, fixture, work, args, opts)
     finally:
         shutil.rmtree(work, ignore_errors=True) if not args.profile else None
 
@@ -288,14 +292,16 @@ def main() -> int:
     if "none" in rows and "every10" in rows:
         a = [x for _, x in rows["none"]["lat"]]
         b = [x for _, x in rows["every10"]["lat"]]
-        print(f"added p99: {pct(b, 99) - pct(a, 99):+.1f} ms (target ≤ 2 ms); added p50: {pct(b, 50) - pct(a, 50):+.1f} ms")
+        print(f"added p99: {pct(b, 99) - pct(a, 99):+.1f} ms (target ≤ 2 ms); "
+              f"added p50: {pct(b, 50) - pct(a, 50):+.1f} ms")  # fmt: skip
         worst = sorted(rows["every10"]["lat"], key=lambda t: -t[1])[:8]
         print("every10, slowest requests (bin: ms): " + ", ".join(f"{bb}: {x:.0f}" for bb, x in worst))
         trig = [x for bb, x in rows["every10"]["lat"] if bb % 10 == 9]
         rest = [x for bb, x in rows["every10"]["lat"] if bb % 10 != 9]
         if trig and rest:
-            print(f"every10, requests whose bin triggers a capture (bin % 10 == 9): mean {sum(trig) / len(trig):.1f} ms,"
-                  f" p50 {pct(trig, 50):.1f} ms; the others: mean {sum(rest) / len(rest):.1f} ms, p50 {pct(rest, 50):.1f} ms")
+            print(f"every10, requests whose bin triggers a capture (bin % 10 == 9): mean "
+                  f"{sum(trig) / len(trig):.1f} ms, p50 {pct(trig, 50):.1f} ms; the others: mean "
+                  f"{sum(rest) / len(rest):.1f} ms, p50 {pct(rest, 50):.1f} ms")  # fmt: skip
     if args.profile:
         print()
         print(profile_summary(work / "spy_all.txt", "server, every10, all samples (py-spy, inclusive)"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import import_module
@@ -41,12 +43,22 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
 
         kafka = KafkaWiring(ctx)
         ctx.extras["kafka"] = kafka  # read by compat_api/metrics_wiring.py (Kafka sends and lag)
+        startup: asyncio.Task[None] | None = None
         if ctx.live is not None:
-            await ctx.live.start()
-            await kafka.start()
+            live = ctx.live
+
+            async def recover_then_consume() -> None:
+                await live.start()  # recovery: /readyz answers 503 with progress until it is done
+                await kafka.start()
+
+            startup = asyncio.create_task(recover_then_consume(), name="live-recovery")
         try:
             yield
         finally:
+            if startup is not None and not startup.done():
+                startup.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await startup
             await kafka.stop()
             hub = ctx.extras.get("hub")
             if hub is not None:
@@ -63,6 +75,9 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     )
     app.state.ctx = ctx
     install_error_handlers(app)
+    from compat_api.recovery_gate import RecoveryGate
+
+    app.add_middleware(RecoveryGate, ctx=ctx)
     from compat_api.limits import BodyLimitMiddleware
 
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -1,46 +1,110 @@
-"""Canonical artifacts of a live run at close (SPEC §4, §12.7): the evaluated bins as a RunResult."""
+"""Canonical artifacts of a live run at close and on POST /snapshots (SPEC §4, §6 Retention, §12.7).
+
+The full series of bins 0..lastBin are assembled from the run's committed segments
+(`live/segments/*.parquet`, the bins that left memory) and the columns still in its matrix.
+`take_view` copies everything needed on the event loop, between two records (the columns, the
+counters, the segment list, the model); `build_result` reads the segments and builds the RunResult
+and may run in a worker thread, so a slow disk never blocks the loop and later records cannot
+tear the view. A damaged or missing segment raises `SegmentError` (the service then fails the
+close with that reason instead of leaving the run `closing`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from engine_live.batch_run import collect_warnings, output_series, topology_view
+from engine_live.compiler import ZERO, Plan
 from engine_live.events import RunStatus
+from engine_live.grid import Grid
+from engine_live.live_run import node_gap_masks
 from engine_live.run_result import RunResult
+from engine_live.series_defs import ModelGraph
 from snapshot_writer.artifacts import write_run_artifacts
+from snapshot_writer.segments import Segment, assemble
 
 if TYPE_CHECKING:
     from compat_api.live_service import LiveService, RunHandle
 
 
-def live_result(h: RunHandle) -> RunResult:
+@dataclass(frozen=True)
+class LiveView:
+    """A consistent copy of what the artifacts of a live run are built from."""
+
+    run_id: str
+    live_dir: Path
+    plan: Plan
+    graph: ModelGraph
+    telemetry_ids: tuple[str, ...]
+    first: int  # first bin of V/P (the matrix's base); bins below come from `segments`
+    V: NDArray[np.float64]
+    P: NDArray[np.bool_]
+    segments: tuple[Segment, ...]
+    status: RunStatus
+    epoch: str
+    seq: int
+    last_bin: int
+    watermark: int
+    revision: int
+    model_text: str
+    provenance: dict[str, Any] | None
+    created_utc: str
+    adjustments: tuple[dict[str, Any], ...]
+    grid: Grid
+
+
+def take_view(h: RunHandle) -> LiveView:
+    """Copy the run's evaluated columns and counters (call on the event loop, between two records)."""
     run = h.run
-    series = run.final_series()
-    plan = run.plan
-    n = run.last_bin + 1
-    V = np.zeros((plan.n_rows, n))
-    for sid, values in series.items():
-        V[plan.row[sid]] = values
-    grid = run.grid.with_bins(n)
-    gaps = run.node_gaps(0, n) if n else {}
-    provenance = h.provenance
-    return RunResult(
-        run_id=h.run_id, mode="live",
-        status="completed" if run.status in (RunStatus.CLOSING, RunStatus.COMPLETED) else run.status.value,
-        grid=grid, spec_text=h.model_text, provenance=provenance,
-        template_id=(provenance or {}).get("templateId"),
-        seed=h.graph.seed, rng={"kind": "pcg32", "seed": h.graph.seed}, series=output_series(h.graph, plan, V),
-        warnings=collect_warnings(h.graph, plan, V, gaps), created_utc=h.created_utc,
-        topology=topology_view(h.graph),
-        live={"epoch": run.epoch, "seq": run.seq, "lastBin": run.last_bin, "watermark": run.watermark,
-              "revision": run.revision},
-        live_session=run.epoch, adjustments=list(h.adjustments),
+    first, V, P = run.held_columns()
+    return LiveView(
+        run_id=h.run_id, live_dir=h.folder, plan=run.plan, graph=h.graph, telemetry_ids=run.telemetry_ids,
+        first=first, V=V, P=P, segments=tuple(h.segments), status=run.status, epoch=run.epoch, seq=run.seq,
+        last_bin=run.last_bin, watermark=run.watermark, revision=run.revision, model_text=h.model_text,
+        provenance=h.provenance, created_utc=h.created_utc, adjustments=tuple(h.adjustments), grid=run.grid,
     )  # fmt: skip
 
 
+def build_result(view: LiveView) -> RunResult:
+    """Segments + the copied columns → the RunResult of bins 0..lastBin (reads files: off the loop)."""
+    plan = view.plan
+    n = view.last_bin + 1
+    if n > 0:
+        V, P = assemble(view.live_dir, view.segments, plan.names, view.telemetry_ids, view.first, view.V, view.P)
+    else:
+        V, P = np.zeros((plan.n_rows, 0)), np.zeros((len(view.telemetry_ids), 0), dtype=bool)
+    V[plan.row[ZERO]] = 0.0  # as a batch run has it
+    gaps = node_gap_masks(plan, view.telemetry_ids, ~P) if n else {}
+    provenance, seed = view.provenance, view.graph.seed
+    status = view.status
+    return RunResult(
+        run_id=view.run_id, mode="live",
+        status="completed" if status in (RunStatus.CLOSING, RunStatus.COMPLETED) else status.value,
+        grid=view.grid.with_bins(n), spec_text=view.model_text, provenance=provenance,
+        template_id=(provenance or {}).get("templateId"),
+        seed=seed, rng={"kind": "pcg32", "seed": seed}, series=output_series(view.graph, plan, V),
+        warnings=collect_warnings(view.graph, plan, V, gaps), created_utc=view.created_utc,
+        topology=topology_view(view.graph),
+        live={"epoch": view.epoch, "seq": view.seq, "lastBin": view.last_bin, "watermark": view.watermark,
+              "revision": view.revision},
+        live_session=view.epoch, adjustments=list(view.adjustments),
+    )  # fmt: skip
+
+
+def live_result(h: RunHandle) -> RunResult:
+    """The RunResult of the run as it is now (synchronous: reads the segments on the calling thread)."""
+    return build_result(take_view(h))
+
+
 async def write_live_artifacts(service: LiveService, h: RunHandle) -> Any:
-    result = live_result(h)
-    return await asyncio.to_thread(write_run_artifacts, result, h.folder.parent)
+    view = take_view(h)
+    return await asyncio.to_thread(lambda: write_run_artifacts(build_result(view), h.folder.parent))
+
+
+__all__ = ["LiveView", "build_result", "live_result", "take_view", "write_live_artifacts"]

@@ -7,7 +7,9 @@ Per run folder `runs/<id>/live/` (one with log segments, a CURRENT or snapshots)
    whole log), as before snapshots existed.
 2. `scan_log` from the snapshot's log offset across the segments. A torn tail of the newest
    segment was never acknowledged: it is cut with a warning.
-3. The run is restored (`restore`, adjustments re-applied to the plan first); the hub history is
+3. The run is restored (`restore`, adjustments re-applied to the plan first) together with the
+   snapshot's segment list (`live/segments/`, the bins that already left memory: `load_current`
+   checked they exist, close reads them back); the hub history is
    refilled from `events.log` up to the snapshot's seq, and anything past that (it may not have
    been fsynced) is cut — the replay regenerates it.
 4. The log from the snapshot's offset is replayed through `service.apply`: events are a pure
@@ -38,6 +40,7 @@ from ingestion.ingest_log import HEADER
 from snapshot_writer.event_log import cut_event_log, read_event_log
 from snapshot_writer.live_snapshot import CURRENT, EVENTS_LOG, SnapshotMeta, load_current
 from snapshot_writer.log_segments import SegmentedLog, list_segments, scan_log
+from snapshot_writer.segments import segments_end
 
 if TYPE_CHECKING:
     from compat_api.live_service import LiveService, RunHandle
@@ -146,6 +149,8 @@ def handle_from_snapshot(service: LiveService, state: RunState, meta: SnapshotMe
     if c.get("adjustments"):
         h.validator = FrameValidator(h.graph, h.run_id, max_bins_ahead=service.settings.max_bins_ahead)
     h.run = restore(plan, state, h.run.hooks)
+    h.segments = meta.segments
+    h.run.persisted_before = segments_end(meta.segments)  # persistence is tracked from here on in any case
     h.kafka_offsets = dict(meta.kafka_offsets)
     h.create_record = {k: v for k, v in c.items() if k != "adjustments"}
     return h

@@ -16,11 +16,19 @@ Snapshots (`snapshot_writer.live_checkpoint`): after each applied batch the work
 the capture is a copy taken right there, between two records, and the commit runs in a thread
 while ingestion goes on. The log is a set of segments with absolute offsets
 (`snapshot_writer.log_segments`), rolled at every capture. `docs/checkpointing.md` has the order.
+
+Retention (SPEC §6): every run tracks `persisted_before`; a snapshot job carries the run's immutable
+bins not yet persisted, the commit writes them as segments `live/segments/<from>-<to>.parquet`, and
+only after the commit (here, on the event loop) does the run let those columns leave memory. Close
+and POST /snapshots assemble the full series from the segments and the matrix
+(`compat_api.live_artifacts`); when that fails at close the run becomes `failed` (status event with
+the reason, not seq'd: a failure is not a function of the log) instead of staying `closing`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import secrets
@@ -61,6 +69,7 @@ from ingestion.ingest_log import HEADER, cut_tail, read_records
 from snapshot_writer.live_checkpoint import RunCheckpoint
 from snapshot_writer.live_snapshot import SnapshotJob, SnapshotMeta
 from snapshot_writer.log_segments import SegmentedLog
+from snapshot_writer.segments import Segment, SegmentError, segments_end
 
 log = logging.getLogger("flowtime.live")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -112,6 +121,7 @@ class RunHandle:
     create_record: dict[str, Any] | None = None  # the logged create record (snapshots carry it)
     checkpoint: RunCheckpoint | None = None
     artifacts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one §4 writer per folder
+    segments: tuple[Segment, ...] = ()  # committed segments (bins 0..run.persisted_before-1)
     # metrics (ingest-to-publish latency): per bin, when the oldest request with frames for it whose
     # run_update is not yet published was accepted; see LiveService._observe_latency
     accepted_at: dict[int, float] = field(default_factory=dict)
@@ -141,6 +151,7 @@ class LiveService:
         self.hub: EventPublisher = hub or NullPublisher()
         self.runs: dict[str, RunHandle] = {}
         self.ready = False
+        self.ready_event = asyncio.Event()  # set when recovery is done
         self.queued_frames = 0
         self._progress = {"runs": 0, "runsDone": 0, "records": 0}
         self.on_events: list[Callable[[RunHandle, list[Event]], None]] = []
@@ -163,6 +174,8 @@ class LiveService:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         await recover_runs(self, self._progress)
         self.ready = True
+        self.ready_event.set()
+        gc.freeze()  # recovered state is long-lived: keep it out of every later full collection
         self._ticker = asyncio.create_task(self._tick(), name="live-ticker")
 
     async def _tick(self) -> None:
@@ -212,7 +225,8 @@ class LiveService:
         graph = build_model(doc)
         plan = compile_model(graph)
         run = LiveRun(plan, run_id=run_id, epoch=epoch, grace_bins=int(options.get("graceBins", 2)),
-                      retention_bins=options.get("retentionBins"), hooks=DerivedHooks(plan))  # fmt: skip
+                      retention_bins=options.get("retentionBins"), hooks=DerivedHooks(plan),
+                      persisted_before=0)  # fmt: skip
         folder = self.runs_dir / run_id / "live"
         validator = FrameValidator(graph, run_id, max_bins_ahead=self.settings.max_bins_ahead)
         return RunHandle(run_id, run, graph, text, options, created, folder, validator, provenance=doc.provenance)
@@ -412,9 +426,13 @@ class LiveService:
             self.emit(h, events, replay=replay)
             self._observe_latency(h, events, replay)
             if run.status is RunStatus.CLOSING:
-                async with h.artifacts_lock:
-                    await write_live_artifacts(self, h)
-                self.emit(h, run.complete(), replay=replay)
+                try:
+                    async with h.artifacts_lock:
+                        await write_live_artifacts(self, h)
+                except Exception as exc:  # never leave the run stuck in `closing`
+                    self._close_failed(h, exc)
+                else:
+                    self.emit(h, run.complete(), replay=replay)
                 self.hub_close(h)
             return {"runId": h.run_id, "status": run.status.value, "logOffset": offset}
         if accepted is not None and not replay and self.metrics is not None:
@@ -427,6 +445,14 @@ class LiveService:
             self.metrics.observe_ingest(h.run_id, len(frames), res.events)
         return {"accepted": res.accepted, "duplicates": res.duplicates, "corrected": res.corrected,
                 "logOffset": offset, "watermark": run.watermark, "lastBin": run.last_bin}  # fmt: skip
+
+    def _close_failed(self, h: RunHandle, exc: BaseException) -> None:
+        """The close could not write the §4 artifacts: the run is `failed` (it cannot complete)."""
+        reason = f"artifacts_failed: {type(exc).__name__}: {exc}"
+        log.error("run %s: close failed, the run is failed: %s", h.run_id, reason, exc_info=exc,
+                  extra={"run_id": h.run_id})  # fmt: skip
+        ev = h.run.set_status(RunStatus.FAILED, reason, seqd=False)
+        self.hub.publish(h.run_id, ev, encode_event(ev), seqd=False)
 
     def apply_patch(self, h: RunHandle, patch: Any, offset: int, *, replay: bool = False) -> dict[str, Any]:
         adj, plan, new_data = patch
@@ -484,7 +510,10 @@ class LiveService:
         create = dict(h.create_record or {})
         create["adjustments"] = list(h.adjustments)
         events_offset = h.events_fh.tell() if h.events_fh is not None else 0
-        return SnapshotJob(capture(h.run), h.applied_offset, events_offset, create, dict(h.kafka_offsets))
+        run = h.run
+        segment_to = run.immutable_before if run.persisted_before is not None else None
+        return SnapshotJob(capture(run), h.applied_offset, events_offset, create, dict(h.kafka_offsets),
+                           segment_to=segment_to, segments=h.segments)  # fmt: skip
 
     async def _checkpoint(self, h: RunHandle) -> None:
         cp = h.checkpoint
@@ -496,6 +525,9 @@ class LiveService:
             log.exception("run %s: snapshot capture failed", h.run_id, extra={"run_id": h.run_id})
 
     def _snapshot_committed(self, h: RunHandle, job: SnapshotJob, meta: SnapshotMeta) -> None:
+        if segments_end(meta.segments) > segments_end(h.segments):  # on the loop: the bins may leave memory now
+            h.segments = meta.segments
+            h.run.mark_persisted(segments_end(meta.segments))
         if self.metrics is not None and hasattr(self.metrics, "snapshot_committed"):
             self.metrics.snapshot_committed(h.run_id, meta.duration_s, meta.size_bytes)
         ev = snapshot_written_event(h.run_id, h.run.epoch, h.run.seq, job.state.last_bin,
@@ -517,7 +549,7 @@ class LiveService:
             try:
                 info = await write_live_artifacts(self, h)
                 manifest_hash = getattr(info, "manifest_hash", manifest_hash)
-            except OutsideRetentionError as exc:  # bins 0.. have left memory: only the snapshot
+            except (OutsideRetentionError, SegmentError) as exc:  # a segment is unreadable: only the snapshot
                 log.warning("run %s: §4 artifacts skipped: %s", run_id, exc, extra={"run_id": run_id})
         return {"runId": run_id, "seq": meta.seq, "lastBin": meta.last_bin, "path": f"live/snapshots/{meta.name}",
                 "manifestHash": manifest_hash}  # fmt: skip

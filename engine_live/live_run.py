@@ -6,6 +6,16 @@ evaluated bin with a missing input is a zero-filled placeholder (a data gap). Th
 forward (and grow when a record reaches far ahead) keeping every bin still correctable — the last
 `retention_bins` evaluated bins — plus `plan.lookback` bins of history before them.
 
+Persistence (SPEC §6 Retention): a run that is snapshotted (`persisted_before` not None; the live
+service sets 0) lets a bin leave the matrix only once a committed snapshot holds it in an immutable
+segment: columns below min(lowest_correctable − lookback, persisted_before) may be dropped, the
+matrix grows otherwise (bounded by retention + lookback + the bins between two snapshot commits).
+`immutable_before` is where no correction (they reach back to lowest_correctable) and no
+evaluation (it reads `plan.lookback` bins before that) can touch a bin any more:
+`unpersisted_range()` = [persisted_before, immutable_before) is what the next snapshot must write as
+a segment, `mark_persisted(b)` (after its commit) lets those columns go. With `persisted_before`
+None (a run nothing persists: the pure engine in tests and benches) the window slides as before.
+
 `apply_record` takes one ingestion-log record's validated frames and returns the events it
 causes, seq +1 each: first the republished bins of a correction (one `evaluate_range` over
 t..lastBin, only bins whose bits or gap state changed, `revision` raised once per record), then
@@ -86,12 +96,14 @@ class LiveRun:
     INITIAL_COLUMNS = 256  # grown by doubling up to keep + slack
 
     def __init__(self, plan: Plan, *, run_id: str, epoch: str, grace_bins: int = DEFAULT_GRACE_BINS,
-                 retention_bins: int | None = None, hooks: BinHooks | None = None) -> None:  # fmt: skip
+                 retention_bins: int | None = None, hooks: BinHooks | None = None,
+                 persisted_before: int | None = None) -> None:  # fmt: skip
         grid = plan.graph.grid
         self.plan, self.grid, self.run_id, self.epoch = plan, grid, run_id, epoch
         self.grace_bins = grace_bins
         self.retention_bins = retention_bins or grid.bins or OPEN_ENDED_RETENTION
         self.hooks = hooks or BinHooks()
+        self.persisted_before = persisted_before  # bins below are in committed segments (None: not tracked)
         self.status = RunStatus.CREATED
         self.seq = self.revision = self.model_revision = 0
         self.watermark = self.last_bin = -1
@@ -138,6 +150,25 @@ class LiveRun:
     @property
     def lowest_correctable(self) -> int:
         return max(0, self.last_bin - self.retention_bins + 1)
+
+    # -- persistence ----------------------------------------------------------------------------
+    @property
+    def immutable_before(self) -> int:
+        """Evaluated bins below this can never change again nor be read by an evaluation."""
+        return max(0, self.lowest_correctable - self.plan.lookback)
+
+    def unpersisted_range(self) -> tuple[int, int]:
+        """[from, to): the immutable evaluated bins not yet in a committed segment (empty when from ≥ to)."""
+        return self.persisted_before or 0, self.immutable_before
+
+    def mark_persisted(self, before: int) -> None:
+        """A committed snapshot holds every bin below `before` in segments: those columns may go."""
+        self.persisted_before = max(self.persisted_before or 0, before)
+
+    def held_columns(self) -> tuple[int, FloatArray, NDArray[np.bool_]]:
+        """(first bin, V, P): copies of the evaluated columns still in memory, bins first..last_bin."""
+        n = self.last_bin + 1 - self.base
+        return self.base, self.V[:, :n].copy(), self.P[:, :n].copy()
 
     # -- ingestion ------------------------------------------------------------------------------
     def apply_record(self, frames: Sequence[ValidFrame]) -> ApplyResult:
@@ -253,13 +284,18 @@ class LiveRun:
 
     # -- columns --------------------------------------------------------------------------------
     def _ensure_columns(self, hi: int) -> None:
-        """Make bin `hi` addressable, sliding out bins no evaluation or correction can read."""
+        """Make bin `hi` addressable, sliding out bins no evaluation or correction can read and
+        (when persistence is tracked) that a committed segment holds; growing otherwise."""
         cols = self.V.shape[1]
         if hi < self.base + cols:
             return
-        lo = max(self.base, self.lowest_correctable - self.plan.lookback)
+        lo = self.immutable_before
+        if self.persisted_before is not None:
+            lo = min(lo, self.persisted_before)
+        lo = max(self.base, lo)
         need = hi - lo + 1
-        new_cols = cols if need <= cols else max(need, min(self._keep + self._slack, 2 * cols))
+        grow = need if need <= self._keep + self._slack else need + self._slack  # amortise a blocked slide
+        new_cols = cols if need <= cols else max(grow, min(self._keep + self._slack, 2 * cols))
         V = np.zeros((self.V.shape[0], new_cols))
         P = np.zeros((self.P.shape[0], new_cols), dtype=bool)
         keep = self.base + cols - lo
@@ -337,14 +373,7 @@ class LiveRun:
 
     def node_gaps(self, t0: int, t1: int) -> dict[str, NDArray[np.bool_]]:
         """Per topology node, the bins of [t0, t1) where any of its telemetry inputs was zero-filled."""
-        missing = self.gaps(t0, t1)
-        tele = {sid: missing[i] for i, sid in enumerate(self.telemetry_ids)}
-        out: dict[str, NDArray[np.bool_]] = {}
-        for b in self.plan.graph.topo:
-            masks = [tele[sid] for sid in b.fields.values() if sid in tele]
-            if masks:
-                out[b.id] = np.logical_or.reduce(masks)
-        return out
+        return node_gap_masks(self.plan, self.telemetry_ids, self.gaps(t0, t1))
 
     def final_series(self) -> dict[str, FloatArray]:
         """Every series over bins 0..last_bin; requires the whole evaluated range to be retained."""
@@ -353,3 +382,15 @@ class LiveRun:
             raise OutsideRetentionError(f"bins before {lo} have left memory", bin=0)
         V = self.V[:, -self.base : hi - self.base]
         return {name: V[i].copy() for i, name in enumerate(self.plan.names) if name != ZERO}
+
+
+def node_gap_masks(plan: Plan, telemetry_ids: Sequence[str],
+                   missing: NDArray[np.bool_]) -> dict[str, NDArray[np.bool_]]:  # fmt: skip
+    """Per topology node, OR of the `missing` rows (telemetry series × bins) of its telemetry inputs."""
+    tele = {sid: missing[i] for i, sid in enumerate(telemetry_ids)}
+    out: dict[str, NDArray[np.bool_]] = {}
+    for b in plan.graph.topo:
+        masks = [tele[sid] for sid in b.fields.values() if sid in tele]
+        if masks:
+            out[b.id] = np.logical_or.reduce(masks)
+    return out

@@ -7,8 +7,10 @@ column slack) is a pure function of the plan and the constructor arguments.
 
 `restore` gives a run that behaves bit-identically to the captured one from then on: the same
 column window (same `base` and the same number of columns, so the window slides at the same
-records), the same epoch/seq/revision counters, and hooks restored from their state — so the same
-future records produce the same events with the same seq numbers.
+records), the same epoch/seq/revision counters, the same `persisted_before` (a snapshot's state.json
+records the segments its commit wrote), and hooks restored from their state — so the same future
+records produce the same events with the same seq numbers. Which columns are held never changes an
+event: only bins at or after lowest_correctable − lookback are ever read.
 
 Hooks take part when they carry state: an object with `state() -> JSON-able` and
 `from_state(state)` — or `from_state(plan, state)`, as `DerivedHooks` has it. `from_state` may
@@ -69,6 +71,7 @@ class RunState:
     P: NDArray[np.bool_] = field(repr=False)
     hooks: Any = None
     slack: int | None = None  # the run's column slack (fixed at creation, kept across a PATCH)
+    persisted_before: int | None = None  # bins below are in committed segments (None: not tracked)
 
     @property
     def held_to(self) -> int:
@@ -88,7 +91,7 @@ class RunState:
             "watermark": self.watermark, "lastBin": self.last_bin, "base": self.base,
             "columns": self.columns, "graceBins": self.grace_bins, "retentionBins": self.retention_bins,
             "names": list(self.names), "telemetryIds": list(self.telemetry_ids), "hooks": self.hooks,
-            "slack": self.slack, "heldBins": [self.base, self.held_to],
+            "slack": self.slack, "heldBins": [self.base, self.held_to], "persistedBefore": self.persisted_before,
         }  # fmt: skip
 
     @classmethod
@@ -101,7 +104,7 @@ class RunState:
             watermark=int(c["watermark"]), last_bin=int(c["lastBin"]), base=int(c["base"]),
             columns=int(c["columns"]), grace_bins=int(c["graceBins"]), retention_bins=int(c["retentionBins"]),
             names=tuple(c["names"]), telemetry_ids=tuple(c["telemetryIds"]), V=V, P=P, hooks=c.get("hooks"),
-            slack=c.get("slack"),
+            slack=c.get("slack"), persisted_before=c.get("persistedBefore"),
         )  # fmt: skip
 
 
@@ -110,13 +113,16 @@ def capture(run: LiveRun) -> RunState:
     hi = max(run.watermark, run.last_bin) + 1
     n = max(0, min(hi - run.base, run.V.shape[1]))
     hooks = run.hooks
-    hook_state = copy.deepcopy(hooks.state()) if isinstance(hooks, StatefulHooks) else None
+    # state() must return fresh plain data (it does: WarningBook.to_state builds new containers), so no deepcopy
+    # here: capture runs on the event loop, and a deepcopy of a large warning book took over a second.
+    hook_state = hooks.state() if isinstance(hooks, StatefulHooks) else None
     return RunState(
         run_id=run.run_id, epoch=run.epoch, status=run.status.value, seq=run.seq, revision=run.revision,
         model_revision=run.model_revision, watermark=run.watermark, last_bin=run.last_bin, base=run.base,
         columns=int(run.V.shape[1]), grace_bins=run.grace_bins, retention_bins=run.retention_bins,
         names=tuple(run.plan.names), telemetry_ids=run.telemetry_ids,
         V=run.V[:, :n].copy(), P=run.P[:, :n].copy(), hooks=hook_state, slack=run._slack,
+        persisted_before=run.persisted_before,
     )  # fmt: skip
 
 
@@ -152,6 +158,7 @@ def restore(plan: Plan, state: RunState, hooks: BinHooks | None = None) -> LiveR
     run.V[:, :n] = state.V
     run.P[:, :n] = state.P
     run.base = state.base
+    run.persisted_before = state.persisted_before
     if state.slack is not None:
         run._slack = state.slack
     run.status = RunStatus(state.status)  # a restore is not a transition

@@ -29,7 +29,7 @@ class EventLogScan:
 
 
 def read_event_log(path: Path, limit: int | None = None, *, tail_events: int | None = None,
-                   tail_bytes: int | None = None) -> EventLogScan:
+                   tail_bytes: int | None = None) -> EventLogScan:  # fmt: skip
     """Decode the frames of the first `limit` bytes. With `tail_events` / `tail_bytes` (a hub history's
     bounds) only the newest frames that fit both (at least one) are decoded and returned; the older
     ones are walked by their length headers only (`skipped` counts them). Recovery reads a whole

@@ -6,11 +6,14 @@ Folder `runs/<id>/live/`: `snapshots/<name>/{state.json, create.json, retained.p
 
 Commit order of `SnapshotWriter.commit(job)` (all of it in a worker thread):
 
-1. `temp_written`    files into `snapshots/.tmp-<name>-<hex>/`, each fsynced, then the folder;
+1. `temp_written`    new immutable segments `segments/<from>-<to>.parquet` (each fsynced and renamed
+                     into place, `snapshot_writer.segments`), then the files into
+                     `snapshots/.tmp-<name>-<hex>/`, each fsynced, then the folder;
 2. `renamed`         the folder renamed to `snapshots/<name>`, `snapshots/` fsynced;
 3. `events_synced`   `events.log` fsynced (it holds every event up to the snapshot's seq);
 4. `current_switched` `CURRENT` (`{"snapshot": name, "stateHash"}`) replaced atomically;
-5. `pruned`          snapshots beyond the newest `keep` (and crash leftovers) removed;
+5. `pruned`          snapshots beyond the newest `keep` (and crash leftovers) removed, and segment
+                     files CURRENT does not list (orphans of crashed commits);
 6. `log_truncated`   log segments that end at or before the OLDEST kept snapshot's offset removed.
 
 Failure cases (a crash after step k; recovery always starts from what CURRENT names):
@@ -19,6 +22,12 @@ folder is an orphan that the next prune removes. 3: same, events.log is merely s
 4-6: recovery uses the new snapshot; anything not yet pruned or truncated is removed by the next
 commit. Truncating only before the oldest kept snapshot keeps the fallback (a damaged CURRENT
 snapshot → the previous one) lossless. `docs/checkpointing.md` has the long form.
+
+Segments: a job carries `segment_to` (the run's `immutable_before` at capture) and the segments
+committed so far; the writer keeps its own list (ahead of the job's while an earlier commit was in
+flight) and writes bins [end of that list, segment_to) from the captured matrix as one new segment.
+state.json lists every segment (`segments`, `persistedBefore`); committed segments are never
+rewritten, so the older kept snapshot's list is a prefix of CURRENT's.
 
 `load_current(live_dir)` validates CURRENT's snapshot (state hash from CURRENT, file hashes from
 state.json, shapes) and otherwise falls back to the newest other valid snapshot.
@@ -42,6 +51,14 @@ from engine_live.live_state import RunState
 from snapshot_writer.atomic_files import fsync_dir, fsync_file, json_bytes, write_file, write_json_atomic
 from snapshot_writer.log_segments import truncate_log_before
 from snapshot_writer.retained_table import decode_retained, encode_retained
+from snapshot_writer.segments import (
+    Segment,
+    check_segments,
+    parse_segments,
+    prune_segments,
+    segments_end,
+    write_segment,
+)
 
 STEPS = ("temp_written", "renamed", "events_synced", "current_switched", "pruned", "log_truncated")
 SNAPSHOTS, CURRENT, EVENTS_LOG = "snapshots", "CURRENT", "events.log"
@@ -69,6 +86,8 @@ class SnapshotJob:
     events_offset: int  # bytes of events.log holding events 1..state.seq
     create: dict[str, Any]  # the create record (runId, epoch, createdUtc, model, options)
     kafka_offsets: dict[int, int] = field(default_factory=dict)
+    segment_to: int | None = None  # write segments for the bins below this (None: the run is not persisted)
+    segments: tuple[Segment, ...] = ()  # the segments committed when the job was captured
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,7 @@ class SnapshotMeta:
     problems: tuple[str, ...] = ()
     duration_s: float = 0.0
     size_bytes: int = 0
+    segments: tuple[Segment, ...] = ()  # every segment this snapshot lists (contiguous from bin 0)
 
 
 class SnapshotWriter:
@@ -99,6 +119,7 @@ class SnapshotWriter:
         self.clock = clock
         self.lock = asyncio.Lock()
         self.commits = 0
+        self.segments: tuple[Segment, ...] | None = None  # committed by this writer (None: none yet)
 
     async def commit(self, job: SnapshotJob) -> SnapshotMeta:
         async with self.lock:
@@ -111,6 +132,7 @@ class SnapshotWriter:
         name = self._name(job, snaps)
         if isinstance(name, SnapshotMeta):
             return name  # nothing happened since: the same state is already committed
+        segments = self._write_segments(job)
         retained = encode_retained(job.state.V, job.state.P, job.state.base, job.state.names,
                                    job.state.telemetry_ids)  # fmt: skip
         create = json_bytes(job.create)
@@ -118,7 +140,10 @@ class SnapshotWriter:
         body = {**job.state.counters(), "logOffset": job.log_offset, "eventsOffset": job.events_offset,
                 "kafkaOffsets": {str(k): v for k, v in sorted(job.kafka_offsets.items())},
                 "retained": {"fromBin": lo, "toBin": hi - 1, "heldBins": [job.state.base, job.state.held_to]},
-                "files": {RETAINED: _sha(retained), CREATE: _sha(create)}}  # fmt: skip
+                "files": {RETAINED: _sha(retained), CREATE: _sha(create)},
+                "segments": [seg.to_wire() for seg in segments],
+                "persistedBefore": segments_end(segments) if job.segment_to is not None or segments
+                else job.state.persisted_before}  # fmt: skip
         state = json_bytes(body)
         tmp = snaps / f".tmp-{name}-{secrets.token_hex(4)}"
         tmp.mkdir()
@@ -134,8 +159,11 @@ class SnapshotWriter:
             fsync_file(events)
         self.after_step("events_synced")
         write_json_atomic(self.live_dir / CURRENT, {"snapshot": name, "stateHash": _sha(state)})
+        self.segments = segments
         self.after_step("current_switched")
         kept = self.prune(name)
+        if job.segment_to is not None:
+            prune_segments(self.live_dir, segments)
         self.after_step("pruned")
         offsets = [m.log_offset for m in (_read_meta(self.live_dir, n) for n in kept) if m is not None]
         truncate_log_before(self.live_dir, min([job.log_offset, *offsets]))
@@ -144,7 +172,23 @@ class SnapshotWriter:
         size = len(retained) + len(create) + len(state)
         meta = self._meta(name, job, _sha(state))
         took = (self.clock() - t0) if self.clock else 0.0
-        return replace(meta, duration_s=took, size_bytes=size)
+        return replace(meta, duration_s=took, size_bytes=size, segments=segments)
+
+    def _write_segments(self, job: SnapshotJob) -> tuple[Segment, ...]:
+        """The committed segments plus, when the job has immutable bins past them, one new segment
+        (written and fsynced here, before the snapshot folder: CURRENT never names a missing one)."""
+        mine = self.segments
+        held = mine if mine is not None and segments_end(mine) >= segments_end(job.segments) else job.segments
+        st, to = job.state, job.segment_to
+        start = segments_end(held)
+        if to is None or to <= start:
+            return held
+        if start < st.base or to > st.held_to:
+            raise ValueError(f"snapshot of seq {st.seq}: bins {start}..{to - 1} are not in the captured matrix "
+                             f"(held {st.base}..{st.held_to - 1})")  # fmt: skip
+        cols = slice(start - st.base, to - st.base)
+        seg = write_segment(self.live_dir, st.V[:, cols], st.P[:, cols], start, st.names, st.telemetry_ids)
+        return (*held, seg)
 
     def _name(self, job: SnapshotJob, snaps: Path) -> str | SnapshotMeta:
         """`<seq>`, else `<seq>.<logOffset>`; the committed meta when CURRENT already holds this state."""
@@ -202,7 +246,7 @@ def _read_meta(live_dir: Path, name: str) -> SnapshotMeta | None:
         s = orjson.loads(raw)
         return SnapshotMeta(name, live_dir / SNAPSHOTS / name, int(s["logOffset"]), int(s["eventsOffset"]),
                             {int(k): int(v) for k, v in s["kafkaOffsets"].items()}, {}, _sha(raw), int(s["seq"]),
-                            int(s["lastBin"]), str(s["epoch"]))  # fmt: skip
+                            int(s["lastBin"]), str(s["epoch"]), segments=parse_segments(s.get("segments")))  # fmt: skip
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
 
@@ -221,9 +265,13 @@ def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None) -> t
                 raise ValueError(f"{f} does not match its hash in state.json")
         V, P = decode_retained(files[RETAINED], int(s["base"]), s["names"], s["telemetryIds"])
         state = RunState.from_counters(s, V, P)
+        segments = parse_segments(s.get("segments"))
+        if segments and state.persisted_before != segments_end(segments):
+            raise ValueError("persistedBefore does not match the listed segments")
+        check_segments(live_dir, segments)
         meta = SnapshotMeta(name, folder, int(s["logOffset"]), int(s["eventsOffset"]),
                             {int(k): int(v) for k, v in s["kafkaOffsets"].items()}, orjson.loads(files[CREATE]),
-                            _sha(raw), state.seq, state.last_bin, state.epoch)  # fmt: skip
+                            _sha(raw), state.seq, state.last_bin, state.epoch, segments=segments)  # fmt: skip
     except ValueError:
         raise
     except Exception as exc:  # any unreadable part makes the snapshot unusable
