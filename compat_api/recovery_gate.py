@@ -24,7 +24,7 @@ class RecoveryGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         live = self.ctx.live
         path = scope.get("path", "")
-        if (scope["type"] not in ("http", "websocket") or live is None or live.ready or path == "/"
+        if (scope["type"] not in ("http", "websocket") or live is None or getattr(live, "ready", True) or path == "/"
                 or path.startswith(OPEN_PATHS)):  # fmt: skip
             await self.app(scope, receive, send)
             return

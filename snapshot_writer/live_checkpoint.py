@@ -9,7 +9,10 @@ on the injected clock since the last capture, and the log moved) or was requeste
 2. rolls the ingestion log to a new segment at the current end (no appends are in flight at that
    point), so the snapshot's log offset is a segment base and truncation only deletes files;
 3. starts the commit (`SnapshotWriter.commit`, all file work in a thread) as a background task
-   and returns: the worker goes back to ingesting while the snapshot is written.
+   and returns: the worker goes back to ingesting while the snapshot is written. The job carries
+   the run's immutable bins not yet in a segment (`segment_to`, the committed `segments`); the
+   commit writes them as a segment, and `on_commit` (on the event loop) is where the service lets
+   the run drop those columns (`LiveRun.mark_persisted`).
 
 Commits are serialised by the writer's lock (FIFO). A periodic snapshot is skipped while another
 commit is in flight; a requested one (`request()`, e.g. POST /snapshots) always gets its own

@@ -238,7 +238,8 @@ def test_dashboard_in_headless_chromium(chromium: str, tmp_path: Path) -> None:
         graph = httpx.get(f"{base}/v1/runs/{run_id}/graph", timeout=10.0).json()
         node_ids = {str(n["id"]) for n in graph["nodes"]}
         assert node_ids, graph
-        with tempfile.TemporaryDirectory(prefix="flowtime-chromium-") as profile:
+        # chromium helper processes may still write to the profile while it is removed: ignore that
+        with tempfile.TemporaryDirectory(prefix="flowtime-chromium-", ignore_cleanup_errors=True) as profile:
             asyncio.run(drive(chromium, Path(profile), tmp_path, f"{base}/?run={run_id}", run_id, node_ids))
 
 
