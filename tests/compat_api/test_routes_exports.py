@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
 
-import duckdb
 import orjson
 import pandas as pd
 import pyarrow.parquet as pq
@@ -20,6 +19,7 @@ from compat_api.app import ROUTERS, create_app
 from compat_api.auth import TokenAuthenticator, parse_tokens_setting
 from compat_api.context import AppContext
 from compat_api.settings import Settings
+from tests.duckdb_query import duckdb_fetchall
 
 ROUTER = "compat_api.routes_exports"
 
@@ -80,9 +80,7 @@ def test_get_export_generates_on_demand_and_streams(client: TestClient, tmp_path
     frame = pd.read_parquet(io.BytesIO(parquet.content))
     assert frame["node"].iloc[0] == "Svc"
     (tmp_path / "got.parquet").write_bytes(parquet.content)
-    relation = duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'got.parquet'}' WHERE node = 'Q'")
-    assert relation is not None
-    duck = relation.fetchall()
+    duck = duckdb_fetchall(f"SELECT count(*) FROM '{tmp_path / 'got.parquet'}' WHERE node = 'Q'")
     assert duck[0][0] == (frame["node"] == "Q").sum() > 0
 
 

@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import orjson
 import pandas as pd
@@ -22,6 +21,7 @@ from snapshot_writer import exports
 from snapshot_writer.artifacts import write_run_artifacts
 from snapshot_writer.exports import ensure_export, export_run, is_current, read_catalog, value_tokens
 from snapshot_writer.number_format import format_values
+from tests.duckdb_query import duckdb_fetchall
 
 CREATED = "2025-10-08T12:00:00Z"
 MODEL = """\
@@ -129,11 +129,9 @@ def test_parquet_reads_back_with_pyarrow_pandas_and_duckdb(tmp_path: Path) -> No
     assert math.isnan(frame["value"].iloc[20]) and frame["value"].iloc[21] == math.inf
     keys = frame[["node", "metric", "series_id"]].drop_duplicates()
     assert [tuple(k) for k in keys.itertuples(index=False)] == EXPECTED_KEYS
-    relation = duckdb.sql(f"SELECT * FROM '{path}' WHERE node = 'Next' ORDER BY metric, bin_index")
-    assert relation is not None
-    got = relation.fetchall()
-    assert len(got) == 8 and got[0][1:] == (0, "Next", "arrivals", "served@SERVED@DEFAULT", 10.0)
-    assert got[0][0].isoformat() == "2025-10-07T00:00:00+00:00"
+    got = duckdb_fetchall(f"SELECT * FROM '{path}' WHERE node = 'Next' ORDER BY metric, bin_index")
+    assert len(got) == 8 and got[0][1:] == [0, "Next", "arrivals", "served@SERVED@DEFAULT", 10.0]
+    assert got[0][0] == "2025-10-07 00:00:00+00:00"
     csv = pacsv.read_csv(run_dir / "export" / "export.csv")
     np.testing.assert_array_equal(csv.column("value").to_numpy(), table.column("value").to_numpy())
 
