@@ -102,6 +102,13 @@ class _Entry:
         return self.worst_value
 
 
+def _visible(w: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a published warning stale: its first bins, worst value or severity. A count that
+    only grows (a persistent warning on every new bin) is not re-sent on its own — that would be
+    one event per warning per bin; clients read the current count from state and snapshots."""
+    return (w["bins"], w["value"], w["severity"])
+
+
 def _sort_key(key: Key) -> tuple[str, str, str]:
     return (key[0], key[1] or "", key[2] or "")
 
@@ -220,7 +227,7 @@ class WarningBook:
                     del self._published[key]
                 continue
             cur = self._warning(key, entry)
-            if cur != prev:
+            if prev is None or _visible(cur) != _visible(prev):
                 self._published[key] = _copy(cur)
                 changes.append(WarningChange("add", _copy(cur)))
         self._dirty.clear()
