@@ -182,10 +182,10 @@ def test_single_bin_calls_stay_cheap_on_a_long_run() -> None:
 def test_count_only_growth_is_not_resent() -> None:
     """A persistent warning flags every new bin: re-sending it for each would flood the stream."""
     book = WarningBook()
-    flag(book, K, [0, 1, 2, 3, 4], [True] * 5, [-1.0] * 5)
+    flag(book, K, [0, 1, 2, 3, 4], [True] * 5, [-1.0] * 5, worst="min")
     assert ops(book) == [("add", "served_negative", "A", 5)]
-    flag(book, K, [5, 6], [True, True], [-1.0, -1.0])  # first five bins and worst value unchanged
+    flag(book, K, [5, 6], [True, True], [-1.0, -1.0], worst="min")  # first five bins and worst value unchanged
     assert book.take_changes() == []
     assert book.active()[0]["count"] == 7  # the current count is in state and snapshots
-    flag(book, K, [7], [True], [-3.0])  # a worse value is news
+    flag(book, K, [7], [True], [-3.0], worst="min")  # a worse value is news
     assert ops(book) == [("add", "served_negative", "A", 8)]
