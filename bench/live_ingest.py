@@ -163,6 +163,9 @@ class Observer:
                     self.seen.setdefault(msg["binIndex"], now)
                 else:
                     self.other[str(kind)] += 1
+                    if kind == "snapshot":  # after a resync the snapshot stands for every bin it holds
+                        for b in range(int((msg.get("state") or {}).get("lastBin", -1)) + 1):
+                            self.seen.setdefault(b, now)
 
     def wait_bins(self, n: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
