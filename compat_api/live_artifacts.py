@@ -30,7 +30,7 @@ from snapshot_writer.artifacts import write_run_artifacts
 from snapshot_writer.segments import Segment, assemble
 
 if TYPE_CHECKING:
-    from compat_api.live_service import LiveService, RunHandle
+    from compat_api.live_service import RunHandle
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def live_result(h: RunHandle) -> RunResult:
     return build_result(take_view(h))
 
 
-async def write_live_artifacts(service: LiveService, h: RunHandle) -> Any:
+async def write_live_artifacts(service: object, h: RunHandle) -> Any:
     view = take_view(h)
     return await asyncio.to_thread(lambda: write_run_artifacts(build_result(view), h.folder.parent))
 

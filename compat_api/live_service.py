@@ -30,21 +30,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import re
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from compat_api.live_artifacts import write_live_artifacts
+from compat_api.live_reads import LiveReads
+from compat_api.live_snapshots import LiveSnapshots
 from compat_api.settings import Settings
-from compat_api.state_view import StateSource, state_body, state_window_body
 from engine_live.compiler import compile_model
 from engine_live.errors import (
     BackpressureError,
@@ -52,99 +50,35 @@ from engine_live.errors import (
     FlowTimeError,
     IngestError,
     ModelError,
-    NotFoundError,
     OutsideRetentionError,
     RunClosedError,
     TooLargeError,
 )  # fmt: skip
-from engine_live.events import Event, RunStatus, encode_event, snapshot_written_event
+from engine_live.events import Event, RunStatus, encode_event
 from engine_live.live_hooks import DerivedHooks
 from engine_live.live_run import LiveRun, ValidFrame
-from engine_live.live_state import capture
 from engine_live.model_build import build_model
 from engine_live.model_doc import load_model
-from engine_live.series_defs import ModelGraph
 from ingestion.frames import FrameValidator, parse_body
 from ingestion.ingest_log import HEADER, cut_tail, read_records
-from snapshot_writer.live_checkpoint import RunCheckpoint
-from snapshot_writer.live_snapshot import SnapshotJob, SnapshotMeta
 from snapshot_writer.log_segments import SegmentedLog
-from snapshot_writer.segments import Segment, SegmentError, segments_end
 
 log = logging.getLogger("flowtime.live")
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-OPTION_KEYS = {"runId", "graceBins", "retentionBins", "snapshotEveryBins", "snapshotEverySeconds",
-               "idleCloseSeconds"}  # fmt: skip
 
 
-class EventPublisher(Protocol):
-    def publish(self, run_id: str, event: Event, data: bytes, *, seqd: bool = True) -> object: ...
+from compat_api.live_handle import (  # noqa: E402 - re-exported names
+    RUN_ID_RE,
+    EventPublisher,
+    NullPublisher,
+    QueuedRecord,
+    RunHandle,
+    parse_create,
+)  # fmt: skip
+
+_Item = QueuedRecord  # the name benches use
 
 
-class NullPublisher:
-    def publish(self, run_id: str, event: Event, data: bytes, *, seqd: bool = True) -> None:
-        return None
-
-
-@dataclass
-class _Item:
-    payload: bytes
-    frames: list[ValidFrame] | None  # None: a close record
-    n: int
-    future: asyncio.Future[dict[str, Any]]
-    source: tuple[int, int] | None = None
-    patch: Any = None  # (Adjustment, Plan, model data) for a PATCH record
-    accepted: float = 0.0  # metrics: time.monotonic() when ingest() accepted the request
-
-
-@dataclass
-class RunHandle:
-    run_id: str
-    run: LiveRun
-    graph: ModelGraph
-    model_text: str
-    options: dict[str, Any]
-    created_utc: str
-    folder: Path
-    validator: FrameValidator
-    log: SegmentedLog | None = None
-    queue: deque[_Item] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    worker: asyncio.Task[None] | None = None
-    events_fh: Any = None
-    closing: bool = False
-    adjustments: list[dict[str, Any]] = field(default_factory=list)
-    provenance: dict[str, Any] | None = None  # the model's provenance block (templateId, ...)
-    model_data: dict[str, Any] | None = None  # the model as parsed, with adjustments applied
-    kafka_offsets: dict[int, int] = field(default_factory=dict)
-    applied_offset: int = 0  # end offset of the last applied log record
-    create_record: dict[str, Any] | None = None  # the logged create record (snapshots carry it)
-    checkpoint: RunCheckpoint | None = None
-    artifacts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one §4 writer per folder
-    segments: tuple[Segment, ...] = ()  # committed segments (bins 0..run.persisted_before-1)
-    # metrics (ingest-to-publish latency): per bin, when the oldest request with frames for it whose
-    # run_update is not yet published was accepted; see LiveService._observe_latency
-    accepted_at: dict[int, float] = field(default_factory=dict)
-
-
-def parse_create(body: dict[str, Any]) -> tuple[str | dict[str, Any], dict[str, Any]]:
-    model = body.get("model")
-    if not isinstance(model, str | dict):
-        raise ModelError("model: required (YAML/JSON text or an object)")
-    options = body.get("options") or {}
-    if not isinstance(options, dict):
-        raise ModelError("options: must be an object")
-    unknown = set(options) - OPTION_KEYS - {"deterministicRunId", "async"}
-    if unknown:
-        raise ModelError(f"options: unknown key '{sorted(unknown)[0]}'")
-    for key in ("graceBins", "retentionBins", "snapshotEveryBins"):
-        v = options.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if key == "graceBins" else 1)):
-            raise ModelError(f"options.{key}: must be a non-negative integer")
-    return model, options
-
-
-class LiveService:
+class LiveService(LiveReads, LiveSnapshots):
     def __init__(self, settings: Settings, *, metrics: Any = None, hub: EventPublisher | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.settings, self.metrics, self.clock = settings, metrics, clock
@@ -163,9 +97,6 @@ class LiveService:
     @property
     def runs_dir(self) -> Path:
         return self.settings.data_dir / "runs"
-
-    def recovery_progress(self) -> dict[str, int]:
-        return dict(self._progress)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -268,12 +199,6 @@ class LiveService:
         return await create_telemetry_run(body, self.ctx)
 
     # -- ingest ---------------------------------------------------------------------------------
-    def handle(self, run_id: str) -> RunHandle:
-        h = self.runs.get(run_id)
-        if h is None:
-            raise NotFoundError(f"unknown live run '{run_id}'", runId=run_id)
-        return h
-
     async def ingest(self, run_id: str, body: bytes, *, source: tuple[int, int] | None = None) -> dict[str, Any]:
         received = time.monotonic()  # metrics: ingest-to-publish latency starts at receipt
         h = self.handle(run_id)
@@ -301,7 +226,7 @@ class LiveService:
         if source is not None:
             record["src"] = list(source)  # Kafka partition and offset the frames came from
         payload = orjson.dumps(record)
-        item = _Item(payload, frames, n, asyncio.get_running_loop().create_future(), source, accepted=received)
+        item = QueuedRecord(payload, frames, n, asyncio.get_running_loop().create_future(), source, accepted=received)
         return await self._submit(h, item)
 
     def prepare_patch(self, h: RunHandle, body: Any) -> tuple[Any, Any, dict[str, Any]]:
@@ -327,7 +252,7 @@ class LiveService:
         h = self.ensure_open(run_id)
         adj, plan, new_data = self.prepare_patch(h, body)
         payload = orjson.dumps({"t": "patch", **adj.to_wire()})
-        item = _Item(payload, None, 0, asyncio.get_running_loop().create_future(), patch=(adj, plan, new_data))
+        item = QueuedRecord(payload, None, 0, asyncio.get_running_loop().create_future(), patch=(adj, plan, new_data))
         return await self._submit(h, item)
 
     async def close_run(self, run_id: str) -> dict[str, Any]:
@@ -335,7 +260,7 @@ class LiveService:
         if not h.run.status.is_open or h.closing:
             return self.detail(run_id)  # a repeated close is a no-op
         h.closing = True
-        await self._submit(h, _Item(b'{"t":"close"}', None, 0, asyncio.get_running_loop().create_future()))
+        await self._submit(h, QueuedRecord(b'{"t":"close"}', None, 0, asyncio.get_running_loop().create_future()))
         return self.detail(run_id)
 
     async def delete_run(self, run_id: str) -> dict[str, Any] | None:
@@ -368,7 +293,7 @@ class LiveService:
         log.info("run %s deleted", run_id, extra={"run_id": run_id})
         return {"runId": run_id, "deleted": True, "status": h.run.status.value, "previousStatus": was.value}
 
-    async def _submit(self, h: RunHandle, item: _Item) -> dict[str, Any]:
+    async def _submit(self, h: RunHandle, item: QueuedRecord) -> dict[str, Any]:
         self.queued_frames += item.n
         h.queue.append(item)
         h.wake.set()
@@ -498,144 +423,12 @@ class LiveService:
             del h.accepted_at[b]
 
     # -- snapshots ------------------------------------------------------------------------------
-    def make_checkpoint(self, h: RunHandle) -> RunCheckpoint:
-        every_bins = h.options.get("snapshotEveryBins") or self.settings.snapshot_every_bins
-        every_s = h.options.get("snapshotEverySeconds") or self.settings.snapshot_every_seconds
-        return RunCheckpoint(h.folder, every_bins=int(every_bins), every_seconds=float(every_s), clock=self.clock,
-                             keep=self.settings.snapshots_kept, after_step=self.snapshot_fault,
-                             on_commit=lambda job, meta: self._snapshot_committed(h, job, meta))  # fmt: skip
-
-    def snapshot_job(self, h: RunHandle) -> SnapshotJob:
-        """The copy a snapshot is written from; call between two records (on the event loop)."""
-        create = dict(h.create_record or {})
-        create["adjustments"] = list(h.adjustments)
-        events_offset = h.events_fh.tell() if h.events_fh is not None else 0
-        run = h.run
-        segment_to = run.immutable_before if run.persisted_before is not None else None
-        return SnapshotJob(capture(run), h.applied_offset, events_offset, create, dict(h.kafka_offsets),
-                           segment_to=segment_to, segments=h.segments)  # fmt: skip
-
-    async def _checkpoint(self, h: RunHandle) -> None:
-        cp = h.checkpoint
-        if cp is None or not (cp.requests or cp.due(h.run, h.applied_offset)):
-            return
-        try:
-            await cp.run_due(h.run, h.applied_offset, lambda: self.snapshot_job(h), h.log)
-        except Exception:
-            log.exception("run %s: snapshot capture failed", h.run_id, extra={"run_id": h.run_id})
-
-    def _snapshot_committed(self, h: RunHandle, job: SnapshotJob, meta: SnapshotMeta) -> None:
-        if segments_end(meta.segments) > segments_end(h.segments):  # on the loop: the bins may leave memory now
-            h.segments = meta.segments
-            h.run.mark_persisted(segments_end(meta.segments))
-        if self.metrics is not None and hasattr(self.metrics, "snapshot_committed"):
-            self.metrics.snapshot_committed(h.run_id, meta.duration_s, meta.size_bytes)
-        ev = snapshot_written_event(h.run_id, h.run.epoch, h.run.seq, job.state.last_bin,
-                                    f"live/snapshots/{meta.name}", meta.state_hash)  # fmt: skip
-        self.hub.publish(h.run_id, ev, encode_event(ev), seqd=False)  # repeats the current seq
-
-    async def request_snapshot(self, h: RunHandle) -> SnapshotMeta:
-        assert h.checkpoint is not None
-        fut = h.checkpoint.request()
-        h.wake.set()
-        return await fut
-
-    async def snapshot(self, run_id: str) -> dict[str, Any]:
-        """POST /v1/runs/{id}/snapshots: a committed snapshot now, plus the full §4 artifacts."""
-        h = self.ensure_open(run_id)
-        meta = await self.request_snapshot(h)
-        manifest_hash = meta.state_hash
-        async with h.artifacts_lock:
-            try:
-                info = await write_live_artifacts(self, h)
-                manifest_hash = getattr(info, "manifest_hash", manifest_hash)
-            except (OutsideRetentionError, SegmentError) as exc:  # a segment is unreadable: only the snapshot
-                log.warning("run %s: §4 artifacts skipped: %s", run_id, exc, extra={"run_id": run_id})
-        return {"runId": run_id, "seq": meta.seq, "lastBin": meta.last_bin, "path": f"live/snapshots/{meta.name}",
-                "manifestHash": manifest_hash}  # fmt: skip
-
-    def snapshot_tick(self) -> None:
-        """Wake every run whose time-based snapshot is due (call periodically; reads the clock)."""
-        for h in self.runs.values():
-            if h.checkpoint is not None and h.checkpoint.due(h.run, h.applied_offset):
-                h.wake.set()
-
     def hub_close(self, h: RunHandle) -> None:
         close = getattr(self.hub, "close_run", None)
         if close is not None:
             close(h.run_id, 1000)
 
     # -- reads ----------------------------------------------------------------------------------
-    def kafka_offsets(self) -> dict[int, int]:
-        """Per partition, the highest Kafka offset any run has logged: records at or below are skipped."""
-        out: dict[int, int] = {}
-        for h in self.runs.values():
-            for part, off in h.kafka_offsets.items():
-                out[part] = max(out.get(part, -1), off)
-        return out
-
-    def knows(self, run_id: str) -> bool:
-        return run_id in self.runs
-
-    def detail(self, run_id: str) -> dict[str, Any]:
-        h = self.handle(run_id)
-        r = h.run
-        base = f"/v1/runs/{run_id}"
-        return {
-            "runId": run_id, "mode": "live", "status": r.status.value, "epoch": r.epoch, "seq": r.seq,
-            "lastBin": r.last_bin, "watermark": r.watermark, "revision": r.revision,
-            "modelRevision": r.model_revision, "grid": r.grid.to_wire(), "binMinutes": r.grid.bin_minutes,
-            "createdUtc": h.created_utc,
-            "links": {"self": base, "bins": f"{base}/bins", "stream": f"{base}/stream",
-                      "state": f"{base}/state/live", "close": f"{base}/close"},
-        }  # fmt: skip
-
-    def list_runs(self) -> list[dict[str, Any]]:
-        return [self.detail(rid) for rid in sorted(self.runs)]
-
-    def state_source(self, run_id: str) -> StateSource:
-        """A consistent view of the retained bins (read on the event loop, between two records)."""
-        h = self.handle(run_id)
-        run = h.run
-        lo, hi = run.retained_range()
-        matrix = run.V[:, lo - run.base : hi - run.base]
-        gaps = run.node_gaps(lo, hi) if hi > lo else {}
-        warnings = run.hooks.active() if isinstance(run.hooks, DerivedHooks) else ()
-        return StateSource.from_matrix(
-            run_id, h.graph, run.plan.names, matrix, first_bin=lo, gaps=gaps, grid=run.grid, warnings=warnings
-        )
-
-    def state(self, run_id: str, bin_index: int) -> dict[str, Any]:
-        return state_body(self.state_source(run_id), bin_index)
-
-    def state_window(self, run_id: str, start: int, end: int) -> dict[str, Any]:
-        return state_window_body(self.state_source(run_id), start, end, self.settings.state_window_max_bins)
-
-    def state_live(self, run_id: str, window_bins: int = 288) -> dict[str, Any]:
-        """`/state` at lastBin plus position and the last `window_bins` bins as a window (§12.4)."""
-        h = self.handle(run_id)
-        run = h.run
-        src = self.state_source(run_id)
-        head = {"status": run.status.value, "epoch": run.epoch, "seq": run.seq, "revision": run.revision,
-                "watermark": run.watermark, "lastBin": run.last_bin}  # fmt: skip
-        if run.last_bin < 0:
-            return {"runId": run_id, "grid": run.grid.to_wire(), "binMinutes": run.grid.bin_minutes, "bin": None,
-                    "nodes": [], "warnings": [], "dataQuality": {"complete": True, "gaps": []}, **head}  # fmt: skip
-        body = state_body(src, run.last_bin)
-        start = max(src.first_bin, run.last_bin - window_bins + 1)
-        window = state_window_body(src, start, run.last_bin, max(window_bins, 1))
-        body.update(head)
-        body["window"] = {**window["window"], "timestampsUtc": window["timestampsUtc"],
-                          "nodes": window.get("nodes"), "series": window.get("series")}  # fmt: skip
-        return body
-
-    def ensure_open(self, run_id: str) -> RunHandle:
-        h = self.handle(run_id)
-        if not h.run.status.is_open:
-            raise RunClosedError(f"run '{run_id}' is {h.run.status.value}", runId=run_id)
-        return h
-
-
 def replay_log(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str | None, int]:
     """Read every intact record of a log; a torn tail is cut off (returned as the problem)."""
     scan = read_records(path)
