@@ -45,7 +45,8 @@ class LiveSnapshots:
         events_offset = h.events_fh.tell() if h.events_fh is not None else 0
         run = h.run
         segment_to = run.immutable_before if run.persisted_before is not None else None
-        return SnapshotJob(capture(run), h.applied_offset, events_offset, create, dict(h.kafka_offsets),
+        state = h.checkpoint.mirror.capture(run) if h.checkpoint is not None else capture(run)
+        return SnapshotJob(state, h.applied_offset, events_offset, create, dict(h.kafka_offsets),
                            segment_to=segment_to, segments=h.segments)  # fmt: skip
 
     async def _checkpoint(self, h: RunHandle) -> None:

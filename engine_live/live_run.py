@@ -118,6 +118,10 @@ class LiveRun:
         self.P: NDArray[np.bool_] = np.zeros((len(self._tele_rows), cols), dtype=bool)
         self._start = grid.start_dt()
         self._build_delta_layout()
+        # Incremental capture (`live_state.CaptureMirror`): the lowest bin written since the owner's
+        # last capture; every write to V/P lowers it. A different (or no) owner means "copy all".
+        self.dirty_from = 0
+        self.capture_owner: object | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def set_status(self, new: RunStatus, reason: str | None = None, *, seqd: bool = True) -> Event:
@@ -170,6 +174,15 @@ class LiveRun:
         n = self.last_bin + 1 - self.base
         return self.base, self.V[:, :n].copy(), self.P[:, :n].copy()
 
+    def _touch(self, bin_index: int) -> None:
+        """Bins ≥ bin_index of V/P were (or may have been) written since the last incremental capture."""
+        if bin_index < self.dirty_from:
+            self.dirty_from = bin_index
+
+    def invalidate_capture(self) -> None:
+        """The next incremental capture copies everything (rows changed, or a capture was lost)."""
+        self.capture_owner = None
+
     # -- ingestion ------------------------------------------------------------------------------
     def apply_record(self, frames: Sequence[ValidFrame]) -> ApplyResult:
         """Apply one log record's frames (all-or-nothing checks first), then publish what changed."""
@@ -201,6 +214,7 @@ class LiveRun:
         res = ApplyResult()
         V, P, base, rows, last = self.V, self.P, self.base, self._tele_rows, self.last_bin
         fixed: list[int] = []
+        lowest = self.dirty_from
         for f, j in zip(frames, idx.tolist(), strict=True):
             c, r = f.bin - base, rows[j]
             held = P[j, c]
@@ -212,8 +226,11 @@ class LiveRun:
                 fixed.append(f.bin)
             else:
                 res.accepted += 1
+            if f.bin < lowest:
+                lowest = f.bin
             V[r, c] = f.value
             P[j, c] = True
+        self._touch(lowest)
         self.watermark = max(self.watermark, int(bins.max()))
         if fixed:
             self.revision += 1
@@ -225,6 +242,7 @@ class LiveRun:
         t0, t1 = min(fixed), self.last_bin + 1
         c0, c1 = t0 - self.base, t1 - self.base
         before = self.V[:, c0:c1].copy()
+        self._touch(t0)
         evaluate_range(self.plan, self.V, self.base, t0, t1)
         changed = (before.view(np.uint64) != self.V[:, c0:c1].view(np.uint64)).any(axis=0)
         changed[np.asarray(fixed) - t0] = True  # an input changed or a gap was filled
@@ -247,6 +265,8 @@ class LiveRun:
             if o is not None:
                 V[r] = self.V[o]
         self.plan, self.V = plan, V
+        self.invalidate_capture()  # rows changed: the next incremental capture is a full copy
+        self._touch(self.base)
         self.telemetry_ids = tuple(plan.names[int(r)] for r in plan.telemetry_rows)
         self._tele_index = {sid: i for i, sid in enumerate(self.telemetry_ids)}
         self._tele_rows = [int(r) for r in plan.telemetry_rows]
@@ -278,6 +298,7 @@ class LiveRun:
             t0 = self.last_bin + 1
             t1 = min(end, self.last_bin + self._slack) + 1
             self._ensure_columns(t1 - 1)
+            self._touch(t0)
             evaluate_range(self.plan, self.V, self.base, t0, t1)
             self.last_bin = t1 - 1
             self._publish(t0, t1, events, t0 - 1)

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -72,6 +73,9 @@ class RunState:
     hooks: Any = None
     slack: int | None = None  # the run's column slack (fixed at creation, kept across a PATCH)
     persisted_before: int | None = None  # bins below are in committed segments (None: not tracked)
+    # Set by `CaptureMirror.capture`: V/P then hold only the bins delta.from_bin .. (not the whole held range)
+    # and `CaptureMirror.materialize` (in the commit thread) must turn this into a full state before any use.
+    delta: StateDelta | None = field(default=None, repr=False, compare=False)
 
     @property
     def held_to(self) -> int:
@@ -108,10 +112,19 @@ class RunState:
         )  # fmt: skip
 
 
+def _held(run: LiveRun) -> int:
+    """How many columns from `base` hold anything (bins base .. max(watermark, lastBin))."""
+    hi = max(run.watermark, run.last_bin) + 1
+    return max(0, min(hi - run.base, int(run.V.shape[1])))
+
+
 def capture(run: LiveRun) -> RunState:
     """Copy what a restore needs. O(rows × held bins); call between two records."""
-    hi = max(run.watermark, run.last_bin) + 1
-    n = max(0, min(hi - run.base, run.V.shape[1]))
+    return _capture(run, 0, _held(run), None)
+
+
+def _capture(run: LiveRun, k: int, n: int, delta: StateDelta | None) -> RunState:
+    """The counters, the hooks' state and columns k..n of V/P."""
     hooks = run.hooks
     # state() must return fresh plain data (it does: WarningBook.to_state builds new containers), so no deepcopy
     # here: capture runs on the event loop, and a deepcopy of a large warning book took over a second.
@@ -121,9 +134,85 @@ def capture(run: LiveRun) -> RunState:
         model_revision=run.model_revision, watermark=run.watermark, last_bin=run.last_bin, base=run.base,
         columns=int(run.V.shape[1]), grace_bins=run.grace_bins, retention_bins=run.retention_bins,
         names=tuple(run.plan.names), telemetry_ids=run.telemetry_ids,
-        V=run.V[:, :n].copy(), P=run.P[:, :n].copy(), hooks=hook_state, slack=run._slack,
-        persisted_before=run.persisted_before,
+        V=run.V[:, k:n].copy(), P=run.P[:, k:n].copy(), hooks=hook_state, slack=run._slack,
+        persisted_before=run.persisted_before, delta=delta,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StateDelta:
+    """What an incremental capture holds: bins from_bin .. base+held-1 (all of them when `full`)."""
+
+    mirror: CaptureMirror
+    number: int  # the mirror's capture count, this one included
+    from_bin: int
+    held: int  # columns of the whole captured range (bins base .. base+held-1)
+    full: bool
+
+
+class CaptureMirror:
+    """Incremental capture for one run's snapshots: the matrix copy stays off the event loop.
+
+    `capture(run)` (on the loop) copies the counters, the hooks' state and only the columns written
+    since this mirror's previous capture (`LiveRun.dirty_from`; every write path lowers it); the
+    first capture, one after `replace_plan` or after `invalidate()`, copies everything.
+    `materialize(state)` (in the commit thread; commits are serialised, in capture order) rebuilds
+    the full state from the previous one it holds plus the delta, and keeps it as the new mirror.
+
+    Why that is exact: `base` never decreases within a run and a slide or grow keeps every held bin's
+    contents, so a bin of [base, from_bin) holds what it held at the previous capture — a column of
+    the mirror, or 0 for a bin past what that capture held (nothing writes past max(watermark,
+    lastBin) between two records). A delta whose predecessor was not materialized (a lost capture,
+    a failed commit) raises `StateMismatchError`; call `invalidate()` on the loop after any failure
+    so the next capture is full.
+    """
+
+    def __init__(self) -> None:
+        self.captures = 0  # loop side
+        self.force_full = True  # loop side: the next capture copies everything
+        self.applied = 0  # commit-thread side: the number of the delta the mirror reflects
+        self.state: RunState | None = None  # commit-thread side
+
+    def invalidate(self) -> None:
+        """On the loop: the next capture copies everything."""
+        self.force_full = True
+
+    def capture(self, run: LiveRun) -> RunState:
+        n = _held(run)
+        full = self.force_full or run.capture_owner is not self
+        k = 0 if full else min(max(run.dirty_from - run.base, 0), n)
+        self.captures += 1
+        state = _capture(run, k, n, StateDelta(self, self.captures, run.base + k, n, full))
+        run.capture_owner, run.dirty_from, self.force_full = self, sys.maxsize, False
+        return state
+
+    def materialize(self, state: RunState) -> RunState:
+        """The full state of an incremental capture (commit thread; in capture order)."""
+        d = state.delta
+        if d is None:
+            return state
+        if d.mirror is not self:
+            raise StateMismatchError("an incremental capture taken by another mirror")
+        if d.full:
+            V, P = state.V, state.P
+        else:
+            m = self.state
+            if m is None or d.number != self.applied + 1 or m.names != state.names \
+                    or m.telemetry_ids != state.telemetry_ids or state.base < m.base:  # fmt: skip
+                raise StateMismatchError("incremental snapshot capture does not follow the mirrored one")
+            k = d.from_bin - state.base
+            V = np.zeros((state.V.shape[0], d.held))
+            P = np.zeros((state.P.shape[0], d.held), dtype=bool)
+            s0 = state.base - m.base
+            avail = min(k, int(m.V.shape[1]) - s0)
+            if avail > 0:
+                V[:, :avail] = m.V[:, s0 : s0 + avail]
+                P[:, :avail] = m.P[:, s0 : s0 + avail]
+            V[:, k:] = state.V
+            P[:, k:] = state.P
+        full_state = replace(state, V=V, P=P, delta=None)
+        self.state, self.applied = full_state, d.number
+        return full_state
 
 
 def _restore_hooks(hooks: StatefulHooks, plan: Plan, state: Any) -> BinHooks:
@@ -142,6 +231,8 @@ def _restore_hooks(hooks: StatefulHooks, plan: Plan, state: Any) -> BinHooks:
 
 def restore(plan: Plan, state: RunState, hooks: BinHooks | None = None) -> LiveRun:
     """A LiveRun equal to the captured one (same window, counters, hooks state)."""
+    if state.delta is not None:
+        raise StateMismatchError("an incremental capture must be materialized before a restore")
     if tuple(plan.names) != state.names:
         raise StateMismatchError("the snapshot was taken from a different model (series rows differ)")
     n = state.V.shape[1]
@@ -167,4 +258,4 @@ def restore(plan: Plan, state: RunState, hooks: BinHooks | None = None) -> LiveR
     return run
 
 
-__all__ = ["RunState", "StateMismatchError", "StatefulHooks", "capture", "restore"]
+__all__ = ["CaptureMirror", "RunState", "StateDelta", "StateMismatchError", "StatefulHooks", "capture", "restore"]

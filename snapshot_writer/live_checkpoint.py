@@ -4,8 +4,9 @@
 `checkpoint.run_due(...)`: when a snapshot is due (`every_bins` evaluated bins or `every_seconds`
 on the injected clock since the last capture, and the log moved) or was requested, it
 
-1. builds the job on the event loop, between two log records (`capture` copies the held columns
-   and counters; nothing else can interleave, so the copy is consistent);
+1. builds the job on the event loop, between two log records (`mirror.capture` copies the counters
+   and only the columns written since the previous capture; nothing else can interleave, so the
+   copy is consistent; the commit thread rebuilds the full matrix from its mirror, `CaptureMirror`);
 2. rolls the ingestion log to a new segment at the current end (no appends are in flight at that
    point), so the snapshot's log offset is a segment base and truncation only deletes files;
 3. starts the commit (`SnapshotWriter.commit`, all file work in a thread) as a background task
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine_live.live_run import LiveRun
+from engine_live.live_state import CaptureMirror
 from snapshot_writer.live_snapshot import SnapshotJob, SnapshotMeta, SnapshotWriter
 from snapshot_writer.log_segments import SegmentedLog
 
@@ -49,6 +51,7 @@ class RunCheckpoint:
         self._capturing: asyncio.Future[None] | None = None  # set while a capture rolls the log
         self.last: SnapshotMeta | None = None
         self.failures = 0
+        self.mirror = CaptureMirror()  # incremental capture: make_job may use `mirror.capture(run)`
 
     def mark(self, log_offset: int, last_bin: int) -> None:
         """Record a capture (or a recovered snapshot) as the cadence's starting point."""
@@ -81,7 +84,11 @@ class RunCheckpoint:
             self.mark(job.log_offset, job.state.last_bin)
             if log_ is not None:
                 await log_.roll()
+        except asyncio.CancelledError:
+            self.mirror.invalidate()
+            raise
         except Exception as exc:
+            self.mirror.invalidate()  # the job (maybe an incremental capture) is dropped: next capture is full
             for fut in requests:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -95,7 +102,11 @@ class RunCheckpoint:
     async def _commit(self, job: SnapshotJob, requests: list[asyncio.Future[SnapshotMeta]]) -> None:
         try:
             meta = await self.writer.commit(job)
+        except asyncio.CancelledError:
+            self.mirror.invalidate()
+            raise
         except Exception as exc:
+            self.mirror.invalidate()  # the mirror may not have taken this capture: the next one is full
             self.failures += 1
             self.last_offset = -1  # try again after the next batch
             log.exception("run %s: snapshot at seq %d failed", job.state.run_id, job.state.seq,

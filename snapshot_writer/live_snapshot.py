@@ -127,6 +127,8 @@ class SnapshotWriter:
 
     def commit_sync(self, job: SnapshotJob) -> SnapshotMeta:
         t0 = self.clock() if self.clock else 0.0
+        if job.state.delta is not None:  # an incremental capture: the full matrix is rebuilt here, off the loop
+            job = replace(job, state=job.state.delta.mirror.materialize(job.state))
         snaps = self.live_dir / SNAPSHOTS
         snaps.mkdir(parents=True, exist_ok=True)
         name = self._name(job, snaps)
