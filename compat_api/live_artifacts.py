@@ -102,7 +102,7 @@ def live_result(h: RunHandle) -> RunResult:
     return build_result(take_view(h))
 
 
-async def write_live_artifacts(service: object, h: RunHandle) -> Any:
+async def write_live_artifacts(h: RunHandle) -> Any:
     view = take_view(h)
     return await asyncio.to_thread(lambda: write_run_artifacts(build_result(view), h.folder.parent))
 

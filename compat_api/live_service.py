@@ -60,7 +60,7 @@ from engine_live.live_run import LiveRun, ValidFrame
 from engine_live.model_build import build_model
 from engine_live.model_doc import load_model
 from ingestion.frames import FrameValidator, parse_body
-from ingestion.ingest_log import HEADER, cut_tail, read_records
+from ingestion.ingest_log import HEADER
 from snapshot_writer.log_segments import SegmentedLog
 
 log = logging.getLogger("flowtime.live")
@@ -119,8 +119,7 @@ class LiveService(LiveReads, LiveSnapshots):
         if self._ticker is not None:
             self._ticker.cancel()
         for h in list(self.runs.values()):
-            while h.queue:
-                await asyncio.sleep(0)  # let the worker drain what was acknowledged-bound
+            await self._drain(h)
             if h.checkpoint is not None:
                 if h.worker is not None and not h.worker.done() and h.run.status.is_open:
                     try:  # SIGTERM: a last snapshot, so the restart replays little
@@ -273,8 +272,7 @@ class LiveService(LiveReads, LiveSnapshots):
         if h is None:
             return None
         h.closing = True
-        while h.queue:
-            await asyncio.sleep(0)  # let the worker drain what was already accepted
+        await self._drain(h)
         if h.worker is not None:
             h.worker.cancel()
             await asyncio.gather(h.worker, return_exceptions=True)
@@ -292,6 +290,13 @@ class LiveService(LiveReads, LiveSnapshots):
         del self.runs[run_id]
         log.info("run %s deleted", run_id, extra={"run_id": run_id})
         return {"runId": run_id, "deleted": True, "status": h.run.status.value, "previousStatus": was.value}
+
+    @staticmethod
+    async def _drain(h: RunHandle) -> None:
+        """Wait until every request queued for the run has been logged and applied (or failed)."""
+        pending = [it.future for it in h.queue]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _submit(self, h: RunHandle, item: QueuedRecord) -> dict[str, Any]:
         self.queued_frames += item.n
@@ -353,7 +358,7 @@ class LiveService(LiveReads, LiveSnapshots):
             if run.status is RunStatus.CLOSING:
                 try:
                     async with h.artifacts_lock:
-                        await write_live_artifacts(self, h)
+                        await write_live_artifacts(h)
                 except Exception as exc:  # never leave the run stuck in `closing`
                     self._close_failed(h, exc)
                 else:
@@ -429,13 +434,6 @@ class LiveService(LiveReads, LiveSnapshots):
             close(h.run_id, 1000)
 
     # -- reads ----------------------------------------------------------------------------------
-def replay_log(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], str | None, int]:
-    """Read every intact record of a log; a torn tail is cut off (returned as the problem)."""
-    scan = read_records(path)
-    records = [(off, orjson.loads(payload)) for off, payload in scan]
-    if scan.problem is not None:
-        cut_tail(path, scan.end_offset)
-    return records, scan.problem, scan.end_offset
 
 
-__all__ = ["IngestError", "LiveService", "RunHandle", "replay_log"]
+__all__ = ["IngestError", "LiveService", "RunHandle"]

@@ -81,7 +81,7 @@ class LiveSnapshots:
         manifest_hash = meta.state_hash
         async with h.artifacts_lock:
             try:
-                info = await write_live_artifacts(self, h)
+                info = await write_live_artifacts(h)
                 manifest_hash = getattr(info, "manifest_hash", manifest_hash)
             except (OutsideRetentionError, SegmentError) as exc:  # a segment is unreadable: only the snapshot
                 log.warning("run %s: §4 artifacts skipped: %s", run_id, exc, extra={"run_id": run_id})

@@ -5,7 +5,6 @@ corrections of old bins, slides and grows of the matrix, a PATCH (`replace_plan`
 from __future__ import annotations
 
 import copy
-import itertools
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,8 @@ from engine_live.compiler import Plan, compile_model
 from engine_live.live_run import LiveRun, ValidFrame
 from engine_live.live_state import CaptureMirror, RunState, StateMismatchError, capture, restore
 from engine_live.model_build import load_graph
-from tests.engine_live.test_live_state import TinyRun, feed, make_hooks, models, models_fixed, values
+from tests.engine_live.live_support import TinyRun, draw_records
+from tests.engine_live.test_live_state import feed, make_hooks, models, models_fixed, values
 
 
 def assert_same(got: RunState, want: RunState) -> None:
@@ -41,10 +41,7 @@ def test_incremental_capture_equals_full_capture(model: dict[str, Any], data: st
     plan = compile_model(load_graph(model, live=True))
     bins = model["grid"]["bins"]
     tele = plan.graph.telemetry_ids()
-    frames = data.draw(st.lists(st.builds(ValidFrame, st.integers(0, bins - 1), st.sampled_from(tele), values),
-                                max_size=60), "frames")  # fmt: skip
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(frames)), max_size=12), "cuts"))
-    records = [frames[a:b] for a, b in itertools.pairwise([0, *cuts, len(frames)])]
+    records = draw_records(data, bins, tele, values)
     retention = data.draw(st.sampled_from([bins, max(1, bins // 2), 3]), "retention")
     hooks_kind = data.draw(st.sampled_from(["none", "flag", "derived"]), "hooks")
     cls = TinyRun if data.draw(st.booleans(), "tiny") else LiveRun

@@ -21,19 +21,13 @@ from engine_live.errors import OutsideRetentionError
 from engine_live.evaluator import evaluate_batch
 from engine_live.live_run import LiveRun, ValidFrame
 from engine_live.model_build import load_graph
+from tests.engine_live.live_support import TinyRun
 
 EXPRS = (
     "{a} + {b}", "{a} * 0.5 - {b}", "MIN({a}, {b})", "MAX({a}, 0) / {b}", "SHIFT({a}, 2)",
     "CONV({a}, [0.5, 0.3, 0.2])", "ROLLING_MEAN({a}, 3)", "ROLLING_MAX({b}, 4)", "CLAMP({a}, 0, 10)",
     "{a} * {b} + SHIFT({b}, 1)", "SHIFT(ROLLING_MEAN({a}, 4), 5) - {b}",
 )  # fmt: skip
-
-
-class TinyRun(LiveRun):
-    """Slides and grows its matrix as often as possible."""
-
-    MIN_SLACK = 1
-    INITIAL_COLUMNS = 1
 
 
 @st.composite

@@ -13,6 +13,7 @@ from engine_live.evaluator import evaluate_batch
 from engine_live.events import IllegalTransitionError, RunStatus, decode_event, encode_event, validate_event
 from engine_live.live_run import ApplyResult, LiveRun, ValidFrame
 from engine_live.model_build import load_graph
+from tests.engine_live.live_support import TinyRun
 
 BINS = 8
 QUEUE_MODEL = f"""
@@ -214,11 +215,6 @@ def test_status_transitions_are_checked() -> None:
     assert ev["seq"] == run.seq == 1
     assert run.progress() == {"v": 1, "type": "progress", "runId": "r1", "epoch": "e1", "seq": 1,
                               "watermark": -1, "lagBins": 0}  # fmt: skip
-
-
-class TinyRun(LiveRun):
-    MIN_SLACK = 1
-    INITIAL_COLUMNS = 1
 
 
 def test_corrections_at_the_oldest_retained_bin_read_their_full_lookback() -> None:

@@ -8,7 +8,6 @@ matrices are identical, seq numbering included. Hooks with state ride along.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +23,7 @@ from engine_live.live_hooks import DerivedHooks
 from engine_live.live_run import BinHooks, LiveRun, ValidFrame
 from engine_live.live_state import RunState, StateMismatchError, capture, restore
 from engine_live.model_build import load_graph
+from tests.engine_live.live_support import TinyRun, draw_records
 
 EXPRS = ("{a} + {b}", "MIN({a}, {b})", "SHIFT({a}, 2)", "CONV({a}, [0.5, 0.3, 0.2])", "ROLLING_MEAN({a}, 3)",
          "ROLLING_MAX({b}, 4)", "{a} * {b} + SHIFT({b}, 1)")  # fmt: skip
@@ -53,11 +53,6 @@ class FlagHooks(BinHooks):
 
     def from_state(self, state: dict[str, Any]) -> None:
         self.flagged, self.published = set(state["flagged"]), int(state["published"])
-
-
-class TinyRun(LiveRun):
-    MIN_SLACK = 1
-    INITIAL_COLUMNS = 1
 
 
 @st.composite
@@ -112,10 +107,7 @@ def test_restored_run_continues_bit_identically(model: dict[str, Any], data: st.
     plan = compile_model(load_graph(model, live=True))
     bins = model["grid"]["bins"]
     tele = plan.graph.telemetry_ids()
-    frames = data.draw(st.lists(st.builds(ValidFrame, st.integers(0, bins - 1), st.sampled_from(tele), values),
-                                max_size=60), "frames")  # fmt: skip
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(frames)), max_size=12), "cuts"))
-    records = [frames[a:b] for a, b in itertools.pairwise([0, *cuts, len(frames)])]
+    records = draw_records(data, bins, tele, values)
     at = data.draw(st.integers(0, len(records)), "snapshot at")
     retention = data.draw(st.sampled_from([bins, max(1, bins // 2), 3]), "retention")
     grace = data.draw(st.integers(0, 3), "grace")
