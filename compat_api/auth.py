@@ -152,9 +152,7 @@ def load_tokens_file(path: Path) -> list[TokenGrant]:
     for i, e in enumerate(entries):
         where = f"tokens file {path}: entry {i + 1}"
         if not isinstance(e, dict) or not isinstance(e.get("scopes", []), list):
-            raise TokenConfigError(
-                f"{where}: expected {{token | tokenSha256, scopes, runs?, expires?, name?}}"
-            )
+            raise TokenConfigError(f"{where}: expected {{token | tokenSha256, scopes, runs?, expires?, name?}}")
         unknown = sorted(set(e) - {"token", "tokenSha256", "scopes", "runs", "expires", "name"})
         if unknown:
             raise TokenConfigError(f"{where}: unknown keys {unknown}")

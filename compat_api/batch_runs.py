@@ -229,9 +229,7 @@ def overlay_job(
         graph = load_graph(data, base_dir=base_dir)
     carried = base.telemetry_series()
     telemetry = {sid: carried[sid] for sid in graph.telemetry_ids() if sid in carried}
-    return BatchJob(
-        data, base_dir, "overlay", deterministic=req.options.deterministicRunId, telemetry=telemetry
-    )
+    return BatchJob(data, base_dir, "overlay", deterministic=req.options.deterministicRunId, telemetry=telemetry)
 
 
 def apply_overlays(nodes: list[Any], overlays: list[dict[str, Any]]) -> list[Any]:

@@ -25,9 +25,7 @@ class BodyTooLargeError(TooLargeError):
 
 
 def too_large_body(limit: int) -> bytes:
-    return json.dumps(
-        {"error": "too_large", "message": f"request body exceeds {limit} bytes", "limit": limit}
-    ).encode()
+    return json.dumps({"error": "too_large", "message": f"request body exceeds {limit} bytes", "limit": limit}).encode()
 
 
 async def send_too_large(send: Send, limit: int) -> None:

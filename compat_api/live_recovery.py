@@ -30,10 +30,11 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
 from engine_live.events import RunStatus, encode_event, status_event
-from engine_live.live_run import ValidFrame
+from engine_live.live_run import FrameColumns, LiveRun
 from engine_live.live_state import RunState, restore
 from ingestion.frames import FrameValidator
 from ingestion.ingest_log import HEADER
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from compat_api.live_service import LiveService, RunHandle
 
 log = logging.getLogger("flowtime.recovery")
-Record = tuple[int, int, dict[str, Any]]  # (offset, end offset, record)
+Record = tuple[int, int, bytes]  # (offset, end offset, the record's JSON)
 
 
 def live_dirs(runs_dir: Path) -> list[Path]:
@@ -74,7 +75,7 @@ async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, 
     scan = await asyncio.to_thread(scan_log, live_dir, loaded[1].log_offset if loaded else 0)
     if scan.torn_tail is not None:
         log.warning("run %s: cut a torn ingestion-log tail (%s)", name, scan.torn_tail, extra={"run_id": name})
-    records: list[Record] = [(off, off + HEADER.size + len(p), orjson.loads(p)) for off, p in scan.records]
+    records: list[Record] = [(off, off + HEADER.size + len(p), p) for off, p in scan.records]  # decoded one by one
     lost = list(scan.lost)
     state: RunState | None = None
     meta: SnapshotMeta | None = None
@@ -86,16 +87,18 @@ async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, 
         h = handle_from_snapshot(service, state, meta)
         h.applied_offset = meta.log_offset
     else:
-        if not records or records[0][0] != 0 or records[0][2].get("t") != "create":
+        create = orjson.loads(records[0][2]) if records and records[0][0] == 0 else {}
+        if create.get("t") != "create":
             log.error("run %s: no usable snapshot and no create record; skipped", name, extra={"run_id": name})
             return None
-        _, end, create = records.pop(0)
+        _, end, _ = records.pop(0)
         h = service.build_handle(create["runId"], create["epoch"], create["createdUtc"], create["model"],
                                  create.get("options") or {})  # fmt: skip
         h.create_record, h.applied_offset = create, end
     h.folder.mkdir(parents=True, exist_ok=True)
     service.runs[h.run_id] = h
     events_path = h.folder / EVENTS_LOG
+    quiet = quiet_records(service, records)
     if lost:
         h.run.epoch = secrets.token_hex(4)
         await asyncio.to_thread(cut_event_log, events_path, 0)
@@ -104,6 +107,8 @@ async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, 
             reset(h.run_id, h.run.epoch, h.run.seq)
         log.error("run %s: ACKNOWLEDGED DATA IS UNREADABLE (%s); continuing with new epoch %s", name,
                   "; ".join(lost), h.run.epoch, extra={"run_id": name})  # fmt: skip
+    elif quiet:  # the history will restart after the quiet part of the replay: no refill
+        await asyncio.to_thread(cut_event_log, events_path, 0)
     elif state is not None and meta is not None:
         await refill_history(service, h, state, meta)
     else:
@@ -111,7 +116,7 @@ async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, 
     h.events_fh = open(events_path, "ab")  # noqa: SIM115 - lives as long as the run
     if state is None:
         service.emit(h, h.run.start(), replay=True)
-    await replay_records(service, h, records, progress)
+    await replay_records(service, h, records, progress, quiet=quiet)
     if h.run.status is RunStatus.LIVE:
         reason = "recovered" if not lost else "recovered_with_data_loss: " + "; ".join(lost)
         ev = status_event(h.run_id, h.run.epoch, h.run.seq, RunStatus.LIVE, reason)
@@ -123,7 +128,16 @@ async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, 
         h.checkpoint.mark(meta.log_offset, state.last_bin)
     if lost and h.run.status.is_open:
         await service.request_snapshot(h)  # put the hole behind CURRENT
+    elif quiet and h.run.status.is_open:
+        h.checkpoint.last_bin = -1  # a long replay: snapshot at the first chance, so a next start replays little
+        h.wake.set()
     return h
+
+
+def quiet_records(service: LiveService, records: list[Record]) -> int:
+    """How many leading records replay quietly: all but the last `recovery_history_records`."""
+    window = service.settings.recovery_history_records
+    return max(0, len(records) - window) if window > 0 else 0
 
 
 def handle_from_snapshot(service: LiveService, state: RunState, meta: SnapshotMeta) -> RunHandle:
@@ -183,19 +197,31 @@ async def refill_history(service: LiveService, h: RunHandle, state: RunState, me
         service.hub.publish(h.run_id, ev, data, seqd=True)
 
 
-async def replay_records(service: LiveService, h: RunHandle, records: list[Record], progress: dict[str, int]) -> None:
-    for offset, end, rec in records:
+async def replay_records(service: LiveService, h: RunHandle, records: list[Record], progress: dict[str, int],
+                         *, quiet: int = 0) -> None:  # fmt: skip
+    """Apply the logged records after the snapshot, in order, as the worker did.
+
+    The first `quiet` records replay without building events (`LiveRun.quiet`: seq numbers, hooks
+    and state advance exactly as when publishing); then the hub history and `events.log` restart
+    at the seq reached (clients with an older cursor get a snapshot) and the rest replay normally.
+    """
+    run = h.run
+    for i, (offset, end, payload) in enumerate(records):
+        if i == quiet and quiet:
+            run.quiet = False
+            _restart_history(service, h)
+        run.quiet = i < quiet
+        rec = orjson.loads(payload)
         kind = rec.get("t")
         if kind == "create":
-            if h.run.status is RunStatus.CREATED:  # a snapshot taken before the create was applied
-                service.emit(h, h.run.start(), replay=True)
+            if run.status is RunStatus.CREATED:  # a snapshot taken before the create was applied
+                service.emit(h, run.start(), replay=True)
         elif kind == "frames":
-            frames = [ValidFrame(int(b), str(s), float(v)) for b, s, v in rec["f"]]
             if "src" in rec:
                 part, off = rec["src"]
                 h.kafka_offsets[part] = max(h.kafka_offsets.get(part, -1), off)
             try:
-                await service.apply(h, frames, offset, replay=True)
+                await service.apply(h, record_columns(run, rec["f"]), offset, replay=True)
             except Exception as exc:
                 log.info("run %s: record at %d rejected again on replay: %s", h.run_id, offset, exc)
         elif kind == "patch":
@@ -206,6 +232,10 @@ async def replay_records(service: LiveService, h: RunHandle, records: list[Recor
                 log.info("run %s: patch at %d rejected again on replay: %s", h.run_id, offset, exc)
         elif kind == "close":
             h.closing = True
+            run.quiet = False  # the close's events (statuses, the last bins) are the run's end: publish them
+            if quiet > i:
+                _restart_history(service, h)
+                quiet = i
             try:
                 await service.apply(h, None, offset, replay=True)
             except Exception as exc:
@@ -213,6 +243,34 @@ async def replay_records(service: LiveService, h: RunHandle, records: list[Recor
                           extra={"run_id": h.run_id})  # fmt: skip
         h.applied_offset = end
         progress["records"] = progress.get("records", 0) + 1
+    run.quiet = False
 
 
-__all__ = ["handle_from_snapshot", "live_dirs", "recover_run", "recover_runs", "refill_history", "replay_records"]
+def _restart_history(service: LiveService, h: RunHandle) -> None:
+    """After a quiet replay: the hub history and events.log start over at the run's current seq."""
+    reset = getattr(service.hub, "reset_epoch", None)
+    if reset is not None:
+        reset(h.run_id, h.run.epoch, h.run.seq)
+    if h.events_fh is not None:
+        h.events_fh.flush()
+    cut_event_log(h.folder / EVENTS_LOG, 0)
+
+
+def record_columns(run: LiveRun, frames: list[list[Any]]) -> FrameColumns:
+    """A logged frames record (`[[bin, series, value], ...]`) as columns for `LiveRun.apply_columns`."""
+    if not frames:
+        return FrameColumns(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.intp), np.zeros(0))
+    bins, series, values = zip(*frames, strict=True)
+    return FrameColumns(np.array(bins, dtype=np.int64), run.series_index(series), np.array(values, dtype=np.float64))
+
+
+__all__ = [
+    "handle_from_snapshot",
+    "live_dirs",
+    "quiet_records",
+    "record_columns",
+    "recover_run",
+    "recover_runs",
+    "refill_history",
+    "replay_records",
+]

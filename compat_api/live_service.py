@@ -56,7 +56,7 @@ from engine_live.errors import (
 )  # fmt: skip
 from engine_live.events import Event, RunStatus, encode_event
 from engine_live.live_hooks import DerivedHooks
-from engine_live.live_run import LiveRun, ValidFrame
+from engine_live.live_run import FrameColumns, LiveRun, ValidFrame
 from engine_live.model_build import build_model
 from engine_live.model_doc import load_model
 from ingestion.frames import FrameValidator, parse_body
@@ -103,7 +103,16 @@ class LiveService(LiveReads, LiveSnapshots):
         from compat_api.live_recovery import recover_runs
 
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        await recover_runs(self, self._progress)
+        # Recovery builds large long-lived state (matrices, warning books, hub history): with the
+        # collector on, every few thousand allocations would trigger full passes over all of it
+        # (decoding the log alone took 10x longer). Nothing it makes is cyclic garbage worth chasing.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            await recover_runs(self, self._progress)
+        finally:
+            if enabled:
+                gc.enable()
         self.ready = True
         self.ready_event.set()
         gc.freeze()  # recovered state is long-lived: keep it out of every later full collection
@@ -343,7 +352,7 @@ class LiveService(LiveReads, LiveSnapshots):
                 await self._checkpoint(h)
             await self._checkpoint(h)  # a requested snapshot while idle
 
-    async def apply(self, h: RunHandle, frames: list[ValidFrame] | None, offset: int, *,
+    async def apply(self, h: RunHandle, frames: list[ValidFrame] | FrameColumns | None, offset: int, *,
                     replay: bool = False, accepted: float | None = None) -> dict[str, Any]:  # fmt: skip
         """Apply one logged record (live or during recovery) and publish its events.
 
@@ -365,6 +374,11 @@ class LiveService(LiveReads, LiveSnapshots):
                     self.emit(h, run.complete(), replay=replay)
                 self.hub_close(h)
             return {"runId": h.run_id, "status": run.status.value, "logOffset": offset}
+        if isinstance(frames, FrameColumns):  # replay: columns straight from the log record
+            res = run.apply_columns(*frames)
+            self.emit(h, res.events, replay=replay)
+            return {"accepted": res.accepted, "duplicates": res.duplicates, "corrected": res.corrected,
+                    "logOffset": offset, "watermark": run.watermark, "lastBin": run.last_bin}  # fmt: skip
         if accepted is not None and not replay and self.metrics is not None:
             for f in frames:
                 h.accepted_at.setdefault(f.bin, accepted)
@@ -387,7 +401,7 @@ class LiveService(LiveReads, LiveSnapshots):
     def apply_patch(self, h: RunHandle, patch: Any, offset: int, *, replay: bool = False) -> dict[str, Any]:
         adj, plan, new_data = patch
         old = h.run.hooks
-        hooks = DerivedHooks(plan, book=old.book) if isinstance(old, DerivedHooks) else None
+        hooks = old.for_plan(plan) if isinstance(old, DerivedHooks) else None
         events = h.run.replace_plan(plan, adj.from_bin, hooks)
         h.graph, h.model_data = plan.graph, new_data
         h.validator = FrameValidator(plan.graph, h.run_id, max_bins_ahead=self.settings.max_bins_ahead)
@@ -398,6 +412,8 @@ class LiveService(LiveReads, LiveSnapshots):
                 "logOffset": offset, "lastBin": r.last_bin}  # fmt: skip
 
     def emit(self, h: RunHandle, events: list[Event], *, replay: bool = False) -> None:
+        if h.run.quiet:  # a quiet replay publishes nothing (the history restarts after it)
+            return
         fh = h.events_fh
         for ev in events:
             data = encode_event(ev)

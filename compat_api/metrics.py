@@ -74,15 +74,11 @@ class Metrics:
             ["run_id"],
             registry=r,
         )
-        self.ingest_queue_depth = Gauge(
-            "flowtime_ingest_queue_depth", "Frames waiting in the ingest queue", registry=r
-        )
+        self.ingest_queue_depth = Gauge("flowtime_ingest_queue_depth", "Frames waiting in the ingest queue", registry=r)
         self.ingest_queue_capacity = Gauge(
             "flowtime_ingest_queue_capacity", "Maximum frames in the ingest queue", registry=r
         )
-        self.bins_behind = Gauge(
-            "flowtime_bins_behind", "watermark − lastBin per live run", ["run_id"], registry=r
-        )
+        self.bins_behind = Gauge("flowtime_bins_behind", "watermark − lastBin per live run", ["run_id"], registry=r)
         self.ingest_to_publish_seconds = Histogram(
             "flowtime_ingest_to_publish_seconds",
             "From a frame's acceptance to the publication of its bin's run_update",
@@ -90,12 +86,8 @@ class Metrics:
             registry=r,
         )
         # publication
-        self.events_published = Counter(
-            "flowtime_events_published", "Events published per sink", ["sink"], registry=r
-        )
-        self.websocket_clients = Gauge(
-            "flowtime_websocket_clients", "Connected WebSocket clients", registry=r
-        )
+        self.events_published = Counter("flowtime_events_published", "Events published per sink", ["sink"], registry=r)
+        self.websocket_clients = Gauge("flowtime_websocket_clients", "Connected WebSocket clients", registry=r)
         self.websocket_drops = Counter(
             "flowtime_websocket_drops",
             "Slow-client drops: superseded run_updates, resyncs, clients closed as too slow",

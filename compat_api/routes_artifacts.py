@@ -130,9 +130,7 @@ def model_items(ctx: AppContext) -> list[dict[str, Any]]:
 COLLECTORS = {"run": run_items, "bundle": bundle_items, "model": model_items}
 
 
-def _matches(
-    item: dict[str, Any], search: str | None, template_id: str | None, after: datetime | None
-) -> bool:
+def _matches(item: dict[str, Any], search: str | None, template_id: str | None, after: datetime | None) -> bool:
     if template_id is not None and item.get("templateId") != template_id:
         return False
     if search:
@@ -186,9 +184,7 @@ def artifact_detail(ctx: AppContext, artifact_id: str, kind: str | None) -> dict
     dependencies=[Depends(require("read"))],
     responses={
         200: {
-            "content": {
-                "application/json": {"example": {"items": [ITEM_EXAMPLE], "total": 1, "limit": 50, "skip": 0}}
-            }
+            "content": {"application/json": {"example": {"items": [ITEM_EXAMPLE], "total": 1, "limit": 50, "skip": 0}}}
         }
     },
 )
@@ -197,30 +193,22 @@ async def artifacts(
     type: Annotated[ArtifactType | None, Query(examples=["run"])] = None,
     search: Annotated[str | None, Query(examples=["order"])] = None,
     template_id: Annotated[str | None, Query(alias="templateId", examples=["order-system"])] = None,
-    created_after: Annotated[
-        str | None, Query(alias="createdAfter", examples=["2025-10-07T00:00:00Z"])
-    ] = None,
+    created_after: Annotated[str | None, Query(alias="createdAfter", examples=["2025-10-07T00:00:00Z"])] = None,
     limit: Annotated[int | None, Query(ge=1, examples=[50])] = None,
     skip: Annotated[int, Query(ge=0, examples=[0])] = 0,
 ) -> JSONResponse:
     """Runs, telemetry bundles and models on disk, newest first, with filters and paging."""
     size = limit or ctx.settings.page_size
     if size > ctx.settings.page_size_max:
-        raise InvalidRequestError(
-            f"limit: at most {ctx.settings.page_size_max}", code="invalid_paging", limit=size
-        )
+        raise InvalidRequestError(f"limit: at most {ctx.settings.page_size_max}", code="invalid_paging", limit=size)
     items = await run_in_threadpool(list_artifacts, ctx, type, search, template_id, created_after)
-    return JSONResponse(
-        {"items": items[skip : skip + size], "total": len(items), "limit": size, "skip": skip}
-    )
+    return JSONResponse({"items": items[skip : skip + size], "total": len(items), "limit": size, "skip": skip})
 
 
 @router.get(
     "/v1/artifacts/{artifact_id}",
     dependencies=[Depends(require("read"))],
-    responses={
-        200: {"content": {"application/json": {"example": {**ITEM_EXAMPLE, "files": ["manifest.json"]}}}}
-    },
+    responses={200: {"content": {"application/json": {"example": {**ITEM_EXAMPLE, "files": ["manifest.json"]}}}}},
 )
 async def artifact(
     artifact_id: str, ctx: Ctx, type: Annotated[ArtifactType | None, Query(examples=["bundle"])] = None

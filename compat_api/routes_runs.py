@@ -176,9 +176,7 @@ async def create_run(req: RunRequest, background: BackgroundTasks, ctx: Ctx) -> 
         while len(pending) > PENDING_KEEP:
             pending.popitem(last=False)
         background.add_task(_run_pending, job, ctx)
-        return JSONResponse(
-            pending[job.run_id], status_code=202, headers={"Location": f"/v1/runs/{job.run_id}"}
-        )
+        return JSONResponse(pending[job.run_id], status_code=202, headers={"Location": f"/v1/runs/{job.run_id}"})
     run, _ = await run_in_threadpool(execute, job, ctx.runs_dir, fsync=ctx.settings.fsync)
     run_id = run.result.run_id
     body = await run_in_threadpool(get_run_store(ctx).detail, run_id)
@@ -222,9 +220,7 @@ async def _delegate(req: RunRequest, ctx: AppContext) -> JSONResponse:
     body = await maybe_await(hook(req.model_dump(by_alias=True, exclude_unset=True)))
     run_id = body.get("runId")
     status = 202 if req.mode == "live" or req.options.run_async else 201
-    return JSONResponse(
-        body, status_code=status, headers={"Location": f"/v1/runs/{run_id}"} if run_id else None
-    )
+    return JSONResponse(body, status_code=status, headers={"Location": f"/v1/runs/{run_id}"} if run_id else None)
 
 
 @router.get(
@@ -237,9 +233,7 @@ async def list_runs(
     mode: Annotated[str | None, Query(examples=["simulation"])] = None,
     status: Annotated[str | None, Query(examples=["completed"])] = None,
     template_id: Annotated[str | None, Query(alias="templateId", examples=["order-system"])] = None,
-    created_after: Annotated[
-        str | None, Query(alias="createdAfter", examples=["2025-10-07T00:00:00Z"])
-    ] = None,
+    created_after: Annotated[str | None, Query(alias="createdAfter", examples=["2025-10-07T00:00:00Z"])] = None,
     page: Annotated[int, Query(ge=1, examples=[1])] = 1,
     page_size: Annotated[int | None, Query(alias="pageSize", ge=1, examples=[50])] = None,
 ) -> JSONResponse:
@@ -255,9 +249,7 @@ async def list_runs(
     if ctx.live is not None:
         for r in await maybe_await(ctx.live.list_runs()):
             merged[r["runId"]] = r
-    items = filter_runs(
-        merged.values(), mode=mode, status=status, template_id=template_id, created_after=created_after
-    )
+    items = filter_runs(merged.values(), mode=mode, status=status, template_id=template_id, created_after=created_after)
     return JSONResponse(paginate(items, page, size))
 
 
@@ -278,18 +270,14 @@ async def get_run(run_id: str, ctx: Ctx) -> JSONResponse:
 @router.get(
     "/v1/runs/{run_id}/graph",
     dependencies=[Depends(require("read"))],
-    responses=_json(
-        {"runId": "r1", "nodes": [{"id": "Svc", "kind": "service", "semantics": {}}], "edges": []}
-    ),
+    responses=_json({"runId": "r1", "nodes": [{"id": "Svc", "kind": "service", "semantics": {}}], "edges": []}),
 )
 async def run_graph(run_id: str, ctx: Ctx) -> JSONResponse:
     """topology.json: nodes and edges for a graph view."""
     store = get_run_store(ctx)
     if not store.exists(run_id) and live_knows(ctx, run_id) and hasattr(ctx.live, "handle"):
         return JSONResponse({"runId": run_id, **topology_view(ctx.live.handle(run_id).graph)})
-    return JSONResponse(
-        {"runId": run_id, **await run_in_threadpool(store.read_json, run_id, "topology.json")}
-    )
+    return JSONResponse({"runId": run_id, **await run_in_threadpool(store.read_json, run_id, "topology.json")})
 
 
 @router.get(

@@ -86,9 +86,7 @@ def bin_of_ts(grid: Grid, ts: str) -> int:
     except ValueError as exc:
         raise InvalidRequestError(f"ts: {exc}", code="invalid_timestamp", ts=ts) from None
     if grid.start is None:
-        raise InvalidRequestError(
-            "ts: the run's grid has no start; use binIndex", code="ts_not_aligned", ts=ts
-        )
+        raise InvalidRequestError("ts: the run's grid has no start; use binIndex", code="ts_not_aligned", ts=ts)
     try:
         return grid.bin_of(ts)
     except ValueError as exc:
@@ -104,9 +102,7 @@ async def _source(ctx: AppContext, run_id: str) -> StateSource:
     return loaded.source()
 
 
-@router.get(
-    "/v1/runs/{run_id}/state", dependencies=[Depends(require("read"))], responses=_json(STATE_EXAMPLE)
-)
+@router.get("/v1/runs/{run_id}/state", dependencies=[Depends(require("read"))], responses=_json(STATE_EXAMPLE))
 async def run_state(
     run_id: str,
     ctx: Ctx,
@@ -123,9 +119,7 @@ async def run_state(
     return JSONResponse(await run_in_threadpool(state_body, src, index))
 
 
-@router.get(
-    "/v1/runs/{run_id}/state_window", dependencies=[Depends(require("read"))], responses=_json(WINDOW_EXAMPLE)
-)
+@router.get("/v1/runs/{run_id}/state_window", dependencies=[Depends(require("read"))], responses=_json(WINDOW_EXAMPLE))
 async def run_state_window(
     run_id: str,
     ctx: Ctx,
@@ -140,9 +134,7 @@ async def run_state_window(
     return JSONResponse(await run_in_threadpool(state_window_body, src, start_bin, end_bin, limit))
 
 
-@router.get(
-    "/v1/runs/{run_id}/metrics", dependencies=[Depends(require("read"))], responses=_json(METRICS_EXAMPLE)
-)
+@router.get("/v1/runs/{run_id}/metrics", dependencies=[Depends(require("read"))], responses=_json(METRICS_EXAMPLE))
 async def run_metrics(run_id: str, ctx: Ctx) -> JSONResponse:
     """SLA summary per node and overall (share of bins with served/arrivals ≥ 0.95)."""
     src = await _source(ctx, run_id)

@@ -70,9 +70,7 @@ class LoadedRun:
     def grid(self) -> Grid:
         g = self.run_json.get("grid") or {}
         graph_grid = self.graph.grid
-        return Grid(
-            g.get("bins", graph_grid.bins), graph_grid.bin_size, graph_grid.bin_unit, graph_grid.start
-        )
+        return Grid(g.get("bins", graph_grid.bins), graph_grid.bin_size, graph_grid.bin_unit, graph_grid.start)
 
     def telemetry_series(self) -> dict[str, NDArray[np.float64]]:
         return {sid: self.series[sid] for sid in self.graph.telemetry_ids() if sid in self.series}
@@ -89,9 +87,7 @@ class LoadedRun:
         )
 
     def compared(self) -> ComparedRun:
-        return ComparedRun(
-            self.run_id, self.grid.bin_minutes, self.grid.start, self.series, node_arrays(self.source())
-        )
+        return ComparedRun(self.run_id, self.grid.bin_minutes, self.grid.start, self.series, node_arrays(self.source()))
 
 
 def gap_masks(run_json: Mapping[str, Any], grid: Grid) -> dict[str, NDArray[np.bool_]]:
@@ -202,9 +198,7 @@ def paginate(items: list[dict[str, Any]], page: int, page_size: int) -> dict[str
 class RunStore:
     """Complete run folders under `runs_dir`, with bounded caches. Safe to share between threads."""
 
-    def __init__(
-        self, runs_dir: Path, inputs_dir: Path | None = None, cache_size: int = DEFAULT_CACHE_SIZE
-    ) -> None:
+    def __init__(self, runs_dir: Path, inputs_dir: Path | None = None, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self.runs_dir = runs_dir
         self.inputs_dir = inputs_dir
         self.cache_size = cache_size

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     snapshot_every_bins: int = 60
     snapshot_every_seconds: float = 30.0
     snapshots_kept: int = 2
+    # recovery: when more records than this follow the snapshot, the earlier ones are replayed
+    # without building their events (seq still counted) and the hub history restarts there (0: build all)
+    recovery_history_records: int = 128
     fsync: bool = True
 
     def masked(self) -> dict[str, Any]:

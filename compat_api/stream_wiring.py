@@ -54,8 +54,11 @@ async def stream(websocket: WebSocket, run_id: str) -> None:
     ctx: AppContext = websocket.app.state.ctx
     hub = ctx.extras["hub"]
     s = ctx.settings
-    settings = StreamSettings(heartbeat_s=s.heartbeat_seconds, max_message_bytes=s.max_ws_message_bytes,
-                              auth_timeout_s=s.ws_auth_timeout_seconds)
+    settings = StreamSettings(
+        heartbeat_s=s.heartbeat_seconds,
+        max_message_bytes=s.max_ws_message_bytes,
+        auth_timeout_s=s.ws_auth_timeout_seconds,
+    )
     auth = ScopedAuth(ctx) if ctx.auth.enabled else None
     await serve_stream(websocket, run_id, hub, LiveLookup(ctx.live), auth, settings)
 

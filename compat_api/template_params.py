@@ -118,9 +118,7 @@ def check_value(p: Parameter, value: Any) -> Any:
         value = int(value) if p.type == "integer" else value
         if not _in_range(p, float(value)):
             raise _out_of_range(p, value)
-    elif (p.type == "boolean" and not isinstance(value, bool)) or (
-        p.type == "string" and not isinstance(value, str)
-    ):
+    elif (p.type == "boolean" and not isinstance(value, bool)) or (p.type == "string" and not isinstance(value, str)):
         raise _mismatch(p, value)
     elif p.type == "enum":
         if not (isinstance(value, str) or is_number):
@@ -145,11 +143,7 @@ def check_value(p: Parameter, value: Any) -> Any:
 
 
 def parse_parameter(raw: Any, where: str) -> Parameter:
-    if (
-        not isinstance(raw, dict)
-        or not isinstance(raw.get("name"), str)
-        or raw.get("type") not in PARAM_TYPES
-    ):
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or raw.get("type") not in PARAM_TYPES:
         raise ValueError(f"{where}: each parameter needs a name and a type among {PARAM_TYPES}")
     values = raw.get("values")
     p = Parameter(
@@ -167,9 +161,7 @@ def parse_parameter(raw: Any, where: str) -> Parameter:
     return p
 
 
-def resolve_parameters(
-    template_id: str, parameters: tuple[Parameter, ...], given: dict[str, Any]
-) -> dict[str, Any]:
+def resolve_parameters(template_id: str, parameters: tuple[Parameter, ...], given: dict[str, Any]) -> dict[str, Any]:
     """Declared parameters in order (given value, else default); the first bad one raises."""
     resolved: dict[str, Any] = {}
     for p in parameters:
@@ -177,9 +169,7 @@ def resolve_parameters(
         if value is None:
             if p.default is None:
                 if p.required:
-                    raise MissingParameterError(
-                        f"parameter '{p.name}' is required", parameter=p.name, expected=p.type
-                    )
+                    raise MissingParameterError(f"parameter '{p.name}' is required", parameter=p.name, expected=p.type)
                 continue
             value = p.default
         resolved[p.name] = check_value(p, value)

@@ -82,9 +82,7 @@ def parse_template(text: str, where: str = "template") -> Template:
     meta = data.get("metadata") if isinstance(data, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):
         raise ValueError(f"{where}: metadata.id is required")
-    params = tuple(
-        parse_parameter(r, f"{where}: parameters[{i}]") for i, r in enumerate(data.get("parameters") or [])
-    )
+    params = tuple(parse_parameter(r, f"{where}: parameters[{i}]") for i, r in enumerate(data.get("parameters") or []))
     names = {p.name for p in params}
     unknown = sorted(set(MARK.findall(_marked(text))) - names - set(BUILTINS))
     if unknown:
@@ -211,9 +209,7 @@ def render(
         "parameters": resolved,
         **({"telemetryDir": tdir} if tdir else {}),
     }
-    header = (
-        f"# Generated from template '{template.id}' v{template.version} ({data['provenance']['mode']} mode)\n"
-    )
+    header = f"# Generated from template '{template.id}' v{template.version} ({data['provenance']['mode']} mode)\n"
     text = header + dump_yaml(data)
     load_graph(text)  # a template must always produce a valid model (raises ModelError, 422)
     return text, resolved, warnings

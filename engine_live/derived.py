@@ -34,18 +34,34 @@ BoolArray = NDArray[np.bool_]
 ObjArray = NDArray[np.object_]
 
 KINDS = frozenset({"service", "serviceWithBuffer", "queue", "dlq", "router", "sink"})
-METRICS = frozenset({"arrivals", "served", "errors", "queueDepth", "capacity", "externalDemand",
-                     "attempts", "failures", "processingTimeMsSum", "servedCount"})
+METRICS = frozenset(
+    {
+        "arrivals",
+        "served",
+        "errors",
+        "queueDepth",
+        "capacity",
+        "externalDemand",
+        "attempts",
+        "failures",
+        "processingTimeMsSum",
+        "servedCount",
+    }
+)
 CAPACITY_WINDOW = 12
 REQUIRED_LOOKBACK = CAPACITY_WINDOW - 1  # history bins a caller should pass for exact results
 SLA_RATIO = 0.95
 
 # (wire name, attribute) of the numeric derived fields, in wire order
 NUMERIC_FIELDS: tuple[tuple[str, str], ...] = (
-    ("utilization", "utilization"), ("queueTimeMs", "queue_time_ms"),
-    ("latencyMinutes", "latency_minutes"), ("serviceTimeMs", "service_time_ms"),
-    ("cycleTimeMs", "cycle_time_ms"), ("flowEfficiency", "flow_efficiency"),
-    ("throughputRatio", "throughput_ratio"), ("retryTax", "retry_tax"),
+    ("utilization", "utilization"),
+    ("queueTimeMs", "queue_time_ms"),
+    ("latencyMinutes", "latency_minutes"),
+    ("serviceTimeMs", "service_time_ms"),
+    ("cycleTimeMs", "cycle_time_ms"),
+    ("flowEfficiency", "flow_efficiency"),
+    ("throughputRatio", "throughput_ratio"),
+    ("retryTax", "retry_tax"),
     ("capacityInferred", "capacity_inferred"),
 )
 
@@ -191,8 +207,9 @@ def derive(node: NodeInputs, bin_minutes: int) -> NodeDerived:
         latency = per_served * float(bin_minutes)
         service_time = _ratio(get("processingTimeMsSum"), get("servedCount"))
         both_missing = np.isnan(queue_time) & np.isnan(service_time)
-        cycle = np.where(both_missing, np.nan, np.nan_to_num(queue_time, nan=0.0)
-                         + np.nan_to_num(service_time, nan=0.0))
+        cycle = np.where(
+            both_missing, np.nan, np.nan_to_num(queue_time, nan=0.0) + np.nan_to_num(service_time, nan=0.0)
+        )
         cycle[~np.isfinite(cycle)] = np.nan
         flow_eff = _ratio(service_time, cycle)
         throughput = np.clip(_ratio(served, arrivals), 0.0, 1.0)
@@ -209,11 +226,21 @@ def derive(node: NodeInputs, bin_minutes: int) -> NodeDerived:
     out = slice(lb, None)
     color, reason = _colors(node, utilization[out], denom[out], latency[out], gap[out])
     return NodeDerived(
-        utilization=utilization[out], queue_time_ms=queue_time[out], latency_minutes=latency[out],
-        service_time_ms=service_time[out], cycle_time_ms=cycle[out], flow_efficiency=flow_eff[out],
-        throughput_ratio=throughput[out], retry_tax=retry_tax[out], capacity_inferred=cap_value[out],
-        capacity_method=method[out], capacity_confidence=confidence[out],
-        sla_met=sla_met[out], sla_evaluated=sla_eval[out], color=color, color_reason=reason,
+        utilization=utilization[out],
+        queue_time_ms=queue_time[out],
+        latency_minutes=latency[out],
+        service_time_ms=service_time[out],
+        cycle_time_ms=cycle[out],
+        flow_efficiency=flow_eff[out],
+        throughput_ratio=throughput[out],
+        retry_tax=retry_tax[out],
+        capacity_inferred=cap_value[out],
+        capacity_method=method[out],
+        capacity_confidence=confidence[out],
+        sla_met=sla_met[out],
+        sla_evaluated=sla_eval[out],
+        color=color,
+        color_reason=reason,
     )
 
 
@@ -224,8 +251,9 @@ def _labels(known: BoolArray, cond: BoolArray, yes: str, no: str) -> ObjArray:
     return out
 
 
-def _colors(node: NodeInputs, util: FloatArray, denom: FloatArray, latency: FloatArray,
-            gap: BoolArray) -> tuple[ObjArray, ObjArray]:
+def _colors(
+    node: NodeInputs, util: FloatArray, denom: FloatArray, latency: FloatArray, gap: BoolArray
+) -> tuple[ObjArray, ObjArray]:
     m = len(util)
     color: ObjArray = np.full(m, "gray", dtype=object)
     reason: ObjArray = np.full(m, "", dtype=object)
@@ -316,11 +344,13 @@ def sla_summary(nodes: Mapping[str, NodeDerived], start: int = 0, stop: int | No
         n_met = int(np.count_nonzero(d.sla_met[start:stop] & ev))
         total_eval += n_eval
         total_met += n_met
-        rows.append({"nodeId": node_id, "binsEvaluated": n_eval, "binsMet": n_met,
-                     "percentMet": _percent(n_met, n_eval)})
-    return {"overall": {"binsEvaluated": total_eval, "binsMet": total_met,
-                        "percentMet": _percent(total_met, total_eval)},
-            "nodes": rows}
+        rows.append(
+            {"nodeId": node_id, "binsEvaluated": n_eval, "binsMet": n_met, "percentMet": _percent(n_met, n_eval)}
+        )
+    return {
+        "overall": {"binsEvaluated": total_eval, "binsMet": total_met, "percentMet": _percent(total_met, total_eval)},
+        "nodes": rows,
+    }
 
 
 def _percent(met: int, evaluated: int) -> float | None:

@@ -120,9 +120,7 @@ def status_event(run_id: str, epoch: str, seq: int, status: RunStatus, reason: s
     return ev
 
 
-def warning_event(
-    run_id: str, epoch: str, seq: int, op: Literal["add", "clear"], warning: dict[str, Any]
-) -> Event:
+def warning_event(run_id: str, epoch: str, seq: int, op: Literal["add", "clear"], warning: dict[str, Any]) -> Event:
     ev = envelope(EventType.WARNING_UPDATE, run_id, epoch, seq)
     ev["op"] = op
     ev["warning"] = warning
@@ -136,9 +134,7 @@ def progress_event(run_id: str, epoch: str, seq: int, watermark: int, last_bin: 
     return ev
 
 
-def snapshot_written_event(
-    run_id: str, epoch: str, seq: int, last_bin: int, path: str, manifest_hash: str
-) -> Event:
+def snapshot_written_event(run_id: str, epoch: str, seq: int, last_bin: int, path: str, manifest_hash: str) -> Event:
     ev = envelope(EventType.SNAPSHOT_WRITTEN, run_id, epoch, seq)
     ev.update(lastBin=last_bin, path=path, manifestHash=manifest_hash)
     return ev

@@ -222,9 +222,7 @@ class _Parser:
             if self.tok.kind != "num":
                 if self.tok.kind == "end":
                     raise self.unexpected()
-                raise ExprSyntaxError(
-                    f"CONV kernel items must be numbers, found {self.tok.describe()}", self.tok.pos
-                )
+                raise ExprSyntaxError(f"CONV kernel items must be numbers, found {self.tok.describe()}", self.tok.pos)
             items.append(sign * self.number_value(self.advance()))
             if not self.accept(","):
                 self.expect("]")
@@ -240,9 +238,7 @@ class _Parser:
             if rule is not None and not _literal_int(arg, rule[0]):
                 raise ExprSyntaxError(f"{name} expects {rule[1]}", start)
         if name == "CONV" and not isinstance(args[1], ListLit):
-            raise ExprSyntaxError(
-                "CONV expects a kernel list [k0, k1, ...] as its second argument", starts[1]
-            )
+            raise ExprSyntaxError("CONV expects a kernel list [k0, k1, ...] as its second argument", starts[1])
 
 
 def _children(expr: Expr) -> tuple[Expr, ...]:

@@ -26,7 +26,6 @@ State for snapshots: `state()` (the book, plus the last published bin) and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -42,6 +41,7 @@ from engine_live.derived_stack import (
     derive_stacked,
     to_wire_bins,
 )
+from engine_live.hooks_state import STATE_VERSION, HooksCapture, build_book
 from engine_live.live_run import BinHooks, LiveRun
 from engine_live.node_checks import (
     CHECKS,
@@ -50,7 +50,7 @@ from engine_live.node_checks import (
     NEGATIVE_TOLERANCE,
     STREAK_BINS,
 )
-from engine_live.warning_book import WarningBook
+from engine_live.warning_book import Key, MessageFn, WarningBook
 
 CODES = tuple(CHECKS)
 DEPENDENT_BINS = CAPACITY_WINDOW + STREAK_BINS - 2  # later bins whose flags read a bin (13)
@@ -96,21 +96,33 @@ def _streak(flags: BoolArray) -> BoolArray:
 class DerivedHooks(BinHooks):
     dependent_bins = DEPENDENT_BINS
 
-    def __init__(self, plan: Plan, book: WarningBook | None = None) -> None:
+    def __init__(self, plan: Plan, book: WarningBook | None = None, *, done: int = -1) -> None:
+        """Fresh hooks, or (a PATCH) new hooks over the run's existing `book`: the mirror is rebuilt
+        from the book for this plan's keys, the rest of the book's keys become orphans."""
         self.plan = plan
         self.layout = StackLayout.from_plan(plan)
-        self.book = book or WarningBook()
         kind_of = plan.kind_of
         self._nan_sids = [s for s in plan.names
                           if s != ZERO and kind_of.get(s) not in ("const", "telemetry", "file")]  # fmt: skip
         self._nan_rows = np.array([plan.row[s] for s in self._nan_sids], dtype=np.intp)
+        self._nan_messages = [key_spec((NAN_CODE, None, s))[3] for s in self._nan_sids]
         self._n_node = len(CODES) * len(self.layout.ids)
         self._node_keys = [(code, node_id) for code in CODES for node_id in self.layout.ids]  # entity → key
-        self._done = -1  # highest bin whose warnings were taken
-        self._mirror: dict[int, tuple[NDArray[np.intp], FloatArray]] = {}  # bin → flagged entities, values
+        self.entity_keys: tuple[Key, ...] = (*((c, n, None) for c, n in self._node_keys),
+                                             *((NAN_CODE, None, sid) for sid in self._nan_sids))  # fmt: skip
+        self._done = done  # highest bin whose warnings were taken
+        # bin → flagged entities, values: every flag the book holds for this layout's keys (arrays are
+        # replaced, never mutated, so a capture is a shallow copy of this dict)
+        self._mirror: dict[int, tuple[NDArray[np.intp], FloatArray]] = {}
+        self._orphans: tuple[Key, ...] = ()  # book keys outside the layout (nodes a PATCH removed)
+        self.book = WarningBook()
+        if book is not None and len(book):
+            self.book, self._mirror = build_book(book_state(book, done), self.entity_keys, key_spec)
+            at = set(self.entity_keys)
+            self._orphans = tuple(k for k in book if k not in at)
+        elif book is not None:
+            self.book = book
         self._cache: tuple[int, int, int, BoolArray, FloatArray] | None = None  # t0, t1, hi, masks, values
-        self._calls = 0
-        self.prune_every = 256  # warnings() calls between droppings of mirror bins no correction can reach
 
     # -- BinHooks -------------------------------------------------------------------------------
     def wire(self, block: FloatArray) -> FloatArray:
@@ -139,10 +151,6 @@ class DerivedHooks(BinHooks):
             mask, value = self._flags(run, blk, t, hi)
         self._feed(t, hi, mask, value)
         self._done = max(self._done, t)
-        self._calls += 1
-        if self._calls % self.prune_every == 0:
-            low = run.lowest_correctable
-            self._mirror = {b: m for b, m in self._mirror.items() if b >= low}
         return [(c.op, c.warning) for c in self.book.take_changes()]
 
     # -- flags ----------------------------------------------------------------------------------
@@ -170,10 +178,9 @@ class DerivedHooks(BinHooks):
         rows = np.flatnonzero(changed.any(axis=1))
         if not rows.size:
             return
-        if w == 1:  # the common case, a new bin: plain Python values, no per-key numpy indexing
-            bins = (t0,)
+        if w == 1:  # the common case, a new bin: plain Python values, one scalar call per changed key
             for e, m, v in zip(rows.tolist(), mask[rows, 0].tolist(), value[rows, 0].tolist(), strict=True):
-                self._set(e, bins, (m,), (v,))
+                self._set_one(e, t0, m, v)
         else:
             all_bins = np.arange(t0, t1, dtype=np.int64)
             for e, ch, m, v in zip(rows.tolist(), changed[rows], mask[rows], value[rows], strict=True):
@@ -185,6 +192,17 @@ class DerivedHooks(BinHooks):
             else:
                 self._mirror.pop(t0 + j, None)
 
+    def _set_one(self, e: int, b: int, flagged: bool, value: float) -> None:
+        if e < self._n_node:
+            code, node_id = self._node_keys[e]
+            spec = CHECKS[code]
+            self.book.set_flag((code, node_id, None), b, flagged, value, severity=spec.severity,
+                               message_fn=spec.message, worst=spec.worst)  # fmt: skip
+        else:
+            sid = self._nan_sids[e - self._n_node]
+            self.book.set_flag((NAN_CODE, None, sid), b, flagged, value, severity="warning",
+                               message=self._nan_messages[e - self._n_node])  # fmt: skip
+
     def _set(self, e: int, bins: Sequence[int] | NDArray[np.int64], mask: Sequence[bool] | BoolArray,
              value: Sequence[float] | FloatArray) -> None:  # fmt: skip
         if e < self._n_node:
@@ -195,48 +213,61 @@ class DerivedHooks(BinHooks):
         else:
             sid = self._nan_sids[e - self._n_node]
             self.book.set_flags((NAN_CODE, None, sid), bins, mask, value, severity="warning",
-                                message=f"series '{sid}' has non-finite values")  # fmt: skip
+                                message=self._nan_messages[e - self._n_node])  # fmt: skip
 
     # -- snapshots ------------------------------------------------------------------------------
+    def for_plan(self, plan: Plan) -> DerivedHooks:
+        """Hooks for a patched plan over this run's warning book (a PATCH)."""
+        return DerivedHooks(plan, self.book, done=self._done)
+
     def active(self) -> list[dict[str, Any]]:
         """Every active warning, sorted by key (run.json's per-bin warnings)."""
         return self.book.active()
 
+    def capture(self) -> HooksCapture:
+        """The hooks' state between two records: pointer copies only (`hooks_state`)."""
+        orphans = tuple((k, *self.book.entry_cells(k)) for k in self._orphans)
+        return HooksCapture(self._done, self.entity_keys, dict(self._mirror), self.book.published_view(),
+                            self.book.dirty_keys(), orphans)  # fmt: skip
+
     def state(self) -> dict[str, Any]:
-        return {"version": 1, "done": self._done, "book": self.book.to_state()}
+        return self.capture().to_state()
 
     @classmethod
-    def from_state(cls, plan: Plan, state: dict[str, Any]) -> DerivedHooks:
-        if state.get("version") != 1:
-            raise ValueError(f"unsupported hooks state version {state.get('version')!r}")
-        hooks = cls(plan, WarningBook.from_state(state["book"]))
-        hooks._done = int(state["done"])
-        k = len(hooks.layout.ids)
-        node_at = {nid: i for i, nid in enumerate(hooks.layout.ids)}
-        code_at = {code: c for c, code in enumerate(CODES)}
-        sid_at = {sid: j for j, sid in enumerate(hooks._nan_sids)}
-        cells: dict[int, list[tuple[int, float]]] = {}
-        for item in state["book"]["entries"]:
-            code, node_id, sid = item["key"]
-            if code == NAN_CODE and sid in sid_at:
-                e = hooks._n_node + sid_at[sid]
-            elif code in code_at and node_id in node_at and sid is None:
-                e = code_at[code] * k + node_at[node_id]
-            else:
-                continue
-            for b, v in zip(item["bins"], item["values"], strict=True):
-                cells.setdefault(int(b), []).append((e, _decode(v)))
-        for b, pairs in cells.items():
-            pairs.sort()
-            hooks._mirror[b] = (np.array([e for e, _ in pairs], dtype=np.intp),
-                                np.array([v for _, v in pairs], dtype=np.float64))  # fmt: skip
+    def from_state(cls, plan: Plan, state: dict[str, Any] | HooksCapture) -> DerivedHooks:
+        if isinstance(state, HooksCapture):
+            state = state.to_state()
+        version = state.get("version")
+        if version == 1:
+            return cls._from_state_v1(plan, state)
+        if version != STATE_VERSION:
+            raise ValueError(f"unsupported hooks state version {version!r}")
+        hooks = cls(plan, done=int(state["done"]))
+        hooks.book, hooks._mirror = build_book(state, hooks.entity_keys, key_spec)
+        at = set(hooks.entity_keys)
+        hooks._orphans = tuple(k for k in hooks.book if k not in at)
         return hooks
 
+    @classmethod
+    def _from_state_v1(cls, plan: Plan, state: dict[str, Any]) -> DerivedHooks:
+        """Snapshots written before version 2 (the whole book as JSON)."""
+        return cls(plan, WarningBook.from_state(state["book"]), done=int(state["done"]))
 
-def _decode(v: float | str) -> float:
-    if isinstance(v, str):
-        return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[v]
-    return float(v)
+
+def key_spec(key: Key) -> tuple[str, str, MessageFn | None, str | None]:
+    """Severity, worst rule, message function or fixed message of a key, as `_set` gives them."""
+    code, _node_id, sid = key
+    if code == NAN_CODE:
+        return "warning", "max", None, f"series '{sid}' has non-finite values"
+    spec = CHECKS[code]
+    return spec.severity, spec.worst, spec.message, None
+
+
+def book_state(book: WarningBook, done: int) -> dict[str, Any]:
+    """A version-2 state holding every key of `book` (to rebuild book + mirror for another layout)."""
+    keys = tuple(book.keys())
+    orphans = tuple((k, *book.entry_cells(k)) for k in keys)
+    return HooksCapture(done, (), {}, book.published_view(), book.dirty_keys(), orphans).to_state()
 
 
 __all__ = ["DerivedHooks", "node_flag_block"]

@@ -31,6 +31,7 @@ add nothing. Decisions: `close()` sends `status: closing` before the bins it eva
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -63,6 +64,14 @@ class ValidFrame(NamedTuple):
     bin: int
     series: str
     value: float
+
+
+class FrameColumns(NamedTuple):
+    """A record's frames as columns: bins, telemetry index (`LiveRun.series_index`), finite values."""
+
+    bins: NDArray[np.int64]
+    idx: NDArray[np.intp]
+    values: NDArray[np.float64]
 
 
 @dataclass
@@ -110,6 +119,8 @@ class LiveRun:
         self.telemetry_ids: tuple[str, ...] = tuple(plan.names[int(r)] for r in plan.telemetry_rows)
         self._tele_index = {sid: i for i, sid in enumerate(self.telemetry_ids)}
         self._tele_rows = [int(r) for r in plan.telemetry_rows]
+        self._tele_rows_a = np.asarray(self._tele_rows, dtype=np.intp)
+        self._series_cache: tuple[tuple[str, ...], NDArray[np.intp]] | None = None
         self._keep = self.retention_bins + plan.lookback
         self._slack = max(self.MIN_SLACK, self._keep // 8)
         cols = min(self._keep + self._slack, self.INITIAL_COLUMNS)
@@ -122,6 +133,9 @@ class LiveRun:
         # last capture; every write to V/P lowers it. A different (or no) owner means "copy all".
         self.dirty_from = 0
         self.capture_owner: object | None = None
+        # Quiet (recovery of a long log tail): bins are evaluated and seq numbers and hooks advance
+        # exactly as when publishing, but no event is built (the events returned are only statuses).
+        self.quiet = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def set_status(self, new: RunStatus, reason: str | None = None, *, seqd: bool = True) -> Event:
@@ -191,52 +205,109 @@ class LiveRun:
         n = len(frames)
         if n == 0:
             return ApplyResult()
-        idx = np.empty(n, dtype=np.intp)
-        for i, f in enumerate(frames):
-            j = self._tele_index.get(f.series)
-            if j is None:
-                raise IngestError(f"frame {i}: series '{f.series}' is not telemetry-fed",
-                                  code="not_telemetry", frame=i, field="series")  # fmt: skip
-            idx[i] = j
+        idx = self.series_index([f.series for f in frames])
         bins = np.fromiter((f.bin for f in frames), dtype=np.int64, count=n)
+        values = np.fromiter((f.value for f in frames), dtype=np.float64, count=n)
+        return self.apply_columns(bins, idx, values)
+
+    def series_index(self, series: Sequence[str]) -> NDArray[np.intp]:
+        """Telemetry index (rows of P) of each series id; IngestError naming the first unknown one.
+        Producers send the same series in the same order bin after bin: the last answer is reused
+        when the sequence is equal (one string comparison per frame instead of a dict lookup)."""
+        key = tuple(series)
+        cached = self._series_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        get = self._tele_index.get
+        found = [get(s) for s in key]
+        if None in found:
+            i = found.index(None)
+            raise IngestError(f"frame {i}: series '{series[i]}' is not telemetry-fed",
+                              code="not_telemetry", frame=i, field="series")  # fmt: skip
+        idx = np.asarray(found, dtype=np.intp)
+        idx.flags.writeable = False
+        self._series_cache = (key, idx)
+        return idx
+
+    def apply_columns(self, bins: NDArray[np.int64], idx: NDArray[np.intp], values: NDArray[np.float64]) -> ApplyResult:
+        """`apply_record` on columns: frame i is (bins[i], telemetry series idx[i], values[i]), finite.
+
+        Frames apply in order (last wins). When no cell repeats within the record (the usual case)
+        the duplicate/accepted/corrected split and the writes are one vector operation each;
+        otherwise frames are applied one by one, each compared with what the frames before it left.
+        """
+        if not self.status.is_open:
+            raise RunClosedError(f"run '{self.run_id}' is {self.status.value}", runId=self.run_id)
+        n = len(bins)
+        if n == 0:
+            return ApplyResult()
         limit = self.grid.bins if self.grid.bins is not None else np.iinfo(np.int64).max
         bad = np.flatnonzero((bins < 0) | (bins >= limit))
         if bad.size:
             i = int(bad[0])
-            raise IngestError(f"frame {i}: bin {frames[i].bin} is outside the grid", frame=i, field="bin")
+            raise IngestError(f"frame {i}: bin {int(bins[i])} is outside the grid", frame=i, field="bin")
         old = np.flatnonzero(bins < self.lowest_correctable)
         if old.size:
             i = int(old[0])
-            raise OutsideRetentionError(f"frame {i}: bin {frames[i].bin} is older than the retention window "
+            raise OutsideRetentionError(f"frame {i}: bin {int(bins[i])} is older than the retention window "
                                         f"(lowest correctable bin {self.lowest_correctable})",
                                         frame=i, field="bin", lowestBin=self.lowest_correctable)  # fmt: skip
-        self._ensure_columns(int(bins.max()))
+        top = int(bins.max())
+        self._ensure_columns(top)
         res = ApplyResult()
-        V, P, base, rows, last = self.V, self.P, self.base, self._tele_rows, self.last_bin
-        fixed: list[int] = []
-        lowest = self.dirty_from
-        for f, j in zip(frames, idx.tolist(), strict=True):
-            c, r = f.bin - base, rows[j]
-            held = P[j, c]
-            if held and V[r, c] == f.value and np.signbit(V[r, c]) == np.signbit(f.value):
-                res.duplicates += 1
-                continue
-            if f.bin <= last:
-                res.corrected += 1
-                fixed.append(f.bin)
-            else:
-                res.accepted += 1
-            if f.bin < lowest:
-                lowest = f.bin
-            V[r, c] = f.value
-            P[j, c] = True
-        self._touch(lowest)
-        self.watermark = max(self.watermark, int(bins.max()))
+        cols = bins - self.base
+        rows = self._tele_rows_a[idx]
+        width = self.V.shape[1]
+        if np.unique(idx * width + cols).size == n:
+            fixed = self._write_unique(cols, idx, rows, bins, values, res)
+        else:
+            fixed = self._write_in_order(cols, idx, rows, bins, values, res)
+        self.watermark = max(self.watermark, top)
         if fixed:
             self.revision += 1
             self._recompute(fixed, res.events)
         self._close_ready(res.events)
         return res
+
+    def _write_unique(self, cols: NDArray[np.int64], idx: NDArray[np.intp], rows: NDArray[np.intp],
+                      bins: NDArray[np.int64], values: NDArray[np.float64], res: ApplyResult) -> list[int]:  # fmt: skip
+        V, P = self.V, self.P
+        cur = V[rows, cols]
+        dup = P[idx, cols] & (cur == values) & (np.signbit(cur) == np.signbit(values))
+        write = ~dup
+        corrected = write & (bins <= self.last_bin)
+        res.duplicates = int(dup.sum())
+        res.corrected = int(corrected.sum())
+        res.accepted = n_written = len(bins) - res.duplicates
+        res.accepted -= res.corrected
+        if n_written:
+            V[rows[write], cols[write]] = values[write]
+            P[idx[write], cols[write]] = True
+            self._touch(int(bins[write].min()))
+        fixed: list[int] = bins[corrected].tolist()
+        return fixed
+
+    def _write_in_order(self, cols: NDArray[np.int64], idx: NDArray[np.intp], rows: NDArray[np.intp],
+                        bins: NDArray[np.int64], values: NDArray[np.float64],
+                        res: ApplyResult) -> list[int]:  # fmt: skip
+        V, P, last = self.V, self.P, self.last_bin
+        fixed: list[int] = []
+        lowest = self.dirty_from
+        for b, c, j, r, v in zip(bins.tolist(), cols.tolist(), idx.tolist(), rows.tolist(), values.tolist(),
+                                 strict=True):  # fmt: skip
+            if P[j, c] and V[r, c] == v and math.copysign(1.0, V[r, c]) == math.copysign(1.0, v):
+                res.duplicates += 1
+                continue
+            if b <= last:
+                res.corrected += 1
+                fixed.append(b)
+            else:
+                res.accepted += 1
+            lowest = min(lowest, b)
+            V[r, c] = v
+            P[j, c] = True
+        self._touch(lowest)
+        return fixed
 
     def _recompute(self, fixed: list[int], events: list[Event]) -> None:
         t0, t1 = min(fixed), self.last_bin + 1
@@ -270,6 +341,8 @@ class LiveRun:
         self.telemetry_ids = tuple(plan.names[int(r)] for r in plan.telemetry_rows)
         self._tele_index = {sid: i for i, sid in enumerate(self.telemetry_ids)}
         self._tele_rows = [int(r) for r in plan.telemetry_rows]
+        self._tele_rows_a = np.asarray(self._tele_rows, dtype=np.intp)
+        self._series_cache = None
         self.P = self.P[[old_index[sid] for sid in self.telemetry_ids]]
         self._keep = self.retention_bins + plan.lookback
         self._build_delta_layout()
@@ -341,6 +414,10 @@ class LiveRun:
     def _publish(self, t0: int, t1: int, events: list[Event], prev_last: int) -> None:
         """One run_update per bin of [t0, t1), each followed by its warning updates. An update's
         `lastBin` is max(its bin, prev_last): how far evaluation had got when it was published."""
+        if self.quiet:
+            for t in range(t0, t1):
+                self.seq += 1 + len(self.hooks.warnings(self, t))
+            return
         block = self.hooks.wire(self.V[self._gather, t0 - self.base : t1 - self.base])
         columns = block.T.tolist()
         derived = self.hooks.derived(self, t0, t1)

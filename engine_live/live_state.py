@@ -12,9 +12,11 @@ records the segments its commit wrote), and hooks restored from their state — 
 records produce the same events with the same seq numbers. Which columns are held never changes an
 event: only bins at or after lowest_correctable − lookback are ever read.
 
-Hooks take part when they carry state: an object with `state() -> JSON-able` and
-`from_state(state)` — or `from_state(plan, state)`, as `DerivedHooks` has it. `from_state` may
-mutate the object (returns None) or return a new hooks object (a classmethod constructor).
+Hooks take part when they carry state: an object with `state()` and `from_state(state)` — or
+`from_state(plan, state)`, as `DerivedHooks` has it. `from_state` may mutate the object (returns
+None) or return a new hooks object (a classmethod constructor). Hooks with a `capture()` too
+(DerivedHooks) hand the capture pointer copies whose `to_state()` the commit thread calls
+(`engine_live.hooks_state`); for the others, `state()` returns fresh JSON-able data.
 
 Failure cases: a state captured from another plan (row names or telemetry series differ) or with
 inconsistent matrix shapes raises `StateMismatchError` rather than restoring wrong rows.
@@ -34,6 +36,7 @@ from numpy.typing import NDArray
 from engine_live.compiler import Plan
 from engine_live.errors import FlowTimeError
 from engine_live.events import RunStatus
+from engine_live.hooks_state import jsonable
 from engine_live.live_run import BinHooks, LiveRun
 
 STATE_VERSION = 1
@@ -87,14 +90,15 @@ class RunState:
         lowest = max(0, self.last_bin - self.retention_bins + 1)
         return max(self.base, lowest), self.last_bin + 1
 
-    def counters(self) -> dict[str, Any]:
-        """The JSON-able part (everything but V, P)."""
+    def counters(self, *, hooks: bool = True) -> dict[str, Any]:
+        """The JSON-able part (everything but V, P); hooks' array states as lists (`hooks_state.jsonable`)."""
         return {
             "version": STATE_VERSION, "runId": self.run_id, "epoch": self.epoch, "status": self.status,
             "seq": self.seq, "revision": self.revision, "modelRevision": self.model_revision,
             "watermark": self.watermark, "lastBin": self.last_bin, "base": self.base,
             "columns": self.columns, "graceBins": self.grace_bins, "retentionBins": self.retention_bins,
-            "names": list(self.names), "telemetryIds": list(self.telemetry_ids), "hooks": self.hooks,
+            "names": list(self.names), "telemetryIds": list(self.telemetry_ids),
+            "hooks": jsonable(self.hooks) if hooks else None,
             "slack": self.slack, "heldBins": [self.base, self.held_to], "persistedBefore": self.persisted_before,
         }  # fmt: skip
 
@@ -126,9 +130,10 @@ def capture(run: LiveRun) -> RunState:
 def _capture(run: LiveRun, k: int, n: int, delta: StateDelta | None) -> RunState:
     """The counters, the hooks' state and columns k..n of V/P."""
     hooks = run.hooks
-    # state() must return fresh plain data (it does: WarningBook.to_state builds new containers), so no deepcopy
-    # here: capture runs on the event loop, and a deepcopy of a large warning book took over a second.
-    hook_state = hooks.state() if isinstance(hooks, StatefulHooks) else None
+    # On the event loop: hooks with `capture()` (DerivedHooks) hand over pointer copies whose
+    # `to_state()` runs later, in the commit thread; `state()` must return fresh plain data.
+    capture_fn = getattr(hooks, "capture", None)
+    hook_state = capture_fn() if callable(capture_fn) else hooks.state() if isinstance(hooks, StatefulHooks) else None
     return RunState(
         run_id=run.run_id, epoch=run.epoch, status=run.status.value, seq=run.seq, revision=run.revision,
         model_revision=run.model_revision, watermark=run.watermark, last_bin=run.last_bin, base=run.base,
@@ -239,7 +244,10 @@ def restore(plan: Plan, state: RunState, hooks: BinHooks | None = None) -> LiveR
     if state.P.shape != (len(state.telemetry_ids), n) or state.V.shape[0] != len(state.names) or n > state.columns:
         raise StateMismatchError("the snapshot's matrices have inconsistent shapes")
     if state.hooks is not None and isinstance(hooks, StatefulHooks):
-        hooks = _restore_hooks(hooks, plan, copy.deepcopy(state.hooks))
+        # from_state must not keep references into the state (DerivedHooks copies what it keeps);
+        # plain JSON states of other hooks are deep-copied here
+        own = isinstance(state.hooks, dict) and "cells" not in state.hooks
+        hooks = _restore_hooks(hooks, plan, copy.deepcopy(state.hooks) if own else state.hooks)
     run = LiveRun(plan, run_id=state.run_id, epoch=state.epoch, grace_bins=state.grace_bins,
                   retention_bins=state.retention_bins, hooks=hooks)  # fmt: skip
     if run.telemetry_ids != state.telemetry_ids:

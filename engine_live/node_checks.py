@@ -49,6 +49,7 @@ def _msg(text: str, value_label: str | None = None) -> MessageFn:
         bins = ", ".join(str(b) for b in agg.bins) + (", …" if agg.count > len(agg.bins) else "")
         tail = f"; {value_label} {agg.value:g}" if value_label and agg.value is not None else ""
         return f"{agg.node_id}: {text} in {agg.count} bin(s) ({bins}){tail}"
+
     return build
 
 
@@ -65,11 +66,12 @@ CHECKS: dict[str, CheckSpec] = {
     "queue_negative": CheckSpec("warning", "min", _msg("queue depth negative", "lowest")),
     "served_exceeds_arrivals": CheckSpec("warning", "max", _msg("served exceeds arrivals", "largest excess")),
     "served_exceeds_capacity": CheckSpec(
-        "warning", "max", _msg("served exceeds capacity × parallelism", "largest excess")),
+        "warning", "max", _msg("served exceeds capacity × parallelism", "largest excess")
+    ),
     "conservation_violation": CheckSpec(
-        "warning", "absmax", _msg("arrivals − served − Δqueue exceeds 0.01", "largest residual")),
-    "backlog_growth_streak": CheckSpec(
-        "warning", "max", _msg("queue grew 3 or more bins in a row", "highest queue")),
+        "warning", "absmax", _msg("arrivals − served − Δqueue exceeds 0.01", "largest residual")
+    ),
+    "backlog_growth_streak": CheckSpec("warning", "max", _msg("queue grew 3 or more bins in a row", "highest queue")),
     "capacity_inferred_low": CheckSpec("info", "max", _msg("capacity inferred with low confidence")),
     "data_gap": CheckSpec("warning", "max", _msg("data gap: inputs zero-filled")),
 }
@@ -99,8 +101,7 @@ def node_flags(node: NodeInputs, derived: NodeDerived, telemetry_fields: frozens
     arrivals, served, queue = node.series("arrivals"), node.series("served"), node.series("queueDepth")
     capacity = node.series("capacity")
     with np.errstate(all="ignore"):
-        for code, s in (("arrivals_negative", arrivals), ("served_negative", served),
-                        ("queue_negative", queue)):
+        for code, s in (("arrivals_negative", arrivals), ("served_negative", served), ("queue_negative", queue)):
             if s is not None:
                 full[code] = (s < -NEGATIVE_TOLERANCE, s)
         if served is not None and arrivals is not None and node.kind not in QUEUE_KINDS:
@@ -113,11 +114,9 @@ def node_flags(node: NodeInputs, derived: NodeDerived, telemetry_fields: frozens
             prev_q = _previous(queue)
             prev_gap = np.concatenate([[True], gap[:-1]]) if n else gap
             known = ~prev_gap & np.isfinite(prev_q)
-            if arrivals is not None and served is not None and \
-                    {"arrivals", "served", "queueDepth"} <= telemetry_fields:
+            if arrivals is not None and served is not None and {"arrivals", "served", "queueDepth"} <= telemetry_fields:
                 residual = arrivals - served - (queue - prev_q)
-                full["conservation_violation"] = (known & (np.abs(residual) > CONSERVATION_TOLERANCE),
-                                                  residual)
+                full["conservation_violation"] = (known & (np.abs(residual) > CONSERVATION_TOLERANCE), residual)
             grew = known & ~gap & (queue > prev_q)
             full["backlog_growth_streak"] = (_streak(grew), queue)
         cap_value, saturated, applicable = capacity_inference(node)
@@ -132,11 +131,23 @@ def node_flags(node: NodeInputs, derived: NodeDerived, telemetry_fields: frozens
     return out
 
 
-def record_node_flags(book: WarningBook, node_id: str, first_bin: int, flags: Mapping[str, tuple[
-        BoolArray, FloatArray]], series_id: str | None = None) -> None:
+def record_node_flags(
+    book: WarningBook,
+    node_id: str,
+    first_bin: int,
+    flags: Mapping[str, tuple[BoolArray, FloatArray]],
+    series_id: str | None = None,
+) -> None:
     """Feed `node_flags` output for output bins starting at run bin `first_bin` into the book."""
     for code, (mask, values) in flags.items():
         spec = CHECKS[code]
         bins = np.arange(first_bin, first_bin + len(mask), dtype=np.int64)
-        book.set_flags((code, node_id, series_id), bins, mask, values, severity=spec.severity,
-                       message_fn=spec.message, worst=spec.worst)
+        book.set_flags(
+            (code, node_id, series_id),
+            bins,
+            mask,
+            values,
+            severity=spec.severity,
+            message_fn=spec.message,
+            worst=spec.worst,
+        )

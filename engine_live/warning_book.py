@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -71,12 +71,18 @@ def _same(a: float, b: float) -> bool:
 
 
 class _Entry:
-    __slots__ = ("cached", "message", "message_fn", "order", "severity", "stale", "values", "worst",
-                 "worst_value")
+    """One key's flags: `values` (bin → value) and `order` (its bins ascending); after a restore,
+    `packed` (bins ascending, values) holds the older flags as arrays and `values`/`order` only the
+    bins after them (appends). Anything else than an append past the packed bins unpacks first."""
+
+    __slots__ = (
+        "cached", "message", "message_fn", "order", "packed", "severity", "stale", "values", "worst", "worst_value",
+    )  # fmt: skip
 
     def __init__(self, severity: str, worst: str) -> None:
         self.values: dict[int, float] = {}
         self.order: list[int] = []
+        self.packed: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None
         self.severity = severity
         self.worst = worst
         self.worst_value = math.nan
@@ -86,16 +92,41 @@ class _Entry:
         self.cached: dict[str, Any] | None = None
 
     def offer(self, v: float) -> None:
-        if not self.stale and math.isfinite(v) and (
-                math.isnan(self.worst_value) or _rank(v, self.worst) > _rank(self.worst_value, self.worst)):
+        if (
+            not self.stale
+            and math.isfinite(v)
+            and (math.isnan(self.worst_value) or _rank(v, self.worst) > _rank(self.worst_value, self.worst))
+        ):
             self.worst_value = v
 
     def retire(self, v: float) -> None:
         if not self.stale and _same(v, self.worst_value):
             self.stale = True
 
+    def count(self) -> int:
+        return len(self.order) + (len(self.packed[0]) if self.packed is not None else 0)
+
+    def first_bins(self) -> list[int]:
+        if self.packed is None:
+            return self.order[:FIRST_BINS]
+        if len(self.packed[0]) >= FIRST_BINS:
+            return self.packed[0][:FIRST_BINS].tolist()  # type: ignore[no-any-return]
+        return (self.packed[0].tolist() + self.order)[:FIRST_BINS]  # type: ignore[no-any-return]
+
+    def packed_past(self, b: int) -> bool:
+        """True when bin `b` is not after the packed bins (the entry must be unpacked to touch it)."""
+        return self.packed is not None and b <= int(self.packed[0][-1])
+
+    def unpack(self) -> None:
+        if self.packed is not None:
+            bins, vals = self.packed[0].tolist(), self.packed[1].tolist()
+            self.values = {**dict(zip(bins, vals, strict=True)), **self.values}
+            self.order = bins + self.order
+            self.packed = None
+
     def worst_now(self) -> float:
         if self.stale:
+            self.unpack()
             finite = [v for v in self.values.values() if math.isfinite(v)]
             self.worst_value = max(finite, key=lambda v: _rank(v, self.worst)) if finite else math.nan
             self.stale = False
@@ -109,8 +140,11 @@ def _visible(w: dict[str, Any]) -> tuple[Any, ...]:
     return (w["bins"], w["value"], w["severity"])
 
 
-def _sort_key(key: Key) -> tuple[str, str, str]:
+def sort_key(key: Key) -> tuple[str, str, str]:
     return (key[0], key[1] or "", key[2] or "")
+
+
+_sort_key = sort_key
 
 
 def _enc(v: float) -> float | str:
@@ -120,8 +154,7 @@ def _enc(v: float) -> float | str:
 
 
 def _dec(v: float | str) -> float:
-    return float({"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}.get(v, v)) if isinstance(v, str) \
-        else float(v)
+    return float({"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}.get(v, v)) if isinstance(v, str) else float(v)
 
 
 class WarningBook:
@@ -130,10 +163,18 @@ class WarningBook:
         self._published: dict[Key, dict[str, Any]] = {}
         self._dirty: set[Key] = set()
 
-    def set_flags(self, key: Key, bins: Sequence[int] | NDArray[Any], mask: Sequence[bool] | NDArray[Any],
-                  values: Sequence[float] | NDArray[Any], *, severity: str = "warning",
-                  message: str | None = None, message_fn: MessageFn | None = None,
-                  worst: Worst = "max") -> None:
+    def set_flags(
+        self,
+        key: Key,
+        bins: Sequence[int] | NDArray[Any],
+        mask: Sequence[bool] | NDArray[Any],
+        values: Sequence[float] | NDArray[Any],
+        *,
+        severity: str = "warning",
+        message: str | None = None,
+        message_fn: MessageFn | None = None,
+        worst: Worst = "max",
+    ) -> None:
         """Replace the flags of `bins` for `key`: bins where `mask` is true are flagged with their value,
         the others are unflagged. `message_fn` (or a fixed `message`) gives the warning text."""
         mask_a = np.asarray(mask, dtype=np.bool_)
@@ -149,13 +190,14 @@ class WarningBook:
                 entry.worst, entry.stale = worst, True
             entry.severity = severity
         if message is not None or message_fn is not None:
-            changed = changed or entry.message_fn is not message_fn or (
-                message_fn is None and entry.message != message)
+            changed = changed or entry.message_fn is not message_fn or (message_fn is None and entry.message != message)
             entry.message, entry.message_fn = message, message_fn
         bins_a = np.asarray(bins, dtype=np.int64)
         vals_a = np.asarray(values, dtype=np.float64)
         on_bins, on_vals = bins_a[mask_a].tolist(), vals_a[mask_a].tolist()
-        if not entry.values:
+        if len(bins_a) and entry.packed_past(int(bins_a.min())):
+            entry.unpack()
+        if not entry.count():
             entry.values = dict(zip(on_bins, on_vals, strict=True))
             entry.order = sorted(entry.values)
             entry.worst_value, entry.stale = math.nan, True
@@ -165,7 +207,62 @@ class WarningBook:
         if changed:
             entry.cached = None
             self._dirty.add(key)
-        if not entry.values:
+        if not entry.count():
+            del self._entries[key]
+
+    def set_flag(
+        self,
+        key: Key,
+        b: int,
+        flagged: bool,
+        value: float,
+        *,
+        severity: str = "warning",
+        message: str | None = None,
+        message_fn: MessageFn | None = None,
+        worst: Worst = "max",
+    ) -> None:
+        """`set_flags` for one bin, with plain Python values (the per-bin hot path of live runs)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            if not flagged:
+                return
+            entry = self._entries[key] = _Entry(severity, worst)
+            changed = True
+        else:
+            changed = entry.severity != severity or entry.worst != worst
+            if entry.worst != worst:
+                entry.worst, entry.stale = worst, True
+            entry.severity = severity
+        if message is not None or message_fn is not None:
+            changed = changed or entry.message_fn is not message_fn or (message_fn is None and entry.message != message)
+            entry.message, entry.message_fn = message, message_fn
+        if entry.packed is not None and entry.packed_past(b):
+            entry.unpack()
+        values, order = entry.values, entry.order
+        old = values.get(b)
+        if flagged:
+            if old is None:
+                values[b] = value
+                if not order or b > order[-1]:
+                    order.append(b)
+                else:
+                    bisect.insort(order, b)
+                entry.offer(value)
+                changed = True
+            elif not _same(old, value):
+                values[b] = value
+                entry.retire(old)
+                entry.offer(value)
+                changed = True
+        elif old is not None:
+            entry.retire(values.pop(b))
+            del order[bisect.bisect_left(order, b)]
+            changed = True
+        if changed:
+            entry.cached = None
+            self._dirty.add(key)
+        if not values and entry.packed is None:
             del self._entries[key]
 
     @staticmethod
@@ -201,9 +298,9 @@ class WarningBook:
     def _warning(self, key: Key, entry: _Entry) -> dict[str, Any]:
         if entry.cached is None:
             code, node_id, series_id = key
-            bins = entry.order[:FIRST_BINS]
+            bins = entry.first_bins()
             value = to_wire_value(entry.worst_now())
-            agg = Aggregate(code, node_id, series_id, tuple(bins), len(entry.values), value)
+            agg = Aggregate(code, node_id, series_id, tuple(bins), entry.count(), value)
             if entry.message_fn is not None:
                 entry.message = entry.message_fn(agg)
             elif entry.message is None:
@@ -226,6 +323,9 @@ class WarningBook:
                     changes.append(WarningChange("clear", _copy(prev)))
                     del self._published[key]
                 continue
+            if prev is not None and _visible(prev) == (entry.first_bins(), to_wire_value(entry.worst_now()),
+                                                       entry.severity):  # fmt: skip
+                continue  # nothing visible changed: the message is not even built
             cur = self._warning(key, entry)
             if prev is None or _visible(cur) != _visible(prev):
                 self._published[key] = _copy(cur)
@@ -240,7 +340,10 @@ class WarningBook:
     def flagged_bins(self, key: Key) -> list[int]:
         """All flagged bins of a key, ascending (empty when the key is not active)."""
         entry = self._entries.get(key)
-        return list(entry.order) if entry else []
+        if entry is None:
+            return []
+        entry.unpack()
+        return list(entry.order)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -249,14 +352,67 @@ class WarningBook:
         entries = []
         for key in sorted(self._entries, key=_sort_key):
             e = self._entries[key]
+            e.unpack()
             w = self._warning(key, e)
-            entries.append({"key": list(key), "severity": e.severity, "worst": e.worst,
-                            "message": w["message"], "bins": list(e.order),
-                            "values": [_enc(e.values[b]) for b in e.order]})
-        return {"version": 1, "entries": entries,
-                "published": [{"key": list(k), "warning": _copy(self._published[k])}
-                              for k in sorted(self._published, key=_sort_key)],
-                "dirty": [list(k) for k in sorted(self._dirty, key=_sort_key)]}
+            entries.append(
+                {
+                    "key": list(key),
+                    "severity": e.severity,
+                    "worst": e.worst,
+                    "message": w["message"],
+                    "bins": list(e.order),
+                    "values": [_enc(e.values[b]) for b in e.order],
+                }
+            )
+        return {
+            "version": 1,
+            "entries": entries,
+            "published": [
+                {"key": list(k), "warning": _copy(self._published[k])} for k in sorted(self._published, key=_sort_key)
+            ],
+            "dirty": [list(k) for k in sorted(self._dirty, key=_sort_key)],
+        }
+
+    # -- snapshot parts (`hooks_state`): O(1) or O(keys) views on the loop, bulk loads on restore ----
+    def published_view(self) -> dict[Key, dict[str, Any]]:
+        """A shallow copy of what was last published (its warning dicts are never mutated)."""
+        return dict(self._published)
+
+    def dirty_keys(self) -> tuple[Key, ...]:
+        return tuple(self._dirty)
+
+    def keys(self) -> list[Key]:
+        return list(self._entries)
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(list(self._entries))
+
+    def entry_cells(self, key: Key) -> tuple[list[int], list[float]]:
+        """(bins ascending, values) of a key's flags (empty when the key is not active)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return [], []
+        bins, vals = (entry.packed[0].tolist(), entry.packed[1].tolist()) if entry.packed is not None else ([], [])
+        return bins + entry.order, vals + [entry.values[b] for b in entry.order]
+
+    def load_entry(self, key: Key, bins: NDArray[np.int64], values: NDArray[np.float64], worst_value: float, *,
+                   severity: str, worst: str, message_fn: MessageFn | None = None,
+                   message: str | None = None) -> None:  # fmt: skip
+        """Install a key's flags as a restore found them (`bins` ascending, `worst_value` already
+        computed), packed as arrays: O(1) here, unpacked only when a change reaches back into them."""
+        if not len(bins):
+            return
+        e = _Entry(severity, worst)
+        e.packed = (bins, values)
+        e.worst_value, e.stale = worst_value, False
+        e.message, e.message_fn = message, message_fn
+        self._entries[key] = e
+
+    def load_published(self, key: Key, warning: dict[str, Any]) -> None:
+        self._published[key] = _copy(warning)
+
+    def mark_dirty(self, key: Key) -> None:
+        self._dirty.add(key)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> WarningBook:

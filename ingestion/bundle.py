@@ -89,8 +89,7 @@ def bundle_telemetry(bundle: Bundle, graph: ModelGraph) -> tuple[dict[str, np.nd
                 warnings.append(
                     warning(
                         "telemetry_conflict",
-                        f"{s.node_id}.{s.metric}: series '{sid}' is already "
-                        "fed by another file; the first one is kept",
+                        f"{s.node_id}.{s.metric}: series '{sid}' is already fed by another file; the first one is kept",
                         node=s.node_id,
                     )
                 )

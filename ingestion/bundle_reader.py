@@ -96,9 +96,7 @@ def resolve_bundle(ref: str, data_dir: Path, *, artifacts: Mapping[str, Path] | 
         else:
             folder = resolve_inside(data_dir / "bundles", ref)
     except ValueError:
-        raise BundlePathError(
-            f"bundle '{ref}' is not a folder under <dataDir>/bundles/", bundle=ref
-        ) from None
+        raise BundlePathError(f"bundle '{ref}' is not a folder under <dataDir>/bundles/", bundle=ref) from None
     if not (folder / "manifest.json").is_file():
         raise NotFoundError(f"no telemetry bundle at '{ref}'", bundle=ref)
     return folder
@@ -109,13 +107,7 @@ def _grid(manifest: dict[str, Any]) -> Grid:
     if not isinstance(raw, dict):
         raise BundleError("manifest.json: grid is required")
     bins, size, unit = raw.get("bins"), raw.get("binSize"), raw.get("binUnit", "minutes")
-    if (
-        not isinstance(bins, int)
-        or bins < 1
-        or not isinstance(size, int)
-        or size < 1
-        or unit not in UNIT_MINUTES
-    ):
+    if not isinstance(bins, int) or bins < 1 or not isinstance(size, int) or size < 1 or unit not in UNIT_MINUTES:
         raise BundleError("manifest.json: grid needs bins ≥ 1, binSize ≥ 1 and a binUnit", grid=raw)
     start = raw.get("start", raw.get("startTimeUtc", window.get("startTimeUtc")))
     if start is not None:
@@ -137,9 +129,7 @@ def _ranges(bins: list[int], grid: Grid) -> str:
     return ", ".join(spans[:5]) + (" …" if len(spans) > 5 else "")
 
 
-def _read_file(
-    folder: Path, entry: dict[str, Any], index: int
-) -> tuple[str, str, str, np.ndarray, np.ndarray, bool]:
+def _read_file(folder: Path, entry: dict[str, Any], index: int) -> tuple[str, str, str, np.ndarray, np.ndarray, bool]:
     node, metric, rel = entry.get("nodeId"), entry.get("metric"), entry.get("path")
     if not isinstance(node, str) or not isinstance(metric, str) or not isinstance(rel, str):
         raise BundleError(f"manifest.json: files[{index}] needs nodeId, metric and path")

@@ -85,9 +85,7 @@ class KafkaFrameSource:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        self._dlq = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap, acks="all", enable_idempotence=s.enable_idempotence
-        )
+        self._dlq = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", enable_idempotence=s.enable_idempotence)
         await self._consumer.start()
         await self._dlq.start()
         self._task = asyncio.create_task(self._run(), name="kafka-frame-source")
@@ -175,9 +173,7 @@ class KafkaFrameSource:
             consumer.resume(*[tp for tp in assigned if tp in consumer.assignment()])
             self._paused = False
 
-    async def _dead_letter(
-        self, tp: TopicPartition, record: ConsumerRecord[Any, Any], code: str, message: str
-    ) -> None:
+    async def _dead_letter(self, tp: TopicPartition, record: ConsumerRecord[Any, Any], code: str, message: str) -> None:
         headers = [
             ("error", code.encode()),
             ("error-message", message.encode()[:1024]),
@@ -188,9 +184,7 @@ class KafkaFrameSource:
         while True:
             try:
                 assert self._dlq is not None
-                await self._dlq.send_and_wait(
-                    self.settings.dlq_topic, record.value, key=record.key, headers=headers
-                )
+                await self._dlq.send_and_wait(self.settings.dlq_topic, record.value, key=record.key, headers=headers)
                 break
             except asyncio.CancelledError:
                 raise

@@ -41,8 +41,9 @@ OnCommit = Callable[[SnapshotJob, SnapshotMeta], None]
 class RunCheckpoint:
     def __init__(self, live_dir: Path, *, every_bins: int, every_seconds: float, clock: Callable[[], float],
                  keep: int = 2, on_commit: OnCommit | None = None,
-                 after_step: Callable[[str], None] | None = None) -> None:  # fmt: skip
-        self.writer = SnapshotWriter(live_dir, keep=keep, after_step=after_step, clock=clock)
+                 after_step: Callable[[str], None] | None = None,
+                 events_keep: tuple[int, int] | None = None) -> None:  # fmt: skip
+        self.writer = SnapshotWriter(live_dir, keep=keep, after_step=after_step, clock=clock, events_keep=events_keep)
         self.every_bins, self.every_seconds, self.clock = every_bins, every_seconds, clock
         self.on_commit = on_commit
         self.last_offset, self.last_bin, self.last_time = -1, -1, clock()

@@ -1,6 +1,7 @@
 """The snapshot writer of a live run: the one object that owns the commit order (SPEC §6 Snapshots).
 
-Folder `runs/<id>/live/`: `snapshots/<name>/{state.json, create.json, retained.parquet}`, `CURRENT`,
+Folder `runs/<id>/live/`: `snapshots/<name>/{state.json, create.json, retained.parquet[, hooks.npz]}`,
+`CURRENT`,
 `events.log`, the ingestion-log segments (`snapshot_writer.log_segments`). `<name>` is the seq, or
 `<seq>.<logOffset>` when a snapshot of that seq already exists (state changed without an event).
 
@@ -14,7 +15,9 @@ Commit order of `SnapshotWriter.commit(job)` (all of it in a worker thread):
 4. `current_switched` `CURRENT` (`{"snapshot": name, "stateHash"}`) replaced atomically;
 5. `pruned`          snapshots beyond the newest `keep` (and crash leftovers) removed, and segment
                      files CURRENT does not list (orphans of crashed commits);
-6. `log_truncated`   log segments that end at or before the OLDEST kept snapshot's offset removed.
+6. `log_truncated`   log segments that end at or before the OLDEST kept snapshot's offset removed;
+                     events.log's bytes before what a history refill from that snapshot reads are
+                     released (`event_log.release_before`: a punched hole, offsets unchanged).
 
 Failure cases (a crash after step k; recovery always starts from what CURRENT names):
 1-2: CURRENT still names the previous snapshot, whose log segments are all still there; the new
@@ -41,16 +44,19 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from engine_live.hooks_state import join_cells, split_cells
 from engine_live.live_state import RunState
 from snapshot_writer.atomic_files import fsync_dir, fsync_file, json_bytes, write_file, write_json_atomic
+from snapshot_writer.event_log import release_before
 from snapshot_writer.log_segments import truncate_log_before
-from snapshot_writer.retained_table import decode_retained, encode_retained
+from snapshot_writer.retained_table import decode_arrays, decode_retained, encode_arrays, encode_retained
 from snapshot_writer.segments import (
     Segment,
     check_segments,
@@ -62,7 +68,7 @@ from snapshot_writer.segments import (
 
 STEPS = ("temp_written", "renamed", "events_synced", "current_switched", "pruned", "log_truncated")
 SNAPSHOTS, CURRENT, EVENTS_LOG = "snapshots", "CURRENT", "events.log"
-STATE, CREATE, RETAINED = "state.json", "create.json", "retained.parquet"
+STATE, CREATE, RETAINED, HOOKS = "state.json", "create.json", "retained.parquet", "hooks.npz"
 _NAME = re.compile(r"^(\d+)(?:\.(\d+))?$")
 
 
@@ -113,8 +119,10 @@ class SnapshotWriter:
     """Commits snapshots of one run, one at a time. `after_step` is the crash-injection seam."""
 
     def __init__(self, live_dir: Path, *, keep: int = 2, after_step: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] | None = None) -> None:  # fmt: skip
+                 clock: Callable[[], float] | None = None,
+                 events_keep: tuple[int, int] | None = None) -> None:  # fmt: skip
         self.live_dir, self.keep = live_dir, max(1, keep)
+        self.events_keep = events_keep  # (events, bytes) of events.log a history refill reads; None: keep all
         self.after_step = after_step or (lambda step: None)
         self.clock = clock
         self.lock = asyncio.Lock()
@@ -138,18 +146,21 @@ class SnapshotWriter:
         retained = encode_retained(job.state.V, job.state.P, job.state.base, job.state.names,
                                    job.state.telemetry_ids)  # fmt: skip
         create = json_bytes(job.create)
+        hooks, cells = _hooks_parts(job.state.hooks)
+        files = [(RETAINED, retained), (CREATE, create), *([(HOOKS, cells)] if cells is not None else [])]
         lo, hi = job.state.retained_range()
-        body = {**job.state.counters(), "logOffset": job.log_offset, "eventsOffset": job.events_offset,
+        body = {**job.state.counters(hooks=False), "hooks": hooks, "logOffset": job.log_offset,
+                "eventsOffset": job.events_offset,
                 "kafkaOffsets": {str(k): v for k, v in sorted(job.kafka_offsets.items())},
                 "retained": {"fromBin": lo, "toBin": hi - 1, "heldBins": [job.state.base, job.state.held_to]},
-                "files": {RETAINED: _sha(retained), CREATE: _sha(create)},
+                "files": {f: _sha(data) for f, data in files},
                 "segments": [seg.to_wire() for seg in segments],
                 "persistedBefore": segments_end(segments) if job.segment_to is not None or segments
                 else job.state.persisted_before}  # fmt: skip
         state = json_bytes(body)
         tmp = snaps / f".tmp-{name}-{secrets.token_hex(4)}"
         tmp.mkdir()
-        for fname, data in ((RETAINED, retained), (CREATE, create), (STATE, state)):
+        for fname, data in (*files, (STATE, state)):
             write_file(tmp / fname, (data,))
         fsync_dir(tmp)
         self.after_step("temp_written")
@@ -167,14 +178,24 @@ class SnapshotWriter:
         if job.segment_to is not None:
             prune_segments(self.live_dir, segments)
         self.after_step("pruned")
-        offsets = [m.log_offset for m in (_read_meta(self.live_dir, n) for n in kept) if m is not None]
-        truncate_log_before(self.live_dir, min([job.log_offset, *offsets]))
+        metas = [m for m in (_read_meta(self.live_dir, n) for n in kept) if m is not None]
+        truncate_log_before(self.live_dir, min([job.log_offset, *(m.log_offset for m in metas)]))
+        if self.events_keep is not None and job.state.epoch == self._events_epoch(metas):
+            n_events, n_bytes = self.events_keep
+            release_before(events, min([job.events_offset, *(m.events_offset for m in metas)]),
+                           keep_events=n_events, keep_bytes=n_bytes)  # fmt: skip
         self.after_step("log_truncated")
         self.commits += 1
-        size = len(retained) + len(create) + len(state)
+        size = sum(len(data) for _, data in files) + len(state)
         meta = self._meta(name, job, _sha(state))
         took = (self.clock() - t0) if self.clock else 0.0
         return replace(meta, duration_s=took, size_bytes=size, segments=segments)
+
+    @staticmethod
+    def _events_epoch(metas: list[SnapshotMeta]) -> str | None:
+        """The epoch all kept snapshots share (events.log restarts with an epoch), else None."""
+        epochs = {m.epoch for m in metas}
+        return epochs.pop() if len(epochs) == 1 else None
 
     def _write_segments(self, job: SnapshotJob) -> tuple[Segment, ...]:
         """The committed segments plus, when the job has immutable bins past them, one new segment
@@ -230,6 +251,18 @@ class SnapshotWriter:
         return kept
 
 
+def _hooks_parts(hooks: Any) -> tuple[Any, bytes | None]:
+    """(state.json's `hooks`, the hooks.npz bytes or None). Runs in the commit thread: a hooks
+    capture (`HooksCapture`) is turned into its state here, off the event loop."""
+    to_state = getattr(hooks, "to_state", None)
+    if callable(to_state):
+        hooks = to_state()
+    if isinstance(hooks, dict) and isinstance(hooks.get("cells"), dict):
+        part, cells = split_cells(hooks)
+        return {**part, "cells": HOOKS}, encode_arrays(cells)
+    return hooks, None
+
+
 def read_current(live_dir: Path) -> tuple[str, str] | None:
     """(snapshot name, state hash) from CURRENT, or None when missing or unreadable."""
     try:
@@ -261,11 +294,28 @@ def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None) -> t
         if state_hash is not None and _sha(raw) != state_hash:
             raise ValueError("state.json does not match the hash CURRENT recorded")
         s = orjson.loads(raw)
-        files = {f: (folder / f).read_bytes() for f in (RETAINED, CREATE)}
-        for f, data in files.items():
-            if _sha(data) != s["files"][f]:
-                raise ValueError(f"{f} does not match its hash in state.json")
-        V, P = decode_retained(files[RETAINED], int(s["base"]), s["names"], s["telemetryIds"])
+        files = {f: (folder / f).read_bytes() for f in (RETAINED, CREATE, HOOKS) if f in s["files"]}
+        for f in (RETAINED, CREATE):
+            if f not in files:
+                raise ValueError(f"state.json lists no {f}")
+        with ThreadPoolExecutor(1) as pool:  # hash (releases the GIL) while the table decodes
+            digests = pool.submit(lambda: {f: _sha(data) for f, data in files.items()})
+            try:
+                VP: tuple[Any, Any] | Exception = decode_retained(files[RETAINED], int(s["base"]), s["names"],
+                                                                  s["telemetryIds"])  # fmt: skip
+            except Exception as exc:  # a damaged file: its hash says so first
+                VP = exc
+            for f, digest in digests.result().items():
+                if digest != s["files"][f]:
+                    raise ValueError(f"{f} does not match its hash in state.json")
+        if isinstance(VP, Exception):
+            raise VP
+        V, P = VP
+        hooks = s.get("hooks")
+        if isinstance(hooks, dict) and hooks.get("cells") == HOOKS:
+            if HOOKS not in files:
+                raise ValueError(f"state.json lists no {HOOKS}")
+            s["hooks"] = join_cells(hooks, decode_arrays(files[HOOKS]))
         state = RunState.from_counters(s, V, P)
         segments = parse_segments(s.get("segments"))
         if segments and state.persisted_before != segments_end(segments):

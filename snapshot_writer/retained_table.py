@@ -5,11 +5,15 @@ a float64 column `v:<series id>` (plan.names order), then per telemetry series a
 `p:<series id>` (presence: a real value arrived). No dictionary encoding, so every float keeps its
 exact bits (-0, NaN payloads); lz4 compression, no statistics: the file is written for speed and
 read back whole. A reader checks the columns against the names it expects.
+
+`hooks.npz` (`encode_arrays`): the warning cells of the hooks' state (`engine_live.hooks_state`).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,3 +57,15 @@ def decode_retained(data: bytes, base: int, names: Sequence[str],
 
 
 __all__ = ["decode_retained", "encode_retained"]
+
+
+def encode_arrays(arrays: dict[str, NDArray[Any]]) -> bytes:
+    """Named arrays as one `.npz` (uncompressed, no pickles): the hooks' warning cells."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def decode_arrays(data: bytes) -> dict[str, NDArray[Any]]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

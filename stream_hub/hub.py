@@ -150,9 +150,7 @@ class Hub:
             self.publish(run_id, event, data)
 
     # -- subscribing --------------------------------------------------------------------------------
-    def subscribe(
-        self, run_id: str, since: tuple[str, int] | None, nodes: Iterable[str] | None = None
-    ) -> Subscription:
+    def subscribe(self, run_id: str, since: tuple[str, int] | None, nodes: Iterable[str] | None = None) -> Subscription:
         run = self._run(run_id)
         history = run.history
         if since is None:

@@ -191,11 +191,7 @@ class KafkaEventSink:
                 self._pending.append((run_id, ev))
                 self._cursor[run_id] = (ev.epoch, ev.seq)
             head = self.hub.head(run_id)
-            if (
-                head is None
-                or self._cursor.get(run_id, ("", -1)) == head
-                or (read.epoch_changed and not read.events)
-            ):
+            if head is None or self._cursor.get(run_id, ("", -1)) == head or (read.epoch_changed and not read.events):
                 self._behind.discard(run_id)
                 if head is not None:
                     self._cursor[run_id] = head
@@ -248,9 +244,7 @@ class KafkaEventSink:
                     continue
                 batch = list(islice(self._pending, self.settings.batch_size))
                 async with asyncio.timeout(self.settings.send_timeout_s):
-                    await self.producer.send_batch(
-                        self.settings.topic, [self._record(*item) for item in batch]
-                    )
+                    await self.producer.send_batch(self.settings.topic, [self._record(*item) for item in batch])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -109,9 +109,7 @@ class _Session:
 
     async def send(self, payload: bytes, text: str | None = None) -> None:
         if self.cfg.text_frames:
-            await self.ws.send(
-                {"type": "websocket.send", "text": text if text is not None else payload.decode()}
-            )
+            await self.ws.send({"type": "websocket.send", "text": text if text is not None else payload.decode()})
         else:
             await self.ws.send({"type": "websocket.send", "bytes": payload})
 

@@ -142,9 +142,7 @@ def test_load_authenticator_and_bind_check(tmp_path: Path) -> None:
     assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.1", "", "localhost.evil.com"))
 
 
-def test_rest_routes_apply_the_check_and_never_log_the_token(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_rest_routes_apply_the_check_and_never_log_the_token(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings(port=0, data_dir=tmp_path, tokens=f"{SECRET}:read:a*;ingester:ingest")
     app = create_app(settings, AppContext(settings, auth=load_authenticator(settings)))
     probe = APIRouter()

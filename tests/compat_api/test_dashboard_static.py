@@ -56,9 +56,7 @@ def test_app_js_parses() -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    result = subprocess.run(
-        [node, "--check", str(DASHBOARD / "app.js")], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([node, "--check", str(DASHBOARD / "app.js")], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
 

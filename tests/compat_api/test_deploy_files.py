@@ -180,9 +180,7 @@ def test_statefulset_mounts_the_secret_and_configmap_it_points_at() -> None:
     secret_vol = next(
         n for n, v in volumes.items() if v.get("secret", {}).get("secretName") == secret["metadata"]["name"]
     )
-    config_vol = next(
-        n for n, v in volumes.items() if v.get("configMap", {}).get("name") == cm["metadata"]["name"]
-    )
+    config_vol = next(n for n, v in volumes.items() if v.get("configMap", {}).get("name") == cm["metadata"]["name"])
     (secret_key,) = secret["stringData"]
     assert env["FLOWTIME_TOKENS_FILE"] == f"{mounts[secret_vol]}/{secret_key}"
     assert env["FLOWTIME_CONFIG"] == f"{mounts[config_vol]}/config.toml"

@@ -48,9 +48,7 @@ def test_legacy_run_json(client: TestClient) -> None:
         "nodes": [{"id": "d", "kind": "const", "values": [1, 2]}],
     }
     for payload in (model, {"model": model}):
-        r = client.post(
-            "/v1/run", content=orjson.dumps(payload), headers={"content-type": "application/json"}
-        )
+        r = client.post("/v1/run", content=orjson.dumps(payload), headers={"content-type": "application/json"})
         assert r.status_code == 200, r.text
         assert r.json()["series"] == {"d": [1, 2]} and r.json()["binMinutes"] == 60
 
@@ -86,16 +84,10 @@ def test_model_as_object_and_deterministic_id(client: TestClient) -> None:
         "nodes": [{"id": "d", "kind": "const", "values": [1, 2]}],
     }
     ids = [
-        client.post("/v1/runs", json={"model": model, "options": {"deterministicRunId": True}}).json()[
-            "runId"
-        ]
+        client.post("/v1/runs", json={"model": model, "options": {"deterministicRunId": True}}).json()["runId"]
         for _ in range(2)
     ]
-    assert (
-        ids[0] == ids[1]
-        and ids[0].startswith("run_deterministic_")
-        and len(ids[0]) == len("run_deterministic_") + 8
-    )
+    assert ids[0] == ids[1] and ids[0].startswith("run_deterministic_") and len(ids[0]) == len("run_deterministic_") + 8
 
 
 @pytest.mark.parametrize(
@@ -121,9 +113,7 @@ def test_create_run_failures(client: TestClient, body: dict[str, Any], status: i
 
 
 def test_async_run(client: TestClient) -> None:
-    r = client.post(
-        "/v1/runs", json={"model": GOLDEN_MODEL, "options": {"async": True, "deterministicRunId": True}}
-    )
+    r = client.post("/v1/runs", json={"model": GOLDEN_MODEL, "options": {"async": True, "deterministicRunId": True}})
     assert r.status_code == 202, r.text
     run_id = r.json()["runId"]
     assert run_id.startswith("run_deterministic_") and r.headers["location"] == f"/v1/runs/{run_id}"
@@ -237,9 +227,7 @@ def test_overlay_carries_base_telemetry(client: TestClient, tmp_path: Path) -> N
         },
     )
     assert r.status_code == 201, r.text
-    served = client.get(f"/v1/runs/{r.json()['runId']}/series/served", params={"format": "json"}).json()[
-        "values"
-    ]
+    served = client.get(f"/v1/runs/{r.json()['runId']}/series/served", params={"format": "json"}).json()["values"]
     assert served == [20, 20, 10, 0]  # MIN(telemetry arrivals 30 30 10 0, capacity 20)
 
 
@@ -282,9 +270,7 @@ def test_live_mode_is_delegated(tmp_path: Path) -> None:
             json={"mode": "live", "model": GOLDEN_MODEL, "options": {"runId": "r1", "graceBins": 1}},
         )
         assert r.status_code == 202 and r.headers["location"] == "/v1/runs/r1"
-        assert live.created == [
-            {"mode": "live", "model": GOLDEN_MODEL, "options": {"runId": "r1", "graceBins": 1}}
-        ]
+        assert live.created == [{"mode": "live", "model": GOLDEN_MODEL, "options": {"runId": "r1", "graceBins": 1}}]
         assert c.get("/v1/runs/r1").json()["status"] == "live"
         post_model(c, GOLDEN_MODEL)
         items = c.get("/v1/runs").json()["items"]
@@ -328,29 +314,19 @@ def test_list_bad_paging(client: TestClient, params: dict[str, Any]) -> None:
 def test_detail_and_artifacts(client: TestClient) -> None:
     rid = post_model(client, GOLDEN_MODEL)
     detail = client.get(f"/v1/runs/{rid}").json()
-    assert (
-        detail["binMinutes"] == 5
-        and detail["grid"]["bins"] == 4
-        and detail["links"]["self"] == f"/v1/runs/{rid}"
-    )
+    assert detail["binMinutes"] == 5 and detail["grid"]["bins"] == 4 and detail["links"]["self"] == f"/v1/runs/{rid}"
     assert {s["id"] for s in detail["series"]} >= {"served@SERVED@DEFAULT"}
     graph = client.get(f"/v1/runs/{rid}/graph").json()
     assert [n["id"] for n in graph["nodes"]] == ["Svc", "Q"] and graph["edges"][0]["from"] == "Svc"
     index = client.get(f"/v1/runs/{rid}/index").json()
-    assert index["grid"]["binMinutes"] == 5 and any(
-        s["id"] == "backlog@BACKLOG@DEFAULT" for s in index["series"]
-    )
+    assert index["grid"]["binMinutes"] == 5 and any(s["id"] == "backlog@BACKLOG@DEFAULT" for s in index["series"])
     model = client.get(f"/v1/runs/{rid}/model")
     assert model.text == GOLDEN_MODEL and model.headers["content-type"].startswith("application/x-yaml")
     csv = client.get(f"/v1/runs/{rid}/series/served@SERVED@DEFAULT")
     assert csv.text == "bin_index,value\n0,10\n1,20\n2,25\n3,25\n"
     assert client.get(f"/v1/runs/{rid}/series/served", params={"format": "csv"}).text == csv.text
     js = client.get(f"/v1/runs/{rid}/series/backlog", params={"format": "json"}).json()
-    assert (
-        js["values"] == [5, 15, 20, 5]
-        and js["binMinutes"] == 5
-        and js["seriesId"] == "backlog@BACKLOG@DEFAULT"
-    )
+    assert js["values"] == [5, 15, 20, 5] and js["binMinutes"] == 5 and js["seriesId"] == "backlog@BACKLOG@DEFAULT"
     pq_bytes = client.get(f"/v1/runs/{rid}/series/served", params={"format": "parquet"}).content
     table = pq.read_table(io.BytesIO(pq_bytes))
     assert table.column("value").to_pylist() == [10, 20, 25, 25]

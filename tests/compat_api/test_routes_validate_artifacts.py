@@ -102,12 +102,8 @@ def test_artifacts_registry(client: TestClient, tmp_path: Path) -> None:
     assert [i["id"] for i in client.get("/v1/artifacts", params={"search": "ORDER"}).json()["items"]] == [
         "order_bundle"
     ]
-    assert [
-        i["id"] for i in client.get("/v1/artifacts", params={"templateId": "shop-tpl"}).json()["items"]
-    ] == ["shop"]
-    after = client.get(
-        "/v1/artifacts", params={"type": "bundle", "createdAfter": "2000-01-01T12:00:00Z"}
-    ).json()
+    assert [i["id"] for i in client.get("/v1/artifacts", params={"templateId": "shop-tpl"}).json()["items"]] == ["shop"]
+    after = client.get("/v1/artifacts", params={"type": "bundle", "createdAfter": "2000-01-01T12:00:00Z"}).json()
     assert [i["id"] for i in after["items"]] == ["order_bundle"]
     page = client.get("/v1/artifacts", params={"type": "bundle", "limit": 1, "skip": 1}).json()
     assert [i["id"] for i in page["items"]] == ["older_bundle"] and page["total"] == 2

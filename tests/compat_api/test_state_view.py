@@ -85,9 +85,7 @@ def test_from_matrix_and_reported_grid() -> None:
     graph = load_graph(INFER_MODEL)
     names = ["__zero__", "served", "arrivals"]
     matrix = np.array([[0.0, 0.0], [2.0, 4.0], [4.0, 4.0]])
-    src = StateSource.from_matrix(
-        "live", graph, names, matrix, first_bin=7, grid=Grid(None, 1, "hours", None)
-    )
+    src = StateSource.from_matrix("live", graph, names, matrix, first_bin=7, grid=Grid(None, 1, "hours", None))
     body = state_body(src, 8)
     assert body["grid"] == {"bins": None, "binSize": 1, "binUnit": "hours"}
     assert body["bin"] == {"index": 8, "startUtc": None, "endUtc": None}

@@ -26,14 +26,20 @@ def arr(*xs: float) -> np.ndarray:
 
 def same(actual: np.ndarray, expected: list[float]) -> None:
     """Equal with NaN == NaN (null)."""
-    np.testing.assert_allclose(actual, np.array(expected, dtype=np.float64), rtol=1e-12, atol=0,
-                               equal_nan=True)
+    np.testing.assert_allclose(actual, np.array(expected, dtype=np.float64), rtol=1e-12, atol=0, equal_nan=True)
 
 
 def example() -> NodeInputs:
-    return NodeInputs("OrderService", "service", {
-        "arrivals": arr(10, 20, 0, 40), "served": arr(10, 15, 0, 30),
-        "capacity": arr(20, 20, 20, 0), "queueDepth": arr(0, 5, 5, 15)})
+    return NodeInputs(
+        "OrderService",
+        "service",
+        {
+            "arrivals": arr(10, 20, 0, 40),
+            "served": arr(10, 15, 0, 30),
+            "capacity": arr(20, 20, 20, 0),
+            "queueDepth": arr(0, 5, 5, 15),
+        },
+    )
 
 
 def test_example_node_by_hand() -> None:
@@ -118,8 +124,12 @@ def test_dlq_and_data_gap_colours() -> None:
 
 
 def test_service_cycle_and_flow_efficiency() -> None:
-    metrics = {"served": arr(10, 10, 0, 10, 10), "queueDepth": arr(1, 0, 4, 2, 0),
-               "processingTimeMsSum": arr(1000, 0, 500, 300, 0), "servedCount": arr(10, 0, 5, 0, 4)}
+    metrics = {
+        "served": arr(10, 10, 0, 10, 10),
+        "queueDepth": arr(1, 0, 4, 2, 0),
+        "processingTimeMsSum": arr(1000, 0, 500, 300, 0),
+        "servedCount": arr(10, 0, 5, 0, 4),
+    }
     d = derive(NodeInputs("S", "serviceWithBuffer", metrics), 1)  # binMs 60000
     same(d.queue_time_ms, [6000, 0, NAN, 12000, 0])
     same(d.service_time_ms, [100, NAN, 100, NAN, 0])
@@ -176,9 +186,19 @@ def test_lookback_bins_are_excluded_from_outputs() -> None:
 
 
 def test_no_numpy_warnings_on_hostile_inputs() -> None:
-    metrics = {k: arr(0, NAN, math.inf, -math.inf, 1e308, 1e-308) for k in (
-        "arrivals", "served", "capacity", "queueDepth", "externalDemand", "attempts",
-        "processingTimeMsSum", "servedCount")}
+    metrics = {
+        k: arr(0, NAN, math.inf, -math.inf, 1e308, 1e-308)
+        for k in (
+            "arrivals",
+            "served",
+            "capacity",
+            "queueDepth",
+            "externalDemand",
+            "attempts",
+            "processingTimeMsSum",
+            "servedCount",
+        )
+    }
     d = derive(NodeInputs("S", "queue", metrics, parallelism=arr(0, 1, 1, 1, 1e-10, 1), sla_min=1), 1)
     for field in ("utilization", "queue_time_ms", "cycle_time_ms", "flow_efficiency", "retry_tax"):
         assert not np.isinf(getattr(d, field)).any()
@@ -195,8 +215,15 @@ def test_invalid_inputs() -> None:
 
 def test_sla_summary() -> None:
     a = derive(example(), 5)  # met [T, F, T, F]
-    b = derive(NodeInputs("B", "service", {"arrivals": arr(10, 10, 10, 10), "served": arr(10, 10, 10, 9)},
-                          gap=np.array([False, False, False, True])), 5)  # 3 evaluated, all met
+    b = derive(
+        NodeInputs(
+            "B",
+            "service",
+            {"arrivals": arr(10, 10, 10, 10), "served": arr(10, 10, 10, 9)},
+            gap=np.array([False, False, False, True]),
+        ),
+        5,
+    )  # 3 evaluated, all met
     c = derive(NodeInputs("C", "dlq", {"arrivals": arr(1, 1, 1, 1), "served": arr(0, 0, 0, 0)}), 5)
     s = sla_summary({"A": a, "B": b, "C": c})
     assert s["nodes"] == [
@@ -210,20 +237,24 @@ def test_sla_summary() -> None:
 
 # ---- wire rounding ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("x", "expected"), [
-    (0.1234565, 0.123457),
-    (-0.1234565, -0.123457),
-    (-0.0000000001, 0.0),
-    (2.5e-7, 0.0),
-    (5e-7, 1e-6),
-    (-5e-7, -1e-6),
-    (2.5e-6, 3e-6),  # half away from zero, not half to even
-    (1.0000005, 1.000001),
-    (0.1 + 0.2, 0.3),
-    (123.456, 123.456),
-    (1e20, 1e20),
-    (-0.0, 0.0),
-])
+
+@pytest.mark.parametrize(
+    ("x", "expected"),
+    [
+        (0.1234565, 0.123457),
+        (-0.1234565, -0.123457),
+        (-0.0000000001, 0.0),
+        (2.5e-7, 0.0),
+        (5e-7, 1e-6),
+        (-5e-7, -1e-6),
+        (2.5e-6, 3e-6),  # half away from zero, not half to even
+        (1.0000005, 1.000001),
+        (0.1 + 0.2, 0.3),
+        (123.456, 123.456),
+        (1e20, 1e20),
+        (-0.0, 0.0),
+    ],
+)
 def test_to_wire_value(x: float, expected: float) -> None:
     got = to_wire_value(x)
     assert got == expected
@@ -240,9 +271,16 @@ def test_to_wire_value_non_finite_is_null(x: float) -> None:
 
 def test_vectorized_rounding_matches_scalar_reference() -> None:
     rng = np.random.default_rng(7)
-    ties = rng.integers(-10**9, 10**9, 3000) / 1e7 + 0.00000005  # many exact decimal ties
-    values = np.concatenate([ties, rng.normal(0, 1e3, 3000), rng.normal(0, 1e12, 500),
-                             rng.integers(-10**6, 10**6, 500) * 0.5e-6, [1e-9, -1e-9, 9.99e-10]])
+    ties = rng.integers(-(10**9), 10**9, 3000) / 1e7 + 0.00000005  # many exact decimal ties
+    values = np.concatenate(
+        [
+            ties,
+            rng.normal(0, 1e3, 3000),
+            rng.normal(0, 1e12, 500),
+            rng.integers(-(10**6), 10**6, 500) * 0.5e-6,
+            [1e-9, -1e-9, 9.99e-10],
+        ]
+    )
     vec = round_wire(values)
 
     def reference(v: float) -> float:

@@ -34,9 +34,7 @@ EXPRS = (
 def models(draw: st.DrawFn) -> dict[str, Any]:
     bins = draw(st.integers(4, 40))
     n_tele = draw(st.integers(1, 3))
-    nodes: list[dict[str, Any]] = [
-        {"id": f"t{i}", "kind": "const", "source": "telemetry"} for i in range(n_tele)
-    ]
+    nodes: list[dict[str, Any]] = [{"id": f"t{i}", "kind": "const", "source": "telemetry"} for i in range(n_tele)]
     nodes.append({"id": "c0", "kind": "const", "values": [float(v % 7) for v in range(bins)]})
     names = [n["id"] for n in nodes]
     for i in range(draw(st.integers(1, 5))):
@@ -46,9 +44,7 @@ def models(draw: st.DrawFn) -> dict[str, Any]:
         names.append(f"e{i}")
     if draw(st.booleans()):
         a = draw(st.sampled_from(names))
-        nodes.append(
-            {"id": "loop", "kind": "expr", "expr": f"MAX(0, SHIFT(loop, 1) + {a} - 2)", "initial": 1}
-        )
+        nodes.append({"id": "loop", "kind": "expr", "expr": f"MAX(0, SHIFT(loop, 1) + {a} - 2)", "initial": 1})
     if draw(st.booleans()):
         nodes.append({"id": "s", "kind": "pmf", "pmf": {"values": [0, 1, 2], "probabilities": [0.5, 0.3, 0.2],
                                                        "sample": True}})  # fmt: skip

@@ -15,6 +15,7 @@ from engine_live.derived import derive
 from engine_live.errors import OutsideRetentionError
 from engine_live.evaluator import evaluate_batch
 from engine_live.events import decode_event, encode_event
+from engine_live.hooks_state import join_cells, jsonable, split_cells
 from engine_live.live_hooks import DerivedHooks
 from engine_live.live_run import LiveRun, ValidFrame
 from engine_live.model_build import load_graph
@@ -155,7 +156,9 @@ def test_final_warnings_equal_collect_warnings_of_the_final_series(feed: dict[st
     events: list[dict[str, Any]] = []
     for i, record in enumerate(feed["records"]):
         if i == feed["swap"]:  # a snapshot/restore of the hooks mid-run changes nothing
-            run.hooks = hooks = DerivedHooks.from_state(plan, json.loads(json.dumps(hooks.state())))
+            part, cells = split_cells(hooks.capture().to_state())  # as a snapshot stores it: JSON + arrays
+            state = join_cells(json.loads(json.dumps(part)), {k: a.copy() for k, a in cells.items()})
+            run.hooks = hooks = DerivedHooks.from_state(plan, state)
         events += run.apply_record(record).events
     events += run.close()
     expected = expected_warnings(run)
@@ -235,3 +238,77 @@ nodes:
     assert decode_event(encode_event(ups[1]))["deltas"][0]["series"]["y"] is None
     warns = [(e["op"], e["warning"]["seriesId"], e["warning"]["bins"]) for e in events if e["type"] == "warning_update"]
     assert warns == [("add", "y", [1])]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(feeds())
+def test_a_capture_is_not_changed_by_later_records(feed: dict[str, Any]) -> None:
+    """`capture()` holds pointer copies: what a commit thread encodes later is the state at capture."""
+    run, plan, hooks = make()
+    taken: list[tuple[Any, Any]] = []
+    for record in feed["records"]:
+        run.apply_record(record)
+        taken.append((hooks.capture(), jsonable(hooks.state())))
+    run.close()
+    for cap, at_the_time in taken:
+        assert jsonable(cap.to_state()) == at_the_time
+        restored = DerivedHooks.from_state(plan, cap)
+        assert jsonable(restored.state()) == at_the_time
+
+
+def test_legacy_json_state_restores_the_same_book() -> None:
+    """Snapshots written before hooks.npz (state version 1: the whole book as JSON) still restore."""
+    run, plan, hooks = make()
+    for b in range(12):
+        run.apply_record(frames_for(run, b, {"Svc.arrivals": -3.0} if b % 3 == 0 else {"Q.queueDepth": b * 2.0}))
+    legacy = {"version": 1, "done": hooks._done, "book": hooks.book.to_state()}
+    restored = DerivedHooks.from_state(plan, json.loads(json.dumps(legacy)))
+    assert jsonable(restored.state()) == jsonable(hooks.state())
+    assert restored.active() == hooks.active()
+
+
+def test_patch_keeps_the_book_clears_what_no_longer_holds_and_restores_orphans() -> None:
+    """A PATCH builds hooks over the run's book: flags that no longer hold are cleared, keys of a
+    removed node stay (orphans), and a capture/restore after the PATCH keeps all of it."""
+    run, _plan, hooks = make()
+    for b in range(8):
+        run.apply_record(frames_for(run, b, {"Svc.served": 9.0, "Inf.served": 9.0}))  # served > arrivals
+    keys = {(w["code"], w["nodeId"]) for w in hooks.active()}
+    assert ("served_exceeds_arrivals", "Svc") in keys and ("served_exceeds_arrivals", "Inf") in keys
+    patched = MODEL.replace("    - {id: Inf, kind: service, semantics: {arrivals: telemetry, served: telemetry, "
+                            "externalDemand: telemetry}}\n", "")  # fmt: skip
+    new_plan = compile_model(load_graph(patched.replace("Svc.arrivals", "Svc.served"), live=True))
+    assert "Inf.served" not in new_plan.row
+    new_hooks = hooks.for_plan(new_plan)
+    run.replace_plan(new_plan, 0, new_hooks)
+    assert ("served_exceeds_arrivals", "Inf") in {(w["code"], w["nodeId"]) for w in new_hooks.active()}  # orphan
+    for b in range(8, 10):
+        run.apply_record(frames_for(run, b, {"Svc.served": 5.0}))  # served == arrivals from here on
+    run.apply_record([ValidFrame(b, "Svc.served", 5.0) for b in range(8)])  # a correction: no excess anywhere
+    active = {(w["code"], w["nodeId"]) for w in new_hooks.active()}
+    assert ("served_exceeds_arrivals", "Svc") not in active
+    assert ("served_exceeds_arrivals", "Inf") in active
+    restored = DerivedHooks.from_state(new_plan, new_hooks.capture())
+    assert restored.active() == new_hooks.active()
+    assert jsonable(restored.state()) == jsonable(new_hooks.state())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(feeds(), st.integers(0, 40))
+def test_quiet_records_advance_seq_and_hooks_exactly_as_publishing_ones(feed: dict[str, Any], quiet: int) -> None:
+    """`LiveRun.quiet` (a long recovery replay) builds no events but leaves the run, its seq and its
+    warning book exactly where publishing would have: the events after it are the same."""
+    loud, _, loud_hooks = make()
+    hush, _, hush_hooks = make()
+    for i, record in enumerate(feed["records"]):
+        hush.quiet = i < quiet
+        want, got = loud.apply_record(record).events, hush.apply_record(record).events
+        assert hush.seq == loud.seq
+        if not hush.quiet:
+            assert [encode_event(e) for e in got] == [encode_event(e) for e in want]
+        else:
+            assert got == []
+    hush.quiet = False
+    assert [encode_event(e) for e in hush.close()] == [encode_event(e) for e in loud.close()]
+    assert jsonable(hush_hooks.state()) == jsonable(loud_hooks.state())
+    assert hush_hooks.active() == loud_hooks.active()

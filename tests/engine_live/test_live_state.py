@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from engine_live.compiler import Plan, compile_model
 from engine_live.errors import OutsideRetentionError
 from engine_live.events import Event
+from engine_live.hooks_state import jsonable
 from engine_live.live_hooks import DerivedHooks
 from engine_live.live_run import BinHooks, LiveRun, ValidFrame
 from engine_live.live_state import RunState, StateMismatchError, capture, restore
@@ -147,7 +148,7 @@ def test_capture_keeps_only_held_columns_and_the_counters() -> None:
     state = capture(run)
     assert state.V.shape == (plan.n_rows, 6) and state.columns == run.V.shape[1]
     assert (state.seq, state.watermark, state.last_bin) == (run.seq, 5, run.last_bin)
-    assert state.hooks == run.hooks.state()  # type: ignore[attr-defined]
+    assert jsonable(state.hooks) == jsonable(run.hooks.state())  # type: ignore[attr-defined]
     assert np.signbit(state.V[plan.row["t0"], 5])
 
 
@@ -167,7 +168,7 @@ def test_hooks_restored_by_a_classmethod_constructor() -> None:
     run.apply_record([ValidFrame(b, "t0", float(b * 7 % 5)) for b in range(6)])
     restored = restore(plan, capture(run), DerivedHooks(plan))
     assert isinstance(restored.hooks, DerivedHooks) and restored.hooks is not run.hooks
-    assert restored.hooks.state() == run.hooks.state()  # type: ignore[attr-defined]
+    assert jsonable(restored.hooks.state()) == jsonable(run.hooks.state())  # type: ignore[attr-defined]
 
 
 def models_fixed(extra: bool = False) -> dict[str, Any]:

@@ -27,21 +27,38 @@ def mask(flags, code: str) -> list[bool]:
 
 
 def test_every_code_is_always_present_and_clean_node_flags_nothing() -> None:
-    node = NodeInputs("S", "service", {"arrivals": arr(10, 10, 10), "served": arr(10, 9, 10),
-                                       "capacity": arr(20, 20, 20), "queueDepth": arr(0, 1, 1)})
+    node = NodeInputs(
+        "S",
+        "service",
+        {
+            "arrivals": arr(10, 10, 10),
+            "served": arr(10, 9, 10),
+            "capacity": arr(20, 20, 20),
+            "queueDepth": arr(0, 1, 1),
+        },
+    )
     f = flags_of(node)
     assert set(f) == set(CHECKS)
-    assert set(CHECKS) == {"arrivals_negative", "served_negative", "queue_negative",
-                           "served_exceeds_arrivals", "served_exceeds_capacity", "conservation_violation",
-                           "backlog_growth_streak", "capacity_inferred_low", "data_gap"}
+    assert set(CHECKS) == {
+        "arrivals_negative",
+        "served_negative",
+        "queue_negative",
+        "served_exceeds_arrivals",
+        "served_exceeds_capacity",
+        "conservation_violation",
+        "backlog_growth_streak",
+        "capacity_inferred_low",
+        "data_gap",
+    }
     for code, (m, v) in f.items():
         assert m.dtype == np.bool_ and m.shape == (3,) and v.shape == (3,), code
         assert not m.any(), code
 
 
-@pytest.mark.parametrize(("code", "field"), [("arrivals_negative", "arrivals"),
-                                              ("served_negative", "served"),
-                                              ("queue_negative", "queueDepth")])
+@pytest.mark.parametrize(
+    ("code", "field"),
+    [("arrivals_negative", "arrivals"), ("served_negative", "served"), ("queue_negative", "queueDepth")],
+)
 def test_negative_values(code: str, field: str) -> None:
     node = NodeInputs("S", "service", {field: arr(1, -1, -1e-12, 0, -3)})
     f = flags_of(node)
@@ -83,14 +100,12 @@ def test_conservation_tolerance_and_telemetry_requirement() -> None:
     f = flags_of(NodeInputs("S", "serviceWithBuffer", metrics))
     assert mask(f, "conservation_violation") == [False, False, True]  # |−0.009| ≤ 0.01 < |−0.021|
     partial = frozenset({"arrivals", "served"})  # queueDepth is computed by the model
-    assert not any(mask(flags_of(NodeInputs("S", "serviceWithBuffer", metrics), partial),
-                        "conservation_violation"))
+    assert not any(mask(flags_of(NodeInputs("S", "serviceWithBuffer", metrics), partial), "conservation_violation"))
 
 
 def test_conservation_first_input_bin_has_no_previous() -> None:
     metrics = {"arrivals": arr(0, 0), "served": arr(0, 0), "queueDepth": arr(5, 5)}
-    assert mask(flags_of(NodeInputs("S", "serviceWithBuffer", metrics)), "conservation_violation") == [
-        False, False]
+    assert mask(flags_of(NodeInputs("S", "serviceWithBuffer", metrics)), "conservation_violation") == [False, False]
 
 
 def test_backlog_growth_streak_flags_bins_completing_three_rises() -> None:
@@ -135,19 +150,16 @@ def test_data_gap_flags_and_suppresses_placeholder_checks() -> None:
 
 def test_record_node_flags_feeds_the_book() -> None:
     book = WarningBook()
-    node = NodeInputs("Pay", "service", {"served": arr(30, 11, 12, 10), "capacity": arr(50, 10, 10, 10)},
-                      lookback=1)
+    node = NodeInputs("Pay", "service", {"served": arr(30, 11, 12, 10), "capacity": arr(50, 10, 10, 10)}, lookback=1)
     record_node_flags(book, "Pay", 100, flags_of(node))
     changes = book.take_changes()
     assert [(c.op, c.warning["code"]) for c in changes] == [("add", "served_exceeds_capacity")]
     w = changes[0].warning
     assert w["bins"] == [100, 101] and w["count"] == 2 and w["value"] == 2.0
     assert w["severity"] == "warning" and w["nodeId"] == "Pay" and "seriesId" not in w
-    assert w["message"] == (
-        "Pay: served exceeds capacity × parallelism in 2 bin(s) (100, 101); largest excess 2")
+    assert w["message"] == ("Pay: served exceeds capacity × parallelism in 2 bin(s) (100, 101); largest excess 2")
     # re-evaluated after a correction: nothing exceeds any more → clear
-    fixed = NodeInputs("Pay", "service", {"served": arr(30, 10, 10, 10), "capacity": arr(50, 10, 10, 10)},
-                       lookback=1)
+    fixed = NodeInputs("Pay", "service", {"served": arr(30, 10, 10, 10), "capacity": arr(50, 10, 10, 10)}, lookback=1)
     record_node_flags(book, "Pay", 100, flags_of(fixed))
     assert [(c.op, c.warning["code"]) for c in book.take_changes()] == [("clear", "served_exceeds_capacity")]
     assert book.active() == []

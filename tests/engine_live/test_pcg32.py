@@ -19,9 +19,7 @@ def reference(seed: int, start: int, count: int) -> list[int]:
     return [gen.next() for _ in range(count)]
 
 
-def reference_draws(
-    values: list[float], probs: list[float], seed: int, start: int, count: int
-) -> list[float]:
+def reference_draws(values: list[float], probs: list[float], seed: int, start: int, count: int) -> list[float]:
     draws = []
     for out in reference(seed, start, count):
         u = out / 2**32

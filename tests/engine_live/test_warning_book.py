@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import Any
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine_live.warning_book import Aggregate, WarningBook
 
@@ -23,12 +26,27 @@ def ops(book: WarningBook) -> list[tuple[str, str, str | None, int]]:
 
 def test_add_aggregates_bins_count_worst_and_message() -> None:
     book = WarningBook()
-    flag(book, K, [0, 1, 2, 3, 4], [False, True, False, True, False], [0, -2, 0, -7, 0],
-         severity="warning", worst="min", message_fn=lambda a: f"{a.count} bad, worst {a.value}")
+    flag(
+        book,
+        K,
+        [0, 1, 2, 3, 4],
+        [False, True, False, True, False],
+        [0, -2, 0, -7, 0],
+        severity="warning",
+        worst="min",
+        message_fn=lambda a: f"{a.count} bad, worst {a.value}",
+    )
     changes = book.take_changes()
     assert len(changes) == 1 and changes[0].op == "add"
-    assert changes[0].warning == {"code": "served_negative", "severity": "warning", "nodeId": "A",
-                                  "bins": [1, 3], "count": 2, "value": -7.0, "message": "2 bad, worst -7.0"}
+    assert changes[0].warning == {
+        "code": "served_negative",
+        "severity": "warning",
+        "nodeId": "A",
+        "bins": [1, 3],
+        "count": 2,
+        "value": -7.0,
+        "message": "2 bad, worst -7.0",
+    }
     assert book.take_changes() == []
 
 
@@ -98,15 +116,22 @@ def test_bins_outside_the_given_range_are_kept() -> None:
 
 def test_changes_sorted_by_code_then_node_and_series_id_only_when_set() -> None:
     book = WarningBook()
-    for key in [("z_code", "A", None), ("a_code", "B", None), ("a_code", "A", "s@S@DEFAULT"),
-                ("m_code", "C", None)]:
+    for key in [("z_code", "A", None), ("a_code", "B", None), ("a_code", "A", "s@S@DEFAULT"), ("m_code", "C", None)]:
         flag(book, key, [0], [True], [1.0])
     changes = book.take_changes()
     assert [(c.warning["code"], c.warning["nodeId"]) for c in changes] == [
-        ("a_code", "A"), ("a_code", "B"), ("m_code", "C"), ("z_code", "A")]
+        ("a_code", "A"),
+        ("a_code", "B"),
+        ("m_code", "C"),
+        ("z_code", "A"),
+    ]
     assert changes[0].warning["seriesId"] == "s@S@DEFAULT" and "seriesId" not in changes[1].warning
     assert [(w["code"], w["nodeId"]) for w in book.active()] == [
-        ("a_code", "A"), ("a_code", "B"), ("m_code", "C"), ("z_code", "A")]
+        ("a_code", "A"),
+        ("a_code", "B"),
+        ("m_code", "C"),
+        ("z_code", "A"),
+    ]
 
 
 def test_worst_rules() -> None:
@@ -189,3 +214,73 @@ def test_count_only_growth_is_not_resent() -> None:
     assert book.active()[0]["count"] == 7  # the current count is in state and snapshots
     flag(book, K, [7], [True], [-3.0], worst="min")  # a worse value is news
     assert ops(book) == [("add", "served_negative", "A", 8)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.integers(0, 12),
+            st.booleans(),
+            st.sampled_from([1.0, -2.0, 3.5, float("nan"), float("inf")]),
+            st.sampled_from(["max", "min", "absmax"]),
+        ),
+        max_size=60,
+    ),
+    st.integers(1, 7),
+)
+def test_set_flag_equals_set_flags_of_one_bin(ops: list[tuple[str, int, bool, float, Any]], every: int) -> None:
+    one, many = WarningBook(), WarningBook()
+    for i, (node, b, flagged, value, worst) in enumerate(ops):
+        key = ("c", node, None)
+        one.set_flag(key, b, flagged, value, worst=worst, message_fn=lambda a: f"{a.count} {a.value}")
+        many.set_flags(key, [b], [flagged], [value], worst=worst, message_fn=lambda a: f"{a.count} {a.value}")
+        if i % every == 0:
+            assert [(c.op, repr(c.warning)) for c in one.take_changes()] == \
+                [(c.op, repr(c.warning)) for c in many.take_changes()]  # fmt: skip
+    assert repr(one.to_state()) == repr(many.to_state()) and repr(one.active()) == repr(many.active())
+
+
+def reload_packed(book: WarningBook) -> WarningBook:
+    """A copy whose entries are packed arrays, as a snapshot restore loads them."""
+    out = WarningBook()
+    for key in book:
+        bins, vals = book.entry_cells(key)
+        e = book._entries[key]
+        out.load_entry(key, np.array(bins, dtype=np.int64), np.array(vals), e.worst_now(), severity=e.severity,
+                       worst=e.worst, message_fn=e.message_fn, message=e.message)  # fmt: skip
+    for key, w in book.published_view().items():
+        out.load_published(key, w)
+    for key in book.dirty_keys():
+        out.mark_dirty(key)
+    return out
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 12), st.booleans(),
+                         st.sampled_from([1.0, -2.0, 3.5, 0.0, float("nan"), float("inf")])), max_size=40)  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None)
+@given(OPS, OPS, st.sampled_from(["max", "min", "absmax"]), st.booleans())
+def test_packed_entries_behave_like_built_ones(before: list[Any], after: list[Any], worst: Any, batch: bool) -> None:
+    def msg(a: Aggregate) -> str:
+        return f"{a.count} {a.bins} {a.value}"
+
+    built = WarningBook()
+    for node, b, flagged, value in before:
+        built.set_flag(("c", node, None), b, flagged, value, worst=worst, message_fn=msg)
+    built.take_changes()
+    packed = reload_packed(built)
+    for i, (node, b, flagged, value) in enumerate(after):
+        for book in (built, packed):
+            if batch and i % 2:
+                book.set_flags(("c", node, None), [b, b + 1], [flagged, not flagged], [value, 1.0], worst=worst,
+                               message_fn=msg)  # fmt: skip
+            else:
+                book.set_flag(("c", node, None), b + 20 * (i % 3 == 0), flagged, value, worst=worst, message_fn=msg)
+        assert repr(packed.take_changes()) == repr(built.take_changes())
+    assert repr(packed.active()) == repr(built.active())
+    cells = [repr([b.entry_cells(k) for k in sorted(b.keys())]) for b in (packed, built)]
+    assert cells[0] == cells[1]
+    assert repr(packed.to_state()) == repr(built.to_state())

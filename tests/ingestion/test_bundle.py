@@ -117,9 +117,7 @@ def test_class_ids_sum_into_default_with_an_info_warning(tmp_path: Path) -> None
     assert b.series[0].values.tolist() == [3, 7, 0, 1]
     assert codes(b.warnings) == ["class_summed"] and b.warnings[0]["severity"] == "info"
     # two files for one node field, one per class
-    folder = write_bundle(
-        tmp_path / "c", {("Svc", "arrivals"): "1\n1\n1\n1\n"}, class_ids={("Svc", "arrivals"): "web"}
-    )
+    folder = write_bundle(tmp_path / "c", {("Svc", "arrivals"): "1\n1\n1\n1\n"}, class_ids={("Svc", "arrivals"): "web"})
     manifest = json.loads((folder / "manifest.json").read_text())
     (folder / "more.csv").write_text("2\n2\n2\n2\n")
     manifest["files"].append({"nodeId": "Svc", "metric": "arrivals", "path": "more.csv", "classId": "mobile"})
@@ -204,9 +202,7 @@ def test_bundle_folders_stay_under_the_bundles_dir(tmp_path: Path) -> None:
         resolve_bundle("sneaky", data_dir)
     with pytest.raises(NotFoundError):
         resolve_bundle("absent", data_dir)
-    assert (
-        resolve_bundle("art_1", data_dir, artifacts={"art_1": data_dir / "bundles" / "good"}).name == "good"
-    )
+    assert resolve_bundle("art_1", data_dir, artifacts={"art_1": data_dir / "bundles" / "good"}).name == "good"
     with pytest.raises(BundlePathError):
         resolve_bundle("art_2", data_dir, artifacts={"art_2": tmp_path / "outside"})
 

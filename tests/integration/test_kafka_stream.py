@@ -30,9 +30,7 @@ async def create_topics(bootstrap: str, *names: str, partitions: int = 2) -> Non
         await admin.close()
 
 
-async def read_topic(
-    bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout_s: float = 20
-) -> list[Any]:
+async def read_topic(bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout_s: float = 20) -> list[Any]:
     """Every record of the topic from the beginning, until `done(records)` (bounded)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()

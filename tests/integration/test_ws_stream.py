@@ -53,9 +53,7 @@ class FakeEngine:
         ev["deltas"] = [{"nodeId": "A", "metrics": {}}, {"nodeId": "B", "metrics": {}}]
         self.hub.publish(RUN, ev, orjson.dumps(ev))
         beat = {"v": 1, "type": "progress", "runId": RUN, "epoch": self.epoch, "seq": self.seq}
-        self.hub.publish(
-            RUN, beat | {"watermark": self.last_bin, "lagBins": 0}, orjson.dumps(beat), seqd=False
-        )
+        self.hub.publish(RUN, beat | {"watermark": self.last_bin, "lagBins": 0}, orjson.dumps(beat), seqd=False)
 
 
 class TokenAuth:
@@ -66,9 +64,7 @@ class TokenAuth:
             raise ForbiddenError("not your run")
 
 
-def make_app(
-    hub: Hub, engine: FakeEngine, settings: StreamSettings, auth: TokenAuth | None = None
-) -> FastAPI:
+def make_app(hub: Hub, engine: FakeEngine, settings: StreamSettings, auth: TokenAuth | None = None) -> FastAPI:
     app = FastAPI()
 
     @app.websocket("/v1/runs/{run_id}/stream")
@@ -92,9 +88,7 @@ async def recv(ws: ClientConnection) -> dict[str, Any]:
         return body
 
 
-async def subscribe(
-    ws: ClientConnection, since: dict[str, Any] | None = None, **extra: Any
-) -> dict[str, Any]:
+async def subscribe(ws: ClientConnection, since: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     await ws.send(orjson.dumps({"type": "subscribe", "since": since, "nodes": None} | extra).decode())
     return await recv(ws)
 
@@ -188,9 +182,7 @@ async def test_oversized_message_closes_1009(served: tuple[Hub, FakeEngine, str]
         assert ws.close_code == 1009
 
 
-@pytest.mark.parametrize(
-    ("token", "code"), [(None, 4408), ("bad", 4401), ("other-run", 4403), ("good", None)]
-)
+@pytest.mark.parametrize(("token", "code"), [(None, 4408), ("bad", 4401), ("other-run", 4403), ("good", None)])
 async def test_auth(token: str | None, code: int | None, uvicorn_server: Any) -> None:
     hub = Hub()
     engine = FakeEngine(hub)
@@ -240,9 +232,7 @@ async def stalled_client(port: int, path: str) -> socket.socket:
 async def test_stalled_client_does_not_delay_the_others(uvicorn_server: Any) -> None:
     hub = Hub(HubLimits(client_queue=50))
     engine = FakeEngine(hub, pad=8000)
-    async with uvicorn_server(
-        make_app(hub, engine, StreamSettings(heartbeat_s=60, close_timeout_s=0.5))
-    ) as addr:
+    async with uvicorn_server(make_app(hub, engine, StreamSettings(heartbeat_s=60, close_timeout_s=0.5))) as addr:
         url = f"ws://{addr}/v1/runs/{RUN}/stream"
 
         async def healthy(n: int, ready: asyncio.Event, lat: list[float], seqs: list[int]) -> None:

@@ -318,3 +318,33 @@ def test_writer_round_trip_keeps_every_bit(tmp_path: Path) -> None:
     assert got.counters() == state.counters() and not got_meta.fell_back
     assert (got_meta.log_offset, got_meta.events_offset, got_meta.kafka_offsets) == (123, 45, {0: 17})
     assert got_meta.state_hash == meta.state_hash and got_meta.create["model"] == MODEL
+
+
+@pytest.mark.parametrize("every_bins", [4, 10**9])  # with snapshots, and from the create record
+async def test_a_long_replay_is_quiet_but_for_its_last_records(tmp_path: Path, every_bins: int) -> None:
+    """Records beyond `recovery_history_records` after the snapshot replay without building events:
+    the run, its seq numbering and every later event are those of the uninterrupted run; the hub
+    history and events.log restart at the seq the quiet part reached."""
+    reqs = bodies(11)
+    expected_events, expected_files = await uninterrupted(tmp_path, reqs)
+    d = tmp_path / "d"
+    svc = await start(d, every_bins=every_bins)
+    await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    epoch = svc.runs["r1"].run.epoch
+    await feed(svc, reqs[:30])
+    head = svc.runs["r1"].run.seq
+    await crash(svc)
+    svc = await start(d, every_bins=every_bins, recovery_history_records=3)
+    h = svc.runs["r1"]
+    assert (h.run.epoch, h.run.seq) == (epoch, head)
+    hub = svc.hub
+    assert isinstance(hub, Hub)
+    first = hub._runs["r1"].history.first_seq
+    assert 1 < first <= head  # the history holds only the events of the last 3 records
+    assert [e["seq"] for e, _ in read_event_log(d / "runs/r1/live/events.log").events] == list(range(first, head + 1))
+    await feed(svc, reqs[30:])
+    await svc.close_run("r1")
+    await svc.stop()
+    events, files = outcome(d)
+    assert files == expected_files
+    assert events == [e for e in expected_events if e["seq"] >= first]

@@ -14,9 +14,7 @@ from stream_hub.subscription import Close, Control, Delivery, Heartbeat, Outgoin
 RUN = "r1"
 
 
-def run_update(
-    seq: int, bin_index: int, epoch: str = "e1", nodes: tuple[str, ...] = ("A", "B")
-) -> dict[str, Any]:
+def run_update(seq: int, bin_index: int, epoch: str = "e1", nodes: tuple[str, ...] = ("A", "B")) -> dict[str, Any]:
     deltas = [{"nodeId": n, "kind": "service", "metrics": {"served": seq}} for n in nodes]
     return {
         "v": 1,

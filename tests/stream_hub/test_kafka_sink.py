@@ -49,9 +49,7 @@ def delivered(producer: MemoryEventProducer, run_id: str = RUN) -> list[int]:
 def make(max_buffer: int, history: int = 10_000) -> tuple[Hub, MemoryEventProducer, KafkaEventSink]:
     hub = Hub(HubLimits(history_events=history))
     producer = MemoryEventProducer()
-    settings = KafkaSinkSettings(
-        max_buffer=max_buffer, batch_size=4, retry_backoff_s=0.01, max_backoff_s=0.02
-    )
+    settings = KafkaSinkSettings(max_buffer=max_buffer, batch_size=4, retry_backoff_s=0.01, max_backoff_s=0.02)
     return hub, producer, KafkaEventSink(hub, settings, producer)
 
 
