@@ -158,7 +158,7 @@ def _inproc_main(data: str, profile: bool, out_q: Any) -> None:
     if prof is not None:
         prof.disable()
         s = io.StringIO()
-        pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(prof, stream=s).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(45)
         text = s.getvalue()
     out_q.put((times, text))
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from engine_live.errors import ModelError
 from engine_live.events import Event
 from engine_live.live_run import LiveRun, ValidFrame
+from engine_live.live_state import CaptureMirror
 from engine_live.series_defs import ModelGraph
 from ingestion.frames import FrameValidator
 from snapshot_writer.live_checkpoint import RunCheckpoint
@@ -67,6 +68,7 @@ class RunHandle:
     applied_offset: int = 0  # end offset of the last applied log record
     create_record: dict[str, Any] | None = None  # the logged create record (snapshots carry it)
     checkpoint: RunCheckpoint | None = None
+    seed_mirror: CaptureMirror | None = None  # recovery: the restored snapshot, so the first capture is incremental
     artifacts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one §4 writer per folder
     segments: tuple[Segment, ...] = ()  # committed segments (bins 0..run.persisted_before-1)
     # metrics (ingest-to-publish latency): per bin, when the oldest request with frames for it whose

@@ -35,7 +35,7 @@ import orjson
 
 from engine_live.events import RunStatus, encode_event, status_event
 from engine_live.live_run import FrameColumns, LiveRun
-from engine_live.live_state import RunState, restore
+from engine_live.live_state import CaptureMirror, RunState, restore
 from ingestion.frames import FrameValidator
 from ingestion.ingest_log import HEADER
 from snapshot_writer.event_log import cut_event_log, read_event_log
@@ -163,6 +163,7 @@ def handle_from_snapshot(service: LiveService, state: RunState, meta: SnapshotMe
     if c.get("adjustments"):
         h.validator = FrameValidator(h.graph, h.run_id, max_bins_ahead=service.settings.max_bins_ahead)
     h.run = restore(plan, state, h.run.hooks)
+    h.seed_mirror = CaptureMirror.seeded(h.run, state)  # the first snapshot after recovery is incremental
     h.segments = meta.segments
     h.run.persisted_before = segments_end(meta.segments)  # persistence is tracked from here on in any case
     h.kafka_offsets = dict(meta.kafka_offsets)
@@ -252,8 +253,9 @@ def _restart_history(service: LiveService, h: RunHandle) -> None:
     if reset is not None:
         reset(h.run_id, h.run.epoch, h.run.seq)
     if h.events_fh is not None:
-        h.events_fh.flush()
+        h.events_fh.close()
     cut_event_log(h.folder / EVENTS_LOG, 0)
+    h.events_fh = open(h.folder / EVENTS_LOG, "ab")  # noqa: SIM115 - lives as long as the run
 
 
 def record_columns(run: LiveRun, frames: list[list[Any]]) -> FrameColumns:

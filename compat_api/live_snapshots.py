@@ -37,6 +37,7 @@ class LiveSnapshots:
         return RunCheckpoint(h.folder, every_bins=int(every_bins), every_seconds=float(every_s), clock=self.clock,
                              keep=self.settings.snapshots_kept, after_step=self.snapshot_fault,
                              events_keep=(self.settings.hub_history_events, self.settings.hub_history_bytes),
+                             mirror=h.seed_mirror,
                              on_commit=lambda job, meta: self._snapshot_committed(h, job, meta))  # fmt: skip
 
     def snapshot_job(self, h: RunHandle) -> SnapshotJob:

@@ -109,15 +109,18 @@ def build_book(state: Mapping[str, Any], layout_keys: tuple[Key, ...],
     e = np.asarray(cells["entity"], dtype=np.int64)
     v = np.asarray(cells["value"], dtype=np.float64)
     book = WarningBook()
+    # as written, cells are sorted by (bin, entity): stable sorts by one key then suffice
+    by_bin = bool(np.all((b[1:] > b[:-1]) | ((b[1:] == b[:-1]) & (e[1:] > e[:-1]))))
     if b.size:
-        by_key = np.lexsort((b, e))
+        by_key = np.argsort(e, kind="stable") if by_bin else np.lexsort((b, e))
         eb, bb, vb = e[by_key], b[by_key], v[by_key]
         starts = np.flatnonzero(np.concatenate([[True], eb[1:] != eb[:-1]]))
         ends = np.append(starts[1:], eb.size)
-        worst_of = {s: _worst(vb, starts, s) for s in ("max", "min", "absmax")}
+        specs = [spec(saved[ent]) for ent in eb[starts].tolist()]
+        worst_of = {rule: _worst(vb, starts, rule) for rule in {sp[1] for sp in specs}}
         for g, (s0, s1, ent) in enumerate(zip(starts.tolist(), ends.tolist(), eb[starts].tolist(), strict=True)):
             key = saved[ent]
-            severity, worst, fn, message = spec(key)
+            severity, worst, fn, message = specs[g]
             book.load_entry(key, bb[s0:s1], vb[s0:s1], float(worst_of[worst][g]), severity=severity, worst=worst,
                             message_fn=fn, message=message)  # fmt: skip
     for item in state["published"]:
@@ -129,8 +132,11 @@ def build_book(state: Mapping[str, Any], layout_keys: tuple[Key, ...],
     mb, me, mv = b[mine], remap[e[mine]], v[mine]
     mirror: dict[int, Cells] = {}
     if mb.size:
-        order = np.lexsort((me, mb))
-        mb, me, mv = mb[order], me[order].astype(np.intp), mv[order]
+        kept = remap[remap >= 0]
+        if not (by_bin and bool(np.all(kept[1:] > kept[:-1]))):  # the layout reorders entities: sort again
+            order = np.lexsort((me, mb))
+            mb, me, mv = mb[order], me[order], mv[order]
+        me = me.astype(np.intp)
         firsts = np.flatnonzero(np.concatenate([[True], mb[1:] != mb[:-1]]))
         lasts = np.append(firsts[1:], mb.size)
         for s0, s1, bin_index in zip(firsts.tolist(), lasts.tolist(), mb[firsts].tolist(), strict=True):

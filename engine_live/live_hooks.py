@@ -110,6 +110,7 @@ class DerivedHooks(BinHooks):
         self._node_keys = [(code, node_id) for code in CODES for node_id in self.layout.ids]  # entity → key
         self.entity_keys: tuple[Key, ...] = (*((c, n, None) for c, n in self._node_keys),
                                              *((NAN_CODE, None, sid) for sid in self._nan_sids))  # fmt: skip
+        self._entity_specs = [key_spec(k) for k in self.entity_keys]
         self._done = done  # highest bin whose warnings were taken
         # bin → flagged entities, values: every flag the book holds for this layout's keys (arrays are
         # replaced, never mutated, so a capture is a shallow copy of this dict)
@@ -178,7 +179,11 @@ class DerivedHooks(BinHooks):
         rows = np.flatnonzero(changed.any(axis=1))
         if not rows.size:
             return
-        if w == 1:  # the common case, a new bin: plain Python values, one scalar call per changed key
+        if w == 1 and t0 > self._done:  # a newly published bin: every changed cell is a new flag
+            rows_l = rows.tolist()
+            keys, specs = self.entity_keys, self._entity_specs
+            self.book.append_flags(t0, [keys[e] for e in rows_l], value[rows, 0].tolist(), [specs[e] for e in rows_l])
+        elif w == 1:  # plain Python values, one scalar call per changed key
             for e, m, v in zip(rows.tolist(), mask[rows, 0].tolist(), value[rows, 0].tolist(), strict=True):
                 self._set_one(e, t0, m, v)
         else:

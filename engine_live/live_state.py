@@ -178,6 +178,17 @@ class CaptureMirror:
         self.applied = 0  # commit-thread side: the number of the delta the mirror reflects
         self.state: RunState | None = None  # commit-thread side
 
+    @classmethod
+    def seeded(cls, run: LiveRun, state: RunState) -> CaptureMirror:
+        """A mirror already holding `state`, the full state `run` was just restored from (recovery):
+        the first capture after it copies only what changed since, not the whole matrix."""
+        if state.delta is not None:
+            raise StateMismatchError("a mirror is seeded with a full state")
+        mirror = cls()
+        mirror.state, mirror.force_full = replace(state, hooks=None), False
+        run.capture_owner, run.dirty_from = mirror, sys.maxsize
+        return mirror
+
     def invalidate(self) -> None:
         """On the loop: the next capture copies everything."""
         self.force_full = True

@@ -76,13 +76,20 @@ class _Entry:
     bins after them (appends). Anything else than an append past the packed bins unpacks first."""
 
     __slots__ = (
-        "cached", "message", "message_fn", "order", "packed", "severity", "stale", "values", "worst", "worst_value",
+        "cached", "message", "message_fn", "order", "packed", "packed_last", "packed_n", "severity", "spec",
+        "stale", "values", "wire", "wire_of", "worst", "worst_value",
     )  # fmt: skip
 
     def __init__(self, severity: str, worst: str) -> None:
         self.values: dict[int, float] = {}
         self.order: list[int] = []
         self.packed: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None
+        self.packed_n, self.packed_last = 0, -1  # len(packed bins), the last of them
+        self.spec: tuple[Any, ...] | None = (
+            None  # the (severity, worst, message_fn, message) `append_flags` last matched
+        )
+        self.wire_of: float | None = None  # the worst value `wire` was rounded from (identity)
+        self.wire: float | None = None
         self.severity = severity
         self.worst = worst
         self.worst_value = math.nan
@@ -104,7 +111,7 @@ class _Entry:
             self.stale = True
 
     def count(self) -> int:
-        return len(self.order) + (len(self.packed[0]) if self.packed is not None else 0)
+        return len(self.order) + self.packed_n
 
     def first_bins(self) -> list[int]:
         if self.packed is None:
@@ -115,14 +122,21 @@ class _Entry:
 
     def packed_past(self, b: int) -> bool:
         """True when bin `b` is not after the packed bins (the entry must be unpacked to touch it)."""
-        return self.packed is not None and b <= int(self.packed[0][-1])
+        return b <= self.packed_last
 
     def unpack(self) -> None:
         if self.packed is not None:
             bins, vals = self.packed[0].tolist(), self.packed[1].tolist()
             self.values = {**dict(zip(bins, vals, strict=True)), **self.values}
             self.order = bins + self.order
-            self.packed = None
+            self.packed, self.packed_n, self.packed_last = None, 0, -1
+
+    def wire_worst(self) -> float | None:
+        """`to_wire_value(worst_now())`, rounded again only when the worst value changed."""
+        w = self.worst_now()
+        if w is not self.wire_of:
+            self.wire, self.wire_of = to_wire_value(w), w
+        return self.wire
 
     def worst_now(self) -> float:
         if self.stale:
@@ -189,6 +203,7 @@ class WarningBook:
             if entry.worst != worst:
                 entry.worst, entry.stale = worst, True
             entry.severity = severity
+            entry.spec = None
         if message is not None or message_fn is not None:
             changed = changed or entry.message_fn is not message_fn or (message_fn is None and entry.message != message)
             entry.message, entry.message_fn = message, message_fn
@@ -234,6 +249,7 @@ class WarningBook:
             if entry.worst != worst:
                 entry.worst, entry.stale = worst, True
             entry.severity = severity
+            entry.spec = None
         if message is not None or message_fn is not None:
             changed = changed or entry.message_fn is not message_fn or (message_fn is None and entry.message != message)
             entry.message, entry.message_fn = message, message_fn
@@ -264,6 +280,34 @@ class WarningBook:
             self._dirty.add(key)
         if not values and entry.packed is None:
             del self._entries[key]
+
+    def append_flags(self, b: int, keys: Sequence[Key], values: Sequence[float],
+                     specs: Sequence[tuple[str, str, MessageFn | None, str | None]]) -> None:  # fmt: skip
+        """Flag bin `b` for each key with its value and (severity, worst, message_fn, message): the
+        per-bin path of a newly published bin. Keys where `b` is not past every flagged bin, or
+        whose spec changed, take `set_flag`. A key whose first bins and worst value stay as they
+        were is not marked dirty: `take_changes` would find nothing visible to send for it."""
+        entries, dirty = self._entries, self._dirty
+        for key, v, sp in zip(keys, values, specs, strict=True):
+            e = entries.get(key)
+            if e is not None and e.spec is not sp:
+                severity, worst, fn, message = sp
+                if (e.severity == severity and e.worst == worst and e.message_fn is fn
+                        and (fn is not None or e.message == message)):  # fmt: skip
+                    e.spec = sp
+            order = e.order if e is not None else None
+            if e is None or e.spec is not sp or b <= (order[-1] if order else e.packed_last):
+                severity, worst, fn, message = sp
+                self.set_flag(key, b, True, v, severity=severity, message=message, message_fn=fn, worst=worst)  # type: ignore[arg-type]
+                continue
+            was = e.worst_value
+            e.values[b] = v
+            order.append(b)  # type: ignore[union-attr]
+            if not e.stale and math.isfinite(v) and (was != was or _rank(v, e.worst) > _rank(was, e.worst)):
+                e.worst_value = v
+            e.cached = None
+            if e.worst_value is not was or e.stale or len(order) + e.packed_n <= FIRST_BINS:  # type: ignore[arg-type]
+                dirty.add(key)  # else only the count grew: nothing a client sees changed (`_visible`)
 
     @staticmethod
     def _update(entry: _Entry, on_bins: list[int], on_vals: list[float], off: NDArray[np.int64]) -> bool:
@@ -299,7 +343,7 @@ class WarningBook:
         if entry.cached is None:
             code, node_id, series_id = key
             bins = entry.first_bins()
-            value = to_wire_value(entry.worst_now())
+            value = entry.wire_worst()
             agg = Aggregate(code, node_id, series_id, tuple(bins), entry.count(), value)
             if entry.message_fn is not None:
                 entry.message = entry.message_fn(agg)
@@ -323,7 +367,7 @@ class WarningBook:
                     changes.append(WarningChange("clear", _copy(prev)))
                     del self._published[key]
                 continue
-            if prev is not None and _visible(prev) == (entry.first_bins(), to_wire_value(entry.worst_now()),
+            if prev is not None and _visible(prev) == (entry.first_bins(), entry.wire_worst(),
                                                        entry.severity):  # fmt: skip
                 continue  # nothing visible changed: the message is not even built
             cur = self._warning(key, entry)
@@ -403,7 +447,7 @@ class WarningBook:
         if not len(bins):
             return
         e = _Entry(severity, worst)
-        e.packed = (bins, values)
+        e.packed, e.packed_n, e.packed_last = (bins, values), len(bins), int(bins[-1])
         e.worst_value, e.stale = worst_value, False
         e.message, e.message_fn = message, message_fn
         self._entries[key] = e

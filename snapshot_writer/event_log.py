@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,6 +150,13 @@ def cut_event_log(path: Path, size: int) -> None:
     """Truncate (or create empty) `path` to `size` bytes and make it durable."""
     if read_start(path, size) == 0:
         start_path(path).unlink(missing_ok=True)  # a cut below the readable start empties what is readable
+    if size == 0 and path.exists():
+        # start over: rename the old file away and free its blocks in the background (truncating a
+        # multi-GB file took ~0.5 s of recovery); a crash leaves only the `.old` file, removed next time
+        old = path.with_suffix(".log.old")
+        old.unlink(missing_ok=True)
+        os.replace(path, old)
+        threading.Thread(target=old.unlink, kwargs={"missing_ok": True}, name="events-log-unlink", daemon=True).start()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         os.ftruncate(fd, size)

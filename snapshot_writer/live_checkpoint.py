@@ -42,7 +42,7 @@ class RunCheckpoint:
     def __init__(self, live_dir: Path, *, every_bins: int, every_seconds: float, clock: Callable[[], float],
                  keep: int = 2, on_commit: OnCommit | None = None,
                  after_step: Callable[[str], None] | None = None,
-                 events_keep: tuple[int, int] | None = None) -> None:  # fmt: skip
+                 events_keep: tuple[int, int] | None = None, mirror: CaptureMirror | None = None) -> None:  # fmt: skip
         self.writer = SnapshotWriter(live_dir, keep=keep, after_step=after_step, clock=clock, events_keep=events_keep)
         self.every_bins, self.every_seconds, self.clock = every_bins, every_seconds, clock
         self.on_commit = on_commit
@@ -52,7 +52,7 @@ class RunCheckpoint:
         self._capturing: asyncio.Future[None] | None = None  # set while a capture rolls the log
         self.last: SnapshotMeta | None = None
         self.failures = 0
-        self.mirror = CaptureMirror()  # incremental capture: make_job may use `mirror.capture(run)`
+        self.mirror = mirror or CaptureMirror()  # incremental capture: make_job may use `mirror.capture(run)`
 
     def mark(self, log_offset: int, last_bin: int) -> None:
         """Record a capture (or a recovered snapshot) as the cadence's starting point."""

@@ -47,12 +47,13 @@ def decode_retained(data: bytes, base: int, names: Sequence[str],
     bins = table.column(BIN_COLUMN).to_numpy()
     if n and (bins[0] != base or not np.array_equal(bins, np.arange(base, base + n))):
         raise ValueError("retained.parquet bins are not the expected contiguous range")
+    columns = table.columns  # by position (the names were checked above): a lookup by name is linear
     V = np.empty((len(names), n))
-    for i, s in enumerate(names):
-        V[i] = table.column(f"v:{s}").to_numpy()
+    for i in range(len(names)):
+        V[i] = columns[1 + i].to_numpy()
     P = np.empty((len(telemetry_ids), n), dtype=bool)
-    for j, s in enumerate(telemetry_ids):
-        P[j] = table.column(f"p:{s}").to_numpy(zero_copy_only=False)
+    for j in range(len(telemetry_ids)):
+        P[j] = columns[1 + len(names) + j].to_numpy(zero_copy_only=False)
     return V, P
 
 

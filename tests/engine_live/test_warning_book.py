@@ -284,3 +284,39 @@ def test_packed_entries_behave_like_built_ones(before: list[Any], after: list[An
     cells = [repr([b.entry_cells(k) for k in sorted(b.keys())]) for b in (packed, built)]
     assert cells[0] == cells[1]
     assert repr(packed.to_state()) == repr(built.to_state())
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(["a", "b", "c"]), unique=True),
+            st.sampled_from([1.0, -2.0, 3.5, 0.5, float("nan"), float("inf"), -7.0]),
+            st.booleans(),
+            st.integers(0, 3),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from(["max", "min", "absmax"]),
+    st.booleans(),
+)
+def test_append_flags_equals_set_flag(steps: list[Any], worst: Any, packed_start: bool) -> None:
+    """`append_flags` (a newly published bin) gives the changes and state `set_flag` gives."""
+
+    def msg(a: Aggregate) -> str:
+        return f"{a.count} {a.bins} {a.value}"
+
+    spec = ("warning", worst, msg, None)
+    fast, slow = WarningBook(), WarningBook()
+    for b, (nodes, value, clear_one, back) in enumerate(steps):
+        keys = [("c", n, None) for n in nodes]
+        fast.append_flags(b, keys, [value + i for i in range(len(keys))], [spec] * len(keys))
+        for i, k in enumerate(keys):
+            slow.set_flag(k, b, True, value + i, worst=worst, message_fn=msg)
+        if clear_one and b >= back:  # a correction unflags an older bin
+            for book in (fast, slow):
+                book.set_flag(("c", "a", None), b - back, False, 0.0, worst=worst, message_fn=msg)
+        assert repr(fast.take_changes()) == repr(slow.take_changes())
+        if packed_start and b == 5:
+            fast, slow = reload_packed(fast), reload_packed(slow)
+    assert repr(fast.to_state()) == repr(slow.to_state()) and repr(fast.active()) == repr(slow.active())

@@ -348,3 +348,26 @@ async def test_a_long_replay_is_quiet_but_for_its_last_records(tmp_path: Path, e
     events, files = outcome(d)
     assert files == expected_files
     assert events == [e for e in expected_events if e["seq"] >= first]
+
+
+async def test_the_first_snapshot_after_recovery_is_incremental_and_complete(tmp_path: Path) -> None:
+    """Recovery seeds the capture mirror with the loaded snapshot: the next capture copies only the
+    columns written since, and the committed snapshot equals a full capture of the run."""
+    reqs = bodies(5)
+    d = tmp_path / "d"
+    svc = await start(d)
+    await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    await feed(svc, reqs[:12])
+    await crash(svc)
+    svc = await start(d, every_bins=10**9)
+    h = svc.runs["r1"]
+    assert h.checkpoint is not None and h.run.capture_owner is h.checkpoint.mirror  # seeded, not a full copy
+    await feed(svc, reqs[12:20])
+    job = svc.snapshot_job(h)
+    assert job.state.delta is not None and not job.state.delta.full
+    assert job.state.V.shape[1] < capture(h.run).V.shape[1]  # only the new columns were copied
+    full = capture(h.run)
+    got = h.checkpoint.mirror.materialize(job.state)
+    assert got.V.tobytes() == full.V.tobytes() and (got.P == full.P).all() and got.base == full.base
+    h.checkpoint.mirror.invalidate()
+    await svc.stop()
