@@ -226,6 +226,7 @@ async def replay_records(service: LiveService, h: RunHandle, records: list[Recor
             except Exception as exc:
                 log.info("run %s: record at %d rejected again on replay: %s", h.run_id, offset, exc)
         elif kind == "patch":
+            run.flush()  # a PATCH reads lastBin (its default and highest fromBin)
             try:
                 patch = service.prepare_patch(h, {k: v for k, v in rec.items() if k not in ("t", "modelRevision")})
                 service.apply_patch(h, patch, offset, replay=True)

@@ -130,13 +130,19 @@ class DerivedHooks(BinHooks):
         return round_wire(block)
 
     def derived(self, run: LiveRun, t0: int, t1: int) -> list[dict[str, dict[str, Any]]]:
-        hi = max(t1, min(t1 - 1 + DEPENDENT_BINS, self._done) + 1)
-        blk = self.layout.gather(run.V, run.base, t0, hi, run.gaps)
+        blk = self.prepare(run, t0, t1)
         stacked = derive_stacked(self.layout, blk, run.grid.bin_minutes, t1 - t0)
-        mask, value = self._flags(run, blk, t0, hi)
-        self._cache = (t0, t1, hi, mask, value)
         ids = self.layout.ids
         return [dict(zip(ids, dicts, strict=True)) for dicts in to_wire_bins(stacked)]
+
+    def prepare(self, run: LiveRun, t0: int, t1: int) -> StackedBlock:
+        """The flags of bins [t0, t1) and the published ones they reach, as one block for the
+        `warnings` calls that follow (a quiet replay calls this instead of `derived`)."""
+        hi = max(t1, min(t1 - 1 + DEPENDENT_BINS, self._done) + 1)
+        blk = self.layout.gather(run.V, run.base, t0, hi, run.gaps)
+        mask, value = self._flags(run, blk, t0, hi)
+        self._cache = (t0, t1, hi, mask, value)
+        return blk
 
     def warnings(self, run: LiveRun, bin_index: int) -> list[Change]:
         t = bin_index

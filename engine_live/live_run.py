@@ -95,6 +95,10 @@ class BinHooks:
         """Per bin of [t0, t1): nodeId → derived metrics (with color)."""
         return [{} for _ in range(t1 - t0)]
 
+    def prepare(self, run: LiveRun, t0: int, t1: int) -> object:
+        """A quiet publish of [t0, t1) is about to take the warnings of each bin (instead of `derived`)."""
+        return None
+
     def warnings(self, run: LiveRun, bin_index: int) -> list[tuple[Literal["add", "clear"], dict[str, Any]]]:
         """(op, warning) changes caused by (re)evaluating this bin, sorted by (code, nodeId)."""
         return []
@@ -121,6 +125,7 @@ class LiveRun:
         self._tele_rows = [int(r) for r in plan.telemetry_rows]
         self._tele_rows_a = np.asarray(self._tele_rows, dtype=np.intp)
         self._series_cache: tuple[tuple[str, ...], NDArray[np.intp]] | None = None
+        self._series_unique: tuple[NDArray[np.intp], bool] | None = None  # the cached idx has no repeats
         self._keep = self.retention_bins + plan.lookback
         self._slack = max(self.MIN_SLACK, self._keep // 8)
         cols = min(self._keep + self._slack, self.INITIAL_COLUMNS)
@@ -135,7 +140,33 @@ class LiveRun:
         self.capture_owner: object | None = None
         # Quiet (recovery of a long log tail): bins are evaluated and seq numbers and hooks advance
         # exactly as when publishing, but no event is built (the events returned are only statuses).
-        self.quiet = False
+        # Bins a quiet record lets close wait in `_pending` and are evaluated together, as one range,
+        # before anything could tell the difference (`flush`).
+        self._quiet = False
+        self._pending = -1
+
+    # -- quiet replay ---------------------------------------------------------------------------
+    @property
+    def quiet(self) -> bool:
+        return self._quiet
+
+    @quiet.setter
+    def quiet(self, on: bool) -> None:
+        if not on:
+            self.flush()
+        self._quiet = on
+
+    MAX_PENDING = 256  # quiet: evaluate at least every this many bins (bounds the matrix growth)
+
+    def flush(self) -> None:
+        """Evaluate the bins quiet records let close and that wait in `_pending` (quiet: no events).
+
+        Exact: one `evaluate_range` over several bins equals evaluating them one by one, and the
+        hooks see every bin in order. A record that reaches a pending bin or below flushes first,
+        so what is a correction (and so a revision and republished bins) stays one."""
+        if self._pending > self.last_bin:
+            end, self._pending = self._pending, -1
+            self._evaluate_through(end, [])
 
     # -- lifecycle ------------------------------------------------------------------------------
     def set_status(self, new: RunStatus, reason: str | None = None, *, seqd: bool = True) -> Event:
@@ -153,6 +184,7 @@ class LiveRun:
         """The close record: evaluate through bins-1 (or the watermark when open-ended), zero-filling."""
         if not self.status.is_open:
             return []  # a repeated close is a no-op
+        self.flush()
         events = [self.set_status(RunStatus.CLOSING)]
         end = self.grid.bins - 1 if self.grid.bins is not None else self.watermark
         self._evaluate_through(end, events)
@@ -227,6 +259,7 @@ class LiveRun:
         idx = np.asarray(found, dtype=np.intp)
         idx.flags.writeable = False
         self._series_cache = (key, idx)
+        self._series_unique = (idx, np.unique(idx).size == idx.size)
         return idx
 
     def apply_columns(self, bins: NDArray[np.int64], idx: NDArray[np.intp], values: NDArray[np.float64]) -> ApplyResult:
@@ -241,6 +274,9 @@ class LiveRun:
         n = len(bins)
         if n == 0:
             return ApplyResult()
+        low = int(bins.min())
+        if self._pending > self.last_bin and low <= self._pending:
+            self.flush()  # the record reaches a bin that closed: apply it as after that bin's evaluation
         limit = self.grid.bins if self.grid.bins is not None else np.iinfo(np.int64).max
         bad = np.flatnonzero((bins < 0) | (bins >= limit))
         if bad.size:
@@ -258,7 +294,10 @@ class LiveRun:
         cols = bins - self.base
         rows = self._tele_rows_a[idx]
         width = self.V.shape[1]
-        if np.unique(idx * width + cols).size == n:
+        known = self._series_unique
+        if (low == top and known is not None and known[0] is idx and known[1]) or np.unique(
+            idx * width + cols
+        ).size == n:
             fixed = self._write_unique(cols, idx, rows, bins, values, res)
         else:
             fixed = self._write_in_order(cols, idx, rows, bins, values, res)
@@ -329,6 +368,7 @@ class LiveRun:
         from_bin..lastBin are recomputed like a correction (revision +1 when any)."""
         if not self.status.is_open:
             raise RunClosedError(f"run '{self.run_id}' is {self.status.value}", runId=self.run_id)
+        self.flush()
         old_plan, old_index = self.plan, self._tele_index
         V = np.zeros((plan.n_rows, self.V.shape[1]))
         for name, r in plan.row.items():
@@ -356,13 +396,17 @@ class LiveRun:
         return events
 
     def _close_ready(self, events: list[Event]) -> None:
-        t, w = self.last_bin + 1, self.watermark
+        t, w = max(self.last_bin, self._pending) + 1, self.watermark
         if t > w:
             return
         ready: NDArray[np.bool_] = np.all(self.P[:, t - self.base : w + 1 - self.base], axis=0)
         ready[: max(0, w - self.grace_bins - t + 1)] = True
         k = len(ready) if ready.all() else int(ready.argmin())
-        if k:
+        if k and self._quiet:
+            self._pending = t + k - 1
+            if self._pending - self.last_bin >= self.MAX_PENDING:
+                self.flush()
+        elif k:
             self._evaluate_through(t + k - 1, events)
 
     def _evaluate_through(self, end: int, events: list[Event]) -> None:
@@ -414,7 +458,8 @@ class LiveRun:
     def _publish(self, t0: int, t1: int, events: list[Event], prev_last: int) -> None:
         """One run_update per bin of [t0, t1), each followed by its warning updates. An update's
         `lastBin` is max(its bin, prev_last): how far evaluation had got when it was published."""
-        if self.quiet:
+        if self._quiet:
+            self.hooks.prepare(self, t0, t1)
             for t in range(t0, t1):
                 self.seq += 1 + len(self.hooks.warnings(self, t))
             return
