@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from engine_live.warning_book import Key, MessageFn, WarningBook, sort_key
 
 STATE_VERSION = 2
-IntArray = NDArray[np.intp]
+IntArray = NDArray[np.integer[Any]]  # entity indices (intp when computed, int32 when loaded)
 FloatArray = NDArray[np.float64]
 Cells = tuple[IntArray, FloatArray]
 KeySpec = Callable[[Key], tuple[str, str, MessageFn | None, str | None]]  # severity, worst, message_fn, message
@@ -106,7 +106,9 @@ def build_book(state: Mapping[str, Any], layout_keys: tuple[Key, ...],
     at = {k: i for i, k in enumerate(layout_keys)}
     cells = state["cells"]
     b = np.asarray(cells["bin"], dtype=np.int64)
-    e = np.asarray(cells["entity"], dtype=np.int64)
+    e = np.asarray(cells["entity"])
+    if e.dtype.kind != "i":
+        e = e.astype(np.int64)
     v = np.asarray(cells["value"], dtype=np.float64)
     book = WarningBook()
     # as written, cells are sorted by (bin, entity): stable sorts by one key then suffice
@@ -127,20 +129,23 @@ def build_book(state: Mapping[str, Any], layout_keys: tuple[Key, ...],
         book.load_published(to_key(item["key"]), item["warning"])
     for raw in state["dirty"]:
         book.mark_dirty(to_key(raw))
-    remap = np.array([at.get(k, -1) for k in saved] or [0], dtype=np.int64)
-    mine = remap[e] >= 0 if e.size else np.zeros(0, dtype=np.bool_)
-    mb, me, mv = b[mine], remap[e[mine]], v[mine]
+    remap = np.array([at.get(k, -1) for k in saved] or [0], dtype=np.intp)
     mirror: dict[int, Cells] = {}
-    if mb.size:
+    if not b.size:
+        return book, mirror
+    if by_bin and len(saved) and bool(np.all(remap == np.arange(len(saved)))):
+        mb, me, mv = b, e, v  # the same layout (the usual case): no remapping, no copies
+    else:
+        mine = remap[e] >= 0
+        mb, me, mv = b[mine], remap[e[mine]], v[mine]
         kept = remap[remap >= 0]
         if not (by_bin and bool(np.all(kept[1:] > kept[:-1]))):  # the layout reorders entities: sort again
             order = np.lexsort((me, mb))
             mb, me, mv = mb[order], me[order], mv[order]
-        me = me.astype(np.intp)
-        firsts = np.flatnonzero(np.concatenate([[True], mb[1:] != mb[:-1]]))
-        lasts = np.append(firsts[1:], mb.size)
-        for s0, s1, bin_index in zip(firsts.tolist(), lasts.tolist(), mb[firsts].tolist(), strict=True):
-            mirror[bin_index] = (me[s0:s1], mv[s0:s1])
+    firsts = np.flatnonzero(np.concatenate([[True], mb[1:] != mb[:-1]]))
+    lasts = np.append(firsts[1:], mb.size)
+    for s0, s1, bin_index in zip(firsts.tolist(), lasts.tolist(), mb[firsts].tolist(), strict=True):
+        mirror[bin_index] = (me[s0:s1], mv[s0:s1])
     return book, mirror
 
 

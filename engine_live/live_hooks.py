@@ -41,7 +41,7 @@ from engine_live.derived_stack import (
     derive_stacked,
     to_wire_bins,
 )
-from engine_live.hooks_state import STATE_VERSION, HooksCapture, build_book
+from engine_live.hooks_state import STATE_VERSION, Cells, HooksCapture, build_book
 from engine_live.live_run import BinHooks, LiveRun
 from engine_live.node_checks import (
     CHECKS,
@@ -114,7 +114,7 @@ class DerivedHooks(BinHooks):
         self._done = done  # highest bin whose warnings were taken
         # bin → flagged entities, values: every flag the book holds for this layout's keys (arrays are
         # replaced, never mutated, so a capture is a shallow copy of this dict)
-        self._mirror: dict[int, tuple[NDArray[np.intp], FloatArray]] = {}
+        self._mirror: dict[int, Cells] = {}
         self._orphans: tuple[Key, ...] = ()  # book keys outside the layout (nodes a PATCH removed)
         self.book = WarningBook()
         if book is not None and len(book):
@@ -135,9 +135,33 @@ class DerivedHooks(BinHooks):
         ids = self.layout.ids
         return [dict(zip(ids, dicts, strict=True)) for dicts in to_wire_bins(stacked)]
 
+    def quiet_changes(self, run: LiveRun, t0: int, t1: int) -> int:
+        """Quiet replay: the flags of [t0, t1) as one block; bins never published before (the usual
+        case) go to the book in bulk (`WarningBook.append_block`), others bin by bin."""
+        if t0 <= self._done:
+            self.prepare(run, t0, t1)
+            return sum(len(self.warnings(run, t)) for t in range(t0, t1))
+        self.prepare(run, t0, t1)
+        assert self._cache is not None
+        mask, value = self._cache[3], self._cache[4]
+        self._cache = None
+        for j in range(t1 - t0):  # new bins: every flagged cell is a change
+            on = np.flatnonzero(mask[:, j])
+            if on.size:
+                self._mirror[t0 + j] = (on, value[on, j])
+        rows = np.flatnonzero(mask.any(axis=1)).tolist()
+        keys, specs = self.entity_keys, self._entity_specs
+        bins, vals = [], []
+        for e in rows:
+            js = np.flatnonzero(mask[e])
+            bins.append((js + t0).tolist())
+            vals.append(value[e, js].tolist())
+        self._done = t1 - 1
+        return self.book.append_block([keys[e] for e in rows], bins, vals, [specs[e] for e in rows])
+
     def prepare(self, run: LiveRun, t0: int, t1: int) -> StackedBlock:
         """The flags of bins [t0, t1) and the published ones they reach, as one block for the
-        `warnings` calls that follow (a quiet replay calls this instead of `derived`)."""
+        `warnings` calls that follow."""
         hi = max(t1, min(t1 - 1 + DEPENDENT_BINS, self._done) + 1)
         blk = self.layout.gather(run.V, run.base, t0, hi, run.gaps)
         mask, value = self._flags(run, blk, t0, hi)

@@ -95,9 +95,10 @@ class BinHooks:
         """Per bin of [t0, t1): nodeId → derived metrics (with color)."""
         return [{} for _ in range(t1 - t0)]
 
-    def prepare(self, run: LiveRun, t0: int, t1: int) -> object:
-        """A quiet publish of [t0, t1) is about to take the warnings of each bin (instead of `derived`)."""
-        return None
+    def quiet_changes(self, run: LiveRun, t0: int, t1: int) -> int:
+        """A quiet publish of bins [t0, t1): how many warning changes `warnings` would give, with the
+        hooks' state advanced exactly as by those calls (no `derived`: nothing is built)."""
+        return sum(len(self.warnings(run, t)) for t in range(t0, t1))
 
     def warnings(self, run: LiveRun, bin_index: int) -> list[tuple[Literal["add", "clear"], dict[str, Any]]]:
         """(op, warning) changes caused by (re)evaluating this bin, sorted by (code, nodeId)."""
@@ -459,9 +460,7 @@ class LiveRun:
         """One run_update per bin of [t0, t1), each followed by its warning updates. An update's
         `lastBin` is max(its bin, prev_last): how far evaluation had got when it was published."""
         if self._quiet:
-            self.hooks.prepare(self, t0, t1)
-            for t in range(t0, t1):
-                self.seq += 1 + len(self.hooks.warnings(self, t))
+            self.seq += (t1 - t0) + self.hooks.quiet_changes(self, t0, t1)
             return
         block = self.hooks.wire(self.V[self._gather, t0 - self.base : t1 - self.base])
         columns = block.T.tolist()

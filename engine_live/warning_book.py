@@ -23,128 +23,31 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from engine_live.derived import to_wire_value
+from engine_live.warning_entry import (
+    FIRST_BINS,
+    Aggregate,
+    Entry,
+    Key,
+    MessageFn,
+    Spec,
+    Worst,
+    matches,
+    rank,
+    same,
+)
 
-Key = tuple[str, str | None, str | None]
-Worst = Literal["max", "min", "absmax"]
-FIRST_BINS = 5
 _SMALL = 64  # up to this many unflagged bins per call are checked one by one
-
-
-@dataclass(frozen=True)
-class Aggregate:
-    """What a message function sees: the key and the (wire-rounded) aggregate."""
-
-    code: str
-    node_id: str | None
-    series_id: str | None
-    bins: tuple[int, ...]
-    count: int
-    value: float | None
-
-
-MessageFn = Callable[[Aggregate], str]
 
 
 class WarningChange(NamedTuple):
     op: Literal["add", "clear"]
     warning: dict[str, Any]
-
-
-def _rank(v: float, worst: str) -> tuple[float, float]:
-    if worst == "min":
-        return (-v, 0.0)
-    if worst == "absmax":
-        return (abs(v), v)
-    return (v, 0.0)
-
-
-def _same(a: float, b: float) -> bool:
-    return a == b or (math.isnan(a) and math.isnan(b))
-
-
-class _Entry:
-    """One key's flags: `values` (bin → value) and `order` (its bins ascending); after a restore,
-    `packed` (bins ascending, values) holds the older flags as arrays and `values`/`order` only the
-    bins after them (appends). Anything else than an append past the packed bins unpacks first."""
-
-    __slots__ = (
-        "cached", "message", "message_fn", "order", "packed", "packed_last", "packed_n", "severity", "spec",
-        "stale", "values", "wire", "wire_of", "worst", "worst_value",
-    )  # fmt: skip
-
-    def __init__(self, severity: str, worst: str) -> None:
-        self.values: dict[int, float] = {}
-        self.order: list[int] = []
-        self.packed: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None
-        self.packed_n, self.packed_last = 0, -1  # len(packed bins), the last of them
-        self.spec: tuple[Any, ...] | None = (
-            None  # the (severity, worst, message_fn, message) `append_flags` last matched
-        )
-        self.wire_of: float | None = None  # the worst value `wire` was rounded from (identity)
-        self.wire: float | None = None
-        self.severity = severity
-        self.worst = worst
-        self.worst_value = math.nan
-        self.stale = False
-        self.message: str | None = None
-        self.message_fn: MessageFn | None = None
-        self.cached: dict[str, Any] | None = None
-
-    def offer(self, v: float) -> None:
-        if (
-            not self.stale
-            and math.isfinite(v)
-            and (math.isnan(self.worst_value) or _rank(v, self.worst) > _rank(self.worst_value, self.worst))
-        ):
-            self.worst_value = v
-
-    def retire(self, v: float) -> None:
-        if not self.stale and _same(v, self.worst_value):
-            self.stale = True
-
-    def count(self) -> int:
-        return len(self.order) + self.packed_n
-
-    def first_bins(self) -> list[int]:
-        if self.packed is None:
-            return self.order[:FIRST_BINS]
-        if len(self.packed[0]) >= FIRST_BINS:
-            return self.packed[0][:FIRST_BINS].tolist()  # type: ignore[no-any-return]
-        return (self.packed[0].tolist() + self.order)[:FIRST_BINS]  # type: ignore[no-any-return]
-
-    def packed_past(self, b: int) -> bool:
-        """True when bin `b` is not after the packed bins (the entry must be unpacked to touch it)."""
-        return b <= self.packed_last
-
-    def unpack(self) -> None:
-        if self.packed is not None:
-            bins, vals = self.packed[0].tolist(), self.packed[1].tolist()
-            self.values = {**dict(zip(bins, vals, strict=True)), **self.values}
-            self.order = bins + self.order
-            self.packed, self.packed_n, self.packed_last = None, 0, -1
-
-    def wire_worst(self) -> float | None:
-        """`to_wire_value(worst_now())`, rounded again only when the worst value changed."""
-        w = self.worst_now()
-        if w is not self.wire_of:
-            self.wire, self.wire_of = to_wire_value(w), w
-        return self.wire
-
-    def worst_now(self) -> float:
-        if self.stale:
-            self.unpack()
-            finite = [v for v in self.values.values() if math.isfinite(v)]
-            self.worst_value = max(finite, key=lambda v: _rank(v, self.worst)) if finite else math.nan
-            self.stale = False
-        return self.worst_value
 
 
 def _visible(w: dict[str, Any]) -> tuple[Any, ...]:
@@ -173,7 +76,7 @@ def _dec(v: float | str) -> float:
 
 class WarningBook:
     def __init__(self) -> None:
-        self._entries: dict[Key, _Entry] = {}
+        self._entries: dict[Key, Entry] = {}
         self._published: dict[Key, dict[str, Any]] = {}
         self._dirty: set[Key] = set()
 
@@ -196,7 +99,7 @@ class WarningBook:
         if entry is None:
             if not mask_a.any():
                 return
-            entry = self._entries[key] = _Entry(severity, worst)
+            entry = self._entries[key] = Entry(severity, worst)
             changed = True
         else:
             changed = entry.severity != severity or entry.worst != worst
@@ -242,7 +145,7 @@ class WarningBook:
         if entry is None:
             if not flagged:
                 return
-            entry = self._entries[key] = _Entry(severity, worst)
+            entry = self._entries[key] = Entry(severity, worst)
             changed = True
         else:
             changed = entry.severity != severity or entry.worst != worst
@@ -266,7 +169,7 @@ class WarningBook:
                     bisect.insort(order, b)
                 entry.offer(value)
                 changed = True
-            elif not _same(old, value):
+            elif not same(old, value):
                 values[b] = value
                 entry.retire(old)
                 entry.offer(value)
@@ -303,14 +206,14 @@ class WarningBook:
             was = e.worst_value
             e.values[b] = v
             order.append(b)  # type: ignore[union-attr]
-            if not e.stale and math.isfinite(v) and (was != was or _rank(v, e.worst) > _rank(was, e.worst)):
+            if not e.stale and math.isfinite(v) and (was != was or rank(v, e.worst) > rank(was, e.worst)):
                 e.worst_value = v
             e.cached = None
             if e.worst_value is not was or e.stale or len(order) + e.packed_n <= FIRST_BINS:  # type: ignore[arg-type]
                 dirty.add(key)  # else only the count grew: nothing a client sees changed (`_visible`)
 
     @staticmethod
-    def _update(entry: _Entry, on_bins: list[int], on_vals: list[float], off: NDArray[np.int64]) -> bool:
+    def _update(entry: Entry, on_bins: list[int], on_vals: list[float], off: NDArray[np.int64]) -> bool:
         changed = False
         values, order = entry.values, entry.order
         for b, v in zip(on_bins, on_vals, strict=True):
@@ -323,7 +226,7 @@ class WarningBook:
                     bisect.insort(order, b)
                 entry.offer(v)
                 changed = True
-            elif not _same(old, v):
+            elif not same(old, v):
                 values[b] = v
                 entry.retire(old)
                 entry.offer(v)
@@ -339,7 +242,7 @@ class WarningBook:
             changed = True
         return changed
 
-    def _warning(self, key: Key, entry: _Entry) -> dict[str, Any]:
+    def _warning(self, key: Key, entry: Entry) -> dict[str, Any]:
         if entry.cached is None:
             code, node_id, series_id = key
             bins = entry.first_bins()
@@ -360,22 +263,79 @@ class WarningBook:
         """Diffs since the last call, sorted by (code, nodeId, seriesId)."""
         changes: list[WarningChange] = []
         for key in sorted(self._dirty, key=_sort_key):
-            entry = self._entries.get(key)
-            prev = self._published.get(key)
-            if entry is None:
-                if prev is not None:
-                    changes.append(WarningChange("clear", _copy(prev)))
-                    del self._published[key]
-                continue
-            if prev is not None and _visible(prev) == (entry.first_bins(), entry.wire_worst(),
-                                                       entry.severity):  # fmt: skip
-                continue  # nothing visible changed: the message is not even built
-            cur = self._warning(key, entry)
-            if prev is None or _visible(cur) != _visible(prev):
-                self._published[key] = _copy(cur)
-                changes.append(WarningChange("add", _copy(cur)))
+            change = self._take(key)
+            if change is not None:
+                changes.append(change)
         self._dirty.clear()
         return changes
+
+    def _take(self, key: Key) -> WarningChange | None:
+        """The change of one dirty key against what was last published (and publish it)."""
+        entry = self._entries.get(key)
+        prev = self._published.get(key)
+        if entry is None:
+            if prev is None:
+                return None
+            del self._published[key]
+            return WarningChange("clear", _copy(prev))
+        if prev is not None and _visible(prev) == (entry.first_bins(), entry.wire_worst(), entry.severity):
+            return None  # nothing visible changed: the message is not even built
+        cur = self._warning(key, entry)
+        if prev is not None and _visible(cur) == _visible(prev):
+            return None
+        self._published[key] = _copy(cur)
+        return WarningChange("add", _copy(cur))
+
+    def append_block(self, keys: Sequence[Key], bins: Sequence[list[int]], values: Sequence[list[float]],
+                     specs: Sequence[Spec]) -> int:  # fmt: skip
+        """Several newly published bins at once (a quiet replay): for each key its flagged bins
+        (ascending, after every bin it has flagged) and values. Equivalent to `append_flags` +
+        `take_changes` bin by bin — the same book and published warnings afterwards — and returns
+        how many changes those calls would have returned. Cells are appended in bulk; the key is
+        taken (`_take`) only at the bins where something visible can change (its first bins, a
+        better worst value, a stale worst), exactly where `append_flags` marks it dirty."""
+        n = 0
+        for key, kb, kv, sp in zip(keys, bins, values, specs, strict=True):
+            e = self._entries.get(key)
+            i = 0
+            if e is None or (e.spec is not sp and not matches(e, sp)):
+                severity, worst, fn, message = sp
+                self.set_flag(key, kb[0], True, kv[0], severity=severity, message=message, message_fn=fn, worst=worst)  # type: ignore[arg-type]
+                n += self._take(key) is not None
+                self._dirty.discard(key)
+                e, i = self._entries[key], 1
+            e.spec = sp
+            if i < len(kb) and kb[i] <= (e.order[-1] if e.order else e.packed_last):  # not an append: one by one
+                for b, v in zip(kb[i:], kv[i:], strict=True):
+                    self.append_flags(b, (key,), (v,), (sp,))
+                    n += self._take(key) is not None if key in self._dirty else 0
+                    self._dirty.discard(key)
+                continue
+            n += self._append_run(key, e, kb, kv, i)
+        return n
+
+    def _append_run(self, key: Key, e: Entry, kb: list[int], kv: list[float], i: int) -> int:
+        n, start = 0, i
+        w, rule, stale, count = e.worst_value, e.worst, e.stale, e.count()
+        for j in range(i, len(kb)):
+            v = kv[j]
+            count += 1
+            better = not stale and math.isfinite(v) and (w != w or rank(v, rule) > rank(w, rule))
+            if better:
+                w = v
+            if better or stale or count <= FIRST_BINS:
+                e.values.update(zip(kb[start : j + 1], kv[start : j + 1], strict=True))
+                e.order.extend(kb[start : j + 1])
+                if not stale:
+                    e.worst_value = w
+                e.cached = None
+                n += self._take(key) is not None
+                w, stale, start = e.worst_value, e.stale, j + 1
+        if start < len(kb):
+            e.values.update(zip(kb[start:], kv[start:], strict=True))
+            e.order.extend(kb[start:])
+            e.cached = None
+        return n
 
     def active(self) -> list[dict[str, Any]]:
         """Every current warning, sorted by key (run.json `warnings`)."""
@@ -446,7 +406,7 @@ class WarningBook:
         computed), packed as arrays: O(1) here, unpacked only when a change reaches back into them."""
         if not len(bins):
             return
-        e = _Entry(severity, worst)
+        e = Entry(severity, worst)
         e.packed, e.packed_n, e.packed_last = (bins, values), len(bins), int(bins[-1])
         e.worst_value, e.stale = worst_value, False
         e.message, e.message_fn = message, message_fn
@@ -464,7 +424,7 @@ class WarningBook:
             raise ValueError(f"unsupported warning book state version {state.get('version')!r}")
         book = cls()
         for item in state["entries"]:
-            e = _Entry(item["severity"], item["worst"])
+            e = Entry(item["severity"], item["worst"])
             e.values = {int(b): _dec(v) for b, v in zip(item["bins"], item["values"], strict=True)}
             e.order = sorted(e.values)
             e.stale = True
@@ -485,3 +445,6 @@ def _copy(w: dict[str, Any]) -> dict[str, Any]:
     out = dict(w)
     out["bins"] = list(w["bins"])
     return out
+
+
+__all__ = ["FIRST_BINS", "Aggregate", "Key", "MessageFn", "Spec", "WarningBook", "WarningChange", "Worst", "sort_key"]

@@ -1,6 +1,6 @@
 """The snapshot writer of a live run: the one object that owns the commit order (SPEC §6 Snapshots).
 
-Folder `runs/<id>/live/`: `snapshots/<name>/{state.json, create.json, retained.parquet[, hooks.npz]}`,
+Folder `runs/<id>/live/`: `snapshots/<name>/{state.json, create.json, retained.parquet[, hooks.bin]}`,
 `CURRENT`,
 `events.log`, the ingestion-log segments (`snapshot_writer.log_segments`). `<name>` is the seq, or
 `<seq>.<logOffset>` when a snapshot of that seq already exists (state changed without an event).
@@ -56,7 +56,7 @@ from engine_live.live_state import RunState
 from snapshot_writer.atomic_files import fsync_dir, fsync_file, json_bytes, write_file, write_json_atomic
 from snapshot_writer.event_log import release_before
 from snapshot_writer.log_segments import truncate_log_before
-from snapshot_writer.retained_table import decode_arrays, decode_retained, encode_arrays, encode_retained
+from snapshot_writer.retained_table import decode_cells, decode_retained, encode_cells, encode_retained
 from snapshot_writer.segments import (
     Segment,
     check_segments,
@@ -68,7 +68,7 @@ from snapshot_writer.segments import (
 
 STEPS = ("temp_written", "renamed", "events_synced", "current_switched", "pruned", "log_truncated")
 SNAPSHOTS, CURRENT, EVENTS_LOG = "snapshots", "CURRENT", "events.log"
-STATE, CREATE, RETAINED, HOOKS = "state.json", "create.json", "retained.parquet", "hooks.npz"
+STATE, CREATE, RETAINED, HOOKS = "state.json", "create.json", "retained.parquet", "hooks.bin"
 _NAME = re.compile(r"^(\d+)(?:\.(\d+))?$")
 
 
@@ -252,14 +252,15 @@ class SnapshotWriter:
 
 
 def _hooks_parts(hooks: Any) -> tuple[Any, bytes | None]:
-    """(state.json's `hooks`, the hooks.npz bytes or None). Runs in the commit thread: a hooks
+    """(state.json's `hooks`, the hooks.bin bytes or None). Runs in the commit thread: a hooks
     capture (`HooksCapture`) is turned into its state here, off the event loop."""
     to_state = getattr(hooks, "to_state", None)
     if callable(to_state):
         hooks = to_state()
     if isinstance(hooks, dict) and isinstance(hooks.get("cells"), dict):
         part, cells = split_cells(hooks)
-        return {**part, "cells": HOOKS}, encode_arrays(cells)
+        data, n = encode_cells(cells)
+        return {**part, "cells": {"file": HOOKS, "rows": n}}, data
     return hooks, None
 
 
@@ -312,10 +313,11 @@ def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None) -> t
             raise VP
         V, P = VP
         hooks = s.get("hooks")
-        if isinstance(hooks, dict) and hooks.get("cells") == HOOKS:
+        ref = hooks.get("cells") if isinstance(hooks, dict) else None
+        if isinstance(ref, dict) and ref.get("file") == HOOKS:
             if HOOKS not in files:
                 raise ValueError(f"state.json lists no {HOOKS}")
-            s["hooks"] = join_cells(hooks, decode_arrays(files[HOOKS]))
+            s["hooks"] = join_cells(hooks, decode_cells(files[HOOKS], int(ref["rows"])))
         state = RunState.from_counters(s, V, P)
         segments = parse_segments(s.get("segments"))
         if segments and state.persisted_before != segments_end(segments):

@@ -6,12 +6,12 @@ a float64 column `v:<series id>` (plan.names order), then per telemetry series a
 exact bits (-0, NaN payloads); lz4 compression, no statistics: the file is written for speed and
 read back whole. A reader checks the columns against the names it expects.
 
-`hooks.npz` (`encode_arrays`): the warning cells of the hooks' state (`engine_live.hooks_state`).
+`hooks.bin` (`encode_cells`): the warning cells of the hooks' state (`engine_live.hooks_state`), raw
+little-endian columns bin int64, entity int32, value float64, read back as zero-copy views.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,16 +57,27 @@ def decode_retained(data: bytes, base: int, names: Sequence[str],
     return V, P
 
 
-__all__ = ["decode_retained", "encode_retained"]
+__all__ = ["CELL_DTYPES", "decode_cells", "decode_retained", "encode_cells", "encode_retained"]
 
 
-def encode_arrays(arrays: dict[str, NDArray[Any]]) -> bytes:
-    """Named arrays as one `.npz` (uncompressed, no pickles): the hooks' warning cells."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
-    return buf.getvalue()
+CELL_DTYPES = (("bin", "<i8"), ("entity", "<i4"), ("value", "<f8"))
 
 
-def decode_arrays(data: bytes) -> dict[str, NDArray[Any]]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def encode_cells(cells: dict[str, NDArray[Any]]) -> tuple[bytes, int]:
+    """The hooks' warning cells as raw little-endian columns one after the other: (bytes, rows)."""
+    n = len(cells["bin"])
+    return b"".join(np.ascontiguousarray(cells[name], dtype=dt).tobytes() for name, dt in CELL_DTYPES), n
+
+
+def decode_cells(data: bytes, n: int) -> dict[str, NDArray[Any]]:
+    """Zero-copy (read-only) views of `encode_cells` bytes; ValueError when the size is not n rows."""
+    if n < 0 or len(data) != n * sum(np.dtype(dt).itemsize for _, dt in CELL_DTYPES):
+        raise ValueError("hooks.bin does not hold the number of cells state.json says")
+    out, at = {}, 0
+    for name, dt in CELL_DTYPES:
+        out[name] = np.frombuffer(data, dtype=dt, count=n, offset=at)
+        at += n * np.dtype(dt).itemsize
+    return out
+
+
+__all__ = ["CELL_DTYPES", "decode_cells", "decode_retained", "encode_cells", "encode_retained"]

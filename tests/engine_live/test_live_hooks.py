@@ -257,7 +257,7 @@ def test_a_capture_is_not_changed_by_later_records(feed: dict[str, Any]) -> None
 
 
 def test_legacy_json_state_restores_the_same_book() -> None:
-    """Snapshots written before hooks.npz (state version 1: the whole book as JSON) still restore."""
+    """Snapshots written before hooks.bin (state version 1: the whole book as JSON) still restore."""
     run, plan, hooks = make()
     for b in range(12):
         run.apply_record(frames_for(run, b, {"Svc.arrivals": -3.0} if b % 3 == 0 else {"Q.queueDepth": b * 2.0}))

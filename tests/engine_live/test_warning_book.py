@@ -320,3 +320,45 @@ def test_append_flags_equals_set_flag(steps: list[Any], worst: Any, packed_start
         if packed_start and b == 5:
             fast, slow = reload_packed(fast), reload_packed(slow)
     assert repr(fast.to_state()) == repr(slow.to_state()) and repr(fast.active()) == repr(slow.active())
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True),
+                          st.lists(st.sampled_from([1.0, -2.0, 3.5, 0.5, float("nan"), -7.0, 9.0]), min_size=4,
+                                   max_size=4)), min_size=1, max_size=30),
+       st.sampled_from(["max", "min", "absmax"]), st.booleans())  # fmt: skip
+def test_append_block_equals_bin_by_bin(steps: list[Any], worst: Any, stale_first: bool) -> None:
+    """`append_block` (a quiet replay's bins at once) counts the changes and leaves the book and its
+    published warnings as `append_flags` + `take_changes` bin by bin do."""
+
+    def msg(a: Aggregate) -> str:
+        return f"{a.count} {a.bins} {a.value}"
+
+    spec = ("warning", worst, msg, None)
+    books = [WarningBook(), WarningBook()]
+    for book in books:  # a common start: a few bins, maybe a stale worst value
+        for b in range(3):
+            book.append_flags(b, [("c", "a", None)], [float(b)], [spec])
+            book.take_changes()
+        if stale_first:
+            book.set_flag(("c", "a", None), 2, False, 0.0, worst=worst, message_fn=msg)
+            book.take_changes()
+    by_bin, block = books
+    first = 10
+    counted = 0
+    for t, (nodes, vals) in enumerate(steps):
+        keys = [("c", n, None) for n in nodes]
+        by_bin.append_flags(first + t, keys, vals[: len(keys)], [spec] * len(keys))
+        counted += len(by_bin.take_changes())
+    cells: dict[Any, tuple[list[int], list[float]]] = {}
+    for t, (nodes, vals) in enumerate(steps):
+        for n, v in zip(nodes, vals, strict=False):
+            cells.setdefault(("c", n, None), ([], []))
+            cells[("c", n, None)][0].append(first + t)
+            cells[("c", n, None)][1].append(v)
+    keys = sorted(cells)
+    got = block.append_block(keys, [cells[k][0] for k in keys], [cells[k][1] for k in keys], [spec] * len(keys))
+    assert got == counted
+    assert repr(sorted(block.published_view().items())) == repr(sorted(by_bin.published_view().items()))
+    assert repr(block.active()) == repr(by_bin.active()) and repr(block.to_state()) == repr(by_bin.to_state())
+    assert block.dirty_keys() == ()

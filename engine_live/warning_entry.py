@@ -1,0 +1,140 @@
+"""One key's flags in the warning book (`warning_book`): the entry, its worst-value rule and spec.
+
+An `Entry` holds `values` (bin → value) and `order` (its bins ascending); after a snapshot restore
+`packed` holds the older flags as two arrays and `values`/`order` only the bins appended after them.
+Anything but an append past the packed bins unpacks first. The worst value is kept incrementally
+(`offer` / `retire`) and recomputed over all values only when the current worst one goes (`stale`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine_live.derived import to_wire_value
+
+Key = tuple[str, str | None, str | None]
+Worst = Literal["max", "min", "absmax"]
+FIRST_BINS = 5
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """What a message function sees: the key and the (wire-rounded) aggregate."""
+
+    code: str
+    node_id: str | None
+    series_id: str | None
+    bins: tuple[int, ...]
+    count: int
+    value: float | None
+
+
+MessageFn = Callable[[Aggregate], str]
+
+
+def rank(v: float, worst: str) -> tuple[float, float]:
+    if worst == "min":
+        return (-v, 0.0)
+    if worst == "absmax":
+        return (abs(v), v)
+    return (v, 0.0)
+
+
+def same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+class Entry:
+    """One key's flags: `values` (bin → value) and `order` (its bins ascending); after a restore,
+    `packed` (bins ascending, values) holds the older flags as arrays and `values`/`order` only the
+    bins after them (appends). Anything else than an append past the packed bins unpacks first."""
+
+    __slots__ = (
+        "cached", "message", "message_fn", "order", "packed", "packed_last", "packed_n", "severity", "spec",
+        "stale", "values", "wire", "wire_of", "worst", "worst_value",
+    )  # fmt: skip
+
+    def __init__(self, severity: str, worst: str) -> None:
+        self.values: dict[int, float] = {}
+        self.order: list[int] = []
+        self.packed: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None
+        self.packed_n, self.packed_last = 0, -1  # len(packed bins), the last of them
+        self.spec: tuple[Any, ...] | None = (
+            None  # the (severity, worst, message_fn, message) `append_flags` last matched
+        )
+        self.wire_of: float | None = None  # the worst value `wire` was rounded from (identity)
+        self.wire: float | None = None
+        self.severity = severity
+        self.worst = worst
+        self.worst_value = math.nan
+        self.stale = False
+        self.message: str | None = None
+        self.message_fn: MessageFn | None = None
+        self.cached: dict[str, Any] | None = None
+
+    def offer(self, v: float) -> None:
+        if (
+            not self.stale
+            and math.isfinite(v)
+            and (math.isnan(self.worst_value) or rank(v, self.worst) > rank(self.worst_value, self.worst))
+        ):
+            self.worst_value = v
+
+    def retire(self, v: float) -> None:
+        if not self.stale and same(v, self.worst_value):
+            self.stale = True
+
+    def count(self) -> int:
+        return len(self.order) + self.packed_n
+
+    def first_bins(self) -> list[int]:
+        if self.packed is None:
+            return self.order[:FIRST_BINS]
+        if len(self.packed[0]) >= FIRST_BINS:
+            return self.packed[0][:FIRST_BINS].tolist()  # type: ignore[no-any-return]
+        return (self.packed[0].tolist() + self.order)[:FIRST_BINS]  # type: ignore[no-any-return]
+
+    def packed_past(self, b: int) -> bool:
+        """True when bin `b` is not after the packed bins (the entry must be unpacked to touch it)."""
+        return b <= self.packed_last
+
+    def unpack(self) -> None:
+        if self.packed is not None:
+            bins, vals = self.packed[0].tolist(), self.packed[1].tolist()
+            self.values = {**dict(zip(bins, vals, strict=True)), **self.values}
+            self.order = bins + self.order
+            self.packed, self.packed_n, self.packed_last = None, 0, -1
+
+    def wire_worst(self) -> float | None:
+        """`to_wire_value(worst_now())`, rounded again only when the worst value changed."""
+        w = self.worst_now()
+        if w is not self.wire_of:
+            self.wire, self.wire_of = to_wire_value(w), w
+        return self.wire
+
+    def worst_now(self) -> float:
+        if self.stale:
+            self.unpack()
+            finite = [v for v in self.values.values() if math.isfinite(v)]
+            self.worst_value = max(finite, key=lambda v: rank(v, self.worst)) if finite else math.nan
+            self.stale = False
+        return self.worst_value
+
+
+Spec = tuple[str, str, "MessageFn | None", "str | None"]  # severity, worst rule, message function, message
+
+
+def matches(e: Entry, sp: Spec) -> bool:
+    severity, worst, fn, message = sp
+    return (
+        e.severity == severity and e.worst == worst and e.message_fn is fn and (fn is not None or e.message == message)
+    )
+
+
+__all__ = ["FIRST_BINS", "Aggregate", "Entry", "Key", "MessageFn", "Spec", "Worst", "matches", "rank", "same"]
