@@ -162,8 +162,10 @@ def handle_from_snapshot(service: LiveService, state: RunState, meta: SnapshotMe
         h.adjustments.append(wire)
     if c.get("adjustments"):
         h.validator = FrameValidator(h.graph, h.run_id, max_bins_ahead=service.settings.max_bins_ahead)
-    h.run = restore(plan, state, h.run.hooks)
-    h.seed_mirror = CaptureMirror.seeded(h.run, state)  # the first snapshot after recovery is incremental
+    h.run = restore(plan, state, h.run.hooks, adopt=meta.reload is not None)  # takes the decoded matrices
+    # the first snapshot after recovery is incremental: the mirror gets its own copy of the loaded
+    # matrices by decoding retained.parquet again, in the commit thread
+    h.seed_mirror = CaptureMirror.seeded(h.run, state, meta.reload)
     h.segments = meta.segments
     h.run.persisted_before = segments_end(meta.segments)  # persistence is tracked from here on in any case
     h.kafka_offsets = dict(meta.kafka_offsets)
@@ -217,12 +219,12 @@ async def replay_records(service: LiveService, h: RunHandle, records: list[Recor
         if kind == "create":
             if run.status is RunStatus.CREATED:  # a snapshot taken before the create was applied
                 service.emit(h, run.start(), replay=True)
-        elif kind == "frames":
+        elif kind in ("cols", "frames"):
             if "src" in rec:
                 part, off = rec["src"]
                 h.kafka_offsets[part] = max(h.kafka_offsets.get(part, -1), off)
             try:
-                await service.apply(h, record_columns(run, rec["f"]), offset, replay=True)
+                await service.apply(h, record_columns(run, rec), offset, replay=True)
             except Exception as exc:
                 log.info("run %s: record at %d rejected again on replay: %s", h.run_id, offset, exc)
         elif kind == "patch":
@@ -259,12 +261,19 @@ def _restart_history(service: LiveService, h: RunHandle) -> None:
     h.events_fh = open(h.folder / EVENTS_LOG, "ab")  # noqa: SIM115 - lives as long as the run
 
 
-def record_columns(run: LiveRun, frames: list[list[Any]]) -> FrameColumns:
-    """A logged frames record (`[[bin, series, value], ...]`) as columns for `LiveRun.apply_columns`."""
-    if not frames:
-        return FrameColumns(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.intp), np.zeros(0))
-    bins, series, values = zip(*frames, strict=True)
-    return FrameColumns(np.array(bins, dtype=np.int64), run.series_index(series), np.array(values, dtype=np.float64))
+def record_columns(run: LiveRun, rec: dict[str, Any]) -> FrameColumns:
+    """A logged frames record (`cols`, or `frames` of older logs) as columns for `LiveRun.apply_columns`."""
+    if rec["t"] == "cols":
+        series, values, b = rec["s"], rec["v"], rec["b"]
+        bins = np.full(len(series), b, dtype=np.int64) if isinstance(b, int) else np.array(b, dtype=np.int64)
+    elif rec["f"]:
+        b, series, values = zip(*rec["f"], strict=True)
+        bins = np.array(b, dtype=np.int64)
+    else:
+        series, values, bins = (), (), np.zeros(0, dtype=np.int64)
+    if len(bins) != len(series) or len(values) != len(series):
+        raise ValueError("a frames record with columns of different lengths")
+    return FrameColumns(bins, run.series_index(series), np.array(values, dtype=np.float64))
 
 
 __all__ = [

@@ -8,7 +8,9 @@ lose. Because events are a pure function of the log, recovery replays the log an
 epoch and seq numbering back.
 
 Log records (orjson): `{"t": "create", runId, epoch, createdUtc, model, options}`,
-`{"t": "frames", "f": [[bin, series, value], ...]}`, `{"t": "close"}`.
+`{"t": "cols", "b": bin | [bin, ...], "s": [series, ...], "v": [value, ...]}` (frames as columns, one
+bin as a number when all share it; logs written before hold `{"t": "frames", "f": [[bin, series,
+value], ...]}`, still replayed), `{"t": "close"}`.
 
 Snapshots (`snapshot_writer.live_checkpoint`): after each applied batch the worker asks the run's
 `RunCheckpoint` whether one is due (every `snapshotEveryBins` evaluated bins or
@@ -76,6 +78,14 @@ from compat_api.live_handle import (  # noqa: E402 - re-exported names
 )  # fmt: skip
 
 _Item = QueuedRecord  # the name benches use
+
+
+def frames_record(frames: list[ValidFrame]) -> dict[str, Any]:
+    """The log record of validated frames: columns, the bin once when every frame has it."""
+    bins = [f.bin for f in frames]
+    one = bool(bins) and bins.count(bins[0]) == len(bins)
+    return {"t": "cols", "b": bins[0] if one else bins, "s": [f.series for f in frames],
+            "v": [f.value for f in frames]}  # fmt: skip
 
 
 class LiveService(LiveReads, LiveSnapshots):
@@ -230,7 +240,7 @@ class LiveService(LiveReads, LiveSnapshots):
         if self.queued_frames + n > capacity:
             raise BackpressureError("the ingest queue is full; retry later", queued=self.queued_frames,
                                     capacity=capacity)  # fmt: skip
-        record: dict[str, Any] = {"t": "frames", "f": [[f.bin, f.series, f.value] for f in frames]}
+        record = frames_record(frames)
         if source is not None:
             record["src"] = list(source)  # Kafka partition and offset the frames came from
         payload = orjson.dumps(record)

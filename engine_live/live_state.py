@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,6 +41,7 @@ from engine_live.hooks_state import jsonable
 from engine_live.live_run import BinHooks, LiveRun
 
 STATE_VERSION = 1
+Reload = Callable[[], tuple[NDArray[np.float64], NDArray[np.bool_]]]
 
 
 class StateMismatchError(FlowTimeError):
@@ -177,15 +179,20 @@ class CaptureMirror:
         self.force_full = True  # loop side: the next capture copies everything
         self.applied = 0  # commit-thread side: the number of the delta the mirror reflects
         self.state: RunState | None = None  # commit-thread side
+        self._reload: Reload | None = None  # seeded: builds the mirror's matrices at the first materialize
 
     @classmethod
-    def seeded(cls, run: LiveRun, state: RunState) -> CaptureMirror:
+    def seeded(cls, run: LiveRun, state: RunState, reload: Reload | None = None) -> CaptureMirror:
         """A mirror already holding `state`, the full state `run` was just restored from (recovery):
-        the first capture after it copies only what changed since, not the whole matrix."""
+        the first capture after it copies only what changed since, not the whole matrix. With
+        `reload` (the run adopted the state's matrices) the mirror's own copy of them is made by
+        calling it, in the commit thread, at the first `materialize`."""
         if state.delta is not None:
             raise StateMismatchError("a mirror is seeded with a full state")
         mirror = cls()
-        mirror.state, mirror.force_full = replace(state, hooks=None), False
+        if reload is not None:  # never read the run's (adopted) arrays from the commit thread
+            state = replace(state, V=np.zeros((state.V.shape[0], 0)), P=np.zeros((state.P.shape[0], 0), dtype=bool))
+        mirror.state, mirror.force_full, mirror._reload = replace(state, hooks=None), False, reload
         run.capture_owner, run.dirty_from = mirror, sys.maxsize
         return mirror
 
@@ -212,6 +219,9 @@ class CaptureMirror:
         if d.full:
             V, P = state.V, state.P
         else:
+            if self._reload is not None and self.state is not None:
+                V0, P0 = self._reload()
+                self.state, self._reload = replace(self.state, V=V0, P=P0), None
             m = self.state
             if m is None or d.number != self.applied + 1 or m.names != state.names \
                     or m.telemetry_ids != state.telemetry_ids or state.base < m.base:  # fmt: skip
@@ -231,6 +241,16 @@ class CaptureMirror:
         return full_state
 
 
+def _window(a: NDArray[Any], columns: int) -> NDArray[Any] | None:
+    """The array `a` is the leading columns of, when that one is C-contiguous and `columns` wide."""
+    base = a.base
+    if not isinstance(base, np.ndarray) or base.ndim != 2 or base.shape != (a.shape[0], columns):
+        return None
+    if not base.flags.c_contiguous or not base.flags.writeable or base.dtype != a.dtype:
+        return None
+    return base if a.__array_interface__["data"][0] == base.__array_interface__["data"][0] else None
+
+
 def _restore_hooks(hooks: StatefulHooks, plan: Plan, state: Any) -> BinHooks:
     """`from_state(state)` or `from_state(plan, state)`; a returned hooks object replaces `hooks`."""
     fn = hooks.from_state
@@ -245,8 +265,11 @@ def _restore_hooks(hooks: StatefulHooks, plan: Plan, state: Any) -> BinHooks:
     return hooks
 
 
-def restore(plan: Plan, state: RunState, hooks: BinHooks | None = None) -> LiveRun:
-    """A LiveRun equal to the captured one (same window, counters, hooks state)."""
+def restore(plan: Plan, state: RunState, hooks: BinHooks | None = None, *, adopt: bool = False) -> LiveRun:
+    """A LiveRun equal to the captured one (same window, counters, hooks state). With `adopt`, when
+    the state's V/P are the leading columns of arrays as wide as the run's window (a snapshot load
+    decodes them so), the run takes those arrays instead of copying: the state must not be used
+    afterwards."""
     if state.delta is not None:
         raise StateMismatchError("an incremental capture must be materialized before a restore")
     if tuple(plan.names) != state.names:
@@ -263,10 +286,14 @@ def restore(plan: Plan, state: RunState, hooks: BinHooks | None = None) -> LiveR
                   retention_bins=state.retention_bins, hooks=hooks)  # fmt: skip
     if run.telemetry_ids != state.telemetry_ids:
         raise StateMismatchError("the snapshot's telemetry series differ from the model's")
-    run.V = np.zeros((plan.n_rows, state.columns))
-    run.P = np.zeros((len(state.telemetry_ids), state.columns), dtype=bool)
-    run.V[:, :n] = state.V
-    run.P[:, :n] = state.P
+    full_v, full_p = (_window(state.V, state.columns), _window(state.P, state.columns)) if adopt else (None, None)
+    if full_v is not None and full_p is not None:
+        run.V, run.P = full_v, full_p
+    else:
+        run.V = np.zeros((plan.n_rows, state.columns))
+        run.P = np.zeros((len(state.telemetry_ids), state.columns), dtype=bool)
+        run.V[:, :n] = state.V
+        run.P[:, :n] = state.P
     run.base = state.base
     run.persisted_before = state.persisted_before
     if state.slack is not None:

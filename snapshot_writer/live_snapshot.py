@@ -113,6 +113,8 @@ class SnapshotMeta:
     duration_s: float = 0.0
     size_bytes: int = 0
     segments: tuple[Segment, ...] = ()  # every segment this snapshot lists (contiguous from bin 0)
+    # loaded snapshots: decodes retained.parquet again into fresh (V, P) (a mirror's own copy, later)
+    reload: Callable[[], tuple[Any, Any]] | None = field(default=None, repr=False, compare=False)
 
 
 class SnapshotWriter:
@@ -302,8 +304,9 @@ def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None) -> t
         with ThreadPoolExecutor(1) as pool:  # hash (releases the GIL) while the table decodes
             digests = pool.submit(lambda: {f: _sha(data) for f, data in files.items()})
             try:
+                width = int(s["columns"])  # as wide as the run's window: a recovery adopts the arrays
                 VP: tuple[Any, Any] | Exception = decode_retained(files[RETAINED], int(s["base"]), s["names"],
-                                                                  s["telemetryIds"])  # fmt: skip
+                                                                  s["telemetryIds"], width=width)  # fmt: skip
             except Exception as exc:  # a damaged file: its hash says so first
                 VP = exc
             for f, digest in digests.result().items():
@@ -325,12 +328,20 @@ def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None) -> t
         check_segments(live_dir, segments)
         meta = SnapshotMeta(name, folder, int(s["logOffset"]), int(s["eventsOffset"]),
                             {int(k): int(v) for k, v in s["kafkaOffsets"].items()}, orjson.loads(files[CREATE]),
-                            _sha(raw), state.seq, state.last_bin, state.epoch, segments=segments)  # fmt: skip
+                            _sha(raw), state.seq, state.last_bin, state.epoch, segments=segments,
+                            reload=_reloader(files[RETAINED], state))  # fmt: skip
     except ValueError:
         raise
     except Exception as exc:  # any unreadable part makes the snapshot unusable
         raise ValueError(f"{type(exc).__name__}: {exc}") from exc
     return state, meta
+
+
+def _reloader(data: bytes, state: RunState) -> Callable[[], tuple[Any, Any]]:
+    def reload() -> tuple[Any, Any]:
+        return decode_retained(data, state.base, state.names, state.telemetry_ids)
+
+    return reload
 
 
 def load_current(live_dir: Path) -> tuple[RunState, SnapshotMeta] | None:

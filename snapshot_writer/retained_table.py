@@ -36,9 +36,10 @@ def encode_retained(V: NDArray[np.float64], P: NDArray[np.bool_], base: int, nam
     return bytes(sink.getvalue())
 
 
-def decode_retained(data: bytes, base: int, names: Sequence[str],
-                    telemetry_ids: Sequence[str]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
-    """(V, P) back; ValueError when the table does not have the expected columns or bins."""
+def decode_retained(data: bytes, base: int, names: Sequence[str], telemetry_ids: Sequence[str],
+                    width: int | None = None) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
+    """(V, P) back; ValueError when the table does not have the expected columns or bins. With
+    `width` (≥ the rows held) V and P are the leading columns of zero-filled arrays that wide."""
     table = pq.read_table(pa.BufferReader(data))
     expected = [BIN_COLUMN, *(f"v:{s}" for s in names), *(f"p:{s}" for s in telemetry_ids)]
     if table.column_names != expected:
@@ -48,13 +49,14 @@ def decode_retained(data: bytes, base: int, names: Sequence[str],
     if n and (bins[0] != base or not np.array_equal(bins, np.arange(base, base + n))):
         raise ValueError("retained.parquet bins are not the expected contiguous range")
     columns = table.columns  # by position (the names were checked above): a lookup by name is linear
-    V = np.empty((len(names), n))
+    w = n if width is None or width < n else width
+    V = np.empty((len(names), w)) if w == n else np.zeros((len(names), w))
     for i in range(len(names)):
-        V[i] = columns[1 + i].to_numpy()
-    P = np.empty((len(telemetry_ids), n), dtype=bool)
+        V[i, :n] = columns[1 + i].to_numpy()
+    P = np.zeros((len(telemetry_ids), w), dtype=bool)
     for j in range(len(telemetry_ids)):
-        P[j] = columns[1 + len(names) + j].to_numpy(zero_copy_only=False)
-    return V, P
+        P[j, :n] = columns[1 + len(names) + j].to_numpy(zero_copy_only=False)
+    return (V, P) if w == n else (V[:, :n], P[:, :n])
 
 
 __all__ = ["CELL_DTYPES", "decode_cells", "decode_retained", "encode_cells", "encode_retained"]

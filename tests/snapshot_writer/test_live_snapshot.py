@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -367,7 +368,52 @@ async def test_the_first_snapshot_after_recovery_is_incremental_and_complete(tmp
     assert job.state.delta is not None and not job.state.delta.full
     assert job.state.V.shape[1] < capture(h.run).V.shape[1]  # only the new columns were copied
     full = capture(h.run)
+    assert h.checkpoint.mirror._reload is not None  # the run adopted the loaded arrays: the mirror decodes its own
     got = h.checkpoint.mirror.materialize(job.state)
+    assert h.checkpoint.mirror._reload is None
     assert got.V.tobytes() == full.V.tobytes() and (got.P == full.P).all() and got.base == full.base
     h.checkpoint.mirror.invalidate()
     await svc.stop()
+
+
+def test_restore_adopts_window_wide_arrays_and_copies_otherwise(tmp_path: Path) -> None:
+    from engine_live.live_state import restore
+    from snapshot_writer.retained_table import decode_retained, encode_retained
+
+    plan = compile_model(load_graph(MODEL, live=True))
+    run = LiveRun(plan, run_id="r1", epoch="e1")
+    run.start()
+    run.apply_record([ValidFrame(b, "arr", float(b)) for b in range(6)] + [ValidFrame(2, "Svc.errors", 1.0)])
+    state = capture(run)
+    data = encode_retained(state.V, state.P, state.base, state.names, state.telemetry_ids)
+    V, P = decode_retained(data, state.base, state.names, state.telemetry_ids, width=state.columns)
+    assert V.shape == state.V.shape and V.base is not None and V.base.shape == (plan.n_rows, state.columns)
+    loaded = replace(state, V=V, P=P)
+    adopted = restore(plan, loaded, adopt=True)
+    assert adopted.V is V.base and adopted.P is P.base  # no copy
+    copied = restore(plan, state, adopt=True)  # a capture's arrays are exactly held-wide: copied
+    assert copied.V is not state.V and np.shares_memory(copied.V, state.V) is False
+    for r in (adopted, copied):
+        assert r.V.tobytes() == run.V.tobytes() and (r.P == run.P).all()
+
+
+def test_log_records_of_both_formats_replay_to_the_same_columns() -> None:
+    """Records are logged as columns (`cols`, the bin once when all frames share it); logs written
+    before hold `frames` lists. Both replay to the same columns; malformed columns are refused."""
+    from compat_api.live_recovery import record_columns
+    from compat_api.live_service import frames_record
+
+    plan = compile_model(load_graph(MODEL, live=True))
+    run = LiveRun(plan, run_id="r1", epoch="e1")
+    one_bin = [ValidFrame(3, "arr", 1.5), ValidFrame(3, "Svc.errors", -0.0)]
+    two_bins = [ValidFrame(3, "arr", 1.5), ValidFrame(7, "Svc.errors", 2.0), ValidFrame(3, "arr", 4.0)]
+    for frames in (one_bin, two_bins, []):
+        rec = orjson.loads(orjson.dumps(frames_record(frames)))
+        assert isinstance(rec["b"], int) == (len({f.bin for f in frames}) == 1)
+        old = orjson.loads(orjson.dumps({"t": "frames", "f": [[f.bin, f.series, f.value] for f in frames]}))
+        got, want = record_columns(run, rec), record_columns(run, old)
+        for a, b in zip(got, want, strict=True):
+            assert a.tobytes() == b.tobytes()
+        assert got.values.tolist() == [f.value for f in frames] and got.bins.tolist() == [f.bin for f in frames]
+    with pytest.raises(ValueError):
+        record_columns(run, {"t": "cols", "b": [1, 2], "s": ["arr"], "v": [1.0]})
