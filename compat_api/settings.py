@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     snapshots_kept: int = 2
     # recovery: when more records than this follow the snapshot, the earlier ones are replayed
     # without building their events (seq still counted) and the hub history restarts there (0: build all)
-    recovery_history_records: int = 128
+    recovery_history_records: int = 64
     fsync: bool = True
 
     def masked(self) -> dict[str, Any]:

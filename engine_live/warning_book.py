@@ -315,22 +315,19 @@ class WarningBook:
         return n
 
     def _append_run(self, key: Key, e: Entry, kb: list[int], kv: list[float], i: int) -> int:
+        """Append cells kb[i:], taking the key where `append_flags` would mark it dirty."""
+        forced = e.stale  # appended while stale: dirty, and the take recomputes the worst value
+        if forced:
+            e.worst_now()  # the same value (a max over every cell, ties keep the older one)
+        pos, worst_at = _interesting(kv[i:], e.worst_value, e.worst, FIRST_BINS - e.count(), forced)
         n, start = 0, i
-        w, rule, stale, count = e.worst_value, e.worst, e.stale, e.count()
-        for j in range(i, len(kb)):
-            v = kv[j]
-            count += 1
-            better = not stale and math.isfinite(v) and (w != w or rank(v, rule) > rank(w, rule))
-            if better:
-                w = v
-            if better or stale or count <= FIRST_BINS:
-                e.values.update(zip(kb[start : j + 1], kv[start : j + 1], strict=True))
-                e.order.extend(kb[start : j + 1])
-                if not stale:
-                    e.worst_value = w
-                e.cached = None
-                n += self._take(key) is not None
-                w, stale, start = e.worst_value, e.stale, j + 1
+        for p, w in zip(pos, worst_at, strict=True):
+            j = i + p
+            e.values.update(zip(kb[start : j + 1], kv[start : j + 1], strict=True))
+            e.order.extend(kb[start : j + 1])
+            e.worst_value, e.cached = w, None
+            n += self._take(key) is not None
+            start = j + 1
         if start < len(kb):
             e.values.update(zip(kb[start:], kv[start:], strict=True))
             e.order.extend(kb[start:])
@@ -434,6 +431,36 @@ class WarningBook:
             book._published[_key(item["key"])] = _copy(item["warning"])
         book._dirty = {_key(k) for k in state["dirty"]}
         return book
+
+
+def _interesting(vals: list[float], w: float, rule: str, first: int, forced: bool) -> tuple[list[int], list[float]]:
+    """Positions p of `vals` (appended in order) where the worst value gets better, p < `first`
+    (among the key's first bins) or p == 0 when `forced`; with the worst value after each."""
+    if rule in ("max", "min") and len(vals) > 8:  # vectorized: a running maximum
+        x = np.asarray(vals, dtype=np.float64)
+        x = x if rule == "max" else -x
+        fin = np.isfinite(x)
+        xf = np.where(fin, x, -np.inf)
+        w0 = -np.inf if w != w else (w if rule == "max" else -w)
+        best = np.maximum.accumulate(np.concatenate(([w0], xf)))
+        flags = fin & (xf > best[:-1])
+        flags[: max(0, first)] = True
+        flags[0] |= forced
+        pos = np.flatnonzero(flags)
+        after = best[1:][pos]
+        sign = 1.0 if rule == "max" else -1.0
+        worst = [w if b == -np.inf else sign * b for b in after.tolist()]
+        return pos.tolist(), worst
+    out_p: list[int] = []
+    out_w: list[float] = []
+    for p, v in enumerate(vals):
+        better = math.isfinite(v) and (w != w or rank(v, rule) > rank(w, rule))
+        if better:
+            w = v
+        if better or p < first or (forced and p == 0):
+            out_p.append(p)
+            out_w.append(w)
+    return out_p, out_w
 
 
 def _key(raw: Sequence[Any]) -> Key:
