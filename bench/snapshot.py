@@ -254,6 +254,7 @@ def profile_summary(path: Path, title: str) -> str:
 def copy_tree(src: Path, dst: Path) -> None:
     """A copy that keeps holes (events.log releases its old bytes as a punched hole) and is on disk
     before measuring: copying the holes as zeros left gigabytes of writeback running under the timings."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     if shutil.which("cp"):
         subprocess.run(["cp", "-a", "--sparse=always", str(src), str(dst)], check=True)
     else:
