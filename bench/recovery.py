@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from server_proc import free_port  # noqa: E402
-from snapshot import RUN_ID, build_fixture  # noqa: E402
+from snapshot import RUN_ID, build_fixture, copy_tree  # noqa: E402
 
 
 def folder_sizes(live: Path) -> dict[str, int]:
@@ -186,17 +186,6 @@ def fresh_copy(fixture: Path, dest: Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     copy_tree(fixture, dest)
     return dest
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    """A copy that keeps holes (events.log releases its old bytes as a punched hole) and is on disk
-    before measuring: copying the holes as zeros left gigabytes of writeback running under the timings."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if shutil.which("cp"):
-        subprocess.run(["cp", "-a", "--sparse=always", str(src), str(dst)], check=True)
-    else:
-        shutil.copytree(src, dst)
-    os.sync()
 
 
 def main() -> int:

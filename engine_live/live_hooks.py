@@ -105,10 +105,8 @@ class DerivedHooks(BinHooks):
         self._nan_sids = [s for s in plan.names
                           if s != ZERO and kind_of.get(s) not in ("const", "telemetry", "file")]  # fmt: skip
         self._nan_rows = np.array([plan.row[s] for s in self._nan_sids], dtype=np.intp)
-        self._nan_messages = [key_spec((NAN_CODE, None, s))[3] for s in self._nan_sids]
         self._n_node = len(CODES) * len(self.layout.ids)
-        self._node_keys = [(code, node_id) for code in CODES for node_id in self.layout.ids]  # entity → key
-        self.entity_keys: tuple[Key, ...] = (*((c, n, None) for c, n in self._node_keys),
+        self.entity_keys: tuple[Key, ...] = (*((c, n, None) for c in CODES for n in self.layout.ids),
                                              *((NAN_CODE, None, sid) for sid in self._nan_sids))  # fmt: skip
         self._entity_specs = [key_spec(k) for k in self.entity_keys]
         self._done = done  # highest bin whose warnings were taken
@@ -228,27 +226,15 @@ class DerivedHooks(BinHooks):
                 self._mirror.pop(t0 + j, None)
 
     def _set_one(self, e: int, b: int, flagged: bool, value: float) -> None:
-        if e < self._n_node:
-            code, node_id = self._node_keys[e]
-            spec = CHECKS[code]
-            self.book.set_flag((code, node_id, None), b, flagged, value, severity=spec.severity,
-                               message_fn=spec.message, worst=spec.worst)  # fmt: skip
-        else:
-            sid = self._nan_sids[e - self._n_node]
-            self.book.set_flag((NAN_CODE, None, sid), b, flagged, value, severity="warning",
-                               message=self._nan_messages[e - self._n_node])  # fmt: skip
+        severity, worst, fn, message = self._entity_specs[e]
+        self.book.set_flag(self.entity_keys[e], b, flagged, value, severity=severity, message=message,
+                           message_fn=fn, worst=worst)  # type: ignore[arg-type]  # fmt: skip
 
     def _set(self, e: int, bins: Sequence[int] | NDArray[np.int64], mask: Sequence[bool] | BoolArray,
              value: Sequence[float] | FloatArray) -> None:  # fmt: skip
-        if e < self._n_node:
-            code, node_id = self._node_keys[e]
-            spec = CHECKS[code]
-            self.book.set_flags((code, node_id, None), bins, mask, value, severity=spec.severity,
-                                message_fn=spec.message, worst=spec.worst)  # fmt: skip
-        else:
-            sid = self._nan_sids[e - self._n_node]
-            self.book.set_flags((NAN_CODE, None, sid), bins, mask, value, severity="warning",
-                                message=self._nan_messages[e - self._n_node])  # fmt: skip
+        severity, worst, fn, message = self._entity_specs[e]
+        self.book.set_flags(self.entity_keys[e], bins, mask, value, severity=severity, message=message,
+                            message_fn=fn, worst=worst)  # type: ignore[arg-type]  # fmt: skip
 
     # -- snapshots ------------------------------------------------------------------------------
     def for_plan(self, plan: Plan) -> DerivedHooks:

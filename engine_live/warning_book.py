@@ -14,9 +14,13 @@ value (a dict plus a sorted bin list), and aggregates them into the wire warning
 - "Worst" per key is `max`, `min` or `absmax` (largest |v|, the positive one on a tie) over the
   flagged values, NaN ignored; it is null when no value is finite. The result does not depend on
   the order flags were set in, so batch and bin-by-bin runs agree.
-- `to_state` / `from_state` give plain JSON-able dicts (non-finite values as "NaN", "Infinity",
-  "-Infinity"). Message functions are not persisted: the restored book keeps the last message text
-  until the next `set_flags` for that key brings its function again.
+- `append_flags` / `append_block` (`warning_append`): newly published bins, one or many, in
+  bulk; a key is marked dirty only when something visible can change, so a persistent warning
+  whose count merely grows costs no diff.
+- Snapshots (`hooks_state`): `published_view`, `dirty_keys`, `entry_cells` for a capture;
+  `load_entry` (packed arrays: `warning_entry.Entry`), `load_published`, `mark_dirty` for a
+  restore. `to_state` / `from_state` give the older plain JSON-able form (non-finite values as
+  "NaN", "Infinity", "-Infinity"; message functions not persisted).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from engine_live.warning_append import AppendPaths
 from engine_live.warning_entry import (
     FIRST_BINS,
     Aggregate,
@@ -37,9 +42,6 @@ from engine_live.warning_entry import (
     MessageFn,
     Spec,
     Worst,
-    matches,
-    rank,
-    same,
 )
 
 _SMALL = 64  # up to this many unflagged bins per call are checked one by one
@@ -74,7 +76,7 @@ def _dec(v: float | str) -> float:
     return float({"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}.get(v, v)) if isinstance(v, str) else float(v)
 
 
-class WarningBook:
+class WarningBook(AppendPaths):
     def __init__(self) -> None:
         self._entries: dict[Key, Entry] = {}
         self._published: dict[Key, dict[str, Any]] = {}
@@ -95,21 +97,10 @@ class WarningBook:
         """Replace the flags of `bins` for `key`: bins where `mask` is true are flagged with their value,
         the others are unflagged. `message_fn` (or a fixed `message`) gives the warning text."""
         mask_a = np.asarray(mask, dtype=np.bool_)
-        entry = self._entries.get(key)
-        if entry is None:
-            if not mask_a.any():
-                return
-            entry = self._entries[key] = Entry(severity, worst)
-            changed = True
-        else:
-            changed = entry.severity != severity or entry.worst != worst
-            if entry.worst != worst:
-                entry.worst, entry.stale = worst, True
-            entry.severity = severity
-            entry.spec = None
-        if message is not None or message_fn is not None:
-            changed = changed or entry.message_fn is not message_fn or (message_fn is None and entry.message != message)
-            entry.message, entry.message_fn = message, message_fn
+        got = self._entry_for(key, bool(mask_a.any()), severity, worst, message, message_fn)
+        if got is None:
+            return
+        entry, changed = got
         bins_a = np.asarray(bins, dtype=np.int64)
         vals_a = np.asarray(values, dtype=np.float64)
         on_bins, on_vals = bins_a[mask_a].tolist(), vals_a[mask_a].tolist()
@@ -141,10 +132,27 @@ class WarningBook:
         worst: Worst = "max",
     ) -> None:
         """`set_flags` for one bin, with plain Python values (the per-bin hot path of live runs)."""
+        got = self._entry_for(key, flagged, severity, worst, message, message_fn)
+        if got is None:
+            return
+        entry, changed = got
+        if entry.packed is not None and entry.packed_past(b):
+            entry.unpack()
+        changed = (entry.put(b, value) if flagged else entry.drop(b)) or changed
+        if changed:
+            entry.cached = None
+            self._dirty.add(key)
+        if not entry.count():
+            del self._entries[key]
+
+    def _entry_for(self, key: Key, flagged: bool, severity: str, worst: str, message: str | None,
+                   message_fn: MessageFn | None) -> tuple[Entry, bool] | None:  # fmt: skip
+        """The key's entry with this severity, worst rule and message (created when `flagged`), and
+        whether any of those changed; None when there is no entry and nothing to flag."""
         entry = self._entries.get(key)
         if entry is None:
             if not flagged:
-                return
+                return None
             entry = self._entries[key] = Entry(severity, worst)
             changed = True
         else:
@@ -156,81 +164,14 @@ class WarningBook:
         if message is not None or message_fn is not None:
             changed = changed or entry.message_fn is not message_fn or (message_fn is None and entry.message != message)
             entry.message, entry.message_fn = message, message_fn
-        if entry.packed is not None and entry.packed_past(b):
-            entry.unpack()
-        values, order = entry.values, entry.order
-        old = values.get(b)
-        if flagged:
-            if old is None:
-                values[b] = value
-                if not order or b > order[-1]:
-                    order.append(b)
-                else:
-                    bisect.insort(order, b)
-                entry.offer(value)
-                changed = True
-            elif not same(old, value):
-                values[b] = value
-                entry.retire(old)
-                entry.offer(value)
-                changed = True
-        elif old is not None:
-            entry.retire(values.pop(b))
-            del order[bisect.bisect_left(order, b)]
-            changed = True
-        if changed:
-            entry.cached = None
-            self._dirty.add(key)
-        if not values and entry.packed is None:
-            del self._entries[key]
-
-    def append_flags(self, b: int, keys: Sequence[Key], values: Sequence[float],
-                     specs: Sequence[tuple[str, str, MessageFn | None, str | None]]) -> None:  # fmt: skip
-        """Flag bin `b` for each key with its value and (severity, worst, message_fn, message): the
-        per-bin path of a newly published bin. Keys where `b` is not past every flagged bin, or
-        whose spec changed, take `set_flag`. A key whose first bins and worst value stay as they
-        were is not marked dirty: `take_changes` would find nothing visible to send for it."""
-        entries, dirty = self._entries, self._dirty
-        for key, v, sp in zip(keys, values, specs, strict=True):
-            e = entries.get(key)
-            if e is not None and e.spec is not sp:
-                severity, worst, fn, message = sp
-                if (e.severity == severity and e.worst == worst and e.message_fn is fn
-                        and (fn is not None or e.message == message)):  # fmt: skip
-                    e.spec = sp
-            order = e.order if e is not None else None
-            if e is None or e.spec is not sp or b <= (order[-1] if order else e.packed_last):
-                severity, worst, fn, message = sp
-                self.set_flag(key, b, True, v, severity=severity, message=message, message_fn=fn, worst=worst)  # type: ignore[arg-type]
-                continue
-            was = e.worst_value
-            e.values[b] = v
-            order.append(b)  # type: ignore[union-attr]
-            if not e.stale and math.isfinite(v) and (was != was or rank(v, e.worst) > rank(was, e.worst)):
-                e.worst_value = v
-            e.cached = None
-            if e.worst_value is not was or e.stale or len(order) + e.packed_n <= FIRST_BINS:  # type: ignore[arg-type]
-                dirty.add(key)  # else only the count grew: nothing a client sees changed (`_visible`)
+        return entry, changed
 
     @staticmethod
     def _update(entry: Entry, on_bins: list[int], on_vals: list[float], off: NDArray[np.int64]) -> bool:
         changed = False
         values, order = entry.values, entry.order
         for b, v in zip(on_bins, on_vals, strict=True):
-            old = values.get(b)
-            if old is None:
-                values[b] = v
-                if not order or b > order[-1]:
-                    order.append(b)
-                else:
-                    bisect.insort(order, b)
-                entry.offer(v)
-                changed = True
-            elif not same(old, v):
-                values[b] = v
-                entry.retire(old)
-                entry.offer(v)
-                changed = True
+            changed = entry.put(b, v) or changed
         if len(off) <= _SMALL:
             gone = [b for b in off.tolist() if b in values]
         else:
@@ -285,54 +226,6 @@ class WarningBook:
             return None
         self._published[key] = _copy(cur)
         return WarningChange("add", _copy(cur))
-
-    def append_block(self, keys: Sequence[Key], bins: Sequence[list[int]], values: Sequence[list[float]],
-                     specs: Sequence[Spec]) -> int:  # fmt: skip
-        """Several newly published bins at once (a quiet replay): for each key its flagged bins
-        (ascending, after every bin it has flagged) and values. Equivalent to `append_flags` +
-        `take_changes` bin by bin — the same book and published warnings afterwards — and returns
-        how many changes those calls would have returned. Cells are appended in bulk; the key is
-        taken (`_take`) only at the bins where something visible can change (its first bins, a
-        better worst value, a stale worst), exactly where `append_flags` marks it dirty."""
-        n = 0
-        for key, kb, kv, sp in zip(keys, bins, values, specs, strict=True):
-            e = self._entries.get(key)
-            i = 0
-            if e is None or (e.spec is not sp and not matches(e, sp)):
-                severity, worst, fn, message = sp
-                self.set_flag(key, kb[0], True, kv[0], severity=severity, message=message, message_fn=fn, worst=worst)  # type: ignore[arg-type]
-                n += self._take(key) is not None
-                self._dirty.discard(key)
-                e, i = self._entries[key], 1
-            e.spec = sp
-            if i < len(kb) and kb[i] <= (e.order[-1] if e.order else e.packed_last):  # not an append: one by one
-                for b, v in zip(kb[i:], kv[i:], strict=True):
-                    self.append_flags(b, (key,), (v,), (sp,))
-                    n += self._take(key) is not None if key in self._dirty else 0
-                    self._dirty.discard(key)
-                continue
-            n += self._append_run(key, e, kb, kv, i)
-        return n
-
-    def _append_run(self, key: Key, e: Entry, kb: list[int], kv: list[float], i: int) -> int:
-        """Append cells kb[i:], taking the key where `append_flags` would mark it dirty."""
-        forced = e.stale  # appended while stale: dirty, and the take recomputes the worst value
-        if forced:
-            e.worst_now()  # the same value (a max over every cell, ties keep the older one)
-        pos, worst_at = _interesting(kv[i:], e.worst_value, e.worst, FIRST_BINS - e.count(), forced)
-        n, start = 0, i
-        for p, w in zip(pos, worst_at, strict=True):
-            j = i + p
-            e.values.update(zip(kb[start : j + 1], kv[start : j + 1], strict=True))
-            e.order.extend(kb[start : j + 1])
-            e.worst_value, e.cached = w, None
-            n += self._take(key) is not None
-            start = j + 1
-        if start < len(kb):
-            e.values.update(zip(kb[start:], kv[start:], strict=True))
-            e.order.extend(kb[start:])
-            e.cached = None
-        return n
 
     def active(self) -> list[dict[str, Any]]:
         """Every current warning, sorted by key (run.json `warnings`)."""
@@ -431,36 +324,6 @@ class WarningBook:
             book._published[_key(item["key"])] = _copy(item["warning"])
         book._dirty = {_key(k) for k in state["dirty"]}
         return book
-
-
-def _interesting(vals: list[float], w: float, rule: str, first: int, forced: bool) -> tuple[list[int], list[float]]:
-    """Positions p of `vals` (appended in order) where the worst value gets better, p < `first`
-    (among the key's first bins) or p == 0 when `forced`; with the worst value after each."""
-    if rule in ("max", "min") and len(vals) > 8:  # vectorized: a running maximum
-        x = np.asarray(vals, dtype=np.float64)
-        x = x if rule == "max" else -x
-        fin = np.isfinite(x)
-        xf = np.where(fin, x, -np.inf)
-        w0 = -np.inf if w != w else (w if rule == "max" else -w)
-        best = np.maximum.accumulate(np.concatenate(([w0], xf)))
-        flags = fin & (xf > best[:-1])
-        flags[: max(0, first)] = True
-        flags[0] |= forced
-        pos = np.flatnonzero(flags)
-        after = best[1:][pos]
-        sign = 1.0 if rule == "max" else -1.0
-        worst = [w if b == -np.inf else sign * b for b in after.tolist()]
-        return pos.tolist(), worst
-    out_p: list[int] = []
-    out_w: list[float] = []
-    for p, v in enumerate(vals):
-        better = math.isfinite(v) and (w != w or rank(v, rule) > rank(w, rule))
-        if better:
-            w = v
-        if better or p < first or (forced and p == 0):
-            out_p.append(p)
-            out_w.append(w)
-    return out_p, out_w
 
 
 def _key(raw: Sequence[Any]) -> Key:

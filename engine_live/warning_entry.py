@@ -8,6 +8,7 @@ Anything but an append past the packed bins unpacks first. The worst value is ke
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +111,34 @@ class Entry:
             self.values = {**dict(zip(bins, vals, strict=True)), **self.values}
             self.order = bins + self.order
             self.packed, self.packed_n, self.packed_last = None, 0, -1
+
+    def put(self, b: int, v: float) -> bool:
+        """Flag bin `b` with `v` (unpacked entries); True when that changed anything."""
+        values, order = self.values, self.order
+        old = values.get(b)
+        if old is None:
+            values[b] = v
+            if not order or b > order[-1]:
+                order.append(b)
+            else:
+                bisect.insort(order, b)
+            self.offer(v)
+            return True
+        if same(old, v):
+            return False
+        values[b] = v
+        self.retire(old)
+        self.offer(v)
+        return True
+
+    def drop(self, b: int) -> bool:
+        """Unflag bin `b` (unpacked entries); True when it was flagged."""
+        old = self.values.pop(b, None)
+        if old is None:
+            return False
+        self.retire(old)
+        del self.order[bisect.bisect_left(self.order, b)]
+        return True
 
     def wire_worst(self) -> float | None:
         """`to_wire_value(worst_now())`, rounded again only when the worst value changed."""
