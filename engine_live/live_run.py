@@ -31,7 +31,6 @@ add nothing. Decisions: `close()` sends `status: closing` before the bins it eva
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,6 +39,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from engine_live.cell_writes import write_distinct, write_in_order
 from engine_live.compiler import ZERO, Plan
 from engine_live.errors import IngestError, OutsideRetentionError, RunClosedError
 from engine_live.evaluator import evaluate_range
@@ -299,55 +299,19 @@ class LiveRun:
         if (low == top and known is not None and known[0] is idx and known[1]) or np.unique(
             idx * width + cols
         ).size == n:
-            fixed = self._write_unique(cols, idx, rows, bins, values, res)
+            w = write_distinct(self.V, self.P, cols, idx, rows, bins, values, self.last_bin)
         else:
-            fixed = self._write_in_order(cols, idx, rows, bins, values, res)
+            w = write_in_order(self.V, self.P, cols, idx, rows, bins, values, self.last_bin)
+        res.accepted, res.duplicates, res.corrected = w.accepted, w.duplicates, w.corrected
+        fixed = w.fixed
+        if w.lowest is not None:
+            self._touch(w.lowest)
         self.watermark = max(self.watermark, top)
         if fixed:
             self.revision += 1
             self._recompute(fixed, res.events)
         self._close_ready(res.events)
         return res
-
-    def _write_unique(self, cols: NDArray[np.int64], idx: NDArray[np.intp], rows: NDArray[np.intp],
-                      bins: NDArray[np.int64], values: NDArray[np.float64], res: ApplyResult) -> list[int]:  # fmt: skip
-        V, P = self.V, self.P
-        cur = V[rows, cols]
-        dup = P[idx, cols] & (cur == values) & (np.signbit(cur) == np.signbit(values))
-        write = ~dup
-        corrected = write & (bins <= self.last_bin)
-        res.duplicates = int(dup.sum())
-        res.corrected = int(corrected.sum())
-        res.accepted = n_written = len(bins) - res.duplicates
-        res.accepted -= res.corrected
-        if n_written:
-            V[rows[write], cols[write]] = values[write]
-            P[idx[write], cols[write]] = True
-            self._touch(int(bins[write].min()))
-        fixed: list[int] = bins[corrected].tolist()
-        return fixed
-
-    def _write_in_order(self, cols: NDArray[np.int64], idx: NDArray[np.intp], rows: NDArray[np.intp],
-                        bins: NDArray[np.int64], values: NDArray[np.float64],
-                        res: ApplyResult) -> list[int]:  # fmt: skip
-        V, P, last = self.V, self.P, self.last_bin
-        fixed: list[int] = []
-        lowest = self.dirty_from
-        for b, c, j, r, v in zip(bins.tolist(), cols.tolist(), idx.tolist(), rows.tolist(), values.tolist(),
-                                 strict=True):  # fmt: skip
-            if P[j, c] and V[r, c] == v and math.copysign(1.0, V[r, c]) == math.copysign(1.0, v):
-                res.duplicates += 1
-                continue
-            if b <= last:
-                res.corrected += 1
-                fixed.append(b)
-            else:
-                res.accepted += 1
-            lowest = min(lowest, b)
-            V[r, c] = v
-            P[j, c] = True
-        self._touch(lowest)
-        return fixed
 
     def _recompute(self, fixed: list[int], events: list[Event]) -> None:
         t0, t1 = min(fixed), self.last_bin + 1
