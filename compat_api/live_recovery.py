@@ -129,7 +129,7 @@ async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, 
     if lost and h.run.status.is_open:
         await service.request_snapshot(h)  # put the hole behind CURRENT
     elif quiet and h.run.status.is_open:
-        h.checkpoint.last_bin = -1  # a long replay: snapshot at the first chance, so a next start replays little
+        h.checkpoint.make_due()  # a long replay: snapshot at the first chance, so a next start replays little
         h.wake.set()
     return h
 

@@ -58,6 +58,10 @@ class RunCheckpoint:
         """Record a capture (or a recovered snapshot) as the cadence's starting point."""
         self.last_offset, self.last_bin, self.last_time = log_offset, last_bin, self.clock()
 
+    def make_due(self) -> None:
+        """The next `due` check after the log moved says yes (e.g. after a long recovery replay)."""
+        self.last_bin = -(1 << 62)
+
     def due(self, run: LiveRun, applied_offset: int) -> bool:
         if not run.status.is_open or applied_offset == self.last_offset:
             return False

@@ -343,6 +343,14 @@ async def test_a_long_replay_is_quiet_but_for_its_last_records(tmp_path: Path, e
     first = hub._runs["r1"].history.first_seq
     assert 1 < first <= head  # the history holds only the events of the last 3 records
     assert [e["seq"] for e, _ in read_event_log(d / "runs/r1/live/events.log").events] == list(range(first, head + 1))
+    assert h.checkpoint is not None
+    for _ in range(100):  # the worker snapshots right after a quiet replay (woken by recovery)
+        await asyncio.sleep(0)
+        await h.checkpoint.drain()
+        current = read_current(d / "runs/r1/live")
+        if current is not None and current[0] == str(head):
+            break
+    assert current is not None and current[0] == str(head)
     await feed(svc, reqs[30:])
     await svc.close_run("r1")
     await svc.stop()
