@@ -1,8 +1,8 @@
 """Hub events and the per-run history ring of seq'd events.
 
-`HubEvent` wraps one published event: the envelope fields the hub needs, the event dict (kept for
-the rare per-client re-encodings: a `nodes` filter or coalescing `skipped`) and the bytes encoded
-once by the publisher. `RunHistory` holds the seq'd events of the current epoch, contiguous in seq,
+`HubEvent` wraps one published event: the envelope fields the hub needs and the bytes encoded once
+by the publisher (the rare per-client re-encodings — a `nodes` filter, coalescing's `skipped` —
+decode them again). `RunHistory` holds the seq'd events of the current epoch, contiguous in seq,
 bounded by a count and a byte budget; the oldest leave first.
 """
 
@@ -20,13 +20,16 @@ __all__ = ["HistoryRead", "HubEvent", "RunHistory"]
 
 @dataclass(slots=True, eq=False)
 class HubEvent:
-    """One published event. `data` is the shared encoding; never mutate `event`."""
+    """One published event: the envelope fields the hub needs and `data`, the shared encoding.
+
+    The event dict itself is not kept: the history holds hundreds of `run_update`s, and the dict of
+    one for 1,000 nodes is ~2 MB of Python objects against ~150 KB of bytes. The rare per-client
+    re-encodings (a `nodes` filter, coalescing's `skipped`) decode `data` instead (~1 ms)."""
 
     epoch: str
     seq: int
     type: str
     bin_index: int | None
-    event: Mapping[str, Any]
     data: bytes
     seqd: bool
     _text: str | None = field(default=None, repr=False)
@@ -40,7 +43,6 @@ class HubEvent:
             seq=int(event["seq"]),
             type=str(event.get("type", "")),
             bin_index=int(bin_index) if bin_index is not None else None,
-            event=event,
             data=data,
             seqd=seqd,
         )
@@ -61,7 +63,7 @@ class HubEvent:
             cached = self._filtered.get(nodes)
             if cached is not None:
                 return cached
-        body = dict(self.event)
+        body = orjson.loads(self.data)
         if trims and nodes is not None:
             keep = nodes
             deltas = body.get("deltas") or []
