@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 BIN_COLUMN = "bin_index"
+DECODE_CHUNK = 256  # columns decoded at a time
 
 
 def encode_retained(V: NDArray[np.float64], P: NDArray[np.bool_], base: int, names: Sequence[str],
@@ -33,29 +34,36 @@ def encode_retained(V: NDArray[np.float64], P: NDArray[np.bool_], base: int, nam
     table = pa.Table.from_arrays(arrays, names=columns)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="lz4", use_dictionary=False, write_statistics=False)
-    return bytes(sink.getvalue())
+    out = bytes(sink.getvalue())
+    del table, arrays, sink
+    pa.default_memory_pool().release_unused()  # the writer's buffers: back to the system, not kept in the pool
+    return out
 
 
 def decode_retained(data: bytes, base: int, names: Sequence[str], telemetry_ids: Sequence[str],
                     width: int | None = None) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
     """(V, P) back; ValueError when the table does not have the expected columns or bins. With
     `width` (≥ the rows held) V and P are the leading columns of zero-filled arrays that wide."""
-    table = pq.read_table(pa.BufferReader(data))
+    pf = pq.ParquetFile(pa.BufferReader(data))
     expected = [BIN_COLUMN, *(f"v:{s}" for s in names), *(f"p:{s}" for s in telemetry_ids)]
-    if table.column_names != expected:
+    if pf.schema_arrow.names != expected:
         raise ValueError("retained.parquet columns do not match the model's series")
-    n = table.num_rows
-    bins = table.column(BIN_COLUMN).to_numpy()
+    n = pf.metadata.num_rows
+    bins = pf.read(columns=[BIN_COLUMN]).column(0).to_numpy()
     if n and (bins[0] != base or not np.array_equal(bins, np.arange(base, base + n))):
         raise ValueError("retained.parquet bins are not the expected contiguous range")
-    columns = table.columns  # by position (the names were checked above): a lookup by name is linear
     w = n if width is None or width < n else width
     V = np.empty((len(names), w)) if w == n else np.zeros((len(names), w))
-    for i in range(len(names)):
-        V[i, :n] = columns[1 + i].to_numpy()
     P = np.zeros((len(telemetry_ids), w), dtype=bool)
-    for j in range(len(telemetry_ids)):
-        P[j, :n] = columns[1 + len(names) + j].to_numpy(zero_copy_only=False)
+    rows = [(V, i) for i in range(len(names))] + [(P, j) for j in range(len(telemetry_ids))]
+    # a few hundred columns at a time: the decoded Arrow buffers of the whole table (as large as V)
+    # would stay in the allocator's pool after use; chunks reuse the same memory, and are faster too
+    for a in range(0, len(rows), DECODE_CHUNK):
+        part = pf.read(columns=expected[1 + a : 1 + a + DECODE_CHUNK])
+        for (target, r), column in zip(rows[a : a + DECODE_CHUNK], part.columns, strict=True):
+            target[r, :n] = column.to_numpy(zero_copy_only=False)
+        del part
+    pa.default_memory_pool().release_unused()
     return (V, P) if w == n else (V[:, :n], P[:, :n])
 
 
