@@ -136,10 +136,9 @@ class DerivedHooks(BinHooks):
     def quiet_changes(self, run: LiveRun, t0: int, t1: int) -> int:
         """Quiet replay: the flags of [t0, t1) as one block; bins never published before (the usual
         case) go to the book in bulk (`WarningBook.append_block`), others bin by bin."""
-        if t0 <= self._done:
-            self.prepare(run, t0, t1)
-            return sum(len(self.warnings(run, t)) for t in range(t0, t1))
         self.prepare(run, t0, t1)
+        if t0 <= self._done:
+            return sum(len(self.warnings(run, t)) for t in range(t0, t1))
         assert self._cache is not None
         mask, value = self._cache[3], self._cache[4]
         self._cache = None

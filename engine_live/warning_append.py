@@ -54,6 +54,7 @@ class AppendPaths:
             e.cached = None
             if e.worst_value is not was or e.stale or len(order) + e.packed_n <= FIRST_BINS:  # type: ignore[arg-type]
                 dirty.add(key)  # else only the count grew: nothing a client sees changed (`_visible`)
+            e.maybe_pack()
 
     def append_block(self, keys: Sequence[Key], bins: Sequence[list[int]], values: Sequence[list[float]],
                      specs: Sequence[Spec]) -> int:  # fmt: skip
@@ -101,6 +102,7 @@ class AppendPaths:
             e.values.update(zip(kb[start:], kv[start:], strict=True))
             e.order.extend(kb[start:])
             e.cached = None
+        e.maybe_pack()
         return n
 
 

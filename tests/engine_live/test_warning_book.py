@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine_live import warning_entry
 from engine_live.warning_book import Aggregate, WarningBook
 
 K = ("served_negative", "A", None)
@@ -362,3 +366,20 @@ def test_append_block_equals_bin_by_bin(steps: list[Any], worst: Any, stale_firs
     assert repr(sorted(block.published_view().items())) == repr(sorted(by_bin.published_view().items()))
     assert repr(block.active()) == repr(by_bin.active()) and repr(block.to_state()) == repr(by_bin.to_state())
     assert block.dirty_keys() == ()
+
+
+@pytest.fixture
+def tiny_packs() -> Iterator[None]:
+    """Pack appended flags after 2 of them (not 512): the packed paths run in small tests."""
+    with mock.patch.object(warning_entry, "PACK_MIN", 2):
+        yield
+
+
+def test_append_paths_with_packing_equal_the_unpacked_book(tiny_packs: None) -> None:
+    test_append_flags_equals_set_flag.hypothesis.inner_test(  # type: ignore[attr-defined]
+        [(["a", "b"], 1.0 + i % 3, i % 4 == 0, i % 3) for i in range(40)], "max", True
+    )
+    for worst in ("max", "min", "absmax"):
+        steps = [(["a", "b", "c"][: 1 + i % 3], [float((i * 7) % 5) - 2, 9.0, -1.0, float(i)]) for i in range(60)]
+        for stale_first in (False, True):
+            test_append_block_equals_bin_by_bin.hypothesis.inner_test(steps, worst, stale_first)  # type: ignore[attr-defined]
