@@ -425,3 +425,37 @@ def test_log_records_of_both_formats_replay_to_the_same_columns() -> None:
         assert got.values.tolist() == [f.value for f in frames] and got.bins.tolist() == [f.bin for f in frames]
     with pytest.raises(ValueError):
         record_columns(run, {"t": "cols", "b": [1, 2], "s": ["arr"], "v": [1.0]})
+
+
+async def test_a_quiet_replay_across_patches_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    """PATCH records inside the quiet part of a long replay: the bins pending evaluation are
+    evaluated first (a PATCH reads lastBin), so the run ends exactly as one that never crashed."""
+    reqs = bodies(13)
+    patches = {8: {"nodes": [{"id": "cap", "kind": "expr", "expr": "3 + PULSE(2)"}]},
+               20: {"nodes": [{"id": "cap", "kind": "expr", "expr": "6"}]}}  # fmt: skip
+
+    async def feed_with_patches(svc: LiveService, upto: int, start_at: int = 0) -> None:
+        for i in range(start_at, upto):
+            if i in patches:
+                await svc.patch_model("r1", patches[i])
+            await feed(svc, [reqs[i]])
+
+    clean = await start(tmp_path / "clean", every_bins=10**9)
+    await clean.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    await feed_with_patches(clean, len(reqs))
+    await clean.close_run("r1")
+    await clean.stop()
+    expected_events, expected_files = outcome(tmp_path / "clean")
+    d = tmp_path / "d"
+    svc = await start(d, every_bins=10**9)
+    await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    await feed_with_patches(svc, 28)
+    await crash(svc)
+    svc = await start(d, every_bins=10**9, recovery_history_records=2)
+    assert svc.runs["r1"].run.model_revision == 2
+    await feed_with_patches(svc, len(reqs), 28)
+    await svc.close_run("r1")
+    await svc.stop()
+    events, files = outcome(d)
+    assert files == expected_files
+    assert events == expected_events[len(expected_events) - len(events) :]
