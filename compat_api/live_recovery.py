@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ import numpy as np
 import orjson
 
 from engine_live.events import RunStatus, encode_event, status_event
+from engine_live.live_hooks import DerivedHooks
 from engine_live.live_run import FrameColumns, LiveRun
 from engine_live.live_state import CaptureMirror, RunState, restore
 from ingestion.frames import FrameValidator
@@ -71,7 +73,7 @@ async def recover_runs(service: LiveService, progress: dict[str, int]) -> None:
 
 async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, int]) -> RunHandle | None:
     name = live_dir.parent.name
-    loaded = await asyncio.to_thread(load_current, live_dir)
+    loaded = await asyncio.to_thread(load_current, live_dir, defer_matrix=True)
     scan = await asyncio.to_thread(scan_log, live_dir, loaded[1].log_offset if loaded else 0)
     if scan.torn_tail is not None:
         log.warning("run %s: cut a torn ingestion-log tail (%s)", name, scan.torn_tail, extra={"run_id": name})
@@ -162,7 +164,13 @@ def handle_from_snapshot(service: LiveService, state: RunState, meta: SnapshotMe
         h.adjustments.append(wire)
     if c.get("adjustments"):
         h.validator = FrameValidator(h.graph, h.run_id, max_bins_ahead=service.settings.max_bins_ahead)
-    h.run = restore(plan, state, h.run.hooks, adopt=meta.reload is not None)  # takes the decoded matrices
+    hooks = h.run.hooks  # the warning book is rebuilt while the matrix decodes in its thread
+    if isinstance(hooks, DerivedHooks) and state.hooks is not None:
+        hooks, state = DerivedHooks.from_state(plan, state.hooks), replace(state, hooks=None)
+    if meta.matrix is not None:
+        V, P = meta.matrix.result()
+        state = replace(state, V=V, P=P)
+    h.run = restore(plan, state, hooks, adopt=meta.reload is not None)  # takes the decoded matrices
     # the first snapshot after recovery is incremental: the mirror gets its own copy of the loaded
     # matrices by decoding retained.parquet again, in the commit thread
     h.seed_mirror = CaptureMirror.seeded(h.run, state, meta.reload)
@@ -247,6 +255,8 @@ async def replay_records(service: LiveService, h: RunHandle, records: list[Recor
                           extra={"run_id": h.run_id})  # fmt: skip
         h.applied_offset = end
         progress["records"] = progress.get("records", 0) + 1
+        if i % 32 == 31:
+            await asyncio.sleep(0)  # let /readyz, /healthz and the gate answer while a long log replays
     run.quiet = False
 
 

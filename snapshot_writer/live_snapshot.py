@@ -44,11 +44,12 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from engine_live.hooks_state import join_cells, split_cells
@@ -115,6 +116,7 @@ class SnapshotMeta:
     segments: tuple[Segment, ...] = ()  # every segment this snapshot lists (contiguous from bin 0)
     # loaded snapshots: decodes retained.parquet again into fresh (V, P) (a mirror's own copy, later)
     reload: Callable[[], tuple[Any, Any]] | None = field(default=None, repr=False, compare=False)
+    matrix: Future[tuple[Any, Any]] | None = field(default=None, repr=False, compare=False)  # deferred (V, P)
 
 
 class SnapshotWriter:
@@ -289,8 +291,14 @@ def _read_meta(live_dir: Path, name: str) -> SnapshotMeta | None:
         return None
 
 
-def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None) -> tuple[RunState, SnapshotMeta]:
-    """Read and validate one snapshot folder; ValueError (with the reason) when it is damaged."""
+def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None, *,
+                  defer_matrix: bool = False) -> tuple[RunState, SnapshotMeta]:  # fmt: skip
+    """Read and validate one snapshot folder; ValueError (with the reason) when it is damaged.
+
+    With `defer_matrix` (recovery) every hash is checked here but retained.parquet is decoded in a
+    background thread: the state's V/P are empty until `meta.matrix.result()` gives them, so the
+    warning book can be rebuilt meanwhile. A file that matches its hash and still does not decode
+    (a writer bug, not damage) then fails the run's recovery instead of falling back."""
     folder = live_dir / SNAPSHOTS / name
     try:
         raw = (folder / STATE).read_bytes()
@@ -301,20 +309,32 @@ def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None) -> t
         for f in (RETAINED, CREATE):
             if f not in files:
                 raise ValueError(f"state.json lists no {f}")
-        with ThreadPoolExecutor(1) as pool:  # hash (releases the GIL) while the table decodes
-            digests = pool.submit(lambda: {f: _sha(data) for f, data in files.items()})
-            try:
-                width = int(s["columns"])  # as wide as the run's window: a recovery adopts the arrays
-                VP: tuple[Any, Any] | Exception = decode_retained(files[RETAINED], int(s["base"]), s["names"],
-                                                                  s["telemetryIds"], width=width)  # fmt: skip
-            except Exception as exc:  # a damaged file: its hash says so first
-                VP = exc
-            for f, digest in digests.result().items():
-                if digest != s["files"][f]:
+        width = int(s["columns"])  # as wide as the run's window: a recovery adopts the arrays
+
+        def decode() -> tuple[Any, Any]:
+            return decode_retained(files[RETAINED], int(s["base"]), s["names"], s["telemetryIds"], width=width)
+
+        matrix: Future[tuple[Any, Any]] | None = None
+        if defer_matrix:
+            for f, data in files.items():
+                if _sha(data) != s["files"][f]:
                     raise ValueError(f"{f} does not match its hash in state.json")
-        if isinstance(VP, Exception):
-            raise VP
-        V, P = VP
+            matrix = _DECODER.submit(decode)
+            V = np.zeros((len(s["names"]), 0))
+            P = np.zeros((len(s["telemetryIds"]), 0), dtype=bool)
+        else:
+            with ThreadPoolExecutor(1) as pool:  # hash (releases the GIL) while the table decodes
+                digests = pool.submit(lambda: {f: _sha(data) for f, data in files.items()})
+                try:
+                    VP: tuple[Any, Any] | Exception = decode()
+                except Exception as exc:  # a damaged file: its hash says so first
+                    VP = exc
+                for f, digest in digests.result().items():
+                    if digest != s["files"][f]:
+                        raise ValueError(f"{f} does not match its hash in state.json")
+            if isinstance(VP, Exception):
+                raise VP
+            V, P = VP
         hooks = s.get("hooks")
         ref = hooks.get("cells") if isinstance(hooks, dict) else None
         if isinstance(ref, dict) and ref.get("file") == HOOKS:
@@ -329,7 +349,7 @@ def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None) -> t
         meta = SnapshotMeta(name, folder, int(s["logOffset"]), int(s["eventsOffset"]),
                             {int(k): int(v) for k, v in s["kafkaOffsets"].items()}, orjson.loads(files[CREATE]),
                             _sha(raw), state.seq, state.last_bin, state.epoch, segments=segments,
-                            reload=_reloader(files[RETAINED], state))  # fmt: skip
+                            reload=_reloader(files[RETAINED], state), matrix=matrix)  # fmt: skip
     except ValueError:
         raise
     except Exception as exc:  # any unreadable part makes the snapshot unusable
@@ -344,7 +364,10 @@ def _reloader(data: bytes, state: RunState) -> Callable[[], tuple[Any, Any]]:
     return reload
 
 
-def load_current(live_dir: Path) -> tuple[RunState, SnapshotMeta] | None:
+_DECODER = ThreadPoolExecutor(1, thread_name_prefix="snapshot-decode")
+
+
+def load_current(live_dir: Path, *, defer_matrix: bool = False) -> tuple[RunState, SnapshotMeta] | None:
     """CURRENT's snapshot; when it is missing or damaged, the newest other valid one (meta.fell_back)."""
     problems: list[str] = []
     current = read_current(live_dir)
@@ -355,7 +378,7 @@ def load_current(live_dir: Path) -> tuple[RunState, SnapshotMeta] | None:
             problems.append("CURRENT is missing")
     else:
         try:
-            return load_snapshot(live_dir, *current)
+            return load_snapshot(live_dir, *current, defer_matrix=defer_matrix)
         except ValueError as exc:
             problems.append(f"snapshot {current[0]} is damaged: {exc}")
     snaps = live_dir / SNAPSHOTS
@@ -365,7 +388,7 @@ def load_current(live_dir: Path) -> tuple[RunState, SnapshotMeta] | None:
         if current is not None and name == current[0]:
             continue
         try:
-            state, meta = load_snapshot(live_dir, name)
+            state, meta = load_snapshot(live_dir, name, defer_matrix=defer_matrix)
         except ValueError as exc:
             problems.append(f"snapshot {name} is damaged: {exc}")
             continue
