@@ -220,7 +220,8 @@ def run_variant(name: str, fixture: Path, work: Path, args: argparse.Namespace,
 
 FOCUS = ("capture (engine_live/live_state.py", "SegmentedLog.roll", "_ensure_columns", "LiveRun._publish",
          "LiveService.apply ", "FrameValidator.validate", "parse_body", "commit_sync", "encode_retained",
-         "write_table", "_read_meta", "write_file", "fsync", "_sha ")  # fmt: skip
+         "write_table", "_read_meta", "write_file", "fsync", "_sha ", "materialize", "to_state", "_hooks_parts",
+         "encode_cells", "release_before", "_write_segments", "prune ")  # fmt: skip
 IDLE = ("Condition.wait", "Queue.get", "select (selectors.py", "_worker (concurrent", "WorkerThread.run")
 
 

@@ -63,12 +63,15 @@ class HooksCapture:
         b = np.concatenate(bin_parts) if bin_parts else np.zeros(0, dtype=np.int64)
         e = np.concatenate(ents) if ents else np.zeros(0, dtype=np.int32)
         v = np.concatenate(vals) if vals else np.zeros(0)
-        order = np.lexsort((e, b))
+        cells = {"bin": b, "entity": e, "value": v}
+        if self.orphans:  # the mirror's bins are ascending and so are each bin's entities: sorted already
+            order = np.lexsort((e, b))
+            cells = {"bin": b[order], "entity": e[order], "value": v[order]}
         return {
             "version": STATE_VERSION, "done": self.done, "keys": [list(k) for k in keys],
             "published": [{"key": list(k), "warning": self.published[k]} for k in sorted(self.published, key=sort_key)],
             "dirty": [list(k) for k in sorted(self.dirty, key=sort_key)],
-            "cells": {"bin": b[order], "entity": e[order], "value": v[order]},
+            "cells": cells,
         }  # fmt: skip
 
 

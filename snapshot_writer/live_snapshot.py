@@ -54,7 +54,7 @@ import orjson
 
 from engine_live.hooks_state import join_cells, split_cells
 from engine_live.live_state import RunState
-from snapshot_writer.atomic_files import fsync_dir, fsync_file, json_bytes, write_file, write_json_atomic
+from snapshot_writer.atomic_files import Chunk, fsync_dir, fsync_file, json_bytes, write_file, write_json_atomic
 from snapshot_writer.event_log import release_before
 from snapshot_writer.log_segments import truncate_log_before
 from snapshot_writer.retained_table import decode_cells, decode_retained, encode_cells, encode_retained
@@ -73,8 +73,11 @@ STATE, CREATE, RETAINED, HOOKS = "state.json", "create.json", "retained.parquet"
 _NAME = re.compile(r"^(\d+)(?:\.(\d+))?$")
 
 
-def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+def _sha(*chunks: Chunk) -> str:
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(c)
+    return "sha256:" + h.hexdigest()
 
 
 def order_key(name: str) -> tuple[int, int]:
@@ -151,21 +154,23 @@ class SnapshotWriter:
                                    job.state.telemetry_ids)  # fmt: skip
         create = json_bytes(job.create)
         hooks, cells = _hooks_parts(job.state.hooks)
-        files = [(RETAINED, retained), (CREATE, create), *([(HOOKS, cells)] if cells is not None else [])]
+        files: list[tuple[str, tuple[Chunk, ...]]] = [(RETAINED, (retained,)), (CREATE, (create,))]
+        if cells is not None:
+            files.append((HOOKS, cells))
         lo, hi = job.state.retained_range()
         body = {**job.state.counters(hooks=False), "hooks": hooks, "logOffset": job.log_offset,
                 "eventsOffset": job.events_offset,
                 "kafkaOffsets": {str(k): v for k, v in sorted(job.kafka_offsets.items())},
                 "retained": {"fromBin": lo, "toBin": hi - 1, "heldBins": [job.state.base, job.state.held_to]},
-                "files": {f: _sha(data) for f, data in files},
+                "files": {f: _sha(*chunks) for f, chunks in files},
                 "segments": [seg.to_wire() for seg in segments],
                 "persistedBefore": segments_end(segments) if job.segment_to is not None or segments
                 else job.state.persisted_before}  # fmt: skip
         state = json_bytes(body)
         tmp = snaps / f".tmp-{name}-{secrets.token_hex(4)}"
         tmp.mkdir()
-        for fname, data in (*files, (STATE, state)):
-            write_file(tmp / fname, (data,))
+        for fname, chunks in (*files, (STATE, (state,))):
+            write_file(tmp / fname, chunks)
         fsync_dir(tmp)
         self.after_step("temp_written")
         tmp.rename(snaps / name)
@@ -190,7 +195,7 @@ class SnapshotWriter:
                            keep_events=n_events, keep_bytes=n_bytes)  # fmt: skip
         self.after_step("log_truncated")
         self.commits += 1
-        size = sum(len(data) for _, data in files) + len(state)
+        size = sum(memoryview(c).nbytes for _, chunks in files for c in chunks) + len(state)
         meta = self._meta(name, job, _sha(state))
         took = (self.clock() - t0) if self.clock else 0.0
         return replace(meta, duration_s=took, size_bytes=size, segments=segments)
@@ -255,7 +260,7 @@ class SnapshotWriter:
         return kept
 
 
-def _hooks_parts(hooks: Any) -> tuple[Any, bytes | None]:
+def _hooks_parts(hooks: Any) -> tuple[Any, tuple[memoryview, ...] | None]:
     """(state.json's `hooks`, the hooks.bin bytes or None). Runs in the commit thread: a hooks
     capture (`HooksCapture`) is turned into its state here, off the event loop."""
     to_state = getattr(hooks, "to_state", None)

@@ -25,18 +25,20 @@ DECODE_CHUNK = 256  # columns decoded at a time
 
 
 def encode_retained(V: NDArray[np.float64], P: NDArray[np.bool_], base: int, names: Sequence[str],
-                    telemetry_ids: Sequence[str]) -> bytes:  # fmt: skip
+                    telemetry_ids: Sequence[str]) -> memoryview:  # fmt: skip
+    """The parquet bytes, as a view of Arrow's output buffer (no copy of it under the GIL)."""
     n = V.shape[1]
     arrays: list[pa.Array] = [pa.array(np.arange(base, base + n, dtype=np.int64))]
-    arrays += [pa.array(V[i]) for i in range(V.shape[0])]
+    rows = V if V.flags.c_contiguous else np.ascontiguousarray(V)  # zero-copy columns of contiguous rows
+    arrays += [pa.Array.from_buffers(pa.float64(), n, [None, pa.py_buffer(rows[i])]) for i in range(V.shape[0])]
     arrays += [pa.array(P[j]) for j in range(P.shape[0])]
     columns = [BIN_COLUMN, *(f"v:{s}" for s in names), *(f"p:{s}" for s in telemetry_ids)]
     table = pa.Table.from_arrays(arrays, names=columns)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="lz4", use_dictionary=False, write_statistics=False)
-    out = bytes(sink.getvalue())
+    out = memoryview(sink.getvalue())
     del table, arrays, sink
-    pa.default_memory_pool().release_unused()  # the writer's buffers: back to the system, not kept in the pool
+    pa.default_memory_pool().release_unused()  # the writer's scratch buffers: back to the system
     return out
 
 
@@ -67,16 +69,18 @@ def decode_retained(data: bytes, base: int, names: Sequence[str], telemetry_ids:
     return (V, P) if w == n else (V[:, :n], P[:, :n])
 
 
-__all__ = ["CELL_DTYPES", "decode_cells", "decode_retained", "encode_cells", "encode_retained"]
+
 
 
 CELL_DTYPES = (("bin", "<i8"), ("entity", "<i4"), ("value", "<f8"))
 
 
-def encode_cells(cells: dict[str, NDArray[Any]]) -> tuple[bytes, int]:
-    """The hooks' warning cells as raw little-endian columns one after the other: (bytes, rows)."""
+def encode_cells(cells: dict[str, NDArray[Any]]) -> tuple[tuple[memoryview, ...], int]:
+    """The hooks' warning cells as raw little-endian columns one after the other: (chunks, rows).
+    The chunks are views of the arrays (no copy when they already have these dtypes): the commit
+    thread writes and hashes them without holding the GIL for a copy."""
     n = len(cells["bin"])
-    return b"".join(np.ascontiguousarray(cells[name], dtype=dt).tobytes() for name, dt in CELL_DTYPES), n
+    return tuple(np.ascontiguousarray(cells[name], dtype=dt).data.cast("B") for name, dt in CELL_DTYPES), n
 
 
 def decode_cells(data: bytes, n: int) -> dict[str, NDArray[Any]]:

@@ -82,7 +82,7 @@ def parse_segments(items: Iterable[dict[str, Any]] | None) -> tuple[Segment, ...
     return out
 
 
-def _sha(data: bytes) -> str:
+def _sha(data: bytes | memoryview) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
