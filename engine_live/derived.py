@@ -183,7 +183,8 @@ def capacity_inference(node: NodeInputs) -> tuple[FloatArray, BoolArray, BoolArr
         saturated |= queue > 0
     padded = np.concatenate([np.full(CAPACITY_WINDOW - 1, np.nan), served])
     rolling = np.fmax.reduce(sliding_window_view(padded, CAPACITY_WINDOW), axis=1)
-    value = np.where(saturated, served, rolling)
+    # + 0.0: numpy's fmax kernels (reduce, scalar, SIMD) disagree on the sign of a ±0 tie; one zero
+    value = np.where(saturated, served, rolling) + 0.0
     value[~np.isfinite(value)] = np.nan
     return value, saturated, np.ones(n, dtype=np.bool_)
 

@@ -210,7 +210,7 @@ class StackLayout:
         with np.errstate(all="ignore"):
             denom = x["capacity"] * par
             saturated = ((x["externalDemand"] > served) | (x["queueDepth"] > 0)) & applicable
-            value = np.where(saturated, served, self._rolling_served(V, base, s, t1))
+            value = np.where(saturated, served, self._rolling_served(V, base, s, t1)) + 0.0  # ±0: as `derive`
         value[~(np.isfinite(value) & applicable)] = np.nan
         return StackedBlock(s, t0 - s, x, denom, gap, value, saturated, applicable)
 
