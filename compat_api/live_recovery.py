@@ -109,8 +109,8 @@ async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, 
             reset(h.run_id, h.run.epoch, h.run.seq)
         log.error("run %s: ACKNOWLEDGED DATA IS UNREADABLE (%s); continuing with new epoch %s", name,
                   "; ".join(lost), h.run.epoch, extra={"run_id": name})  # fmt: skip
-    elif quiet:  # the history will restart after the quiet part of the replay: no refill
-        await asyncio.to_thread(cut_event_log, events_path, 0)
+    elif quiet:
+        pass  # no refill: the history and events.log restart after the quiet part (`_restart_history`)
     elif state is not None and meta is not None:
         await refill_history(service, h, state, meta)
     else:

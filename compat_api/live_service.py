@@ -387,16 +387,15 @@ class LiveService(LiveReads, LiveSnapshots):
         if isinstance(frames, FrameColumns):  # replay: columns straight from the log record
             res = run.apply_columns(*frames)
             self.emit(h, res.events, replay=replay)
-            return {"accepted": res.accepted, "duplicates": res.duplicates, "corrected": res.corrected,
-                    "logOffset": offset, "watermark": run.watermark, "lastBin": run.last_bin}  # fmt: skip
-        if accepted is not None and not replay and self.metrics is not None:
-            for f in frames:
-                h.accepted_at.setdefault(f.bin, accepted)
-        res = run.apply_record(frames)
-        self.emit(h, res.events, replay=replay)
-        self._observe_latency(h, res.events, replay)
-        if self.metrics is not None and not replay:
-            self.metrics.observe_ingest(h.run_id, len(frames), res.events)
+        else:
+            if accepted is not None and not replay and self.metrics is not None:
+                for f in frames:
+                    h.accepted_at.setdefault(f.bin, accepted)
+            res = run.apply_record(frames)
+            self.emit(h, res.events, replay=replay)
+            self._observe_latency(h, res.events, replay)
+            if self.metrics is not None and not replay:
+                self.metrics.observe_ingest(h.run_id, len(frames), res.events)
         return {"accepted": res.accepted, "duplicates": res.duplicates, "corrected": res.corrected,
                 "logOffset": offset, "watermark": run.watermark, "lastBin": run.last_bin}  # fmt: skip
 

@@ -125,8 +125,8 @@ class LiveRun:
         self._tele_index = {sid: i for i, sid in enumerate(self.telemetry_ids)}
         self._tele_rows = [int(r) for r in plan.telemetry_rows]
         self._tele_rows_a = np.asarray(self._tele_rows, dtype=np.intp)
-        self._series_cache: tuple[tuple[str, ...], NDArray[np.intp]] | None = None
-        self._series_unique: tuple[NDArray[np.intp], bool] | None = None  # the cached idx has no repeats
+        # the last series sequence, its index and whether that index has no repeats
+        self._series_cache: tuple[tuple[str, ...], NDArray[np.intp], bool] | None = None
         self._keep = self.retention_bins + plan.lookback
         self._slack = max(self.MIN_SLACK, self._keep // 8)
         cols = min(self._keep + self._slack, self.INITIAL_COLUMNS)
@@ -259,8 +259,7 @@ class LiveRun:
                               code="not_telemetry", frame=i, field="series")  # fmt: skip
         idx = np.asarray(found, dtype=np.intp)
         idx.flags.writeable = False
-        self._series_cache = (key, idx)
-        self._series_unique = (idx, np.unique(idx).size == idx.size)
+        self._series_cache = (key, idx, np.unique(idx).size == idx.size)
         return idx
 
     def apply_columns(self, bins: NDArray[np.int64], idx: NDArray[np.intp], values: NDArray[np.float64]) -> ApplyResult:
@@ -295,10 +294,9 @@ class LiveRun:
         cols = bins - self.base
         rows = self._tele_rows_a[idx]
         width = self.V.shape[1]
-        known = self._series_unique
-        if (low == top and known is not None and known[0] is idx and known[1]) or np.unique(
-            idx * width + cols
-        ).size == n:
+        known = self._series_cache
+        distinct_in_one_bin = low == top and known is not None and known[1] is idx and known[2]
+        if distinct_in_one_bin or np.unique(idx * width + cols).size == n:
             w = write_distinct(self.V, self.P, cols, idx, rows, bins, values, self.last_bin)
         else:
             w = write_in_order(self.V, self.P, cols, idx, rows, bins, values, self.last_bin)

@@ -69,9 +69,6 @@ def decode_retained(data: bytes, base: int, names: Sequence[str], telemetry_ids:
     return (V, P) if w == n else (V[:, :n], P[:, :n])
 
 
-
-
-
 CELL_DTYPES = (("bin", "<i8"), ("entity", "<i4"), ("value", "<f8"))
 
 
