@@ -45,7 +45,7 @@ def model_text(nodes: int, bins: int) -> str:
 
 
 def phase(name: str, work: Path, repeat: int) -> dict[str, float]:
-    from engine_live.batch_run import run_model
+    from engine_live.plan.batch_run import run_model
     from snapshot_writer.artifacts import write_run_artifacts
     from snapshot_writer.capture import capture_run
     from snapshot_writer.exports import write_exports

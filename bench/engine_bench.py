@@ -24,11 +24,11 @@ GEN = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "gen_mod
 def measure(model: Path, out_dir: Path, live_bins: int) -> dict[str, float]:
     import numpy as np
 
-    from engine_live.batch_run import collect_warnings
-    from engine_live.compiler import compile_model
-    from engine_live.evaluator import evaluate_batch, evaluate_range
-    from engine_live.model_build import build_model
-    from engine_live.model_doc import load_model
+    from engine_live.model.build import build_model
+    from engine_live.model.document import load_model
+    from engine_live.plan.batch_run import collect_warnings
+    from engine_live.plan.compiler import compile_model
+    from engine_live.plan.evaluator import evaluate_batch, evaluate_range
 
     text = model.read_text()
     t0 = time.perf_counter()
@@ -48,15 +48,24 @@ def measure(model: Path, out_dir: Path, live_bins: int) -> dict[str, float]:
     t6 = time.perf_counter()
     run_dir = out_dir / "run"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "compat_api.cli", "run", str(model), "--out", str(run_dir)],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "compat_api.cli", "run", str(model), "--out", str(run_dir)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     cli = time.perf_counter() - started
     return {
-        "parse_s": t1 - t0, "build_s": t2 - t1, "compile_s": t3 - t2, "evaluate_s": t4 - t3,
-        "warnings_s": t5 - t4, "live_ms_per_bin": (t6 - t5) / live_bins * 1e3, "flowtime_run_s": cli,
-        "stages": len(plan.stages), "rows": plan.n_rows,
+        "parse_s": t1 - t0,
+        "build_s": t2 - t1,
+        "compile_s": t3 - t2,
+        "evaluate_s": t4 - t3,
+        "warnings_s": t5 - t4,
+        "live_ms_per_bin": (t6 - t5) / live_bins * 1e3,
+        "flowtime_run_s": cli,
+        "stages": len(plan.stages),
+        "rows": plan.n_rows,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -70,25 +79,41 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(Path(args.one[0]), Path(args.one[1]), args.live_bins)))
         return
-    print(f"{'model':<22}{'parse':>8}{'build':>8}{'compile':>8}{'eval':>8}{'warn':>8}{'live ms/bin':>12}"
-          f"{'run (cli)':>10}{'RSS MB':>9}")  # fmt: skip
+    print(
+        f"{'model':<22}{'parse':>8}{'build':>8}{'compile':>8}{'eval':>8}{'warn':>8}{'live ms/bin':>12}"
+        f"{'run (cli)':>10}{'RSS MB':>9}"
+    )
     for shape in args.shapes.split(","):
         for n in (int(x) for x in args.sizes.split(",")):
             with tempfile.TemporaryDirectory() as tmp:
                 model = Path(tmp) / "m.yaml"
-                gen = ["--shape", "dag" if shape == "dagq" else shape, "--nodes", str(n), "--bins", str(args.bins),
-                       "--seed", "1", "-o", str(model)]  # fmt: skip
+                gen = [
+                    "--shape",
+                    "dag" if shape == "dagq" else shape,
+                    "--nodes",
+                    str(n),
+                    "--bins",
+                    str(args.bins),
+                    "--seed",
+                    "1",
+                    "-o",
+                    str(model),
+                ]
                 if shape == "dagq":
                     gen += ["--queue-frac", "0.1"]
                 subprocess.run([sys.executable, str(GEN), *gen], check=True, stderr=subprocess.DEVNULL)
                 out = subprocess.run(
                     [sys.executable, __file__, "--one", str(model), tmp, "--live-bins", str(args.live_bins)],
-                    check=True, capture_output=True, text=True,
-                ).stdout  # fmt: skip
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
                 m = json.loads(out.strip().splitlines()[-1])
-                print(f"{shape + ' ' + str(n) + 'x' + str(args.bins):<22}{m['parse_s']:>8.3f}{m['build_s']:>8.3f}"
-                      f"{m['compile_s']:>8.3f}{m['evaluate_s']:>8.3f}{m['warnings_s']:>8.3f}"
-                      f"{m['live_ms_per_bin']:>12.2f}{m['flowtime_run_s']:>10.2f}{m['peak_rss_mb']:>9.0f}")  # fmt: skip
+                print(
+                    f"{shape + ' ' + str(n) + 'x' + str(args.bins):<22}{m['parse_s']:>8.3f}{m['build_s']:>8.3f}"
+                    f"{m['compile_s']:>8.3f}{m['evaluate_s']:>8.3f}{m['warnings_s']:>8.3f}"
+                    f"{m['live_ms_per_bin']:>12.2f}{m['flowtime_run_s']:>10.2f}{m['peak_rss_mb']:>9.0f}"
+                )
 
 
 if __name__ == "__main__":

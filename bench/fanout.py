@@ -48,8 +48,12 @@ START = "2025-10-07T00:00:00Z"
 
 # -- model and frames ------------------------------------------------------------------------------
 def model_text(nodes: int, bins: int) -> str:
-    lines = [f'grid: {{bins: {bins}, binSize: 1, binUnit: minutes, start: "{START}"}}', "nodes: []",
-             "topology:", "  nodes:"]  # fmt: skip
+    lines = [
+        f'grid: {{bins: {bins}, binSize: 1, binUnit: minutes, start: "{START}"}}',
+        "nodes: []",
+        "topology:",
+        "  nodes:",
+    ]
     sem = "{arrivals: telemetry, served: telemetry, capacity: telemetry, slaMin: 5}"
     lines += [f"    - {{id: Svc_{i}, kind: service, semantics: {sem}}}" for i in range(nodes)]
     lines.append("  edges:")
@@ -62,8 +66,9 @@ def bin_body(nodes: int, b: int) -> bytes:
     for i in range(nodes):
         cap = 100 + (i * 7 + b * 3) % 50
         arr = 40 + (i * 13 + b * 11) % 90
-        out.append(b'{"bin":%d,"node":"Svc_%d","arrivals":%d,"served":%d,"capacity":%d}'
-                   % (b, i, arr, min(arr, cap), cap))  # fmt: skip
+        out.append(
+            b'{"bin":%d,"node":"Svc_%d","arrivals":%d,"served":%d,"capacity":%d}' % (b, i, arr, min(arr, cap), cap)
+        )
     return b"\n".join(out)
 
 
@@ -78,8 +83,12 @@ async def client_main(url: str, run_id: str, n: int, out: Path, compression: boo
     async def one(k: int, go: asyncio.Event) -> None:
         nonlocal ready
         rec = records[k]
-        async with connect(f"{url}/v1/runs/{run_id}/stream", max_size=None, max_queue=None,
-                           compression="deflate" if compression else None) as ws:  # fmt: skip
+        async with connect(
+            f"{url}/v1/runs/{run_id}/stream",
+            max_size=None,
+            max_queue=None,
+            compression="deflate" if compression else None,
+        ) as ws:
             await ws.send('{"type":"subscribe","since":null,"nodes":null}')
             await ws.recv()
             ready += 1
@@ -132,25 +141,40 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
-async def run_case(base: str, ws_url: str, server_pid: int, args: argparse.Namespace, clients: int,
-                   tmp: Path) -> dict[str, Any]:  # fmt: skip
+async def run_case(
+    base: str, ws_url: str, server_pid: int, args: argparse.Namespace, clients: int, tmp: Path
+) -> dict[str, Any]:
     import httpx
 
     run_id = f"fanout_{clients}_{int(time.time())}"
     bins = args.paced_bins + args.fast_bins
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        r = await http.post("/v1/runs", json={"mode": "live", "model": model_text(args.nodes, bins + 5),
-                                              "options": {"runId": run_id}})  # fmt: skip
+        r = await http.post(
+            "/v1/runs", json={"mode": "live", "model": model_text(args.nodes, bins + 5), "options": {"runId": run_id}}
+        )
         r.raise_for_status()
         bodies = [bin_body(args.nodes, b) for b in range(bins)]
         procs, outs = [], []
-        per = [clients // args.client_procs + (1 if i < clients % args.client_procs else 0)
-               for i in range(args.client_procs)]  # fmt: skip
+        per = [
+            clients // args.client_procs + (1 if i < clients % args.client_procs else 0)
+            for i in range(args.client_procs)
+        ]
         for i, n in enumerate(per):
             out = tmp / f"client-{clients}-{i}.json"
             outs.append(out)
-            cmd = [sys.executable, __file__, "--client-role", "--url", ws_url, "--run", run_id, "--n", str(n),
-                   "--out", str(out)] + (["--no-compression"] if args.no_compression else [])  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--client-role",
+                "--url",
+                ws_url,
+                "--run",
+                run_id,
+                "--n",
+                str(n),
+                "--out",
+                str(out),
+            ] + (["--no-compression"] if args.no_compression else [])
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
         for p in procs:
             assert p.stdout is not None
@@ -186,13 +210,20 @@ async def run_case(base: str, ws_url: str, server_pid: int, args: argparse.Names
 Posted = dict[int, tuple[float, float]]
 
 
-def summarize(clients: int, args: argparse.Namespace, posted: Posted, phases: dict[str, tuple[float, float, float]],
-              results: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+def summarize(
+    clients: int,
+    args: argparse.Namespace,
+    posted: Posted,
+    phases: dict[str, tuple[float, float, float]],
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
     records = [rec for r in results for rec in r["records"]]
     client_cpu = sum(r["cpu"] for r in results)
     rows = []
-    for name, bins in (("1 bin/s", range(args.paced_bins)),
-                       ("fast", range(args.paced_bins, args.paced_bins + args.fast_bins))):  # fmt: skip
+    for name, bins in (
+        ("1 bin/s", range(args.paced_bins)),
+        ("fast", range(args.paced_bins, args.paced_bins + args.fast_bins)),
+    ):
         lat: list[float] = []
         missing = 0
         sizes: list[int] = []
@@ -214,15 +245,24 @@ def summarize(clients: int, args: argparse.Namespace, posted: Posted, phases: di
             lat += [(got[b] - posted[b][0]) * 1e3 for b in bins if b in got]
         post_ms = [(posted[b][1] - posted[b][0]) * 1e3 for b in bins]
         span = max(last_recv, phases[name][1]) - t0
-        rows.append({
-            "clients": clients, "phase": name, "bins": len(bins), "missing": missing,
-            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": max(lat, default=float("nan")),
-            "post_p50_ms": pct(post_ms, 50), "post_p99_ms": pct(post_ms, 99),
-            "bins_per_s": len(bins) / span if span > 0 else float("nan"),
-            "deliveries_per_s": events / span if span > 0 else float("nan"),
-            "event_kb": statistics.mean(sizes) / 1024 if sizes else float("nan"),
-            "server_cpu_s": phases[name][2], "span_s": span,
-        })  # fmt: skip
+        rows.append(
+            {
+                "clients": clients,
+                "phase": name,
+                "bins": len(bins),
+                "missing": missing,
+                "p50_ms": pct(lat, 50),
+                "p99_ms": pct(lat, 99),
+                "max_ms": max(lat, default=float("nan")),
+                "post_p50_ms": pct(post_ms, 50),
+                "post_p99_ms": pct(post_ms, 99),
+                "bins_per_s": len(bins) / span if span > 0 else float("nan"),
+                "deliveries_per_s": events / span if span > 0 else float("nan"),
+                "event_kb": statistics.mean(sizes) / 1024 if sizes else float("nan"),
+                "server_cpu_s": phases[name][2],
+                "span_s": span,
+            }
+        )
     return {"rows": rows, "client_cpu_s": client_cpu}
 
 
@@ -230,8 +270,20 @@ def start_server(data: Path, log: Path, env: dict[str, str]) -> tuple[subprocess
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "compat_api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(data), "--log-level", "warning"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "compat_api.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data),
+        "--log-level",
+        "warning",
+    ]
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **env})
     deadline = time.monotonic() + 60
@@ -277,14 +329,16 @@ async def sample_event(ws_url: str, base: str, nodes: int) -> None:
 
     run_id = f"sample_{int(time.time())}"
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        r = await http.post("/v1/runs", json={"mode": "live", "model": model_text(nodes, 10),
-                                              "options": {"runId": run_id}})  # fmt: skip
+        r = await http.post(
+            "/v1/runs", json={"mode": "live", "model": model_text(nodes, 10), "options": {"runId": run_id}}
+        )
         r.raise_for_status()
         async with connect(f"{ws_url}/v1/runs/{run_id}/stream", max_size=None) as ws:
             await ws.send('{"type":"subscribe","since":null,"nodes":null}')
             await ws.recv()
-            await http.post(f"/v1/runs/{run_id}/bins", content=bin_body(nodes, 0),
-                            headers={"content-type": "application/x-ndjson"})  # fmt: skip
+            await http.post(
+                f"/v1/runs/{run_id}/bins", content=bin_body(nodes, 0), headers={"content-type": "application/x-ndjson"}
+            )
             async with asyncio.timeout(30):
                 while True:
                     msg = await ws.recv(decode=False)
@@ -334,22 +388,32 @@ def main() -> int:
             server.kill()
     enc, dec, size = measure_encode(args.nodes)
     mode = "deflate (uvicorn default)" if not args.no_compression else "off"
-    print(f"\nfan-out: {args.nodes} services, client processes: {args.client_procs} (one asyncio loop each), "
-          f"permessage-deflate: {mode}, fsync: {not args.no_fsync}, CPUs: {os.cpu_count()}")  # fmt: skip
-    print(f"one bin's run_update: {size / 1024:.1f} KiB; orjson encode once {enc:.2f} ms, decode to str once "
-          f"{dec:.2f} ms\n")  # fmt: skip
-    hdr = (f"{'clients':>7} {'phase':>8} {'bins':>4} {'miss':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-           f"{'POST p50':>8} {'POST p99':>8} {'bins/s':>7} {'deliv/s':>9} {'KiB/ev':>7} {'srvCPU s':>9} "
-           f"{'span s':>6}")  # fmt: skip
+    print(
+        f"\nfan-out: {args.nodes} services, client processes: {args.client_procs} (one asyncio loop each), "
+        f"permessage-deflate: {mode}, fsync: {not args.no_fsync}, CPUs: {os.cpu_count()}"
+    )
+    print(
+        f"one bin's run_update: {size / 1024:.1f} KiB; orjson encode once {enc:.2f} ms, decode to str once "
+        f"{dec:.2f} ms\n"
+    )
+    hdr = (
+        f"{'clients':>7} {'phase':>8} {'bins':>4} {'miss':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'POST p50':>8} {'POST p99':>8} {'bins/s':>7} {'deliv/s':>9} {'KiB/ev':>7} {'srvCPU s':>9} "
+        f"{'span s':>6}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in out:
-        print(f"{r['clients']:>7} {r['phase']:>8} {r['bins']:>4} {r['missing']:>4} {r['p50_ms']:>8.1f} "
-              f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['post_p50_ms']:>8.1f} {r['post_p99_ms']:>8.1f} "
-              f"{r['bins_per_s']:>7.1f} {r['deliveries_per_s']:>9.0f} {r['event_kb']:>7.1f} "
-              f"{r['server_cpu_s']:>9.2f} {r['span_s']:>6.1f}")  # fmt: skip
-    print("\nclient process CPU seconds (whole case): "
-          + ", ".join(f"{n} clients: {c:.1f}" for n, c in client_cpu.items()))  # fmt: skip
+        print(
+            f"{r['clients']:>7} {r['phase']:>8} {r['bins']:>4} {r['missing']:>4} {r['p50_ms']:>8.1f} "
+            f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['post_p50_ms']:>8.1f} {r['post_p99_ms']:>8.1f} "
+            f"{r['bins_per_s']:>7.1f} {r['deliveries_per_s']:>9.0f} {r['event_kb']:>7.1f} "
+            f"{r['server_cpu_s']:>9.2f} {r['span_s']:>6.1f}"
+        )
+    print(
+        "\nclient process CPU seconds (whole case): "
+        + ", ".join(f"{n} clients: {c:.1f}" for n, c in client_cpu.items())
+    )
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -20,18 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from engine_live.compiler import Plan, compile_model
-from engine_live.live_hooks import DerivedHooks
-from engine_live.live_run import BinHooks, LiveRun, ValidFrame
-from engine_live.model_build import load_graph
+from engine_live.derived.live_hooks import DerivedHooks
+from engine_live.model.build import load_graph
+from engine_live.plan.compiler import Plan, compile_model
+from engine_live.state.live_run import BinHooks, LiveRun, ValidFrame
 
 
 def model(n: int, bins: int, quiet: bool = False) -> dict[str, Any]:
     nodes: list[dict[str, Any]] = []
     topo: list[dict[str, Any]] = []
     for i in range(n):
-        nodes += [{"id": f"a{i}", "kind": "const", "source": "telemetry"},
-                  {"id": f"s{i}", "kind": "expr", "expr": f"MIN(a{i}, 12)"}]  # fmt: skip
+        nodes += [
+            {"id": f"a{i}", "kind": "const", "source": "telemetry"},
+            {"id": f"s{i}", "kind": "expr", "expr": f"MIN(a{i}, 12)"},
+        ]
         sem: dict[str, Any] = {"arrivals": f"a{i}", "served": f"s{i}"}
         if quiet or i % 2 == 0:
             nodes.append({"id": f"c{i}", "kind": "expr", "expr": "15"})
@@ -39,8 +41,11 @@ def model(n: int, bins: int, quiet: bool = False) -> dict[str, Any]:
         if i % 7 == 0 and i % 10 and not quiet:
             sem["queueDepth"] = "telemetry"
         topo.append({"id": f"N{i}", "kind": "serviceWithBuffer" if i % 10 == 0 else "service", "semantics": sem})
-    return {"grid": {"bins": bins, "binSize": 5, "binUnit": "minutes", "start": "2025-10-07T00:00:00Z"},
-            "nodes": nodes, "topology": {"nodes": topo}}  # fmt: skip
+    return {
+        "grid": {"bins": bins, "binSize": 5, "binUnit": "minutes", "start": "2025-10-07T00:00:00Z"},
+        "nodes": nodes,
+        "topology": {"nodes": topo},
+    }
 
 
 class TimedHooks(DerivedHooks):
@@ -74,8 +79,9 @@ class TimedHooks(DerivedHooks):
         return out
 
 
-def feed(plan: Plan, hooks: BinHooks | None, bins: int, quiet: bool = False,
-         seed: int = 1) -> tuple[LiveRun, list[float], int]:  # fmt: skip
+def feed(
+    plan: Plan, hooks: BinHooks | None, bins: int, quiet: bool = False, seed: int = 1
+) -> tuple[LiveRun, list[float], int]:
     run = LiveRun(plan, run_id="bench", epoch="e", hooks=hooks)
     run.start()
     rng = np.random.default_rng(seed)
@@ -109,22 +115,28 @@ def scenario(name: str, n: int, bins: int, quiet: bool) -> None:
     per_bin = [v for t, v in hooks.spent.items() if t >= warm]
     cpu = [v for t, v in hooks.cpu.items() if t >= warm]
     wire = hooks.spent.get(-1, 0.0) / bins
-    print(f"  derived + warnings per bin: wall min {pct(per_bin, 0):.0f} µs, p50 {pct(per_bin, 50):.0f} µs, "
-          f"p99 {pct(per_bin, 99):.0f} µs; CPU min {pct(cpu, 0):.0f} µs, p50 {pct(cpu, 50):.0f} µs, "
-          f"p99 {pct(cpu, 99):.0f} µs; "
-          f"wire rounding {wire * 1e6:.0f} µs/bin; {n_warn / bins:.1f} warning updates/bin, "
-          f"{len(hooks.active())} active at the end")  # fmt: skip
+    print(
+        f"  derived + warnings per bin: wall min {pct(per_bin, 0):.0f} µs, p50 {pct(per_bin, 50):.0f} µs, "
+        f"p99 {pct(per_bin, 99):.0f} µs; CPU min {pct(cpu, 0):.0f} µs, p50 {pct(cpu, 50):.0f} µs, "
+        f"p99 {pct(cpu, 99):.0f} µs; "
+        f"wire rounding {wire * 1e6:.0f} µs/bin; {n_warn / bins:.1f} warning updates/bin, "
+        f"{len(hooks.active())} active at the end"
+    )
     _, without, _ = feed(plan, None, bins, quiet)
-    print(f"  apply_record per bin (frames in → events out): with hooks p50 {pct(with_hooks[warm:], 50):.0f} µs "
-          f"p99 {pct(with_hooks[warm:], 99):.0f} µs; without hooks p50 {pct(without[warm:], 50):.0f} µs "
-          f"p99 {pct(without[warm:], 99):.0f} µs")  # fmt: skip
+    print(
+        f"  apply_record per bin (frames in → events out): with hooks p50 {pct(with_hooks[warm:], 50):.0f} µs "
+        f"p99 {pct(with_hooks[warm:], 99):.0f} µs; without hooks p50 {pct(without[warm:], 50):.0f} µs "
+        f"p99 {pct(without[warm:], 99):.0f} µs"
+    )
     hooks.spent.clear()
     t = time.perf_counter()
     res = run.apply_record([ValidFrame(run.last_bin - 20, run.telemetry_ids[0], 99.0)])
     dt = time.perf_counter() - t
     n_up = sum(e["type"] == "run_update" for e in res.events)
-    print(f"  correction 20 bins back: {dt * 1e3:.1f} ms for {n_up} republished bins "
-          f"(hooks {sum(hooks.spent.values()) * 1e3:.1f} ms)")  # fmt: skip
+    print(
+        f"  correction 20 bins back: {dt * 1e3:.1f} ms for {n_up} republished bins "
+        f"(hooks {sum(hooks.spent.values()) * 1e3:.1f} ms)"
+    )
 
 
 def main() -> None:
@@ -133,8 +145,12 @@ def main() -> None:
     ap.add_argument("--bins", type=int, default=600)
     args = ap.parse_args()
     scenario("quiet: every node has a capacity, clean data", args.nodes, args.bins, quiet=True)
-    scenario("noisy: half infer capacity (capacity_inferred_low on ~450 nodes), negatives, gaps",
-             args.nodes, args.bins, quiet=False)  # fmt: skip
+    scenario(
+        "noisy: half infer capacity (capacity_inferred_low on ~450 nodes), negatives, gaps",
+        args.nodes,
+        args.bins,
+        quiet=False,
+    )
 
 
 if __name__ == "__main__":

@@ -53,11 +53,17 @@ VARIANTS = 16
 
 def model_text(nodes: int, bins: int | None) -> str:
     grid = f"bins: {bins}, " if bins else ""
-    lines = [f'grid: {{{grid}binSize: 1, binUnit: minutes, start: "2025-10-07T00:00:00Z"}}', "nodes: []",
-             "topology:", "  nodes:"]  # fmt: skip
+    lines = [
+        f'grid: {{{grid}binSize: 1, binUnit: minutes, start: "2025-10-07T00:00:00Z"}}',
+        "nodes: []",
+        "topology:",
+        "  nodes:",
+    ]
     for i in range(nodes):
-        lines.append(f"    - {{id: S{i}, kind: service, semantics: "
-                     f"{{arrivals: telemetry, served: telemetry, capacity: telemetry}}}}")  # fmt: skip
+        lines.append(
+            f"    - {{id: S{i}, kind: service, semantics: "
+            f"{{arrivals: telemetry, served: telemetry, capacity: telemetry}}}}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -76,8 +82,10 @@ class BodyMaker:
                     for m, v in zip(METRICS, (a, s, c), strict=True):
                         row.append(b',"series":"S%d.%s","value":%s}' % (i, m.encode(), repr(v).encode()))
                 else:
-                    row.append(b',"node":"S%d","arrivals":%s,"served":%s,"capacity":%s}'
-                               % (i, repr(a).encode(), repr(s).encode(), repr(c).encode()))  # fmt: skip
+                    row.append(
+                        b',"node":"S%d","arrivals":%s,"served":%s,"capacity":%s}'
+                        % (i, repr(a).encode(), repr(s).encode(), repr(c).encode())
+                    )
             self.tails.append(row)
         self.values_per_bin = nodes * 3
 
@@ -87,8 +95,9 @@ class BodyMaker:
         return b"\n".join([head + t for t in tails]), len(tails)
 
 
-def sender_main(port: int, run_id: str, nodes: int, form: str, bins: int, rate: float, inflight: int,
-                start_evt: Any, out_q: Any) -> None:  # fmt: skip
+def sender_main(
+    port: int, run_id: str, nodes: int, form: str, bins: int, rate: float, inflight: int, start_evt: Any, out_q: Any
+) -> None:
     """Send bins 0..bins-1 (one request each) with `inflight` connections, at `rate` bins/s (0 = max).
     Puts one list of (bin, frames, t_send, t_ack, status) on out_q at the end."""
     maker = BodyMaker(run_id, nodes, form)
@@ -188,8 +197,18 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
-def run_phase(srv: ServerProcess, name: str, nodes: int, bins: int, rate: float, inflight: int, form: str,
-              grace: int, profile: bool, snapshots: bool) -> dict[str, Any]:  # fmt: skip
+def run_phase(
+    srv: ServerProcess,
+    name: str,
+    nodes: int,
+    bins: int,
+    rate: float,
+    inflight: int,
+    form: str,
+    grace: int,
+    profile: bool,
+    snapshots: bool,
+) -> dict[str, Any]:
     run_id = f"bench_{name}"
     options: dict[str, Any] = {"runId": run_id, "graceBins": grace, "retentionBins": bins}
     if not snapshots:
@@ -209,9 +228,26 @@ def run_phase(srv: ServerProcess, name: str, nodes: int, bins: int, rate: float,
     spy = None
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if profile and Path(pyspy).exists():
-        spy = subprocess.Popen([pyspy, "record", "-p", str(srv.pid), "-r", "50", "-d", "20", "-f", "raw",
-                                "-o", f"/tmp/live_ingest_{name}.txt", "-t", "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+        spy = subprocess.Popen(
+            [
+                pyspy,
+                "record",
+                "-p",
+                str(srv.pid),
+                "-r",
+                "50",
+                "-d",
+                "20",
+                "-f",
+                "raw",
+                "-o",
+                f"/tmp/live_ingest_{name}.txt",
+                "-t",
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         time.sleep(1.0)
     t_start = time.monotonic()
     start_evt.set()
@@ -232,10 +268,20 @@ def run_phase(srv: ServerProcess, name: str, nodes: int, bins: int, rate: float,
     lat_upd = [(obs.seen[r[0]] - r[2]) * 1e3 for r in results if r[0] in obs.seen]
     rss = rss_kib(srv.pid)
     return {
-        "name": name, "bins": bins, "ok": ok and not bad, "errors": len(bad), "frames": frames, "values": values,
-        "ack_s": t_acked - first_send, "eval_s": t_eval - first_send, "wall_s": t_acked - t_start,
-        "lat_ack": lat_ack, "lat_upd": lat_upd, "rss_kib": rss, "other_events": dict(obs.other),
-    }  # fmt: skip
+        "name": name,
+        "bins": bins,
+        "ok": ok and not bad,
+        "errors": len(bad),
+        "frames": frames,
+        "values": values,
+        "ack_s": t_acked - first_send,
+        "eval_s": t_eval - first_send,
+        "wall_s": t_acked - t_start,
+        "lat_ack": lat_ack,
+        "lat_upd": lat_upd,
+        "rss_kib": rss,
+        "other_events": dict(obs.other),
+    }
 
 
 def profile_summary(path: str, top: int = 25) -> str:
@@ -253,8 +299,20 @@ def profile_summary(path: str, top: int = 25) -> str:
         total += int(n)
         for f in set(stack.split(";")):
             incl[f] += int(n)
-    skip = ("<module>", "_run_code", "_run_module_as_main", "main (", "cmd_serve", "run_server", "Server.run",
-            "asyncio_run", "Runner.run", "run_until_complete", "run_forever", "thread (")  # fmt: skip
+    skip = (
+        "<module>",
+        "_run_code",
+        "_run_module_as_main",
+        "main (",
+        "cmd_serve",
+        "run_server",
+        "Server.run",
+        "asyncio_run",
+        "Runner.run",
+        "run_until_complete",
+        "run_forever",
+        "thread (",
+    )
     out = [f"main thread samples: {total}"]
     for func, count in incl.most_common(200):
         if any(s in func for s in skip):
@@ -292,40 +350,83 @@ def main() -> int:
         idle = rss_kib(srv.pid)
         print(f"server pid {srv.pid}, idle RSS {idle / 1024:.0f} MiB, data {tmp}", flush=True)
         if args.max_bins:
-            rows.append(run_phase(srv, "max", args.nodes, args.max_bins, 0.0, args.inflight, args.form, args.grace,
-                                  args.profile, args.snapshots))  # fmt: skip
+            rows.append(
+                run_phase(
+                    srv,
+                    "max",
+                    args.nodes,
+                    args.max_bins,
+                    0.0,
+                    args.inflight,
+                    args.form,
+                    args.grace,
+                    args.profile,
+                    args.snapshots,
+                )
+            )
             print(f"max phase done in {rows[-1]['wall_s']:.1f} s", flush=True)
         if args.paced_bins:
-            rows.append(run_phase(srv, "paced", args.nodes, args.paced_bins, args.rate, 1, args.form, args.grace,
-                                  False, args.snapshots))  # fmt: skip
+            rows.append(
+                run_phase(
+                    srv,
+                    "paced",
+                    args.nodes,
+                    args.paced_bins,
+                    args.rate,
+                    1,
+                    args.form,
+                    args.grace,
+                    False,
+                    args.snapshots,
+                )
+            )
         mem_row = next((r for r in rows if r["name"] == "max" and r["bins"] >= args.retain_bins), None)
         if args.retain_bins and mem_row is None:
-            mem_row = run_phase(srv, "memory", args.nodes, args.retain_bins, 0.0, args.inflight, args.form,
-                                args.grace, False, args.snapshots)  # fmt: skip
+            mem_row = run_phase(
+                srv,
+                "memory",
+                args.nodes,
+                args.retain_bins,
+                0.0,
+                args.inflight,
+                args.form,
+                args.grace,
+                False,
+                args.snapshots,
+            )
             rows.append(mem_row)
         final_rss = rss_kib(srv.pid)
 
     print()
-    print(f"live ingest: {args.nodes} nodes × 3 metrics, {args.form} frames, fsync group commit on, "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
-    print(f"{'phase':<7} {'bins':>6} {'values':>10} {'acked/s':>11} {'evaluated/s':>12} "
-          f"{'ack p50':>8} {'ack p99':>8} {'upd p50':>8} {'upd p99':>8} {'upd max':>8}")  # fmt: skip
+    print(
+        f"live ingest: {args.nodes} nodes × 3 metrics, {args.form} frames, fsync group commit on, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'phase':<7} {'bins':>6} {'values':>10} {'acked/s':>11} {'evaluated/s':>12} "
+        f"{'ack p50':>8} {'ack p99':>8} {'upd p50':>8} {'upd p99':>8} {'upd max':>8}"
+    )
     for r in rows:
-        print(f"{r['name']:<7} {r['bins']:>6} {r['values']:>10} {r['values'] / r['ack_s']:>11,.0f} "
-              f"{r['values'] / r['eval_s']:>12,.0f} {pct(r['lat_ack'], 50):>6.1f}ms {pct(r['lat_ack'], 99):>6.1f}ms "
-              f"{pct(r['lat_upd'], 50):>6.1f}ms {pct(r['lat_upd'], 99):>6.1f}ms {max(r['lat_upd'] or [0]):>6.1f}ms"
-              + ("" if r["ok"] else f"   (errors: {r['errors']}, bins seen incomplete)"))  # fmt: skip
+        print(
+            f"{r['name']:<7} {r['bins']:>6} {r['values']:>10} {r['values'] / r['ack_s']:>11,.0f} "
+            f"{r['values'] / r['eval_s']:>12,.0f} {pct(r['lat_ack'], 50):>6.1f}ms {pct(r['lat_ack'], 99):>6.1f}ms "
+            f"{pct(r['lat_upd'], 50):>6.1f}ms {pct(r['lat_upd'], 99):>6.1f}ms {max(r['lat_upd'] or [0]):>6.1f}ms"
+            + ("" if r["ok"] else f"   (errors: {r['errors']}, bins seen incomplete)")
+        )
         if r["other_events"]:
             print(f"        other events on the socket: {r['other_events']}")
-    print("(acked/s: 202s; evaluated/s: run_update of the last bin seen on the WebSocket; latencies from the"
-          " send of the bin's request)")  # fmt: skip
+    print(
+        "(acked/s: 202s; evaluated/s: run_update of the last bin seen on the WebSocket; latencies from the"
+        " send of the bin's request)"
+    )
     if mem_row is not None:
         raw = mem_row["bins"] * args.nodes * 3 * 8
         rss = mem_row["rss_kib"] * 1024
-        print(f"\nmemory at {mem_row['bins']} retained bins: raw {raw / 2**20:.0f} MiB "
-              f"({mem_row['bins']} × {args.nodes * 3} × 8); server RSS {rss / 2**20:.0f} MiB = {rss / raw:.2f}× raw; "
-              f"net of idle ({idle / 1024:.0f} MiB): {(rss - idle * 1024) / raw:.2f}× raw; "
-              f"at exit {final_rss / 1024:.0f} MiB")  # fmt: skip
+        print(
+            f"\nmemory at {mem_row['bins']} retained bins: raw {raw / 2**20:.0f} MiB "
+            f"({mem_row['bins']} × {args.nodes * 3} × 8); server RSS {rss / 2**20:.0f} MiB = {rss / raw:.2f}× raw; "
+            f"net of idle ({idle / 1024:.0f} MiB): {(rss - idle * 1024) / raw:.2f}× raw; "
+            f"at exit {final_rss / 1024:.0f} MiB"
+        )
     if args.profile:
         print("\nwhere the server's time goes (max phase, py-spy, inclusive):")
         print(profile_summary("/tmp/live_ingest_max.txt"))

@@ -64,8 +64,20 @@ def folder_sizes(live: Path) -> dict[str, int]:
 # -- serve: process start → /readyz 200 ----------------------------------------------------------------
 def time_serve(data: Path, log_path: Path, timeout_s: float = 240.0) -> dict[str, Any]:
     port = free_port()
-    cmd = [sys.executable, "-m", "compat_api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(data), "--log-level", "warning"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "compat_api.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data),
+        "--log-level",
+        "warning",
+    ]
     seen: dict[int, int] = {}
     first: dict[str, float] = {}
     with log_path.open("wb") as log:
@@ -126,11 +138,15 @@ def _inproc_main(data: str, profile: bool, out_q: Any) -> None:
 
         return wrap
 
-    for attr, label in (("load_current", "snapshot load (load_current)"), ("scan_log", "log scan (scan_log)"),
-                        ("handle_from_snapshot", "handle (compile + restore)"),
-                        ("refill_history", "hub refill (refill_history)"),
-                        ("read_event_log", "  of which read_event_log"), ("cut_event_log", "  of which cut_event_log"),
-                        ("replay_records", "log replay (replay_records)")):  # fmt: skip
+    for attr, label in (
+        ("load_current", "snapshot load (load_current)"),
+        ("scan_log", "log scan (scan_log)"),
+        ("handle_from_snapshot", "handle (compile + restore)"),
+        ("refill_history", "hub refill (refill_history)"),
+        ("read_event_log", "  of which read_event_log"),
+        ("cut_event_log", "  of which cut_event_log"),
+        ("replay_records", "log replay (replay_records)"),
+    ):
         setattr(rec, attr, timed(label, getattr(rec, attr)))
     t = time.perf_counter()
     ctx = build_context(Settings(data_dir=Path(data), log_level="warning"))
@@ -202,8 +218,11 @@ def main() -> int:
     try:
         fixture = args.keep or work / "fixture"
         if not (fixture / "runs" / RUN_ID / "live" / "CURRENT").exists():
-            print(f"building the fixture: {args.nodes} nodes, {args.retain} bins + snapshot + {args.tail} logged bins,"
-                  f" then a crash", flush=True)  # fmt: skip
+            print(
+                f"building the fixture: {args.nodes} nodes, {args.retain} bins + snapshot + {args.tail} logged bins,"
+                f" then a crash",
+                flush=True,
+            )
             took = build_fixture(fixture, args.nodes, args.retain, args.tail, crash=True)
             print(f"fixture built in {took:.0f} s", flush=True)
         sizes = folder_sizes(fixture / "runs" / RUN_ID / "live")
@@ -222,23 +241,34 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"recovery: {args.nodes} nodes ({args.nodes * 3} telemetry series), snapshot holding {args.retain} "
-          f"bins, {args.tail} logged bins after it (one record of {args.nodes * 3} frames each), "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"recovery: {args.nodes} nodes ({args.nodes * 3} telemetry series), snapshot holding {args.retain} "
+        f"bins, {args.tail} logged bins after it (one record of {args.nodes * 3} frames each), "
+        f"{os.cpu_count()} CPUs"
+    )
     print("on disk: " + ", ".join(f"{k} {v / 2**20:,.1f} MiB" for k, v in sizes.items()))
     print()
     print(f"{'flowtime serve (subprocess)':<40} {'seconds':>8}")
     print(f"{'  empty data dir: start → /readyz 200':<40} {base['ready_s']:>8.2f}")
     for i, s in enumerate(serves):
-        print(f"{f'  fixture #{i + 1}: start → /readyz 200':<40} {s['ready_s']:>8.2f}   "
-              f"readyz answers {s['codes']}, first answer at {min(s['first'].values()):.2f} s")  # fmt: skip
+        print(
+            f"{f'  fixture #{i + 1}: start → /readyz 200':<40} {s['ready_s']:>8.2f}   "
+            f"readyz answers {s['codes']}, first answer at {min(s['first'].values()):.2f} s"
+        )
     det = serves[-1]["detail"]
     print(f"  after recovery: status {det.get('status')}, lastBin {det.get('lastBin')}, seq {det.get('seq')}")
     print()
     print(f"{'in-process LiveService.start()':<40} {'seconds':>8}")
-    order = ["snapshot load (load_current)", "log scan (scan_log)", "handle (compile + restore)",
-             "hub refill (refill_history)", "  of which read_event_log", "  of which cut_event_log",
-             "log replay (replay_records)", "attach"]  # fmt: skip
+    order = [
+        "snapshot load (load_current)",
+        "log scan (scan_log)",
+        "handle (compile + restore)",
+        "hub refill (refill_history)",
+        "  of which read_event_log",
+        "  of which cut_event_log",
+        "log replay (replay_records)",
+        "attach",
+    ]
     for k in order:
         if k in times:
             print(f"  {k:<38} {times[k]:>8.2f}")
@@ -246,12 +276,16 @@ def main() -> int:
     named = sum(times.get(k, 0.0) for k in order if not k.startswith("  "))
     print(f"  {'other (record decode, events.log open, …)':<38} {total - named:>8.2f}")
     print(f"  {'total (recover_runs + ticker start)':<38} {total:>8.2f}   (target ≤ 2 s)")
-    print(f"  (build_context before it: {times.get('build_context', 0):.2f} s; run back at lastBin "
-          f"{int(times.get('_lastBin', -1))}, seq {int(times.get('_seq', -1))})")  # fmt: skip
+    print(
+        f"  (build_context before it: {times.get('build_context', 0):.2f} s; run back at lastBin "
+        f"{int(times.get('_lastBin', -1))}, seq {int(times.get('_seq', -1))})"
+    )
     if "_capture_first" in times:
-        print(f"snapshot capture on the event loop after recovery: first {times['_capture_first'] * 1e3:.1f} ms "
-              f"(incremental from the loaded snapshot), again {times['_capture_again'] * 1e3:.2f} ms, "
-              f"of which warning state {times['_capture_hooks'] * 1e3:.2f} ms")  # fmt: skip
+        print(
+            f"snapshot capture on the event loop after recovery: first {times['_capture_first'] * 1e3:.1f} ms "
+            f"(incremental from the loaded snapshot), again {times['_capture_again'] * 1e3:.2f} ms, "
+            f"of which warning state {times['_capture_hooks'] * 1e3:.2f} ms"
+        )
     if prof:
         print("\ncProfile of the in-process start (cumulative):")
         print(prof)

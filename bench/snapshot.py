@@ -71,11 +71,12 @@ def bin_values(nodes: int, b: int) -> list[tuple[str, float]]:
     return out
 
 
-async def _build(data_dir: Path, nodes: int, prefill: int, tail: int, options: dict[str, Any],
-                 crash: bool, report: Any) -> None:  # fmt: skip
+async def _build(
+    data_dir: Path, nodes: int, prefill: int, tail: int, options: dict[str, Any], crash: bool, report: Any
+) -> None:
     from compat_api.live_service import LiveService, _Item
     from compat_api.settings import Settings
-    from engine_live.live_run import ValidFrame
+    from engine_live.state.live_run import ValidFrame
 
     svc = LiveService(Settings(data_dir=data_dir, fsync=False, log_level="warning"))
     await svc.start()
@@ -92,8 +93,9 @@ async def _build(data_dir: Path, nodes: int, prefill: int, tail: int, options: d
             vals = variants[b % 16]
             frames = [ValidFrame(b, s, v) for s, v in vals]
             payload = orjson.dumps({"t": "cols", "b": b, "s": [s for s, _ in vals], "v": [v for _, v in vals]})
-            pending.append(asyncio.ensure_future(svc._submit(h, _Item(payload, frames, len(frames),
-                                                                      loop.create_future()))))  # fmt: skip
+            pending.append(
+                asyncio.ensure_future(svc._submit(h, _Item(payload, frames, len(frames), loop.create_future())))
+            )
             if len(pending) >= window:
                 await pending.pop(0)
             if b % 1000 == 999:
@@ -125,8 +127,15 @@ def _build_main(data_dir: str, nodes: int, prefill: int, tail: int, options: dic
     asyncio.run(_build(Path(data_dir), nodes, prefill, tail, options, crash, lambda m: print(m, flush=True)))
 
 
-def build_fixture(data_dir: Path, nodes: int, prefill: int, tail: int = 0, *, crash: bool = False,
-                  options: dict[str, Any] | None = None) -> float:  # fmt: skip
+def build_fixture(
+    data_dir: Path,
+    nodes: int,
+    prefill: int,
+    tail: int = 0,
+    *,
+    crash: bool = False,
+    options: dict[str, Any] | None = None,
+) -> float:
     """A run folder under data_dir/runs/bench: `prefill` bins, a committed snapshot, then `tail` logged
     bins (no snapshot after them; `crash` ends the builder with os._exit). Returns the seconds taken."""
     opts = {"graceBins": 2, "retentionBins": prefill, "snapshotEveryBins": HUGE, "snapshotEverySeconds": HUGE}
@@ -186,8 +195,9 @@ def measure(srv: ServerProcess, nodes: int, first_bin: int, bins: int, warmup: i
     return {"lat": lat, "codes": dict(codes), "snapshots": snaps, "wall_s": time.monotonic() - t0}
 
 
-def run_variant(name: str, fixture: Path, work: Path, args: argparse.Namespace,
-                options: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def run_variant(
+    name: str, fixture: Path, work: Path, args: argparse.Namespace, options: dict[str, Any]
+) -> dict[str, Any]:
     data = work / name / "data"
     t = time.monotonic()
     copy_tree(fixture, data)
@@ -201,12 +211,45 @@ def run_variant(name: str, fixture: Path, work: Path, args: argparse.Namespace,
         if args.profile and name == "every10":
             pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             dur = str(int(max(10, (args.bins + args.warmup) / max(args.rate, 1) + 5)))
-            spy = subprocess.Popen([pyspy, "record", "-p", str(srv.pid), "-r", "200", "-d", dur, "-f", "raw", "-t",
-                                    "-o", str(work / "spy_all.txt")], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
-            gil = subprocess.Popen([pyspy, "record", "-p", str(srv.pid), "-r", "200", "-d", dur, "-f", "raw", "-t",
-                                    "--gil", "-o", str(work / "spy_gil.txt")], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
+            spy = subprocess.Popen(
+                [
+                    pyspy,
+                    "record",
+                    "-p",
+                    str(srv.pid),
+                    "-r",
+                    "200",
+                    "-d",
+                    dur,
+                    "-f",
+                    "raw",
+                    "-t",
+                    "-o",
+                    str(work / "spy_all.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
+            gil = subprocess.Popen(
+                [
+                    pyspy,
+                    "record",
+                    "-p",
+                    str(srv.pid),
+                    "-r",
+                    "200",
+                    "-d",
+                    dur,
+                    "-f",
+                    "raw",
+                    "-t",
+                    "--gil",
+                    "-o",
+                    str(work / "spy_gil.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
             time.sleep(1.0)
         res = measure(srv, args.nodes, args.retain, args.bins, args.warmup, args.rate)
         for p in (spy, gil):
@@ -218,10 +261,29 @@ def run_variant(name: str, fixture: Path, work: Path, args: argparse.Namespace,
     return res
 
 
-FOCUS = ("capture (engine_live/live_state.py", "SegmentedLog.roll", "_ensure_columns", "LiveRun._publish",
-         "LiveService.apply ", "FrameValidator.validate", "parse_body", "commit_sync", "encode_retained",
-         "write_table", "_read_meta", "write_file", "fsync", "_sha ", "materialize", "to_state", "_hooks_parts",
-         "encode_cells", "release_before", "_write_segments", "prune ")  # fmt: skip
+FOCUS = (
+    "capture (engine_live/state/live_state.py",
+    "SegmentedLog.roll",
+    "_ensure_columns",
+    "LiveRun._publish",
+    "LiveService.apply ",
+    "FrameValidator.validate",
+    "parse_body",
+    "commit_sync",
+    "encode_retained",
+    "write_table",
+    "_read_meta",
+    "write_file",
+    "fsync",
+    "_sha ",
+    "materialize",
+    "to_state",
+    "_hooks_parts",
+    "encode_cells",
+    "release_before",
+    "_write_segments",
+    "prune ",
+)
 IDLE = ("Condition.wait", "Queue.get", "select (selectors.py", "_worker (concurrent", "WorkerThread.run")
 
 
@@ -283,37 +345,47 @@ def main() -> int:
             print(f"building the fixture: {args.nodes} nodes × {args.retain} bins in {fixture}", flush=True)
             took = build_fixture(fixture, args.nodes, args.retain)
             print(f"fixture built in {took:.0f} s", flush=True)
-        for name, opts in (("none", {"snapshotEveryBins": HUGE, "snapshotEverySeconds": HUGE}),
-                           ("every10", {"snapshotEveryBins": 10, "snapshotEverySeconds": HUGE})):  # fmt: skip
+        for name, opts in (
+            ("none", {"snapshotEveryBins": HUGE, "snapshotEverySeconds": HUGE}),
+            ("every10", {"snapshotEveryBins": 10, "snapshotEverySeconds": HUGE}),
+        ):
             if name in args.variants.split(","):
                 rows[name] = run_variant(name, fixture, work, args, opts)
     finally:
         shutil.rmtree(work, ignore_errors=True) if not args.profile else None
 
     print()
-    print(f"ingest latency, request → 202: {args.nodes} nodes × 3 metrics = {args.nodes * 3} frames per request, "
-          f"{args.retain} bins held, {args.bins} bins measured at "
-          f"{'max' if args.rate <= 0 else f'{args.rate:g} bins/s'}, one request in flight, fsync on, "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"ingest latency, request → 202: {args.nodes} nodes × 3 metrics = {args.nodes * 3} frames per request, "
+        f"{args.retain} bins held, {args.bins} bins measured at "
+        f"{'max' if args.rate <= 0 else f'{args.rate:g} bins/s'}, one request in flight, fsync on, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"{'variant':<8} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'mean':>8} {'snapshots':>10} {'codes'}")
     for name, r in rows.items():
         v = [x for _, x in r["lat"]]
         n_snaps = len([s for s in r["snapshots"] if not s.startswith(".")])
-        print(f"{name:<8} {pct(v, 50):>6.1f}ms {pct(v, 90):>6.1f}ms {pct(v, 99):>6.1f}ms {max(v):>6.1f}ms "
-              f"{sum(v) / len(v):>6.1f}ms {n_snaps:>10} {r['codes']}")  # fmt: skip
+        print(
+            f"{name:<8} {pct(v, 50):>6.1f}ms {pct(v, 90):>6.1f}ms {pct(v, 99):>6.1f}ms {max(v):>6.1f}ms "
+            f"{sum(v) / len(v):>6.1f}ms {n_snaps:>10} {r['codes']}"
+        )
     if "none" in rows and "every10" in rows:
         a = [x for _, x in rows["none"]["lat"]]
         b = [x for _, x in rows["every10"]["lat"]]
-        print(f"added p99: {pct(b, 99) - pct(a, 99):+.1f} ms (target ≤ 2 ms); "
-              f"added p50: {pct(b, 50) - pct(a, 50):+.1f} ms")  # fmt: skip
+        print(
+            f"added p99: {pct(b, 99) - pct(a, 99):+.1f} ms (target ≤ 2 ms); "
+            f"added p50: {pct(b, 50) - pct(a, 50):+.1f} ms"
+        )
         worst = sorted(rows["every10"]["lat"], key=lambda t: -t[1])[:8]
         print("every10, slowest requests (bin: ms): " + ", ".join(f"{bb}: {x:.0f}" for bb, x in worst))
         trig = [x for bb, x in rows["every10"]["lat"] if bb % 10 == 9]
         rest = [x for bb, x in rows["every10"]["lat"] if bb % 10 != 9]
         if trig and rest:
-            print(f"every10, requests whose bin triggers a capture (bin % 10 == 9): mean "
-                  f"{sum(trig) / len(trig):.1f} ms, p50 {pct(trig, 50):.1f} ms; the others: mean "
-                  f"{sum(rest) / len(rest):.1f} ms, p50 {pct(rest, 50):.1f} ms")  # fmt: skip
+            print(
+                f"every10, requests whose bin triggers a capture (bin % 10 == 9): mean "
+                f"{sum(trig) / len(trig):.1f} ms, p50 {pct(trig, 50):.1f} ms; the others: mean "
+                f"{sum(rest) / len(rest):.1f} ms, p50 {pct(rest, 50):.1f} ms"
+            )
     if args.profile:
         print()
         print(profile_summary(work / "spy_all.txt", "server, every10, all samples (py-spy, inclusive)"))

@@ -7,27 +7,28 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import import_module
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from compat_api.context import AppContext
+from compat_api.dashboard import ASSETS_DIR
 from compat_api.http_errors import install_error_handlers
 from compat_api.settings import Settings
 
 ROUTERS = (
-    "compat_api.routes_health",
-    "compat_api.routes_live",
+    "compat_api.routes.health",
+    "compat_api.routes.live",
     "compat_api.stream_wiring",
-    "compat_api.routes_templates",
-    "compat_api.routes_runs",
-    "compat_api.routes_state",
-    "compat_api.routes_compare",
-    "compat_api.routes_validate",
-    "compat_api.routes_artifacts",
-    "compat_api.routes_exports",
-    "compat_api.routes_admin",
+    "compat_api.routes.templates",
+    "compat_api.routes.runs",
+    "compat_api.routes.state",
+    "compat_api.routes.compare",
+    "compat_api.routes.validate",
+    "compat_api.routes.artifacts",
+    "compat_api.routes.exports",
+    "compat_api.routes.admin",
 )
 
 
@@ -83,9 +84,5 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for name in ROUTERS:
         app.include_router(import_module(name).router)
-    dash = Path(__file__).parent / "dashboard"
-    if dash.is_dir():
-        from fastapi.staticfiles import StaticFiles
-
-        app.mount("/dashboard", StaticFiles(directory=dash), name="dashboard")
+    app.mount("/dashboard", StaticFiles(directory=ASSETS_DIR), name="dashboard")
     return app

@@ -37,7 +37,7 @@ from fastapi import Depends, Request
 from compat_api.context import AllowAll, AppContext, Authenticator, get_ctx
 from compat_api.settings import Settings
 from engine_live.errors import FlowTimeError, ForbiddenError, UnauthenticatedError
-from engine_live.grid import parse_utc
+from engine_live.model.grid import parse_utc
 
 SCOPES = ("read", "ingest", "admin")  # each scope implies the ones before it
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")

@@ -29,11 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from compat_api.run_store import LoadedRun
 from compat_api.state_view import InvalidRequestError
-from engine_live.batch_run import BatchRun, new_run_id, run_model, scenario_hash, spec_text_of
 from engine_live.errors import FlowTimeError, ModelError, TooLargeError
-from engine_live.model_build import build_model, load_graph
-from engine_live.model_doc import load_model
-from engine_live.model_text import parse_model_text
+from engine_live.model.build import build_model, load_graph
+from engine_live.model.document import load_model
+from engine_live.model.text import parse_model_text
+from engine_live.plan.batch_run import BatchRun, new_run_id, run_model, scenario_hash, spec_text_of
 from snapshot_writer.artifact_reader import read_manifest
 from snapshot_writer.artifacts import ArtifactsInfo, write_run_artifacts
 
@@ -176,7 +176,7 @@ def template_source(
     template_id: str, parameters: dict[str, Any], data_dir: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     try:
-        templates = import_module("compat_api.templates")
+        templates = import_module("compat_api.templates.catalog")
     except ImportError:
         raise InvalidRequestError("templates are not available", code="unsupported_template") from None
     text, resolved, warnings = templates.instantiate(template_id, parameters, data_dir=data_dir)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine_live.derived import to_wire_value
+from engine_live.derived.node_metrics import to_wire_value
 
 FloatArray = NDArray[np.float64]
 

@@ -63,16 +63,22 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": [], "message": "invalid request"}
         where = ".".join(first["loc"][1:] if len(first["loc"]) > 1 else first["loc"])
         return JSONResponse(
-            {"error": "invalid_request", "message": f"{where}: {first['message']}" if where else first["message"],
-             "errors": errors},
+            {
+                "error": "invalid_request",
+                "message": f"{where}: {first['message']}" if where else first["message"],
+                "errors": errors,
+            },
             status_code=422,
-        )  # fmt: skip
+        )
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))  # fmt: skip
+        return JSONResponse(
+            {"error": code, "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine_live.batch_run import collect_warnings, output_series, topology_view
-from engine_live.compiler import ZERO, Plan
-from engine_live.events import RunStatus
-from engine_live.grid import Grid
-from engine_live.live_run import node_gap_masks
-from engine_live.run_result import RunResult
-from engine_live.series_defs import ModelGraph
+from engine_live.model.grid import Grid
+from engine_live.model.series_defs import ModelGraph
+from engine_live.plan.batch_run import collect_warnings, output_series, topology_view
+from engine_live.plan.compiler import ZERO, Plan
+from engine_live.plan.run_result import RunResult
+from engine_live.protocol import RunStatus
+from engine_live.state.live_run import node_gap_masks
 from snapshot_writer.artifacts import write_run_artifacts
 from snapshot_writer.segments import Segment, assemble
 
@@ -64,11 +64,27 @@ def take_view(h: RunHandle) -> LiveView:
     run = h.run
     first, V, P = run.held_columns()
     return LiveView(
-        run_id=h.run_id, live_dir=h.folder, plan=run.plan, graph=h.graph, telemetry_ids=run.telemetry_ids,
-        first=first, V=V, P=P, segments=tuple(h.segments), status=run.status, epoch=run.epoch, seq=run.seq,
-        last_bin=run.last_bin, watermark=run.watermark, revision=run.revision, model_text=h.model_text,
-        provenance=h.provenance, created_utc=h.created_utc, adjustments=tuple(h.adjustments), grid=run.grid,
-    )  # fmt: skip
+        run_id=h.run_id,
+        live_dir=h.folder,
+        plan=run.plan,
+        graph=h.graph,
+        telemetry_ids=run.telemetry_ids,
+        first=first,
+        V=V,
+        P=P,
+        segments=tuple(h.segments),
+        status=run.status,
+        epoch=run.epoch,
+        seq=run.seq,
+        last_bin=run.last_bin,
+        watermark=run.watermark,
+        revision=run.revision,
+        model_text=h.model_text,
+        provenance=h.provenance,
+        created_utc=h.created_utc,
+        adjustments=tuple(h.adjustments),
+        grid=run.grid,
+    )
 
 
 def build_result(view: LiveView) -> RunResult:
@@ -84,17 +100,29 @@ def build_result(view: LiveView) -> RunResult:
     provenance, seed = view.provenance, view.graph.seed
     status = view.status
     return RunResult(
-        run_id=view.run_id, mode="live",
+        run_id=view.run_id,
+        mode="live",
         status="completed" if status in (RunStatus.CLOSING, RunStatus.COMPLETED) else status.value,
-        grid=view.grid.with_bins(n), spec_text=view.model_text, provenance=provenance,
+        grid=view.grid.with_bins(n),
+        spec_text=view.model_text,
+        provenance=provenance,
         template_id=(provenance or {}).get("templateId"),
-        seed=seed, rng={"kind": "pcg32", "seed": seed}, series=output_series(view.graph, plan, V),
-        warnings=collect_warnings(view.graph, plan, V, gaps), created_utc=view.created_utc,
+        seed=seed,
+        rng={"kind": "pcg32", "seed": seed},
+        series=output_series(view.graph, plan, V),
+        warnings=collect_warnings(view.graph, plan, V, gaps),
+        created_utc=view.created_utc,
         topology=topology_view(view.graph),
-        live={"epoch": view.epoch, "seq": view.seq, "lastBin": view.last_bin, "watermark": view.watermark,
-              "revision": view.revision},
-        live_session=view.epoch, adjustments=list(view.adjustments),
-    )  # fmt: skip
+        live={
+            "epoch": view.epoch,
+            "seq": view.seq,
+            "lastBin": view.last_bin,
+            "watermark": view.watermark,
+            "revision": view.revision,
+        },
+        live_session=view.epoch,
+        adjustments=list(view.adjustments),
+    )
 
 
 def live_result(h: RunHandle) -> RunResult:

@@ -11,18 +11,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine_live.errors import ModelError
-from engine_live.events import Event
-from engine_live.live_run import LiveRun, ValidFrame
-from engine_live.live_state import CaptureMirror
-from engine_live.series_defs import ModelGraph
+from engine_live.model.series_defs import ModelGraph
+from engine_live.protocol import Event
+from engine_live.state.live_run import LiveRun, ValidFrame
+from engine_live.state.live_state import CaptureMirror
 from ingestion.frames import FrameValidator
 from snapshot_writer.live_checkpoint import RunCheckpoint
 from snapshot_writer.log_segments import SegmentedLog
 from snapshot_writer.segments import Segment
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-OPTION_KEYS = {"runId", "graceBins", "retentionBins", "snapshotEveryBins", "snapshotEverySeconds",
-               "idleCloseSeconds"}  # fmt: skip
+OPTION_KEYS = {"runId", "graceBins", "retentionBins", "snapshotEveryBins", "snapshotEverySeconds", "idleCloseSeconds"}
 
 
 class EventPublisher(Protocol):

@@ -8,8 +8,8 @@ from typing import Any
 from compat_api.live_handle import RunHandle
 from compat_api.settings import Settings
 from compat_api.state_view import StateSource, state_body, state_window_body
+from engine_live.derived.live_hooks import DerivedHooks
 from engine_live.errors import NotFoundError, RunClosedError
-from engine_live.live_hooks import DerivedHooks
 
 
 class LiveReads:
@@ -42,13 +42,26 @@ class LiveReads:
         r = h.run
         base = f"/v1/runs/{run_id}"
         return {
-            "runId": run_id, "mode": "live", "status": r.status.value, "epoch": r.epoch, "seq": r.seq,
-            "lastBin": r.last_bin, "watermark": r.watermark, "revision": r.revision,
-            "modelRevision": r.model_revision, "grid": r.grid.to_wire(), "binMinutes": r.grid.bin_minutes,
+            "runId": run_id,
+            "mode": "live",
+            "status": r.status.value,
+            "epoch": r.epoch,
+            "seq": r.seq,
+            "lastBin": r.last_bin,
+            "watermark": r.watermark,
+            "revision": r.revision,
+            "modelRevision": r.model_revision,
+            "grid": r.grid.to_wire(),
+            "binMinutes": r.grid.bin_minutes,
             "createdUtc": h.created_utc,
-            "links": {"self": base, "bins": f"{base}/bins", "stream": f"{base}/stream",
-                      "state": f"{base}/state/live", "close": f"{base}/close"},
-        }  # fmt: skip
+            "links": {
+                "self": base,
+                "bins": f"{base}/bins",
+                "stream": f"{base}/stream",
+                "state": f"{base}/state/live",
+                "close": f"{base}/close",
+            },
+        }
 
     def list_runs(self) -> list[dict[str, Any]]:
         return [self.detail(rid) for rid in sorted(self.runs)]
@@ -76,17 +89,35 @@ class LiveReads:
         h = self.handle(run_id)
         run = h.run
         src = self.state_source(run_id)
-        head = {"status": run.status.value, "epoch": run.epoch, "seq": run.seq, "revision": run.revision,
-                "watermark": run.watermark, "lastBin": run.last_bin}  # fmt: skip
+        head = {
+            "status": run.status.value,
+            "epoch": run.epoch,
+            "seq": run.seq,
+            "revision": run.revision,
+            "watermark": run.watermark,
+            "lastBin": run.last_bin,
+        }
         if run.last_bin < 0:
-            return {"runId": run_id, "grid": run.grid.to_wire(), "binMinutes": run.grid.bin_minutes, "bin": None,
-                    "nodes": [], "warnings": [], "dataQuality": {"complete": True, "gaps": []}, **head}  # fmt: skip
+            return {
+                "runId": run_id,
+                "grid": run.grid.to_wire(),
+                "binMinutes": run.grid.bin_minutes,
+                "bin": None,
+                "nodes": [],
+                "warnings": [],
+                "dataQuality": {"complete": True, "gaps": []},
+                **head,
+            }
         body = state_body(src, run.last_bin)
         start = max(src.first_bin, run.last_bin - window_bins + 1)
         window = state_window_body(src, start, run.last_bin, max(window_bins, 1))
         body.update(head)
-        body["window"] = {**window["window"], "timestampsUtc": window["timestampsUtc"],
-                          "nodes": window.get("nodes"), "series": window.get("series")}  # fmt: skip
+        body["window"] = {
+            **window["window"],
+            "timestampsUtc": window["timestampsUtc"],
+            "nodes": window.get("nodes"),
+            "series": window.get("series"),
+        }
         return body
 
     def ensure_open(self, run_id: str) -> RunHandle:

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from engine_live.events import RunStatus, encode_event, status_event
-from engine_live.live_hooks import DerivedHooks
-from engine_live.live_run import FrameColumns, LiveRun
-from engine_live.live_state import CaptureMirror, RunState, restore
+from engine_live.derived.live_hooks import DerivedHooks
+from engine_live.protocol import RunStatus, encode_event, status_event
+from engine_live.state.live_run import FrameColumns, LiveRun
+from engine_live.state.live_state import CaptureMirror, RunState, restore
 from ingestion.frames import FrameValidator
 from ingestion.ingest_log import HEADER
 from snapshot_writer.event_log import cut_event_log, read_event_log
@@ -66,8 +66,11 @@ async def recover_runs(service: LiveService, progress: dict[str, int]) -> None:
         try:
             await recover_run(service, live_dir, progress)
         except Exception:
-            log.exception("run %s: recovery failed; the run stays down", live_dir.parent.name,
-                          extra={"run_id": live_dir.parent.name})  # fmt: skip
+            log.exception(
+                "run %s: recovery failed; the run stays down",
+                live_dir.parent.name,
+                extra={"run_id": live_dir.parent.name},
+            )
         progress["runsDone"] += 1
 
 
@@ -84,8 +87,9 @@ async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, 
     if loaded is not None:
         state, meta = loaded
         if meta.fell_back:
-            log.warning("run %s: using snapshot %s (%s)", name, meta.name, "; ".join(meta.problems),
-                        extra={"run_id": name})  # fmt: skip
+            log.warning(
+                "run %s: using snapshot %s (%s)", name, meta.name, "; ".join(meta.problems), extra={"run_id": name}
+            )
         h = handle_from_snapshot(service, state, meta)
         h.applied_offset = meta.log_offset
     else:
@@ -94,8 +98,9 @@ async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, 
             log.error("run %s: no usable snapshot and no create record; skipped", name, extra={"run_id": name})
             return None
         _, end, _ = records.pop(0)
-        h = service.build_handle(create["runId"], create["epoch"], create["createdUtc"], create["model"],
-                                 create.get("options") or {})  # fmt: skip
+        h = service.build_handle(
+            create["runId"], create["epoch"], create["createdUtc"], create["model"], create.get("options") or {}
+        )
         h.create_record, h.applied_offset = create, end
     h.folder.mkdir(parents=True, exist_ok=True)
     service.runs[h.run_id] = h
@@ -107,8 +112,13 @@ async def recover_run(service: LiveService, live_dir: Path, progress: dict[str, 
         reset = getattr(service.hub, "reset_epoch", None)
         if reset is not None:
             reset(h.run_id, h.run.epoch, h.run.seq)
-        log.error("run %s: ACKNOWLEDGED DATA IS UNREADABLE (%s); continuing with new epoch %s", name,
-                  "; ".join(lost), h.run.epoch, extra={"run_id": name})  # fmt: skip
+        log.error(
+            "run %s: ACKNOWLEDGED DATA IS UNREADABLE (%s); continuing with new epoch %s",
+            name,
+            "; ".join(lost),
+            h.run.epoch,
+            extra={"run_id": name},
+        )
     elif quiet:
         pass  # no refill: the history and events.log restart after the quiet part (`_restart_history`)
     elif state is not None and meta is not None:
@@ -144,8 +154,8 @@ def quiet_records(service: LiveService, records: list[Record]) -> int:
 
 def handle_from_snapshot(service: LiveService, state: RunState, meta: SnapshotMeta) -> RunHandle:
     """A handle for the snapshot's run: model + logged adjustments → plan, then the restored run."""
-    from engine_live.model_patch import Adjustment, compile_patched
-    from engine_live.model_text import parse_model_text
+    from engine_live.model.patch import Adjustment, compile_patched
+    from engine_live.model.text import parse_model_text
 
     c = meta.create
     if c.get("runId") != state.run_id:
@@ -153,13 +163,18 @@ def handle_from_snapshot(service: LiveService, state: RunState, meta: SnapshotMe
     h = service.build_handle(state.run_id, state.epoch, c["createdUtc"], c["model"], c.get("options") or {})
     plan = h.run.plan
     for wire in c.get("adjustments") or []:
-        adj = Adjustment(int(wire["modelRevision"]), int(wire["fromBin"]), list(wire["nodes"]),
-                         list((wire.get("topology") or {}).get("nodes") or []))  # fmt: skip
+        adj = Adjustment(
+            int(wire["modelRevision"]),
+            int(wire["fromBin"]),
+            list(wire["nodes"]),
+            list((wire.get("topology") or {}).get("nodes") or []),
+        )
         if h.model_data is None:
             data = parse_model_text(h.model_text)
             h.model_data = data if isinstance(data, dict) else {}
-        h.model_data, plan = compile_patched(h.model_data, adj, h.graph, service.settings.data_dir / "inputs",
-                                             live=True)  # fmt: skip
+        h.model_data, plan = compile_patched(
+            h.model_data, adj, h.graph, service.settings.data_dir / "inputs", live=True
+        )
         h.graph = plan.graph
         h.adjustments.append(wire)
     if c.get("adjustments"):
@@ -185,15 +200,28 @@ async def refill_history(service: LiveService, h: RunHandle, state: RunState, me
     """Publish events 1..state.seq from events.log to the hub; cut what lies past the snapshot."""
     path = h.folder / EVENTS_LOG
     limits = service.settings  # decode only what the hub's history keeps (events.log holds every event)
-    scan = await asyncio.to_thread(read_event_log, path, meta.events_offset, tail_events=limits.hub_history_events,
-                                   tail_bytes=limits.hub_history_bytes)  # fmt: skip
+    scan = await asyncio.to_thread(
+        read_event_log,
+        path,
+        meta.events_offset,
+        tail_events=limits.hub_history_events,
+        tail_bytes=limits.hub_history_bytes,
+    )
     seqs = [int(ev.get("seq", -1)) for ev, _ in scan.events]
-    ok = (scan.problem is None and scan.end_offset == meta.events_offset
-          and all(ev.get("epoch") == state.epoch for ev, _ in scan.events)
-          and seqs == list(range(state.seq - len(seqs) + 1, state.seq + 1)))  # fmt: skip
+    ok = (
+        scan.problem is None
+        and scan.end_offset == meta.events_offset
+        and all(ev.get("epoch") == state.epoch for ev, _ in scan.events)
+        and seqs == list(range(state.seq - len(seqs) + 1, state.seq + 1))
+    )
     if not ok:
-        log.warning("run %s: events.log does not hold the snapshot's events (%s); history starts at seq %d",
-                    h.run_id, scan.problem or "mismatch", state.seq, extra={"run_id": h.run_id})  # fmt: skip
+        log.warning(
+            "run %s: events.log does not hold the snapshot's events (%s); history starts at seq %d",
+            h.run_id,
+            scan.problem or "mismatch",
+            state.seq,
+            extra={"run_id": h.run_id},
+        )
         await asyncio.to_thread(cut_event_log, path, 0)
         ensure = getattr(service.hub, "ensure_run", None)
         if ensure is not None:
@@ -208,8 +236,9 @@ async def refill_history(service: LiveService, h: RunHandle, state: RunState, me
         service.hub.publish(h.run_id, ev, data, seqd=True)
 
 
-async def replay_records(service: LiveService, h: RunHandle, records: list[Record], progress: dict[str, int],
-                         *, quiet: int = 0) -> None:  # fmt: skip
+async def replay_records(
+    service: LiveService, h: RunHandle, records: list[Record], progress: dict[str, int], *, quiet: int = 0
+) -> None:
     """Apply the logged records after the snapshot, in order, as the worker did.
 
     The first `quiet` records replay without building events (`LiveRun.quiet`: seq numbers, hooks
@@ -251,8 +280,9 @@ async def replay_records(service: LiveService, h: RunHandle, records: list[Recor
             try:
                 await service.apply(h, None, offset, replay=True)
             except Exception as exc:
-                log.error("run %s: close at %d failed again on replay: %s", h.run_id, offset, exc,
-                          extra={"run_id": h.run_id})  # fmt: skip
+                log.error(
+                    "run %s: close at %d failed again on replay: %s", h.run_id, offset, exc, extra={"run_id": h.run_id}
+                )
         h.applied_offset = end
         progress["records"] = progress.get("records", 0) + 1
         if i % 32 == 31:

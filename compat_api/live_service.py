@@ -45,7 +45,7 @@ from compat_api.live_artifacts import write_live_artifacts
 from compat_api.live_reads import LiveReads
 from compat_api.live_snapshots import LiveSnapshots
 from compat_api.settings import Settings
-from engine_live.compiler import compile_model
+from engine_live.derived.live_hooks import DerivedHooks
 from engine_live.errors import (
     BackpressureError,
     ConflictError,
@@ -55,12 +55,12 @@ from engine_live.errors import (
     OutsideRetentionError,
     RunClosedError,
     TooLargeError,
-)  # fmt: skip
-from engine_live.events import Event, RunStatus, encode_event
-from engine_live.live_hooks import DerivedHooks
-from engine_live.live_run import FrameColumns, LiveRun, ValidFrame
-from engine_live.model_build import build_model
-from engine_live.model_doc import load_model
+)
+from engine_live.model.build import build_model
+from engine_live.model.document import load_model
+from engine_live.plan.compiler import compile_model
+from engine_live.protocol import Event, RunStatus, encode_event
+from engine_live.state.live_run import FrameColumns, LiveRun, ValidFrame
 from ingestion.frames import FrameValidator, parse_body
 from ingestion.ingest_log import HEADER
 from snapshot_writer.log_segments import SegmentedLog
@@ -75,7 +75,7 @@ from compat_api.live_handle import (  # noqa: E402 - re-exported names
     QueuedRecord,
     RunHandle,
     parse_create,
-)  # fmt: skip
+)
 
 _Item = QueuedRecord  # the name benches use
 
@@ -84,13 +84,18 @@ def frames_record(frames: list[ValidFrame]) -> dict[str, Any]:
     """The log record of validated frames: columns, the bin once when every frame has it."""
     bins = [f.bin for f in frames]
     one = bool(bins) and bins.count(bins[0]) == len(bins)
-    return {"t": "cols", "b": bins[0] if one else bins, "s": [f.series for f in frames],
-            "v": [f.value for f in frames]}  # fmt: skip
+    return {"t": "cols", "b": bins[0] if one else bins, "s": [f.series for f in frames], "v": [f.value for f in frames]}
 
 
 class LiveService(LiveReads, LiveSnapshots):
-    def __init__(self, settings: Settings, *, metrics: Any = None, hub: EventPublisher | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Any = None,
+        hub: EventPublisher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings, self.metrics, self.clock = settings, metrics, clock
         self.hub: EventPublisher = hub or NullPublisher()
         self.runs: dict[str, RunHandle] = {}
@@ -165,17 +170,24 @@ class LiveService(LiveReads, LiveSnapshots):
             h.worker = asyncio.create_task(self._work(h), name=f"run-worker-{h.run_id}")
 
     # -- create ---------------------------------------------------------------------------------
-    def build_handle(self, run_id: str, epoch: str, created: str, model: str | dict[str, Any],
-                     options: dict[str, Any]) -> RunHandle:  # fmt: skip
+    def build_handle(
+        self, run_id: str, epoch: str, created: str, model: str | dict[str, Any], options: dict[str, Any]
+    ) -> RunHandle:
         text = model if isinstance(model, str) else orjson.dumps(model).decode()
         if len(text.encode()) > self.settings.max_model_bytes:
             raise TooLargeError(f"model exceeds {self.settings.max_model_bytes} bytes")
         doc = load_model(text, base_dir=self.settings.data_dir / "inputs", live=True)
         graph = build_model(doc)
         plan = compile_model(graph)
-        run = LiveRun(plan, run_id=run_id, epoch=epoch, grace_bins=int(options.get("graceBins", 2)),
-                      retention_bins=options.get("retentionBins"), hooks=DerivedHooks(plan),
-                      persisted_before=0)  # fmt: skip
+        run = LiveRun(
+            plan,
+            run_id=run_id,
+            epoch=epoch,
+            grace_bins=int(options.get("graceBins", 2)),
+            retention_bins=options.get("retentionBins"),
+            hooks=DerivedHooks(plan),
+            persisted_before=0,
+        )
         folder = self.runs_dir / run_id / "live"
         validator = FrameValidator(graph, run_id, max_bins_ahead=self.settings.max_bins_ahead)
         return RunHandle(run_id, run, graph, text, options, created, folder, validator, provenance=doc.provenance)
@@ -200,8 +212,14 @@ class LiveService(LiveReads, LiveSnapshots):
         if keep * series * 8 > self.settings.max_live_bytes:
             raise ConflictError("run too large for memory", retainedBins=keep, series=series)
         h.folder.mkdir(parents=True, exist_ok=True)
-        record = {"t": "create", "runId": run_id, "epoch": epoch, "createdUtc": created,
-                  "model": h.model_text, "options": options}  # fmt: skip
+        record = {
+            "t": "create",
+            "runId": run_id,
+            "epoch": epoch,
+            "createdUtc": created,
+            "model": h.model_text,
+            "options": options,
+        }
         self.attach(h)
         assert h.log is not None
         h.create_record = record
@@ -224,8 +242,9 @@ class LiveService(LiveReads, LiveSnapshots):
             raise RunClosedError(f"run '{run_id}' is {h.run.status.value}", runId=run_id)
         capacity = self.settings.ingest_queue_frames
         if self.queued_frames >= capacity:  # refuse before spending time on parsing
-            raise BackpressureError("the ingest queue is full; retry later", queued=self.queued_frames,
-                                    capacity=capacity)  # fmt: skip
+            raise BackpressureError(
+                "the ingest queue is full; retry later", queued=self.queued_frames, capacity=capacity
+            )
         raw = parse_body(body)
         if len(raw) > self.settings.max_frames_per_request:
             raise TooLargeError(f"{len(raw)} frames exceed the limit of {self.settings.max_frames_per_request}")
@@ -235,11 +254,13 @@ class LiveService(LiveReads, LiveSnapshots):
             raise TooLargeError(f"{n} values exceed the ingest queue's capacity of {capacity}", capacity=capacity)
         if frames and min(f.bin for f in frames) < h.run.lowest_correctable:
             bad = min(f.bin for f in frames)
-            raise OutsideRetentionError(f"bin {bad} is older than the retention window", bin=bad,
-                                        lowestBin=h.run.lowest_correctable)  # fmt: skip
+            raise OutsideRetentionError(
+                f"bin {bad} is older than the retention window", bin=bad, lowestBin=h.run.lowest_correctable
+            )
         if self.queued_frames + n > capacity:
-            raise BackpressureError("the ingest queue is full; retry later", queued=self.queued_frames,
-                                    capacity=capacity)  # fmt: skip
+            raise BackpressureError(
+                "the ingest queue is full; retry later", queued=self.queued_frames, capacity=capacity
+            )
         record = frames_record(frames)
         if source is not None:
             record["src"] = list(source)  # Kafka partition and offset the frames came from
@@ -248,8 +269,8 @@ class LiveService(LiveReads, LiveSnapshots):
         return await self._submit(h, item)
 
     def prepare_patch(self, h: RunHandle, body: Any) -> tuple[Any, Any, dict[str, Any]]:
-        from engine_live.model_patch import compile_patched, parse_patch
-        from engine_live.model_text import parse_model_text
+        from engine_live.model.patch import compile_patched, parse_patch
+        from engine_live.model.text import parse_model_text
 
         run = h.run
         adj = parse_patch(body, model_revision=run.model_revision + 1, default_from=run.last_bin + 1)
@@ -262,8 +283,9 @@ class LiveService(LiveReads, LiveSnapshots):
         if h.model_data is None:
             data = parse_model_text(h.model_text)
             h.model_data = data if isinstance(data, dict) else {}
-        new_data, plan = compile_patched(h.model_data, adj, run.plan.graph, self.settings.data_dir / "inputs",
-                                         live=True)  # fmt: skip
+        new_data, plan = compile_patched(
+            h.model_data, adj, run.plan.graph, self.settings.data_dir / "inputs", live=True
+        )
         return adj, plan, new_data
 
     async def patch_model(self, run_id: str, body: Any) -> dict[str, Any]:
@@ -336,8 +358,9 @@ class LiveService(LiveReads, LiveSnapshots):
                 except OSError as exc:
                     for it in batch:
                         self.queued_frames -= it.n
-                        it.future.set_exception(FlowTimeError(f"ingestion log write failed: {exc}",
-                                                              code="log_unavailable"))  # fmt: skip
+                        it.future.set_exception(
+                            FlowTimeError(f"ingestion log write failed: {exc}", code="log_unavailable")
+                        )
                     continue
                 for it, offset in zip(batch, offsets, strict=True):
                     self.queued_frames -= it.n
@@ -347,23 +370,33 @@ class LiveService(LiveReads, LiveSnapshots):
                         part, off = it.source
                         h.kafka_offsets[part] = max(h.kafka_offsets.get(part, -1), off)
                     try:
-                        result = (self.apply_patch(h, it.patch, offset) if it.patch is not None
-                                  else await self.apply(h, it.frames, offset, accepted=it.accepted))  # fmt: skip
+                        result = (
+                            self.apply_patch(h, it.patch, offset)
+                            if it.patch is not None
+                            else await self.apply(h, it.frames, offset, accepted=it.accepted)
+                        )
                     except FlowTimeError as exc:
                         it.future.set_exception(exc)
                     except Exception as exc:
-                        log.exception("run %s: applying the record at %d failed", h.run_id, offset,
-                                      extra={"run_id": h.run_id})  # fmt: skip
-                        it.future.set_exception(FlowTimeError(f"internal error: {type(exc).__name__}",
-                                                              code="internal"))  # fmt: skip
+                        log.exception(
+                            "run %s: applying the record at %d failed", h.run_id, offset, extra={"run_id": h.run_id}
+                        )
+                        it.future.set_exception(FlowTimeError(f"internal error: {type(exc).__name__}", code="internal"))
                     else:
                         it.future.set_result(result)
                     h.applied_offset = offset + HEADER.size + len(it.payload)
                 await self._checkpoint(h)
             await self._checkpoint(h)  # a requested snapshot while idle
 
-    async def apply(self, h: RunHandle, frames: list[ValidFrame] | FrameColumns | None, offset: int, *,
-                    replay: bool = False, accepted: float | None = None) -> dict[str, Any]:  # fmt: skip
+    async def apply(
+        self,
+        h: RunHandle,
+        frames: list[ValidFrame] | FrameColumns | None,
+        offset: int,
+        *,
+        replay: bool = False,
+        accepted: float | None = None,
+    ) -> dict[str, Any]:
         """Apply one logged record (live or during recovery) and publish its events.
 
         `accepted` (live records only) is when ingest() accepted the request: it starts the
@@ -396,14 +429,21 @@ class LiveService(LiveReads, LiveSnapshots):
             self._observe_latency(h, res.events, replay)
             if self.metrics is not None and not replay:
                 self.metrics.observe_ingest(h.run_id, len(frames), res.events)
-        return {"accepted": res.accepted, "duplicates": res.duplicates, "corrected": res.corrected,
-                "logOffset": offset, "watermark": run.watermark, "lastBin": run.last_bin}  # fmt: skip
+        return {
+            "accepted": res.accepted,
+            "duplicates": res.duplicates,
+            "corrected": res.corrected,
+            "logOffset": offset,
+            "watermark": run.watermark,
+            "lastBin": run.last_bin,
+        }
 
     def _close_failed(self, h: RunHandle, exc: BaseException) -> None:
         """The close could not write the §4 artifacts: the run is `failed` (it cannot complete)."""
         reason = f"artifacts_failed: {type(exc).__name__}: {exc}"
-        log.error("run %s: close failed, the run is failed: %s", h.run_id, reason, exc_info=exc,
-                  extra={"run_id": h.run_id})  # fmt: skip
+        log.error(
+            "run %s: close failed, the run is failed: %s", h.run_id, reason, exc_info=exc, extra={"run_id": h.run_id}
+        )
         ev = h.run.set_status(RunStatus.FAILED, reason, seqd=False)
         self.hub.publish(h.run_id, ev, encode_event(ev), seqd=False)
 
@@ -417,8 +457,14 @@ class LiveService(LiveReads, LiveSnapshots):
         h.adjustments.append(adj.to_wire())
         self.emit(h, events, replay=replay)
         r = h.run
-        return {"runId": h.run_id, "modelRevision": r.model_revision, "revision": r.revision, "fromBin": adj.from_bin,
-                "logOffset": offset, "lastBin": r.last_bin}  # fmt: skip
+        return {
+            "runId": h.run_id,
+            "modelRevision": r.model_revision,
+            "revision": r.revision,
+            "fromBin": adj.from_bin,
+            "logOffset": offset,
+            "lastBin": r.last_bin,
+        }
 
     def emit(self, h: RunHandle, events: list[Event], *, replay: bool = False) -> None:
         if h.run.quiet:  # a quiet replay publishes nothing (the history restarts after it)

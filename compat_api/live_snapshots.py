@@ -11,8 +11,8 @@ from compat_api.live_artifacts import write_live_artifacts
 from compat_api.live_handle import EventPublisher, RunHandle
 from compat_api.settings import Settings
 from engine_live.errors import OutsideRetentionError
-from engine_live.events import encode_event, snapshot_written_event
-from engine_live.live_state import capture
+from engine_live.protocol import encode_event, snapshot_written_event
+from engine_live.state.live_state import capture
 from snapshot_writer.live_checkpoint import RunCheckpoint
 from snapshot_writer.live_snapshot import SnapshotJob, SnapshotMeta
 from snapshot_writer.segments import SegmentError, segments_end
@@ -34,11 +34,17 @@ class LiveSnapshots:
     def make_checkpoint(self, h: RunHandle) -> RunCheckpoint:
         every_bins = h.options.get("snapshotEveryBins") or self.settings.snapshot_every_bins
         every_s = h.options.get("snapshotEverySeconds") or self.settings.snapshot_every_seconds
-        return RunCheckpoint(h.folder, every_bins=int(every_bins), every_seconds=float(every_s), clock=self.clock,
-                             keep=self.settings.snapshots_kept, after_step=self.snapshot_fault,
-                             events_keep=(self.settings.hub_history_events, self.settings.hub_history_bytes),
-                             mirror=h.seed_mirror,
-                             on_commit=lambda job, meta: self._snapshot_committed(h, job, meta))  # fmt: skip
+        return RunCheckpoint(
+            h.folder,
+            every_bins=int(every_bins),
+            every_seconds=float(every_s),
+            clock=self.clock,
+            keep=self.settings.snapshots_kept,
+            after_step=self.snapshot_fault,
+            events_keep=(self.settings.hub_history_events, self.settings.hub_history_bytes),
+            mirror=h.seed_mirror,
+            on_commit=lambda job, meta: self._snapshot_committed(h, job, meta),
+        )
 
     def snapshot_job(self, h: RunHandle) -> SnapshotJob:
         """The copy a snapshot is written from; call between two records (on the event loop)."""
@@ -48,8 +54,15 @@ class LiveSnapshots:
         run = h.run
         segment_to = run.immutable_before if run.persisted_before is not None else None
         state = h.checkpoint.mirror.capture(run) if h.checkpoint is not None else capture(run)
-        return SnapshotJob(state, h.applied_offset, events_offset, create, dict(h.kafka_offsets),
-                           segment_to=segment_to, segments=h.segments)  # fmt: skip
+        return SnapshotJob(
+            state,
+            h.applied_offset,
+            events_offset,
+            create,
+            dict(h.kafka_offsets),
+            segment_to=segment_to,
+            segments=h.segments,
+        )
 
     async def _checkpoint(self, h: RunHandle) -> None:
         cp = h.checkpoint
@@ -66,8 +79,9 @@ class LiveSnapshots:
             h.run.mark_persisted(segments_end(meta.segments))
         if self.metrics is not None and hasattr(self.metrics, "snapshot_committed"):
             self.metrics.snapshot_committed(h.run_id, meta.duration_s, meta.size_bytes)
-        ev = snapshot_written_event(h.run_id, h.run.epoch, h.run.seq, job.state.last_bin,
-                                    f"live/snapshots/{meta.name}", meta.state_hash)  # fmt: skip
+        ev = snapshot_written_event(
+            h.run_id, h.run.epoch, h.run.seq, job.state.last_bin, f"live/snapshots/{meta.name}", meta.state_hash
+        )
         self.hub.publish(h.run_id, ev, encode_event(ev), seqd=False)  # repeats the current seq
 
     async def request_snapshot(self, h: RunHandle) -> SnapshotMeta:
@@ -87,8 +101,13 @@ class LiveSnapshots:
                 manifest_hash = getattr(info, "manifest_hash", manifest_hash)
             except (OutsideRetentionError, SegmentError) as exc:  # a segment is unreadable: only the snapshot
                 log.warning("run %s: §4 artifacts skipped: %s", run_id, exc, extra={"run_id": run_id})
-        return {"runId": run_id, "seq": meta.seq, "lastBin": meta.last_bin, "path": f"live/snapshots/{meta.name}",
-                "manifestHash": manifest_hash}  # fmt: skip
+        return {
+            "runId": run_id,
+            "seq": meta.seq,
+            "lastBin": meta.last_bin,
+            "path": f"live/snapshots/{meta.name}",
+            "manifestHash": manifest_hash,
+        }
 
     def snapshot_tick(self) -> None:
         """Wake every run whose time-based snapshot is due (call periodically; reads the clock)."""

@@ -104,6 +104,8 @@ def configure_logging(level: str | int = "info", stream: TextIO | None = None) -
         uv = logging.getLogger(name)
         uv.handlers.clear()
         uv.propagate = True
+        uv.setLevel(logging.NOTSET)  # an in-process uvicorn may have set its own level: inherit root's
+        uv.disabled = False
     return handler
 
 

@@ -31,7 +31,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from engine_live.events import RunStatus
+from engine_live.protocol import RunStatus
 
 SINKS = ("websocket", "kafka", "log")
 DROP_REASONS = ("superseded", "resync", "too_slow")

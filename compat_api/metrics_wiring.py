@@ -30,7 +30,7 @@ from typing import Any
 
 from compat_api.context import AppContext
 from compat_api.metrics import Metrics
-from engine_live.events import RunStatus
+from engine_live.protocol import RunStatus
 
 log = logging.getLogger("flowtime.metrics")
 

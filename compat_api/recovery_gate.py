@@ -24,8 +24,13 @@ class RecoveryGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         live = self.ctx.live
         path = scope.get("path", "")
-        if (scope["type"] not in ("http", "websocket") or live is None or getattr(live, "ready", True) or path == "/"
-                or path.startswith(OPEN_PATHS)):  # fmt: skip
+        if (
+            scope["type"] not in ("http", "websocket")
+            or live is None
+            or getattr(live, "ready", True)
+            or path == "/"
+            or path.startswith(OPEN_PATHS)
+        ):
             await self.app(scope, receive, send)
             return
         try:
@@ -39,8 +44,18 @@ class RecoveryGate:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1013, "reason": "recovering"})
             return
-        body = orjson.dumps({"error": "recovering", "message": "recovery is in progress; retry later",
-                             "progress": self.ctx.live.recovery_progress()})  # fmt: skip
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")]})  # fmt: skip
+        body = orjson.dumps(
+            {
+                "error": "recovering",
+                "message": "recovery is in progress; retry later",
+                "progress": self.ctx.live.recovery_progress(),
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -28,9 +28,9 @@ from numpy.typing import NDArray
 from compat_api.compare import ComparedRun
 from compat_api.state_view import InvalidRequestError, StateSource, node_arrays
 from engine_live.errors import FlowTimeError, ModelError, NotFoundError
-from engine_live.grid import Grid, parse_utc
-from engine_live.model_build import load_graph
-from engine_live.series_defs import ModelGraph
+from engine_live.model.build import load_graph
+from engine_live.model.grid import Grid, parse_utc
+from engine_live.model.series_defs import ModelGraph
 from snapshot_writer.artifact_reader import is_complete, read_manifest, read_run_json, read_run_series
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")

@@ -36,9 +36,15 @@ def run_server(settings: Settings) -> int:
     ctx = build_context(settings)
     log.info(check_bind(settings, ctx.auth))
     app = create_app(settings, ctx)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            ws_per_message_deflate=False,
-                            lifespan="on", log_config=None)  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_per_message_deflate=False,
+        lifespan="on",
+        log_config=None,
+    )
     server = uvicorn.Server(config)
     server.run()
     return 0

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine_live.compiler import ZERO
-from engine_live.derived import (
+from engine_live.derived.node_metrics import (
     NUMERIC_FIELDS,
     REQUIRED_LOOKBACK,
     NodeDerived,
@@ -37,8 +36,9 @@ from engine_live.derived import (
     to_wire_value,
 )
 from engine_live.errors import FlowTimeError, TooLargeError
-from engine_live.grid import Grid
-from engine_live.series_defs import ModelGraph, TopoBinding
+from engine_live.model.grid import Grid
+from engine_live.model.series_defs import ModelGraph, TopoBinding
+from engine_live.plan.compiler import ZERO
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]

@@ -76,16 +76,23 @@ class KafkaWiring:
         s, live = self.ctx.settings, self.ctx.live
         if not s.kafka_bootstrap:
             return
-        sink_settings = KafkaSinkSettings(bootstrap=s.kafka_bootstrap, topic=s.kafka_events_topic,
-                                          enable_idempotence=s.kafka_idempotence)  # fmt: skip
+        sink_settings = KafkaSinkSettings(
+            bootstrap=s.kafka_bootstrap, topic=s.kafka_events_topic, enable_idempotence=s.kafka_idempotence
+        )
         self.sink = KafkaEventSink(self.ctx.extras["hub"], sink_settings)
         self.resend_history(self.sink)
         await self.sink.start()  # attaches its hub listener before its first await: no event in between
         self.source = KafkaFrameSource(
-            KafkaSourceSettings(bootstrap=s.kafka_bootstrap, topic=s.kafka_telemetry_topic, group=s.kafka_group,
-                                enable_idempotence=s.kafka_idempotence),
-            self.ingest, self.wait_capacity, skip_until=live.kafka_offsets(),
-        )  # fmt: skip
+            KafkaSourceSettings(
+                bootstrap=s.kafka_bootstrap,
+                topic=s.kafka_telemetry_topic,
+                group=s.kafka_group,
+                enable_idempotence=s.kafka_idempotence,
+            ),
+            self.ingest,
+            self.wait_capacity,
+            skip_until=live.kafka_offsets(),
+        )
         # Joining the consumer group must not hold up readiness, nor fail start-up while the broker is down.
         self._source_task = asyncio.create_task(self._start_source(self.source), name="kafka-source-start")
 

@@ -9,9 +9,9 @@ from typing import Any
 from compat_api.batch_runs import BatchJob, RunRequest, execute, template_source
 from compat_api.context import AppContext
 from compat_api.state_view import InvalidRequestError
-from engine_live.model_build import build_model
-from engine_live.model_doc import load_model
-from engine_live.model_text import parse_model_text
+from engine_live.model.build import build_model
+from engine_live.model.document import load_model
+from engine_live.model.text import parse_model_text
 from ingestion.bundle import bundle_telemetry, load_bundle, resolve_bundle, telemetry_model
 
 
@@ -20,8 +20,9 @@ def telemetry_job(req: RunRequest, ctx: AppContext) -> BatchJob:
         raise InvalidRequestError("give exactly one of model or template", code="invalid_request")
     ref = (req.telemetry or {}).get("bundle")
     if not isinstance(ref, str) or not ref:
-        raise InvalidRequestError("telemetry.bundle: required (a folder under bundles/ or an artifact id)",
-                                  code="invalid_request")  # fmt: skip
+        raise InvalidRequestError(
+            "telemetry.bundle: required (a folder under bundles/ or an artifact id)", code="invalid_request"
+        )
     warnings: list[dict[str, Any]] = []
     if req.template is not None:
         params = {"telemetryDir": f"bundles/{ref}", **req.parameters}
@@ -36,8 +37,14 @@ def telemetry_job(req: RunRequest, ctx: AppContext) -> BatchJob:
     graph = build_model(load_model(data, base_dir=ctx.inputs_dir))
     telemetry, bundle_warnings = bundle_telemetry(bundle, graph)
     data = telemetry_model(data, graph, telemetry)
-    return BatchJob(data, ctx.inputs_dir, "telemetry", deterministic=req.options.deterministicRunId,
-                    telemetry=telemetry, extra_warnings=warnings + list(bundle_warnings))  # fmt: skip
+    return BatchJob(
+        data,
+        ctx.inputs_dir,
+        "telemetry",
+        deterministic=req.options.deterministicRunId,
+        telemetry=telemetry,
+        extra_warnings=warnings + list(bundle_warnings),
+    )
 
 
 async def create_telemetry_run(body: dict[str, Any], ctx: AppContext) -> dict[str, Any]:
@@ -45,6 +52,13 @@ async def create_telemetry_run(body: dict[str, Any], ctx: AppContext) -> dict[st
     job = telemetry_job(req, ctx)
     run, info = await asyncio.to_thread(execute, job, ctx.runs_dir, fsync=ctx.settings.fsync)
     res = run.result
-    return {"runId": res.run_id, "mode": "telemetry", "status": res.status, "grid": res.grid.to_wire(),
-            "binMinutes": res.grid.bin_minutes, "modelHash": info.model_hash, "warnings": res.warnings,
-            "links": {"self": f"/v1/runs/{res.run_id}"}}  # fmt: skip
+    return {
+        "runId": res.run_id,
+        "mode": "telemetry",
+        "status": res.status,
+        "grid": res.grid.to_wire(),
+        "binMinutes": res.grid.bin_minutes,
+        "modelHash": info.model_hash,
+        "warnings": res.warnings,
+        "links": {"self": f"/v1/runs/{res.run_id}"},
+    }

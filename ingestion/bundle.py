@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from engine_live.series_defs import ModelGraph, TelemetryDef
+from engine_live.model.series_defs import ModelGraph, TelemetryDef
 from ingestion.bundle_reader import (
     METRICS,
     Bundle,

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from engine_live.errors import FlowTimeError, NotFoundError
-from engine_live.grid import UNIT_MINUTES, Grid, parse_utc
-from engine_live.series_csv import parse_series_csv, resolve_inside
+from engine_live.model.grid import UNIT_MINUTES, Grid, parse_utc
+from engine_live.model.series_csv import parse_series_csv, resolve_inside
 
 METRICS = (
     "arrivals",

@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 
 from engine_live.errors import IngestError
-from engine_live.live_run import ValidFrame
-from engine_live.series_defs import ModelGraph
+from engine_live.model.series_defs import ModelGraph
+from engine_live.state.live_run import ValidFrame
 
 MAX_BINS_AHEAD = 1440
 _ADDRESS_KEYS = frozenset({"runId", "bin", "ts"})

@@ -128,8 +128,13 @@ class IngestLog:
         return self._durable
 
     def statistics(self) -> dict[str, int]:
-        return {"pending": len(self._pending), "appends": self.appends, "fsyncs": self.fsyncs,
-                "endOffset": self._end, "durableOffset": self._durable}  # fmt: skip
+        return {
+            "pending": len(self._pending),
+            "appends": self.appends,
+            "fsyncs": self.fsyncs,
+            "endOffset": self._end,
+            "durableOffset": self._durable,
+        }
 
     async def append(self, payload: bytes) -> int:
         """Queue one record; returns its offset after the fsync that covers it."""

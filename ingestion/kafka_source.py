@@ -192,5 +192,7 @@ class KafkaFrameSource:
                 log.exception("kafka source: DLQ produce failed; retrying")
                 await asyncio.sleep(self.settings.retry_backoff_s)
         self._dead += 1
-        log.warning("kafka source: record dead-lettered",
-                    extra={"partition": tp.partition, "offset": record.offset, "error": code})  # fmt: skip
+        log.warning(
+            "kafka source: record dead-lettered",
+            extra={"partition": tp.partition, "offset": record.offset, "error": code},
+        )

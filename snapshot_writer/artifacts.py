@@ -40,8 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine_live.grid import Grid
-from engine_live.run_result import RunResult, SeriesOut
+from engine_live.model.grid import Grid
+from engine_live.plan.run_result import RunResult, SeriesOut
 from snapshot_writer.atomic_files import (
     TEMP_MARK,
     atomic_path,

@@ -36,7 +36,7 @@ import orjson
 import yaml
 
 from engine_live.errors import ConflictError, FlowTimeError, NotFoundError
-from engine_live.grid import Grid
+from engine_live.model.grid import Grid
 from ingestion.bundle_reader import METRICS, warning
 from snapshot_writer.artifact_reader import is_complete, read_run_json, read_run_series
 from snapshot_writer.atomic_files import fsync_dir, json_bytes, write_file

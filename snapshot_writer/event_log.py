@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from engine_live.events import Event
+from engine_live.protocol import Event
 
 _LEN = 4
 START_SUFFIX = ".start"  # events.log → events.start
@@ -54,8 +54,9 @@ class EventLogScan:
     skipped: int = 0  # older whole frames not decoded (tail reads)
 
 
-def read_event_log(path: Path, limit: int | None = None, *, tail_events: int | None = None,
-                   tail_bytes: int | None = None) -> EventLogScan:  # fmt: skip
+def read_event_log(
+    path: Path, limit: int | None = None, *, tail_events: int | None = None, tail_bytes: int | None = None
+) -> EventLogScan:
     """Decode the frames of the first `limit` bytes. With `tail_events` / `tail_bytes` (a hub history's
     bounds) only the newest frames that fit both (at least one) are decoded and returned; the older
     ones are walked by their length headers only (`skipped` counts them). Recovery reads a whole
@@ -123,8 +124,9 @@ def _read_tail(path: Path, limit: int | None, max_events: int | None, max_bytes:
         first, total = len(frames), 0
         while first > 0:
             n = frames[first - 1][1]
-            fits = (max_events is None or len(frames) - first < max_events) and \
-                (max_bytes is None or total + n <= max_bytes)  # fmt: skip
+            fits = (max_events is None or len(frames) - first < max_events) and (
+                max_bytes is None or total + n <= max_bytes
+            )
             if not fits and first < len(frames):
                 break
             first, total = first - 1, total + n

@@ -29,8 +29,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from engine_live.live_run import LiveRun
-from engine_live.live_state import CaptureMirror
+from engine_live.state.live_run import LiveRun
+from engine_live.state.live_state import CaptureMirror
 from snapshot_writer.live_snapshot import SnapshotJob, SnapshotMeta, SnapshotWriter
 from snapshot_writer.log_segments import SegmentedLog
 
@@ -39,10 +39,19 @@ OnCommit = Callable[[SnapshotJob, SnapshotMeta], None]
 
 
 class RunCheckpoint:
-    def __init__(self, live_dir: Path, *, every_bins: int, every_seconds: float, clock: Callable[[], float],
-                 keep: int = 2, on_commit: OnCommit | None = None,
-                 after_step: Callable[[str], None] | None = None,
-                 events_keep: tuple[int, int] | None = None, mirror: CaptureMirror | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        live_dir: Path,
+        *,
+        every_bins: int,
+        every_seconds: float,
+        clock: Callable[[], float],
+        keep: int = 2,
+        on_commit: OnCommit | None = None,
+        after_step: Callable[[str], None] | None = None,
+        events_keep: tuple[int, int] | None = None,
+        mirror: CaptureMirror | None = None,
+    ) -> None:
         self.writer = SnapshotWriter(live_dir, keep=keep, after_step=after_step, clock=clock, events_keep=events_keep)
         self.every_bins, self.every_seconds, self.clock = every_bins, every_seconds, clock
         self.on_commit = on_commit
@@ -65,8 +74,7 @@ class RunCheckpoint:
     def due(self, run: LiveRun, applied_offset: int) -> bool:
         if not run.status.is_open or applied_offset == self.last_offset:
             return False
-        return (run.last_bin - self.last_bin >= self.every_bins
-                or self.clock() - self.last_time >= self.every_seconds)  # fmt: skip
+        return run.last_bin - self.last_bin >= self.every_bins or self.clock() - self.last_time >= self.every_seconds
 
     @property
     def busy(self) -> bool:
@@ -77,8 +85,9 @@ class RunCheckpoint:
         self.requests.append(fut)
         return fut
 
-    async def run_due(self, run: LiveRun, applied_offset: int, make_job: Callable[[], SnapshotJob],
-                      log_: SegmentedLog | None) -> None:  # fmt: skip
+    async def run_due(
+        self, run: LiveRun, applied_offset: int, make_job: Callable[[], SnapshotJob], log_: SegmentedLog | None
+    ) -> None:
         """Capture + roll + start the commit when due or requested; never waits for the commit."""
         requests, self.requests = self.requests, []
         if not requests and (self.busy or not self.due(run, applied_offset)):
@@ -114,8 +123,9 @@ class RunCheckpoint:
             self.mirror.invalidate()  # the mirror may not have taken this capture: the next one is full
             self.failures += 1
             self.last_offset = -1  # try again after the next batch
-            log.exception("run %s: snapshot at seq %d failed", job.state.run_id, job.state.seq,
-                          extra={"run_id": job.state.run_id})  # fmt: skip
+            log.exception(
+                "run %s: snapshot at seq %d failed", job.state.run_id, job.state.seq, extra={"run_id": job.state.run_id}
+            )
             for fut in requests:
                 if not fut.done():
                     fut.set_exception(exc)

@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from engine_live.hooks_state import join_cells, split_cells
-from engine_live.live_state import RunState
+from engine_live.derived.hooks_state import join_cells, split_cells
+from engine_live.state.live_state import RunState
 from snapshot_writer.atomic_files import Chunk, fsync_dir, fsync_file, json_bytes, write_file, write_json_atomic
 from snapshot_writer.event_log import release_before
 from snapshot_writer.log_segments import truncate_log_before
@@ -125,9 +125,15 @@ class SnapshotMeta:
 class SnapshotWriter:
     """Commits snapshots of one run, one at a time. `after_step` is the crash-injection seam."""
 
-    def __init__(self, live_dir: Path, *, keep: int = 2, after_step: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] | None = None,
-                 events_keep: tuple[int, int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        live_dir: Path,
+        *,
+        keep: int = 2,
+        after_step: Callable[[str], None] | None = None,
+        clock: Callable[[], float] | None = None,
+        events_keep: tuple[int, int] | None = None,
+    ) -> None:
         self.live_dir, self.keep = live_dir, max(1, keep)
         self.events_keep = events_keep  # (events, bytes) of events.log a history refill reads; None: keep all
         self.after_step = after_step or (lambda step: None)
@@ -150,22 +156,26 @@ class SnapshotWriter:
         if isinstance(name, SnapshotMeta):
             return name  # nothing happened since: the same state is already committed
         segments = self._write_segments(job)
-        retained = encode_retained(job.state.V, job.state.P, job.state.base, job.state.names,
-                                   job.state.telemetry_ids)  # fmt: skip
+        retained = encode_retained(job.state.V, job.state.P, job.state.base, job.state.names, job.state.telemetry_ids)
         create = json_bytes(job.create)
         hooks, cells = _hooks_parts(job.state.hooks)
         files: list[tuple[str, tuple[Chunk, ...]]] = [(RETAINED, (retained,)), (CREATE, (create,))]
         if cells is not None:
             files.append((HOOKS, cells))
         lo, hi = job.state.retained_range()
-        body = {**job.state.counters(hooks=False), "hooks": hooks, "logOffset": job.log_offset,
-                "eventsOffset": job.events_offset,
-                "kafkaOffsets": {str(k): v for k, v in sorted(job.kafka_offsets.items())},
-                "retained": {"fromBin": lo, "toBin": hi - 1, "heldBins": [job.state.base, job.state.held_to]},
-                "files": {f: _sha(*chunks) for f, chunks in files},
-                "segments": [seg.to_wire() for seg in segments],
-                "persistedBefore": segments_end(segments) if job.segment_to is not None or segments
-                else job.state.persisted_before}  # fmt: skip
+        body = {
+            **job.state.counters(hooks=False),
+            "hooks": hooks,
+            "logOffset": job.log_offset,
+            "eventsOffset": job.events_offset,
+            "kafkaOffsets": {str(k): v for k, v in sorted(job.kafka_offsets.items())},
+            "retained": {"fromBin": lo, "toBin": hi - 1, "heldBins": [job.state.base, job.state.held_to]},
+            "files": {f: _sha(*chunks) for f, chunks in files},
+            "segments": [seg.to_wire() for seg in segments],
+            "persistedBefore": segments_end(segments)
+            if job.segment_to is not None or segments
+            else job.state.persisted_before,
+        }
         state = json_bytes(body)
         tmp = snaps / f".tmp-{name}-{secrets.token_hex(4)}"
         tmp.mkdir()
@@ -191,8 +201,12 @@ class SnapshotWriter:
         truncate_log_before(self.live_dir, min([job.log_offset, *(m.log_offset for m in metas)]))
         if self.events_keep is not None and job.state.epoch == self._events_epoch(metas):
             n_events, n_bytes = self.events_keep
-            release_before(events, min([job.events_offset, *(m.events_offset for m in metas)]),
-                           keep_events=n_events, keep_bytes=n_bytes)  # fmt: skip
+            release_before(
+                events,
+                min([job.events_offset, *(m.events_offset for m in metas)]),
+                keep_events=n_events,
+                keep_bytes=n_bytes,
+            )
         self.after_step("log_truncated")
         self.commits += 1
         size = sum(memoryview(c).nbytes for _, chunks in files for c in chunks) + len(state)
@@ -216,8 +230,10 @@ class SnapshotWriter:
         if to is None or to <= start:
             return held
         if start < st.base or to > st.held_to:
-            raise ValueError(f"snapshot of seq {st.seq}: bins {start}..{to - 1} are not in the captured matrix "
-                             f"(held {st.base}..{st.held_to - 1})")  # fmt: skip
+            raise ValueError(
+                f"snapshot of seq {st.seq}: bins {start}..{to - 1} are not in the captured matrix "
+                f"(held {st.base}..{st.held_to - 1})"
+            )
         cols = slice(start - st.base, to - st.base)
         seg = write_segment(self.live_dir, st.V[:, cols], st.P[:, cols], start, st.names, st.telemetry_ids)
         return (*held, seg)
@@ -229,16 +245,29 @@ class SnapshotWriter:
             if not (snaps / name).exists():
                 return name
             held = _read_meta(self.live_dir, name)
-            if current is not None and current[0] == name and held is not None \
-                    and (held.log_offset, held.epoch) == (job.log_offset, job.state.epoch):  # fmt: skip
+            if (
+                current is not None
+                and current[0] == name
+                and held is not None
+                and (held.log_offset, held.epoch) == (job.log_offset, job.state.epoch)
+            ):
                 return held
         shutil.rmtree(snaps / name, ignore_errors=True)  # a leftover of a crashed commit (or another epoch)
         return name
 
     def _meta(self, name: str, job: SnapshotJob, state_hash: str) -> SnapshotMeta:
-        return SnapshotMeta(name, self.live_dir / SNAPSHOTS / name, job.log_offset, job.events_offset,
-                            dict(job.kafka_offsets), job.create, state_hash, job.state.seq,
-                            job.state.last_bin, job.state.epoch)  # fmt: skip
+        return SnapshotMeta(
+            name,
+            self.live_dir / SNAPSHOTS / name,
+            job.log_offset,
+            job.events_offset,
+            dict(job.kafka_offsets),
+            job.create,
+            state_hash,
+            job.state.seq,
+            job.state.last_bin,
+            job.state.epoch,
+        )
 
     def prune(self, current: str) -> list[str]:
         """Keep `current` and the newest keep-1 older snapshots; remove the rest and temp folders."""
@@ -289,15 +318,26 @@ def _read_meta(live_dir: Path, name: str) -> SnapshotMeta | None:
     try:
         raw = (live_dir / SNAPSHOTS / name / STATE).read_bytes()
         s = orjson.loads(raw)
-        return SnapshotMeta(name, live_dir / SNAPSHOTS / name, int(s["logOffset"]), int(s["eventsOffset"]),
-                            {int(k): int(v) for k, v in s["kafkaOffsets"].items()}, {}, _sha(raw), int(s["seq"]),
-                            int(s["lastBin"]), str(s["epoch"]), segments=parse_segments(s.get("segments")))  # fmt: skip
+        return SnapshotMeta(
+            name,
+            live_dir / SNAPSHOTS / name,
+            int(s["logOffset"]),
+            int(s["eventsOffset"]),
+            {int(k): int(v) for k, v in s["kafkaOffsets"].items()},
+            {},
+            _sha(raw),
+            int(s["seq"]),
+            int(s["lastBin"]),
+            str(s["epoch"]),
+            segments=parse_segments(s.get("segments")),
+        )
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
 
 
-def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None, *,
-                  defer_matrix: bool = False) -> tuple[RunState, SnapshotMeta]:  # fmt: skip
+def load_snapshot(
+    live_dir: Path, name: str, state_hash: str | None = None, *, defer_matrix: bool = False
+) -> tuple[RunState, SnapshotMeta]:
     """Read and validate one snapshot folder; ValueError (with the reason) when it is damaged.
 
     With `defer_matrix` (recovery) every hash is checked here but retained.parquet is decoded in a
@@ -351,10 +391,21 @@ def load_snapshot(live_dir: Path, name: str, state_hash: str | None = None, *,
         if segments and state.persisted_before != segments_end(segments):
             raise ValueError("persistedBefore does not match the listed segments")
         check_segments(live_dir, segments)
-        meta = SnapshotMeta(name, folder, int(s["logOffset"]), int(s["eventsOffset"]),
-                            {int(k): int(v) for k, v in s["kafkaOffsets"].items()}, orjson.loads(files[CREATE]),
-                            _sha(raw), state.seq, state.last_bin, state.epoch, segments=segments,
-                            reload=_reloader(files[RETAINED], state), matrix=matrix)  # fmt: skip
+        meta = SnapshotMeta(
+            name,
+            folder,
+            int(s["logOffset"]),
+            int(s["eventsOffset"]),
+            {int(k): int(v) for k, v in s["kafkaOffsets"].items()},
+            orjson.loads(files[CREATE]),
+            _sha(raw),
+            state.seq,
+            state.last_bin,
+            state.epoch,
+            segments=segments,
+            reload=_reloader(files[RETAINED], state),
+            matrix=matrix,
+        )
     except ValueError:
         raise
     except Exception as exc:  # any unreadable part makes the snapshot unusable
@@ -387,8 +438,11 @@ def load_current(live_dir: Path, *, defer_matrix: bool = False) -> tuple[RunStat
         except ValueError as exc:
             problems.append(f"snapshot {current[0]} is damaged: {exc}")
     snaps = live_dir / SNAPSHOTS
-    names = sorted((p.name for p in snaps.iterdir() if _NAME.match(p.name)), key=order_key, reverse=True) \
-        if snaps.is_dir() else []  # fmt: skip
+    names = (
+        sorted((p.name for p in snaps.iterdir() if _NAME.match(p.name)), key=order_key, reverse=True)
+        if snaps.is_dir()
+        else []
+    )
     for name in names:
         if current is not None and name == current[0]:
             continue
@@ -401,5 +455,14 @@ def load_current(live_dir: Path, *, defer_matrix: bool = False) -> tuple[RunStat
     return None
 
 
-__all__ = ["CURRENT", "EVENTS_LOG", "STEPS", "SnapshotJob", "SnapshotMeta", "SnapshotWriter", "load_current",
-           "load_snapshot", "read_current"]  # fmt: skip
+__all__ = [
+    "CURRENT",
+    "EVENTS_LOG",
+    "STEPS",
+    "SnapshotJob",
+    "SnapshotMeta",
+    "SnapshotWriter",
+    "load_current",
+    "load_snapshot",
+    "read_current",
+]

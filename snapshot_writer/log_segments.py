@@ -155,5 +155,12 @@ def log_size(live_dir: Path) -> int:
     return sum(os.path.getsize(p) for _, p in list_segments(live_dir))
 
 
-__all__ = ["FIRST_SEGMENT", "SegmentScan", "SegmentedLog", "list_segments", "scan_log", "segment_path",
-           "truncate_log_before"]  # fmt: skip
+__all__ = [
+    "FIRST_SEGMENT",
+    "SegmentScan",
+    "SegmentedLog",
+    "list_segments",
+    "scan_log",
+    "segment_path",
+    "truncate_log_before",
+]

@@ -6,7 +6,7 @@ a float64 column `v:<series id>` (plan.names order), then per telemetry series a
 exact bits (-0, NaN payloads); lz4 compression, no statistics: the file is written for speed and
 read back whole. A reader checks the columns against the names it expects.
 
-`hooks.bin` (`encode_cells`): the warning cells of the hooks' state (`engine_live.hooks_state`), raw
+`hooks.bin` (`encode_cells`): the warning cells of the hooks' state (`engine_live.derived.hooks_state`), raw
 little-endian columns bin int64, entity int32, value float64, read back as zero-copy views.
 """
 
@@ -24,8 +24,9 @@ BIN_COLUMN = "bin_index"
 DECODE_CHUNK = 256  # columns decoded at a time
 
 
-def encode_retained(V: NDArray[np.float64], P: NDArray[np.bool_], base: int, names: Sequence[str],
-                    telemetry_ids: Sequence[str]) -> memoryview:  # fmt: skip
+def encode_retained(
+    V: NDArray[np.float64], P: NDArray[np.bool_], base: int, names: Sequence[str], telemetry_ids: Sequence[str]
+) -> memoryview:
     """The parquet bytes, as a view of Arrow's output buffer (no copy of it under the GIL)."""
     n = V.shape[1]
     arrays: list[pa.Array] = [pa.array(np.arange(base, base + n, dtype=np.int64))]
@@ -42,8 +43,9 @@ def encode_retained(V: NDArray[np.float64], P: NDArray[np.bool_], base: int, nam
     return out
 
 
-def decode_retained(data: bytes, base: int, names: Sequence[str], telemetry_ids: Sequence[str],
-                    width: int | None = None) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:  # fmt: skip
+def decode_retained(
+    data: bytes, base: int, names: Sequence[str], telemetry_ids: Sequence[str], width: int | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """(V, P) back; ValueError when the table does not have the expected columns or bins. With
     `width` (≥ the rows held) V and P are the leading columns of zero-filled arrays that wide."""
     pf = pq.ParquetFile(pa.BufferReader(data))

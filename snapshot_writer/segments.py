@@ -55,8 +55,13 @@ class Segment:
         return f"{self.from_bin}-{self.to_bin - 1}.parquet"
 
     def to_wire(self) -> dict[str, Any]:
-        return {"fromBin": self.from_bin, "toBin": self.to_bin - 1, "file": self.file, "sha256": self.sha256,
-                "bytes": self.size}  # fmt: skip
+        return {
+            "fromBin": self.from_bin,
+            "toBin": self.to_bin - 1,
+            "file": self.file,
+            "sha256": self.sha256,
+            "bytes": self.size,
+        }
 
     @classmethod
     def from_wire(cls, w: dict[str, Any]) -> Segment:
@@ -86,8 +91,9 @@ def _sha(data: bytes | memoryview) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def write_segment(live_dir: Path, V: FloatArray, P: BoolArray, from_bin: int, names: Sequence[str],
-                  telemetry_ids: Sequence[str]) -> Segment:  # fmt: skip
+def write_segment(
+    live_dir: Path, V: FloatArray, P: BoolArray, from_bin: int, names: Sequence[str], telemetry_ids: Sequence[str]
+) -> Segment:
     """Write bins from_bin .. from_bin + V.shape[1] - 1 as one segment file: temp file, fsync,
     rename, folder fsync. An existing file of that name is an uncommitted orphan and is replaced."""
     n = int(V.shape[1])
@@ -172,8 +178,15 @@ def prune_segments(live_dir: Path, keep: Sequence[Segment]) -> bool:
     return removed
 
 
-def assemble(live_dir: Path, segments: Sequence[Segment], names: Sequence[str], telemetry_ids: Sequence[str],
-             first: int, V_tail: FloatArray, P_tail: BoolArray) -> tuple[FloatArray, BoolArray]:  # fmt: skip
+def assemble(
+    live_dir: Path,
+    segments: Sequence[Segment],
+    names: Sequence[str],
+    telemetry_ids: Sequence[str],
+    first: int,
+    V_tail: FloatArray,
+    P_tail: BoolArray,
+) -> tuple[FloatArray, BoolArray]:
     """Bins 0 .. first + tail - 1 in the row layout (names, telemetry_ids): segments for the bins
     below `first`, the in-memory tail (bins first..) for the rest. SegmentError when the segments
     do not reach `first` or one of them is damaged."""
@@ -203,5 +216,16 @@ def assemble(live_dir: Path, segments: Sequence[Segment], names: Sequence[str], 
     return V, P
 
 
-__all__ = ["SEGMENTS", "Segment", "SegmentError", "assemble", "check_segments", "decode_segment",
-           "parse_segments", "prune_segments", "read_segment", "segments_end", "write_segment"]  # fmt: skip
+__all__ = [
+    "SEGMENTS",
+    "Segment",
+    "SegmentError",
+    "assemble",
+    "check_segments",
+    "decode_segment",
+    "parse_segments",
+    "prune_segments",
+    "read_segment",
+    "segments_end",
+    "write_segment",
+]

@@ -167,8 +167,10 @@ class KafkaEventSink:
         if len(self._pending) >= self.settings.max_buffer:
             self._behind.add(run_id)
             self._cursor.setdefault(run_id, (ev.epoch, ev.seq - 1))
-            log.warning("kafka sink degraded: buffer full, catching up from hub history later",
-                        extra={"runId": run_id, "seq": ev.seq})  # fmt: skip
+            log.warning(
+                "kafka sink degraded: buffer full, catching up from hub history later",
+                extra={"runId": run_id, "seq": ev.seq},
+            )
             return
         self._pending.append((run_id, ev))
         self._cursor[run_id] = (ev.epoch, ev.seq)
@@ -184,9 +186,10 @@ class KafkaEventSink:
             read = self.hub.read_after(run_id, epoch, seq, room)
             if read.lost or read.epoch_changed:
                 self._lost += read.lost
-                log.error("kafka sink lost events: no longer in hub history",
-                          extra={"runId": run_id, "afterSeq": seq, "lost": read.lost,
-                                 "epochChanged": read.epoch_changed})  # fmt: skip
+                log.error(
+                    "kafka sink lost events: no longer in hub history",
+                    extra={"runId": run_id, "afterSeq": seq, "lost": read.lost, "epochChanged": read.epoch_changed},
+                )
             for ev in read.events:
                 self._pending.append((run_id, ev))
                 self._cursor[run_id] = (ev.epoch, ev.seq)

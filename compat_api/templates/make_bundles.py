@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compat_api.templates import BUNDLE_DIR, instantiate, list_templates
-from engine_live.batch_run import run_model, scenario_hash
+from compat_api.templates.catalog import BUNDLE_DIR, instantiate, list_templates
+from engine_live.plan.batch_run import run_model, scenario_hash
 
 METRICS = ("arrivals", "served", "errors", "queueDepth")
 CAPTURED_AT = "2025-10-08T00:00:00Z"

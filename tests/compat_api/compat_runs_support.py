@@ -15,11 +15,11 @@ from compat_api.context import AppContext
 from compat_api.settings import Settings
 
 MY_ROUTERS = (
-    "compat_api.routes_runs",
-    "compat_api.routes_state",
-    "compat_api.routes_compare",
-    "compat_api.routes_validate",
-    "compat_api.routes_artifacts",
+    "compat_api.routes.runs",
+    "compat_api.routes.state",
+    "compat_api.routes.compare",
+    "compat_api.routes.validate",
+    "compat_api.routes.artifacts",
 )
 
 # 4 bins of 5 minutes. Svc: a service with attempts; Q: a queue with slaMin 5 (see test_routes_state).

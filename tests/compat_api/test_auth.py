@@ -48,8 +48,12 @@ def test_missing_and_unknown_tokens_are_401() -> None:
 
 def test_scopes_nest_admin_over_ingest_over_read() -> None:
     auth = auth_of("r:read", "i:ingest", "a:admin")
-    allowed = {(t, s) for t in "ria" for s in ("read", "ingest", "admin")
-               if {"r": 0, "i": 1, "a": 2}[t] >= ("read", "ingest", "admin").index(s)}  # fmt: skip
+    allowed = {
+        (t, s)
+        for t in "ria"
+        for s in ("read", "ingest", "admin")
+        if {"r": 0, "i": 1, "a": 2}[t] >= ("read", "ingest", "admin").index(s)
+    }
     for token in "ria":
         for scope in ("read", "ingest", "admin"):
             if (token, scope) in allowed:
@@ -103,11 +107,20 @@ def test_hashed_tokens_and_bad_settings() -> None:
 def test_token_files_in_json_and_toml(tmp_path: Path) -> None:
     digest = hashlib.sha256(b"hashed-one").hexdigest()
     js = tmp_path / "tokens.json"
-    js.write_text(json.dumps([
-        {"name": "dash", "token": "plain-one", "scopes": ["read"]},
-        {"name": "feeder", "tokenSha256": digest, "scopes": ["ingest"], "runs": ["a*"],
-         "expires": "2030-01-01T00:00:00Z"},
-    ]))  # fmt: skip
+    js.write_text(
+        json.dumps(
+            [
+                {"name": "dash", "token": "plain-one", "scopes": ["read"]},
+                {
+                    "name": "feeder",
+                    "tokenSha256": digest,
+                    "scopes": ["ingest"],
+                    "runs": ["a*"],
+                    "expires": "2030-01-01T00:00:00Z",
+                },
+            ]
+        )
+    )
     toml = tmp_path / "tokens.toml"
     toml.write_text(
         '[[tokens]]\nname = "dash"\ntoken = "plain-one"\nscopes = ["read"]\n\n'

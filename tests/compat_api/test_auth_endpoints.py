@@ -29,7 +29,7 @@ from compat_api.batch_runs import MODEL_EXAMPLE
 from compat_api.server import build_context
 from compat_api.settings import Settings
 
-ADMIN_ROUTER = "compat_api.routes_admin"
+ADMIN_ROUTER = "compat_api.routes.admin"
 STREAM_PATH = "/v1/runs/{run_id}/stream"
 TOKENS = {"read": "tok-read-7f3a", "ingest": "tok-ingest-91bc", "admin": "tok-admin-c04e"}
 RUN_LIMITED = "tok-read-a-only-5d2e"  # read, runs matching a*
@@ -154,8 +154,11 @@ def test_every_endpoint_refuses_missing_wrong_expired_and_under_scoped_tokens(cl
     for ep in http_endpoints(client.app):  # type: ignore[arg-type]
         if ep.scope is None:
             continue
-        for token, want, code in ((None, 401, "unauthenticated"), (WRONG, 401, "unauthenticated"),
-                                  (EXPIRED, 401, "unauthenticated")):  # fmt: skip
+        for token, want, code in (
+            (None, 401, "unauthenticated"),
+            (WRONG, 401, "unauthenticated"),
+            (EXPIRED, 401, "unauthenticated"),
+        ):
             r = call(client, ep, token)
             assert r.status_code == want, f"{ep} with {token!r}: {r.status_code} {r.text}"
             assert r.json()["error"] == code
@@ -215,8 +218,13 @@ def test_tokens_never_reach_the_logs_or_the_answers(client: TestClient, caplog: 
     secrets = [*TOKENS.values(), RUN_LIMITED, EXPIRED, WRONG]
     bodies = []
     for token in secrets:
-        for method, path in (("GET", "/v1/runs"), ("GET", "/v1/runs/nope"), ("POST", "/v1/runs/nope/bins"),
-                             ("DELETE", "/v1/runs/nope"), ("GET", "/metrics")):  # fmt: skip
+        for method, path in (
+            ("GET", "/v1/runs"),
+            ("GET", "/v1/runs/nope"),
+            ("POST", "/v1/runs/nope/bins"),
+            ("DELETE", "/v1/runs/nope"),
+            ("GET", "/metrics"),
+        ):
             r = client.request(method, path, headers=bearer(token), content=b"{not json")
             bodies.append(r.text)
     logged = caplog.text + "".join(str(rec.__dict__) for rec in caplog.records)

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from rich.console import Console
 
-from compat_api.cli import build_parser, main
-from compat_api.cli_client import Api, BadInputError, ServerError, replay, retry_after
-from compat_api.cli_stream import StreamTail, TailView, parse_cursor, render_table, stream_url
-from compat_api.demo import pick_run_id
+from compat_api.cli.client import Api, BadInputError, ServerError, replay, retry_after
+from compat_api.cli.demo import pick_run_id
+from compat_api.cli.main import build_parser, main
+from compat_api.cli.stream import StreamTail, TailView, parse_cursor, render_table, stream_url
 
 MODEL = """schemaVersion: 1
 grid: {{bins: 4, binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}}
@@ -104,19 +104,46 @@ def test_track_advances_detects_gaps_and_follows_snapshots() -> None:
 
 # -- the view and its table ---------------------------------------------------------------------
 def delta(node: str, colour: str, util: float) -> dict[str, Any]:
-    return {"nodeId": node, "kind": "service", "metrics": {"arrivals": 10.0, "served": 9.0},
-            "derived": {"utilization": util, "color": colour}}  # fmt: skip
+    return {
+        "nodeId": node,
+        "kind": "service",
+        "metrics": {"arrivals": 10.0, "served": 9.0},
+        "derived": {"utilization": util, "color": colour},
+    }
 
 
 def test_view_folds_events_and_table_renders_them() -> None:
     view = TailView("r1")
-    view.apply({"type": "snapshot", "epoch": "e1", "seq": 3, "state": {
-        "status": "live", "lastBin": 1, "watermark": 2, "bin": {"startUtc": "2025-10-07T00:05:00Z"},
-        "nodes": [{"id": "Gateway", "kind": "service", "metrics": {"arrivals": 1.0}, "derived": {"color": "gray"}}],
-        "warnings": []}})  # fmt: skip
+    view.apply(
+        {
+            "type": "snapshot",
+            "epoch": "e1",
+            "seq": 3,
+            "state": {
+                "status": "live",
+                "lastBin": 1,
+                "watermark": 2,
+                "bin": {"startUtc": "2025-10-07T00:05:00Z"},
+                "nodes": [
+                    {"id": "Gateway", "kind": "service", "metrics": {"arrivals": 1.0}, "derived": {"color": "gray"}}
+                ],
+                "warnings": [],
+            },
+        }
+    )
     assert (view.seq, view.last_bin, view.lag) == (3, 1, 1)
-    view.apply(ev("run_update", 4, binIndex=2, binStartUtc="2025-10-07T00:10:00Z", status="live", watermark=5,
-                  lastBin=2, deltas=[delta("Gateway", "red", 0.95), delta("Orders", "green", 0.5)]))  # fmt: skip
+    view.apply(
+        ev(
+            "run_update",
+            4,
+            binIndex=2,
+            binStartUtc="2025-10-07T00:10:00Z",
+            status="live",
+            watermark=5,
+            lastBin=2,
+            deltas=[delta("Gateway", "red", 0.95), delta("Orders", "green", 0.5)],
+        )
+    )
     view.apply(ev("warning_update", 5, op="add", warning={"code": "data_gap", "nodeId": "Orders"}))
     view.apply(ev("progress", 5, watermark=6, lagBins=4))
     assert (view.seq, view.bin_index, view.lag, len(view.warnings)) == (5, 2, 4, 1)
@@ -189,8 +216,9 @@ async def test_replay_skips_empty_bins_sums_answers_and_stops() -> None:
         stats = await replay(api, "r1", per_bin)
         assert (seen, stats.bins, stats.requests, stats.accepted, stats.duplicates) == ([0, 2, 3], 4, 3, 3, 3)
         stop = asyncio.Event()
-        stopped = await replay(api, "r1", per_bin, speed=1000.0, stop=stop,
-                               on_bin=lambda s: stop.set() if s.bins == 1 else None)  # fmt: skip
+        stopped = await replay(
+            api, "r1", per_bin, speed=1000.0, stop=stop, on_bin=lambda s: stop.set() if s.bins == 1 else None
+        )
     assert stopped.bins == 1
 
 

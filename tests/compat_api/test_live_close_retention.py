@@ -16,8 +16,8 @@ import orjson
 
 from compat_api.live_service import LiveService
 from compat_api.settings import Settings
-from engine_live.batch_run import run_model
-from engine_live.events import RunStatus
+from engine_live.plan.batch_run import run_model
+from engine_live.protocol import RunStatus
 from snapshot_writer.artifact_reader import read_run_series
 from snapshot_writer.artifacts import write_run_artifacts
 from snapshot_writer.segments import SEGMENTS
@@ -56,8 +56,10 @@ async def start(data_dir: Path) -> LiveService:
 
 
 def frames(b: int) -> list[dict[str, Any]]:
-    return [{"bin": b, "series": "arr", "value": float(b % 7) + 0.125},
-            {"bin": b, "series": "Svc.errors", "value": float(b % 2)}]  # fmt: skip
+    return [
+        {"bin": b, "series": "arr", "value": float(b % 7) + 0.125},
+        {"bin": b, "series": "Svc.errors", "value": float(b % 2)},
+    ]
 
 
 async def feed(svc: LiveService, bodies: list[list[dict[str, Any]]]) -> None:

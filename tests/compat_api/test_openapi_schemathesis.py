@@ -46,7 +46,7 @@ topology:
     - {id: Svc, kind: service, semantics: {arrivals: demand, served: served, capacity: cap}}
 """
 LIVE_RUN = "live-st"
-ADMIN_ROUTER = "compat_api.routes_admin"
+ADMIN_ROUTER = "compat_api.routes.admin"
 SEEDED: list[str] = []  # finished run id, live run id (filled by the fixture)
 DESTRUCTIVE = ("DELETE", "/close")
 

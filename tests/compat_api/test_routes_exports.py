@@ -21,7 +21,7 @@ from compat_api.context import AppContext
 from compat_api.settings import Settings
 from tests.duckdb_query import duckdb_fetchall
 
-ROUTER = "compat_api.routes_exports"
+ROUTER = "compat_api.routes.exports"
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import pytest
 from compat_runs_support import GOLDEN_MODEL, make_client, post_model, series_model
 from fastapi.testclient import TestClient
 
-from engine_live.batch_run import run_model
+from engine_live.plan.batch_run import run_model
 from snapshot_writer.artifacts import write_run_artifacts
 
 BAD_MODEL = GOLDEN_MODEL.replace("MIN(arrivals, capacity)", "MIN(arrivals, capcity)")
@@ -124,11 +124,11 @@ def test_async_run(client: TestClient) -> None:
 
 
 def test_template_runs(client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setitem(sys.modules, "compat_api.templates", None)  # import fails → 422
+    monkeypatch.setitem(sys.modules, "compat_api.templates.catalog", None)  # import fails → 422
     r = client.post("/v1/runs", json={"template": "order-system", "parameters": {}})
     assert r.status_code == 422 and r.json()["error"] == "unsupported_template"
 
-    fake = types.ModuleType("compat_api.templates")
+    fake = types.ModuleType("compat_api.templates.catalog")
 
     def instantiate(
         template_id: str, parameters: dict[str, Any], *, data_dir: Path
@@ -138,7 +138,7 @@ def test_template_runs(client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_
         return series_model(values), {"q0": parameters.get("q0", 0)}, ["defaulted bins"]
 
     fake.instantiate = instantiate  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "compat_api.templates", fake)
+    monkeypatch.setitem(sys.modules, "compat_api.templates.catalog", fake)
     r = client.post("/v1/runs", json={"template": "order-system", "parameters": {"q0": 3}})
     assert r.status_code == 201, r.text
     body = r.json()
@@ -383,7 +383,7 @@ def test_openapi_has_examples_for_every_endpoint(client: TestClient) -> None:
 
 
 def test_shipped_template_run(client: TestClient) -> None:
-    templates = pytest.importorskip("compat_api.templates")
+    templates = pytest.importorskip("compat_api.templates.catalog")
     first = templates.list_templates()[0]
     r = client.post("/v1/runs", json={"template": first.id, "parameters": {}})
     assert r.status_code == 201, r.text

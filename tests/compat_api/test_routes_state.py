@@ -19,7 +19,7 @@ from compat_runs_support import GOLDEN_MODEL, make_client, post_model, series_mo
 from fastapi.testclient import TestClient
 
 from compat_api.state_view import StateSource, state_body, state_window_body
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
 
 BIN_MS = 5 * 60000
 

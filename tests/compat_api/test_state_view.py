@@ -15,8 +15,8 @@ from compat_api.state_view import (
     state_window_body,
 )
 from engine_live.errors import TooLargeError
-from engine_live.grid import Grid
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.model.grid import Grid
 
 INFER_MODEL = """\
 grid: {bins: 4, binSize: 1, binUnit: hours, start: "2025-10-07T00:00:00Z"}

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from compat_api import routes_templates
 from compat_api.app import create_app
+from compat_api.routes import templates as routes_templates
 from compat_api.settings import Settings
-from compat_api.templates import (
+from compat_api.templates.catalog import (
     BUNDLE_DIR,
     TemplateParameterError,
     get_template,
@@ -21,10 +21,10 @@ from compat_api.templates import (
     parse_template,
     render,
 )
-from engine_live.batch_run import run_model
 from engine_live.errors import NotFoundError
-from engine_live.model_build import load_graph
-from engine_live.model_text import parse_model_text
+from engine_live.model.build import load_graph
+from engine_live.model.text import parse_model_text
+from engine_live.plan.batch_run import run_model
 from ingestion.bundle import bundle_telemetry, load_bundle
 
 SHIPPED = ("http-service", "microservices", "order-system")
@@ -133,9 +133,14 @@ def test_whole_scalar_placeholders_take_the_json_value_and_inline_ones_splice_te
         "flag": True,
     }
     assert resolved == {
-        "bins": 3, "level": 2, "label": 'x: "y" # z', "flag": True, "values": [4, 5.5, 6],
-        "unit": "minutes", "token": "abc",
-    }  # fmt: skip
+        "bins": 3,
+        "level": 2,
+        "label": 'x: "y" # z',
+        "flag": True,
+        "values": [4, 5.5, 6],
+        "unit": "minutes",
+        "token": "abc",
+    }
 
 
 @pytest.mark.parametrize("bad", ['a"b', "a'b", "a\\b", "a{b", "a}b", "a#b", "a: b", "a\nb", "a\x07b"])
@@ -156,28 +161,43 @@ def test_inline_text_with_a_plain_colon_is_fine() -> None:
 
 def test_parameter_error_bodies() -> None:
     assert custom_error({"token": "t", "bins": "ten"}) == {
-        "error": "parameter_type_mismatch", "message": "parameter 'bins': expected integer, got string",
-        "parameter": "bins", "expected": "integer", "actual": "string", "value": "ten",
-    }  # fmt: skip
+        "error": "parameter_type_mismatch",
+        "message": "parameter 'bins': expected integer, got string",
+        "parameter": "bins",
+        "expected": "integer",
+        "actual": "string",
+        "value": "ten",
+    }
     assert custom_error({"token": "t", "bins": 2.5})["actual"] == "number"
     assert custom_error({"token": "t", "flag": 1})["expected"] == "boolean"
     assert custom_error({"token": "t", "values": "1,2"})["expected"] == "array"
     assert custom_error({}) == {
-        "error": "missing_parameter", "message": "parameter 'token' is required",
-        "parameter": "token", "expected": "string",
-    }  # fmt: skip
+        "error": "missing_parameter",
+        "message": "parameter 'token' is required",
+        "parameter": "token",
+        "expected": "string",
+    }
     assert custom_error({"token": "t", "colour": "red"}) == {
-        "error": "unknown_parameter", "message": "template 'custom' has no parameter 'colour'",
-        "parameter": "colour", "value": "red",
-    }  # fmt: skip
+        "error": "unknown_parameter",
+        "message": "template 'custom' has no parameter 'colour'",
+        "parameter": "colour",
+        "value": "red",
+    }
     assert custom_error({"token": "t", "bins": 11}) == {
-        "error": "out_of_range", "message": "parameter 'bins': 11 is out of range [1, 10]",
-        "parameter": "bins", "value": 11, "min": 1, "max": 10,
-    }  # fmt: skip
+        "error": "out_of_range",
+        "message": "parameter 'bins': 11 is out of range [1, 10]",
+        "parameter": "bins",
+        "value": 11,
+        "min": 1,
+        "max": 10,
+    }
     assert custom_error({"token": "t", "unit": "days"}) == {
-        "error": "out_of_range", "message": "parameter 'unit': 'days' is not one of ['minutes', 'hours']",
-        "parameter": "unit", "value": "days", "values": ["minutes", "hours"],
-    }  # fmt: skip
+        "error": "out_of_range",
+        "message": "parameter 'unit': 'days' is not one of ['minutes', 'hours']",
+        "parameter": "unit",
+        "value": "days",
+        "values": ["minutes", "hours"],
+    }
 
 
 def test_the_first_bad_parameter_in_declaration_order_is_reported(tmp_path: Path) -> None:
@@ -193,9 +213,13 @@ def test_shipped_q0_must_not_be_negative(tmp_path: Path) -> None:
     with pytest.raises(TemplateParameterError) as info:
         instantiate("order-system", {"q0": -1}, data_dir=tmp_path)
     assert info.value.to_body() == {
-        "error": "out_of_range", "message": "parameter 'q0': -1 is out of range [0, None]",
-        "parameter": "q0", "value": -1, "min": 0, "max": None,
-    }  # fmt: skip
+        "error": "out_of_range",
+        "message": "parameter 'q0': -1 is out of range [0, None]",
+        "parameter": "q0",
+        "value": -1,
+        "min": 0,
+        "max": None,
+    }
 
 
 def test_a_placeholder_without_a_parameter_is_an_authoring_error() -> None:
@@ -220,9 +244,14 @@ def test_routes_list_describe_and_generate(client: TestClient) -> None:
     assert [t["id"] for t in listed] == list(SHIPPED)
     detail = client.get("/v1/templates/microservices").json()
     assert detail["parameters"][0] == {
-        "name": "bins", "type": "integer", "required": False, "default": 288, "min": 1, "max": 100000,
+        "name": "bins",
+        "type": "integer",
+        "required": False,
+        "default": 288,
+        "min": 1,
+        "max": 100000,
         "description": "Number of bins",
-    }  # fmt: skip
+    }
     assert client.get("/v1/templates/nope").status_code == 404
     ok = client.post("/v1/templates/http-service/generate", json={"parameters": {"q0": 3}})
     assert ok.status_code == 200
@@ -231,7 +260,11 @@ def test_routes_list_describe_and_generate(client: TestClient) -> None:
     bad = client.post("/v1/templates/http-service/generate", json={"parameters": {"workers": "many"}})
     assert bad.status_code == 400
     assert bad.json() == {
-        "error": "parameter_type_mismatch", "message": "parameter 'workers': expected integer, got string",
-        "parameter": "workers", "expected": "integer", "actual": "string", "value": "many",
-    }  # fmt: skip
+        "error": "parameter_type_mismatch",
+        "message": "parameter 'workers': expected integer, got string",
+        "parameter": "workers",
+        "expected": "integer",
+        "actual": "string",
+        "value": "many",
+    }
     assert client.post("/v1/templates/http-service/generate").status_code == 200

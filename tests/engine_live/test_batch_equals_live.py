@@ -12,11 +12,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_live.compiler import Plan, compile_model
-from engine_live.evaluator import evaluate_batch, evaluate_range
-from engine_live.expr_parser import parse_expr, refs_of
-from engine_live.model_build import load_graph, snake_case
-from engine_live.queue_kernel import queue_series, step_bins
+from engine_live.expressions.parser import parse_expr, refs_of
+from engine_live.model.build import load_graph, snake_case
+from engine_live.plan.compiler import Plan, compile_model
+from engine_live.plan.evaluator import evaluate_batch, evaluate_range
+from engine_live.plan.queue_kernel import queue_series, step_bins
 
 NAN, INF = math.nan, math.inf
 CAMEL = ("HTTPService", "QueueA", "Service2A", "API_Gateway", "OrderSvc", "Pay")
@@ -46,9 +46,9 @@ def series_values(draw: Any, bins: int) -> list[float]:
 def expr_tree(draw: Any, depth: int) -> tuple[Any, ...]:
     if depth == 0 or draw(st.integers(0, 4)) == 0:
         return ("num",) if draw(st.integers(0, 3)) == 0 else ("ref",)
-    tag = draw(st.sampled_from(
-        ("bin", "bin", "neg", "minmax", "clamp", "f1", "f2", "shift", "shift", "conv", "roll", "pulse")
-    ))  # fmt: skip
+    tag = draw(
+        st.sampled_from(("bin", "bin", "neg", "minmax", "clamp", "f1", "f2", "shift", "shift", "conv", "roll", "pulse"))
+    )
     sub = lambda: expr_tree(draw, depth - 1)  # noqa: E731
     if tag == "bin":
         return ("bin", draw(st.sampled_from("+-*/")), sub(), sub())
@@ -107,22 +107,34 @@ def render(draw: Any, t: tuple[Any, ...], shifted: bool, same: list[str], anyid:
 def random_models(draw: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     bins = draw(st.integers(1, 40))
     n_nodes = draw(st.integers(2, 14))
-    kinds = ["const", *draw(st.lists(
-        st.sampled_from(("const", "tele", "expr", "expr", "expr", "pmf", "pmf_sample", "queue", "queue", "router")),
-        min_size=n_nodes - 1, max_size=n_nodes - 1,
-    ))]  # fmt: skip
+    kinds = [
+        "const",
+        *draw(
+            st.lists(
+                st.sampled_from(
+                    ("const", "tele", "expr", "expr", "expr", "pmf", "pmf_sample", "queue", "queue", "router")
+                ),
+                min_size=n_nodes - 1,
+                max_size=n_nodes - 1,
+            )
+        ),
+    ]
     ids = [f"n{i}" for i in range(n_nodes)]
-    produced: list[list[str]] = [[nid] + ([f"{nid}_outflow", f"{nid}_overflow"] if k == "queue" else [])
-                                 for nid, k in zip(ids, kinds, strict=True)]  # fmt: skip
+    produced: list[list[str]] = [
+        [nid] + ([f"{nid}_outflow", f"{nid}_overflow"] if k == "queue" else [])
+        for nid, k in zip(ids, kinds, strict=True)
+    ]
     node_series = [s for p in produced for s in p]
     routes: dict[int, list[dict[str, Any]]] = {}
     for i, k in enumerate(kinds):
         if k == "router":
             routes[i] = [
-                {"target": draw(st.sampled_from(ROUTE_TARGETS)),
-                 **({"weight": draw(st.sampled_from((0.0, 0.3, 0.7, 1.0, 2.0)))} if draw(st.integers(0, 5)) else {})}
+                {
+                    "target": draw(st.sampled_from(ROUTE_TARGETS)),
+                    **({"weight": draw(st.sampled_from((0.0, 0.3, 0.7, 1.0, 2.0)))} if draw(st.integers(0, 5)) else {}),
+                }
                 for _ in range(draw(st.integers(1, 3)))
-            ]  # fmt: skip
+            ]
     targets = sorted({r["target"] for rs in routes.values() for r in rs})
     topo_series = node_series + targets  # what topology semantics may name
     telemetry_ids = [nid for nid, k in zip(ids, kinds, strict=True) if k == "tele"]
@@ -158,8 +170,11 @@ def random_models(draw: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
                 if depth is not None:
                     sem["queueDepth"] = depth
                 snake = snake_case(tid)
-                topo_produced += [depth if depth not in (None, "self") else f"{snake}_queue",
-                                  f"{snake}_outflow", f"{snake}_overflow"]  # fmt: skip
+                topo_produced += [
+                    depth if depth not in (None, "self") else f"{snake}_queue",
+                    f"{snake}_outflow",
+                    f"{snake}_overflow",
+                ]
                 if draw(st.booleans()):
                     node["initialCondition"] = {"queueDepth": draw(finite.filter(lambda v: abs(v) < 1e6))}
                 if draw(st.booleans()):
@@ -167,8 +182,10 @@ def random_models(draw: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
                 if draw(st.integers(0, 2)) == 0:
                     node["wipLimitSeries"] = draw(st.sampled_from(node_series))
                 if draw(st.integers(0, 2)) == 0:
-                    node["dispatchSchedule"] = {"periodBins": draw(st.integers(1, 4)),
-                                                "phaseOffset": draw(st.integers(-3, 5))}  # fmt: skip
+                    node["dispatchSchedule"] = {
+                        "periodBins": draw(st.integers(1, 4)),
+                        "phaseOffset": draw(st.integers(-3, 5)),
+                    }
                     if draw(st.booleans()):
                         node["dispatchSchedule"]["capacitySeries"] = draw(st.sampled_from(node_series))
         synth.append(wants)
@@ -195,8 +212,11 @@ def random_models(draw: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
                 node["wipOverflow"] = draw(st.sampled_from(later))
             elif draw(st.booleans()):
                 node["wipOverflow"] = "loss"
-    constraints = [{"id": cid, "semantics": {"served": draw(st.sampled_from(node_series)), "arrivals": "x"}}
-                   for cid in ("c0", "c1") if members[cid] or draw(st.booleans())]  # fmt: skip
+    constraints = [
+        {"id": cid, "semantics": {"served": draw(st.sampled_from(node_series)), "arrivals": "x"}}
+        for cid in ("c0", "c1")
+        if members[cid] or draw(st.booleans())
+    ]
     synth_tids = [tid for tid, s in zip(tids, synth, strict=True) if s]
     anyid = node_series + targets + topo_produced
 
@@ -228,8 +248,13 @@ def random_models(draw: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             weights = draw(st.lists(st.integers(1, 5), min_size=len(vals), max_size=len(vals)))
             probs = [w / sum(weights) for w in weights]
             probs[-1] = 1.0 - sum(probs[:-1])
-            nodes.append({"id": nid, "kind": "pmf",
-                          "pmf": {"values": vals, "probabilities": probs, "sample": kind == "pmf_sample"}})  # fmt: skip
+            nodes.append(
+                {
+                    "id": nid,
+                    "kind": "pmf",
+                    "pmf": {"values": vals, "probabilities": probs, "sample": kind == "pmf_sample"},
+                }
+            )
         elif kind == "queue":
             q: dict[str, Any] = {"id": nid, "kind": "serviceWithBuffer"}
             for fld in ("inflow", "outflow", "loss", "wipLimitSeries"):
@@ -255,8 +280,7 @@ def random_models(draw: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         else:  # router
             body = {"inputs": {"queue": draw(st.sampled_from(same))}, "routes": routes[i]}
             nodes.append({"id": nid, "kind": "router", **({"router": body} if draw(st.booleans()) else body)})
-    m: dict[str, Any] = {"schemaVersion": 1, "grid": {"bins": bins, "binSize": 5, "binUnit": "minutes"},
-                         "nodes": nodes}  # fmt: skip
+    m: dict[str, Any] = {"schemaVersion": 1, "grid": {"bins": bins, "binSize": 5, "binUnit": "minutes"}, "nodes": nodes}
     if topo_nodes or constraints:
         m["topology"] = {"nodes": topo_nodes, "constraints": constraints}
     if draw(st.booleans()):

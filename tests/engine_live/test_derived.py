@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 import pytest
 
-from engine_live.derived import (
+from engine_live.derived.node_metrics import (
     NodeInputs,
     derive,
     round_wire,

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_live.compiler import compile_model
-from engine_live.derived import KINDS, NUMERIC_FIELDS, NodeInputs, derive
-from engine_live.derived_stack import STACK_FIELDS, WIRE_KEYS, StackLayout, to_wire_bins, to_wire_dicts
-from engine_live.model_build import load_graph
+from engine_live.derived.node_metrics import KINDS, NUMERIC_FIELDS, NodeInputs, derive
+from engine_live.derived.stack import STACK_FIELDS, WIRE_KEYS, StackLayout, to_wire_bins, to_wire_dicts
+from engine_live.model.build import load_graph
+from engine_live.plan.compiler import compile_model
 
 FIELDS = (*STACK_FIELDS, "errors")
 SPECIAL = (math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-12, -1e-12, 0.5, 0.7, 0.9, 1.0, 0.95, 3.0, -2.0, 1e300)
@@ -34,8 +34,7 @@ class FakeBinding:
 def cases(draw: st.DrawFn) -> dict[str, Any]:
     n_rows = draw(st.integers(1, 8))
     bins = draw(st.integers(1, 30))
-    values = st.one_of(st.sampled_from(SPECIAL), st.floats(-5, 50, allow_nan=False),
-                       st.integers(0, 12).map(float))  # fmt: skip
+    values = st.one_of(st.sampled_from(SPECIAL), st.floats(-5, 50, allow_nan=False), st.integers(0, 12).map(float))
     V = np.array(draw(st.lists(values, min_size=n_rows * bins, max_size=n_rows * bins))).reshape(n_rows, bins)
     names = [f"s{r}" for r in range(n_rows)]
     tele = draw(st.lists(st.sampled_from(names), unique=True, max_size=n_rows))
@@ -47,13 +46,23 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
         sla = draw(st.one_of(st.none(), st.sampled_from([0.0, 1.0, 4.0, -1.0, math.inf])))
         tfields = frozenset(f for f, s in fields.items() if s in tele)
         nodes.append(FakeBinding(f"n{i}", draw(st.sampled_from(sorted(KINDS))), fields, par, sla, tfields))
-    gap = np.array(draw(st.lists(st.booleans(), min_size=len(tele) * bins, max_size=len(tele) * bins)),
-                   dtype=np.bool_).reshape(len(tele), bins)  # fmt: skip
+    gap = np.array(
+        draw(st.lists(st.booleans(), min_size=len(tele) * bins, max_size=len(tele) * bins)), dtype=np.bool_
+    ).reshape(len(tele), bins)
     t1 = draw(st.integers(1, bins))
     t0 = draw(st.integers(0, t1 - 1))
     base = draw(st.integers(0, max(0, t0 - 11)))
-    return {"V": V, "names": names, "tele": tele, "nodes": nodes, "gap": gap, "t0": t0, "t1": t1,
-            "base": base, "bin_minutes": draw(st.sampled_from([1, 5, 60]))}  # fmt: skip
+    return {
+        "V": V,
+        "names": names,
+        "tele": tele,
+        "nodes": nodes,
+        "gap": gap,
+        "t0": t0,
+        "t1": t1,
+        "base": base,
+        "bin_minutes": draw(st.sampled_from([1, 5, 60])),
+    }
 
 
 def reference(case: dict[str, Any], b: FakeBinding) -> Any:
@@ -87,8 +96,9 @@ def test_stacked_equals_derive_per_node(case: dict[str, Any]) -> None:
     layout = StackLayout.build(case["nodes"], row, case["tele"])
     base, t0, t1 = case["base"], case["t0"], case["t1"]
     gap = case["gap"]
-    stacked = layout.derive_block(case["V"][:, base:], base, t0, t1, gaps=lambda a, b: gap[:, a:b],
-                                  bin_minutes=case["bin_minutes"])  # fmt: skip
+    stacked = layout.derive_block(
+        case["V"][:, base:], base, t0, t1, gaps=lambda a, b: gap[:, a:b], bin_minutes=case["bin_minutes"]
+    )
     wire = to_wire_bins(stacked)
     assert stacked.t0 == t0 and stacked.n_bins == t1 - t0 and len(wire) == t1 - t0
     for i, b in enumerate(case["nodes"]):
@@ -126,8 +136,12 @@ topology:
 """
     plan = compile_model(load_graph(text))
     V = np.zeros((plan.n_rows, 4))
-    inputs: dict[str, list[float]] = {"arr": [10, 10, 10, 10], "srv": [5, 8, 9.5, 0], "cap": [10] * 4,
-                                      "depth": [0, 2, 40, 1]}  # fmt: skip
+    inputs: dict[str, list[float]] = {
+        "arr": [10, 10, 10, 10],
+        "srv": [5, 8, 9.5, 0],
+        "cap": [10] * 4,
+        "depth": [0, 2, 40, 1],
+    }
     for sid, vals in inputs.items():
         V[plan.row[sid]] = vals
     layout = StackLayout.from_plan(plan)
@@ -141,10 +155,21 @@ topology:
     assert s.field("capacity_inferred")[3].tolist() == [5, 8, 9.5, 9.5]
     assert list(to_wire_dicts(s, 0)[0]) == list(WIRE_KEYS) == list(derive_first_wire_keys())
     assert to_wire_dicts(s, 2)[0] == {
-        "utilization": 0.95, "queueTimeMs": None, "latencyMinutes": None, "serviceTimeMs": None,
-        "cycleTimeMs": None, "flowEfficiency": None, "throughputRatio": 0.95, "retryTax": None,
-        "capacityInferred": None, "capacityMethod": None, "capacityConfidence": None, "slaMet": True,
-        "color": "red", "colorReason": "utilization"}  # fmt: skip
+        "utilization": 0.95,
+        "queueTimeMs": None,
+        "latencyMinutes": None,
+        "serviceTimeMs": None,
+        "cycleTimeMs": None,
+        "flowEfficiency": None,
+        "throughputRatio": 0.95,
+        "retryTax": None,
+        "capacityInferred": None,
+        "capacityMethod": None,
+        "capacityConfidence": None,
+        "slaMet": True,
+        "color": "red",
+        "colorReason": "utilization",
+    }
 
 
 def test_data_gap_of_any_telemetry_field_greys_the_node() -> None:
@@ -167,13 +192,22 @@ def test_colour_boundaries_equal_derive() -> None:
     served = np.array([0.0, 0.69, 0.7, 0.89, 0.9, 1.0, 2.0, 0.4, 0.8, np.nan])
     depth = np.array([0.0, 0.69, 0.35, 0.89, 9.0, 2.0, 6.0, 0.6, 1.2, 1.0])
     V = np.vstack([served, np.ones_like(served), depth])
-    nodes = [FakeBinding("S", "service", {"served": "s", "capacity": "c"}, None, None, frozenset()),
-             FakeBinding("R", "router", {"served": "s", "capacity": "c"}, 2.0, None, frozenset()),
-             FakeBinding("Q", "queue", {"served": "s", "queueDepth": "d"}, None, 2.0, frozenset())]  # fmt: skip
+    nodes = [
+        FakeBinding("S", "service", {"served": "s", "capacity": "c"}, None, None, frozenset()),
+        FakeBinding("R", "router", {"served": "s", "capacity": "c"}, 2.0, None, frozenset()),
+        FakeBinding("Q", "queue", {"served": "s", "queueDepth": "d"}, None, 2.0, frozenset()),
+    ]
     layout = StackLayout.build(nodes, {"s": 0, "c": 1, "d": 2}, [])
     s = layout.derive_block(V, 0, 0, len(served), bin_minutes=1)
-    case = {"V": V, "names": ["s", "c", "d"], "tele": [], "gap": np.zeros((0, len(served)), dtype=np.bool_),
-            "t0": 0, "t1": len(served), "bin_minutes": 1}  # fmt: skip
+    case = {
+        "V": V,
+        "names": ["s", "c", "d"],
+        "tele": [],
+        "gap": np.zeros((0, len(served)), dtype=np.bool_),
+        "t0": 0,
+        "t1": len(served),
+        "bin_minutes": 1,
+    }
     for i, b in enumerate(nodes):
         ref = reference(case, b)
         assert s.labels("color")[i].tolist() == ref.color.tolist(), b.id

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from engine_live.errors import StreamError
-from engine_live.events import (
+from engine_live.protocol import (
     AuthMessage,
     CloseCode,
     PingMessage,
@@ -22,16 +22,26 @@ from engine_live.events import (
     status_event,
     validate_event,
     warning_event,
-)  # fmt: skip
+)
 
 
 def test_builders_make_valid_envelopes_and_encode_non_finite_as_null() -> None:
     ev = status_event("r", "e", 3, RunStatus.FAILED, "deleted")
-    assert ev == {"v": 1, "type": "status", "runId": "r", "epoch": "e", "seq": 3, "status": "failed",
-                  "reason": "deleted"}  # fmt: skip
-    for e in (ev, warning_event("r", "e", 4, "add", {"code": "data_gap"}),
-              snapshot_written_event("r", "e", 4, 10, "live/snapshots/4", "sha256:ab"),
-              progress_event("r", "e", 4, 12, 10)):  # fmt: skip
+    assert ev == {
+        "v": 1,
+        "type": "status",
+        "runId": "r",
+        "epoch": "e",
+        "seq": 3,
+        "status": "failed",
+        "reason": "deleted",
+    }
+    for e in (
+        ev,
+        warning_event("r", "e", 4, "add", {"code": "data_gap"}),
+        snapshot_written_event("r", "e", 4, 10, "live/snapshots/4", "sha256:ab"),
+        progress_event("r", "e", 4, 12, 10),
+    ):
         validate_event(e)
     assert progress_event("r", "e", 4, 12, 10)["lagBins"] == 2
     assert orjson.loads(encode_event({"x": math.nan, "y": -math.inf})) == {"x": None, "y": None}

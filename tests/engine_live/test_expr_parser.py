@@ -1,4 +1,4 @@
-"""Tests for engine_live.expr_parser: grammar, errors with positions, refs_of and format round-trip."""
+"""Tests for engine_live.expressions.parser: grammar, errors with positions, refs_of and format round-trip."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine_live.errors import ExprSyntaxError, ModelError
-from engine_live.expr_ast import Binary, Call, Expr, ListLit, Num, Ref, Unary
-from engine_live.expr_parser import MAX_DEPTH, MAX_NESTING, format_expr, parse_expr, refs_of
+from engine_live.expressions.parser import MAX_DEPTH, MAX_NESTING, format_expr, parse_expr, refs_of
+from engine_live.expressions.syntax import Binary, Call, Expr, ListLit, Num, Ref, Unary
 
 
 def strip(expr: Expr) -> Expr:

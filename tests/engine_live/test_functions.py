@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from engine_live.compiler import compile_model
-from engine_live.evaluator import evaluate_batch, evaluate_range
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.plan.compiler import compile_model
+from engine_live.plan.evaluator import evaluate_batch, evaluate_range
 
 NAN = math.nan
 INF = math.inf

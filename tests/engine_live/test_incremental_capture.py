@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_live.compiler import Plan, compile_model
-from engine_live.live_run import LiveRun, ValidFrame
-from engine_live.live_state import CaptureMirror, RunState, StateMismatchError, capture, restore
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.plan.compiler import Plan, compile_model
+from engine_live.state.live_run import LiveRun, ValidFrame
+from engine_live.state.live_state import CaptureMirror, RunState, StateMismatchError, capture, restore
 from tests.engine_live.live_support import TinyRun, draw_records
 from tests.engine_live.test_live_state import feed, make_hooks, models, models_fixed, values
 
@@ -46,8 +46,15 @@ def test_incremental_capture_equals_full_capture(model: dict[str, Any], data: st
     hooks_kind = data.draw(st.sampled_from(["none", "flag", "derived"]), "hooks")
     cls = TinyRun if data.draw(st.booleans(), "tiny") else LiveRun
     persisted = data.draw(st.sampled_from([None, 0]), "persisted")
-    run = cls(plan, run_id="r", epoch="e", grace_bins=data.draw(st.integers(0, 3), "grace"),
-              retention_bins=retention, hooks=make_hooks(hooks_kind, plan), persisted_before=persisted)  # fmt: skip
+    run = cls(
+        plan,
+        run_id="r",
+        epoch="e",
+        grace_bins=data.draw(st.integers(0, 3), "grace"),
+        retention_bins=retention,
+        hooks=make_hooks(hooks_kind, plan),
+        persisted_before=persisted,
+    )
     run.start()
     mirror = CaptureMirror()
     patch_at = data.draw(st.integers(-1, len(records)), "patch at")

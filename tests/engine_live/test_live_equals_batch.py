@@ -16,18 +16,26 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_live.compiler import compile_model
 from engine_live.errors import OutsideRetentionError
-from engine_live.evaluator import evaluate_batch
-from engine_live.live_run import LiveRun, ValidFrame
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.plan.compiler import compile_model
+from engine_live.plan.evaluator import evaluate_batch
+from engine_live.state.live_run import LiveRun, ValidFrame
 from tests.engine_live.live_support import TinyRun
 
 EXPRS = (
-    "{a} + {b}", "{a} * 0.5 - {b}", "MIN({a}, {b})", "MAX({a}, 0) / {b}", "SHIFT({a}, 2)",
-    "CONV({a}, [0.5, 0.3, 0.2])", "ROLLING_MEAN({a}, 3)", "ROLLING_MAX({b}, 4)", "CLAMP({a}, 0, 10)",
-    "{a} * {b} + SHIFT({b}, 1)", "SHIFT(ROLLING_MEAN({a}, 4), 5) - {b}",
-)  # fmt: skip
+    "{a} + {b}",
+    "{a} * 0.5 - {b}",
+    "MIN({a}, {b})",
+    "MAX({a}, 0) / {b}",
+    "SHIFT({a}, 2)",
+    "CONV({a}, [0.5, 0.3, 0.2])",
+    "ROLLING_MEAN({a}, 3)",
+    "ROLLING_MAX({b}, 4)",
+    "CLAMP({a}, 0, 10)",
+    "{a} * {b} + SHIFT({b}, 1)",
+    "SHIFT(ROLLING_MEAN({a}, 4), 5) - {b}",
+)
 
 
 @st.composite
@@ -46,11 +54,19 @@ def models(draw: st.DrawFn) -> dict[str, Any]:
         a = draw(st.sampled_from(names))
         nodes.append({"id": "loop", "kind": "expr", "expr": f"MAX(0, SHIFT(loop, 1) + {a} - 2)", "initial": 1})
     if draw(st.booleans()):
-        nodes.append({"id": "s", "kind": "pmf", "pmf": {"values": [0, 1, 2], "probabilities": [0.5, 0.3, 0.2],
-                                                       "sample": True}})  # fmt: skip
-    nodes.append({"id": "q", "kind": "serviceWithBuffer", "inflow": draw(st.sampled_from(names)),
-                  "outflow": draw(st.sampled_from(names)), "initial": 2,
-                  "wipLimit": draw(st.sampled_from([5, 50, 1000]))})  # fmt: skip
+        nodes.append(
+            {"id": "s", "kind": "pmf", "pmf": {"values": [0, 1, 2], "probabilities": [0.5, 0.3, 0.2], "sample": True}}
+        )
+    nodes.append(
+        {
+            "id": "q",
+            "kind": "serviceWithBuffer",
+            "inflow": draw(st.sampled_from(names)),
+            "outflow": draw(st.sampled_from(names)),
+            "initial": 2,
+            "wipLimit": draw(st.sampled_from([5, 50, 1000])),
+        }
+    )
     model: dict[str, Any] = {
         "grid": {"bins": bins, "binSize": 5, "binUnit": "minutes", "start": "2025-10-07T00:00:00Z"},
         "nodes": nodes,
@@ -88,8 +104,13 @@ def test_live_run_equals_batch_of_final_inputs(model: dict[str, Any], data: st.D
     present = data.draw(st.lists(st.sampled_from(cells), unique=True, max_size=len(cells)), "present")
     frames = [ValidFrame(b, s, data.draw(values)) for b, s in present]
     # duplicates and late corrections of already written cells
-    extra = data.draw(st.lists(st.tuples(st.integers(0, max(0, len(frames) - 1)), st.booleans(), values),
-                               max_size=10), "extra") if frames else []  # fmt: skip
+    extra = (
+        data.draw(
+            st.lists(st.tuples(st.integers(0, max(0, len(frames) - 1)), st.booleans(), values), max_size=10), "extra"
+        )
+        if frames
+        else []
+    )
     for i, same, v in extra:
         f = frames[i]
         frames.append(f if same else ValidFrame(f.bin, f.series, v))

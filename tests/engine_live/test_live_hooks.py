@@ -9,16 +9,16 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_live.batch_run import collect_warnings, node_inputs
-from engine_live.compiler import ZERO, Plan, compile_model
-from engine_live.derived import derive
+from engine_live.derived.hooks_state import join_cells, jsonable, split_cells
+from engine_live.derived.live_hooks import DerivedHooks
+from engine_live.derived.node_metrics import derive
 from engine_live.errors import OutsideRetentionError
-from engine_live.evaluator import evaluate_batch
-from engine_live.events import decode_event, encode_event
-from engine_live.hooks_state import join_cells, jsonable, split_cells
-from engine_live.live_hooks import DerivedHooks
-from engine_live.live_run import LiveRun, ValidFrame
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.plan.batch_run import collect_warnings, node_inputs
+from engine_live.plan.compiler import ZERO, Plan, compile_model
+from engine_live.plan.evaluator import evaluate_batch
+from engine_live.protocol import decode_event, encode_event
+from engine_live.state.live_run import LiveRun, ValidFrame
 
 BINS = 30
 MODEL = f"""
@@ -137,8 +137,11 @@ def feeds(draw: st.DrawFn) -> dict[str, Any]:
     tele = make()[0].telemetry_ids
     cells = [(b, s) for b in range(BINS) for s in tele]
     present = draw(st.lists(st.booleans(), min_size=len(cells), max_size=len(cells)))
-    final = [ValidFrame(b, s, draw(st.sampled_from(VALUES))) for (b, s), p in zip(cells, present, strict=True)
-             if p or draw(st.booleans())]  # fmt: skip
+    final = [
+        ValidFrame(b, s, draw(st.sampled_from(VALUES)))
+        for (b, s), p in zip(cells, present, strict=True)
+        if p or draw(st.booleans())
+    ]
     order = draw(st.permutations(final))
     frames = list(order)
     for f in draw(st.lists(st.sampled_from(final), max_size=40)) if final else []:  # wrong values sent earlier
@@ -215,8 +218,9 @@ def test_nan_detected_for_an_evaluated_series_and_cleared_when_fixed() -> None:
     nan = [e for e in events if e["type"] == "warning_update" and e["warning"]["code"] == "nan_detected"]
     assert [(e["op"], e["warning"]["seriesId"], e["warning"]["bins"]) for e in nan] == [("add", "ratio", [1])]
     fix = run.apply_record([ValidFrame(1, "Svc.arrivals", 4.0)]).events
-    assert [e["op"] for e in fix if e["type"] == "warning_update" and e["warning"]["code"] == "nan_detected"] \
-        == ["clear"]  # fmt: skip
+    assert [e["op"] for e in fix if e["type"] == "warning_update" and e["warning"]["code"] == "nan_detected"] == [
+        "clear"
+    ]
     assert ZERO not in {w.get("seriesId") for w in hooks.active()}
 
 
@@ -275,8 +279,11 @@ def test_patch_keeps_the_book_clears_what_no_longer_holds_and_restores_orphans()
         run.apply_record(frames_for(run, b, {"Svc.served": 9.0, "Inf.served": 9.0}))  # served > arrivals
     keys = {(w["code"], w["nodeId"]) for w in hooks.active()}
     assert ("served_exceeds_arrivals", "Svc") in keys and ("served_exceeds_arrivals", "Inf") in keys
-    patched = MODEL.replace("    - {id: Inf, kind: service, semantics: {arrivals: telemetry, served: telemetry, "
-                            "externalDemand: telemetry}}\n", "")  # fmt: skip
+    patched = MODEL.replace(
+        "    - {id: Inf, kind: service, semantics: {arrivals: telemetry, served: telemetry, "
+        "externalDemand: telemetry}}\n",
+        "",
+    )
     new_plan = compile_model(load_graph(patched.replace("Svc.arrivals", "Svc.served"), live=True))
     assert "Inf.served" not in new_plan.row
     new_hooks = hooks.for_plan(new_plan)
@@ -295,8 +302,9 @@ def test_patch_keeps_the_book_clears_what_no_longer_holds_and_restores_orphans()
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(feeds(), st.integers(0, 40), st.integers(1, 300))
-def test_quiet_records_advance_seq_and_hooks_exactly_as_publishing_ones(feed: dict[str, Any], quiet: int,
-                                                                        max_pending: int) -> None:  # fmt: skip
+def test_quiet_records_advance_seq_and_hooks_exactly_as_publishing_ones(
+    feed: dict[str, Any], quiet: int, max_pending: int
+) -> None:
     """`LiveRun.quiet` (a long recovery replay) builds no events and evaluates the bins its records
     let close together, later (`flush`), but leaves the run, its seq and its warning book exactly
     where publishing would have: the events after it are the same, bit for bit."""

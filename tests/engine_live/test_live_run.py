@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine_live.compiler import Plan, compile_model
 from engine_live.errors import IngestError, OutsideRetentionError, RunClosedError
-from engine_live.evaluator import evaluate_batch
-from engine_live.events import IllegalTransitionError, RunStatus, decode_event, encode_event, validate_event
-from engine_live.live_run import ApplyResult, LiveRun, ValidFrame
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.plan.compiler import Plan, compile_model
+from engine_live.plan.evaluator import evaluate_batch
+from engine_live.protocol import IllegalTransitionError, RunStatus, decode_event, encode_event, validate_event
+from engine_live.state.live_run import ApplyResult, LiveRun, ValidFrame
 from tests.engine_live.live_support import TinyRun
 
 BINS = 8
@@ -213,8 +213,15 @@ def test_status_transitions_are_checked() -> None:
     run, _ = make_run()
     ev = run.set_status(RunStatus.RECOVERING, seqd=False)
     assert ev["seq"] == run.seq == 1
-    assert run.progress() == {"v": 1, "type": "progress", "runId": "r1", "epoch": "e1", "seq": 1,
-                              "watermark": -1, "lagBins": 0}  # fmt: skip
+    assert run.progress() == {
+        "v": 1,
+        "type": "progress",
+        "runId": "r1",
+        "epoch": "e1",
+        "seq": 1,
+        "watermark": -1,
+        "lagBins": 0,
+    }
 
 
 def test_corrections_at_the_oldest_retained_bin_read_their_full_lookback() -> None:
@@ -241,21 +248,41 @@ nodes:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.tuples(st.integers(0, BINS - 1), st.sampled_from(["arr", "Svc.errors"]),
-                                   st.sampled_from([0.0, -0.0, 1.0, 2.5, 7.0])), max_size=8), max_size=10))  # fmt: skip
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.integers(0, BINS - 1),
+                st.sampled_from(["arr", "Svc.errors"]),
+                st.sampled_from([0.0, -0.0, 1.0, 2.5, 7.0]),
+            ),
+            max_size=8,
+        ),
+        max_size=10,
+    )
+)
 def test_vector_writes_equal_frame_by_frame_writes(records: list[list[tuple[int, str, float]]]) -> None:
     """A record whose cells are all distinct is written with vector operations; the result (counts,
     events, matrix bits) equals applying its frames one by one."""
     from unittest import mock
 
-    import engine_live.live_run as live_run_module
+    import engine_live.state.live_run as live_run_module
 
     def feed(run: LiveRun) -> list[tuple[int, int, int, list[bytes], bytes, bytes, int]]:
         out = []
         for rec in records:
             r = run.apply_record([ValidFrame(*f) for f in rec])
-            out.append((r.accepted, r.duplicates, r.corrected, encode_event_list(r.events), run.V.tobytes(),
-                        run.P.tobytes(), run.dirty_from))  # fmt: skip
+            out.append(
+                (
+                    r.accepted,
+                    r.duplicates,
+                    r.corrected,
+                    encode_event_list(r.events),
+                    run.V.tobytes(),
+                    run.P.tobytes(),
+                    run.dirty_from,
+                )
+            )
         return out
 
     vec = feed(make_run(grace_bins=1)[0])

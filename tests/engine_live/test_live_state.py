@@ -16,18 +16,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_live.compiler import Plan, compile_model
+from engine_live.derived.hooks_state import jsonable
+from engine_live.derived.live_hooks import DerivedHooks
 from engine_live.errors import OutsideRetentionError
-from engine_live.events import Event
-from engine_live.hooks_state import jsonable
-from engine_live.live_hooks import DerivedHooks
-from engine_live.live_run import BinHooks, LiveRun, ValidFrame
-from engine_live.live_state import RunState, StateMismatchError, capture, restore
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.plan.compiler import Plan, compile_model
+from engine_live.protocol import Event
+from engine_live.state.live_run import BinHooks, LiveRun, ValidFrame
+from engine_live.state.live_state import RunState, StateMismatchError, capture, restore
 from tests.engine_live.live_support import TinyRun, draw_records
 
-EXPRS = ("{a} + {b}", "MIN({a}, {b})", "SHIFT({a}, 2)", "CONV({a}, [0.5, 0.3, 0.2])", "ROLLING_MEAN({a}, 3)",
-         "ROLLING_MAX({b}, 4)", "{a} * {b} + SHIFT({b}, 1)")  # fmt: skip
+EXPRS = (
+    "{a} + {b}",
+    "MIN({a}, {b})",
+    "SHIFT({a}, 2)",
+    "CONV({a}, [0.5, 0.3, 0.2])",
+    "ROLLING_MEAN({a}, 3)",
+    "ROLLING_MAX({b}, 4)",
+    "{a} * {b} + SHIFT({b}, 1)",
+)
 
 
 class FlagHooks(BinHooks):
@@ -66,8 +73,15 @@ def models(draw: st.DrawFn) -> dict[str, Any]:
         a, b = draw(st.sampled_from(names)), draw(st.sampled_from(names))
         nodes.append({"id": f"e{i}", "kind": "expr", "expr": draw(st.sampled_from(EXPRS)).format(a=a, b=b)})
         names.append(f"e{i}")
-    nodes.append({"id": "q", "kind": "serviceWithBuffer", "inflow": draw(st.sampled_from(names)),
-                  "outflow": draw(st.sampled_from(names)), "initial": 2})  # fmt: skip
+    nodes.append(
+        {
+            "id": "q",
+            "kind": "serviceWithBuffer",
+            "inflow": draw(st.sampled_from(names)),
+            "outflow": draw(st.sampled_from(names)),
+            "initial": 2,
+        }
+    )
     model: dict[str, Any] = {
         "grid": {"bins": bins, "binSize": 5, "binUnit": "minutes", "start": "2025-10-07T00:00:00Z"},
         "nodes": nodes,
@@ -78,8 +92,9 @@ def models(draw: st.DrawFn) -> dict[str, Any]:
     return model
 
 
-values = st.one_of(st.integers(-3, 20).map(float), st.floats(-100, 100, allow_nan=False, width=32).map(float),
-                   st.just(-0.0))  # fmt: skip
+values = st.one_of(
+    st.integers(-3, 20).map(float), st.floats(-100, 100, allow_nan=False, width=32).map(float), st.just(-0.0)
+)
 
 
 def feed(run: LiveRun, records: list[list[ValidFrame]]) -> list[Event]:
@@ -116,8 +131,9 @@ def test_restored_run_continues_bit_identically(model: dict[str, Any], data: st.
     cls = TinyRun if data.draw(st.booleans(), "tiny") else LiveRun
 
     def new_run() -> LiveRun:
-        run = cls(plan, run_id="r", epoch="e", grace_bins=grace, retention_bins=retention,
-                  hooks=make_hooks(hooks_kind, plan))  # fmt: skip
+        run = cls(
+            plan, run_id="r", epoch="e", grace_bins=grace, retention_bins=retention, hooks=make_hooks(hooks_kind, plan)
+        )
         run.start()
         return run
 
@@ -172,9 +188,10 @@ def test_hooks_restored_by_a_classmethod_constructor() -> None:
 
 
 def models_fixed(extra: bool = False) -> dict[str, Any]:
-    nodes: list[dict[str, Any]] = [{"id": "t0", "kind": "const", "source": "telemetry"},
-                                   {"id": "e0", "kind": "expr", "expr": "SHIFT(t0, 1) + t0"}]  # fmt: skip
+    nodes: list[dict[str, Any]] = [
+        {"id": "t0", "kind": "const", "source": "telemetry"},
+        {"id": "e0", "kind": "expr", "expr": "SHIFT(t0, 1) + t0"},
+    ]
     if extra:
         nodes.append({"id": "e1", "kind": "expr", "expr": "t0 * 2"})
-    return {"grid": {"bins": 12, "binSize": 5, "binUnit": "minutes", "start": "2025-10-07T00:00:00Z"},
-            "nodes": nodes}  # fmt: skip
+    return {"grid": {"bins": 12, "binSize": 5, "binUnit": "minutes", "start": "2025-10-07T00:00:00Z"}, "nodes": nodes}

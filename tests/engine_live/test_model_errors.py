@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine_live.compiler import compile_model
 from engine_live.errors import CycleError, ModelError
-from engine_live.evaluator import evaluate_batch
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.plan.compiler import compile_model
+from engine_live.plan.evaluator import evaluate_batch
 
 
 def model(nodes: list[dict[str, Any]], bins: int = 3, **extra: Any) -> dict[str, Any]:
@@ -61,8 +61,9 @@ def test_shift_zero_conv_and_rolling_are_same_bin() -> None:
 
 
 def test_cycle_through_queue_is_error() -> None:
-    m = model([expr("arr", "q_outflow + 1"),
-               {"id": "q", "kind": "serviceWithBuffer", "inflow": "arr", "outflow": "arr"}])  # fmt: skip
+    m = model(
+        [expr("arr", "q_outflow + 1"), {"id": "q", "kind": "serviceWithBuffer", "inflow": "arr", "outflow": "arr"}]
+    )
     with pytest.raises(CycleError, match=r"'arr'.*'q'"):
         load_and_compile(m)
 
@@ -87,8 +88,11 @@ def test_unknown_reference_message() -> None:
 def test_unknown_reference_in_queue_names_field() -> None:
     errs = messages(model([{"id": "q", "kind": "serviceWithBuffer", "inflow": "nope"}]))
     assert errs == ["node 'q': inflow: unknown reference 'nope'"]
-    errs = messages(model([{"id": "q", "kind": "serviceWithBuffer",
-                            "dispatchSchedule": {"periodBins": 2, "capacitySeries": "cap"}}]))  # fmt: skip
+    errs = messages(
+        model(
+            [{"id": "q", "kind": "serviceWithBuffer", "dispatchSchedule": {"periodBins": 2, "capacitySeries": "cap"}}]
+        )
+    )
     assert errs == ["node 'q': dispatchSchedule.capacitySeries: unknown reference 'cap'"]
 
 
@@ -174,10 +178,14 @@ def test_upstream_keys_accepted_with_info() -> None:
     m = model(
         [{"id": "a", "kind": "const", "values": [1, 2, 3], "metadata": {"x": 1}, "nodeRole": "source"}],
         classes=[{"id": "gold"}],
-        topology={"nodes": [{"id": "A", "kind": "service", "semantics": {"arrivals": "a"}, "group": "g"},
-                            {"id": "B", "kind": "sink", "semantics": {}}],
-                  "edges": [{"id": "e1", "from": "A", "to": "B", "type": "flow", "lag": 0, "measure": "x"}]},
-    )  # fmt: skip
+        topology={
+            "nodes": [
+                {"id": "A", "kind": "service", "semantics": {"arrivals": "a"}, "group": "g"},
+                {"id": "B", "kind": "sink", "semantics": {}},
+            ],
+            "edges": [{"id": "e1", "from": "A", "to": "B", "type": "flow", "lag": 0, "measure": "x"}],
+        },
+    )
     graph = load_graph(m)
     infos = [i for i in graph.info if i["code"] == "unused_upstream_key"]
     keys = sorted(i["message"].split("key '")[1].split("'")[0] for i in infos)
@@ -234,8 +242,13 @@ def test_good_grid(grid: dict[str, Any]) -> None:
 def test_live_needs_start() -> None:
     with pytest.raises(ModelError, match="start: required"):
         load_graph({"grid": {"binSize": 5, "binUnit": "minutes"}, "nodes": []}, live=True)
-    graph = load_graph({"grid": {"binSize": 5, "binUnit": "minutes", "start": "2025-10-07T00:00:00Z"},
-                        "nodes": [{"id": "x", "kind": "const", "source": "telemetry"}]}, live=True)  # fmt: skip
+    graph = load_graph(
+        {
+            "grid": {"binSize": 5, "binUnit": "minutes", "start": "2025-10-07T00:00:00Z"},
+            "nodes": [{"id": "x", "kind": "const", "source": "telemetry"}],
+        },
+        live=True,
+    )
     assert graph.grid.bins is None
 
 
@@ -324,8 +337,9 @@ def test_upstream_style_model_loads_and_runs() -> None:
     assert graph.grid.bin_minutes == 60
     assert [t.kind for t in graph.topo] == ["service", "queue", "queue"]
     assert [(e.source, e.target, e.weight) for e in graph.edges] == [
-        ("Ingress", "BatchQueue", 0.75), ("Ingress", "SideQueue", 0.25),
-    ]  # fmt: skip
+        ("Ingress", "BatchQueue", 0.75),
+        ("Ingress", "SideQueue", 0.25),
+    ]
     assert any(i["code"] == "unused_upstream_key" for i in graph.info)
     plan = compile_model(graph)
     V = evaluate_batch(plan)

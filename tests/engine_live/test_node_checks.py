@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from engine_live.derived import NodeInputs, derive
-from engine_live.node_checks import CHECKS, node_flags, record_node_flags
-from engine_live.warning_book import WarningBook
+from engine_live.derived.node_checks import CHECKS, node_flags, record_node_flags
+from engine_live.derived.node_metrics import NodeInputs, derive
+from engine_live.warnings.book import WarningBook
 
 ALL_TELEMETRY = frozenset({"arrivals", "served", "queueDepth", "errors", "capacity"})
 

@@ -1,4 +1,4 @@
-"""Tests for engine_live.pcg32: the SPEC test vector, jump-ahead equals the reference, pmf draws."""
+"""Tests for engine_live.model.pcg32: the SPEC test vector, jump-ahead equals the reference, pmf draws."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine_live.pcg32 import Pcg32, pcg32_outputs, pmf_draws
+from engine_live.model.pcg32 import Pcg32, pcg32_outputs, pmf_draws
 
 SPEC_VECTOR = [1971522493, 242089394, 3457789919, 3637502659]
 

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine_live.compiler import compile_model
 from engine_live.errors import ModelError
-from engine_live.evaluator import evaluate_batch, evaluate_range
-from engine_live.model_build import load_graph, snake_case
-from engine_live.pcg32 import Pcg32
-from engine_live.series_defs import ModelGraph
+from engine_live.model.build import load_graph, snake_case
+from engine_live.model.pcg32 import Pcg32
+from engine_live.model.series_defs import ModelGraph
+from engine_live.plan.compiler import compile_model
+from engine_live.plan.evaluator import evaluate_batch, evaluate_range
 
 NAN = math.nan
 INF = math.inf
@@ -75,8 +75,10 @@ def test_const_values() -> None:
 def test_const_file_csv_formats(tmp_path: Path, text: str, expected: list[float]) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "demand.csv").write_text(text, encoding="utf-8")
-    nodes = [{"id": "demand", "kind": "const", "source": "file:data/demand.csv"},
-             {"id": "x", "kind": "expr", "expr": "demand * 2"}]  # fmt: skip
+    nodes = [
+        {"id": "demand", "kind": "const", "source": "file:data/demand.csv"},
+        {"id": "x", "kind": "expr", "expr": "demand * 2"},
+    ]
     out = run(model(nodes, 4), base_dir=tmp_path)
     same(out["demand"], expected)
     same(out["x"], [2 * v for v in expected])
@@ -111,10 +113,19 @@ def test_const_file_missing_and_without_folder_are_errors(tmp_path: Path) -> Non
 
 def test_topology_file_and_telemetry_semantics_make_hidden_series(tmp_path: Path) -> None:
     (tmp_path / "arr.csv").write_text("10\n20\n30\n", encoding="utf-8")
-    m = model([const("cap", [5, 5, 5])], 3, topology={"nodes": [
-        {"id": "Svc", "kind": "serviceWithBuffer",
-         "semantics": {"arrivals": "file:arr.csv", "served": "telemetry", "capacity": "cap"}},
-    ]})  # fmt: skip
+    m = model(
+        [const("cap", [5, 5, 5])],
+        3,
+        topology={
+            "nodes": [
+                {
+                    "id": "Svc",
+                    "kind": "serviceWithBuffer",
+                    "semantics": {"arrivals": "file:arr.csv", "served": "telemetry", "capacity": "cap"},
+                },
+            ]
+        },
+    )
     graph = load_graph(m, base_dir=tmp_path)
     assert graph.hidden == frozenset({"Svc.arrivals", "Svc.served"})
     assert graph.telemetry_ids() == ("Svc.served",)
@@ -129,8 +140,10 @@ def test_topology_file_and_telemetry_semantics_make_hidden_series(tmp_path: Path
 
 
 def test_pmf_expected_value() -> None:
-    nodes = [{"id": "f", "kind": "pmf", "pmf": {"values": [0, 1, 2], "probabilities": [0.7, 0.2, 0.1]}},
-             {"id": "g", "kind": "pmf", "pmf": {"values": [10, 20], "probabilities": [0.25, 0.75]}}]  # fmt: skip
+    nodes = [
+        {"id": "f", "kind": "pmf", "pmf": {"values": [0, 1, 2], "probabilities": [0.7, 0.2, 0.1]}},
+        {"id": "g", "kind": "pmf", "pmf": {"values": [10, 20], "probabilities": [0.25, 0.75]}},
+    ]
     out = run(model(nodes, 3))
     same(out["f"], [0.4, 0.4, 0.4])
     same(out["g"], [17.5, 17.5, 17.5])
@@ -160,10 +173,12 @@ def reference_draws(values: list[float], probs: list[float], seed: int, n: int) 
 @pytest.mark.parametrize("seed", [None, 0, 42, 7])
 def test_pmf_sample_seed_is_rng_seed_plus_position(seed: int | None) -> None:
     vals, probs = [0, 1, 2], [0.7, 0.2, 0.1]
-    nodes = [const("a", [0] * 40), const("b", [0] * 40),
-             {"id": "s", "kind": "pmf", "pmf": {"values": vals, "probabilities": probs, "sample": True}},
-             {"id": "t", "kind": "pmf",
-              "pmf": {"values": [5, 6], "probabilities": [0.5, 0.5], "sample": True}}]  # fmt: skip
+    nodes = [
+        const("a", [0] * 40),
+        const("b", [0] * 40),
+        {"id": "s", "kind": "pmf", "pmf": {"values": vals, "probabilities": probs, "sample": True}},
+        {"id": "t", "kind": "pmf", "pmf": {"values": [5, 6], "probabilities": [0.5, 0.5], "sample": True}},
+    ]
     extra = {} if seed is None else {"rng": {"kind": "pcg32", "seed": seed}}
     out = run(model(nodes, 40, **extra))
     base = 0 if seed is None else seed
@@ -175,8 +190,7 @@ def test_pmf_sample_seed_is_rng_seed_plus_position(seed: int | None) -> None:
 
 def test_pmf_sample_known_draws_seed_42() -> None:
     # Pcg32(42) outputs / 2^32 = 0.459, 0.056, 0.805, 0.847 → cumulative [0.7, 0.9, 1.0]
-    nodes = [{"id": "s", "kind": "pmf", "pmf": {"values": [0, 1, 2], "probabilities": [0.7, 0.2, 0.1],
-                                                 "sample": True}}]  # fmt: skip
+    nodes = [{"id": "s", "kind": "pmf", "pmf": {"values": [0, 1, 2], "probabilities": [0.7, 0.2, 0.1], "sample": True}}]
     out = run(model(nodes, 4, rng={"kind": "pcg32", "seed": 42}))
     same(out["s"], [0, 0, 1, 1])
 
@@ -191,16 +205,20 @@ def queue_model(q: dict[str, Any], bins: int, **series: list[float]) -> dict[str
 
 
 def test_queue_initial_and_loss() -> None:
-    out = queue_model({"inflow": "i", "outflow": "o", "loss": "l", "initial": 2}, 4,
-                      i=[10, 10, 10, 10], o=[4, 4, 4, 4], l=[1, 1, 1, 1])  # fmt: skip
+    out = queue_model(
+        {"inflow": "i", "outflow": "o", "loss": "l", "initial": 2},
+        4,
+        i=[10, 10, 10, 10],
+        o=[4, 4, 4, 4],
+        l=[1, 1, 1, 1],
+    )
     same(out["q"], [7, 12, 17, 22])
     same(out["q_outflow"], [4, 4, 4, 4])
     same(out["q_overflow"], [0, 0, 0, 0])
 
 
 def test_queue_never_negative_and_non_finite_inputs_count_zero() -> None:
-    out = queue_model({"inflow": "i", "outflow": "o", "initial": 3}, 5,
-                      i=[0, NAN, INF, 5, -INF], o=[5, 0, 0, 1, NAN])  # fmt: skip
+    out = queue_model({"inflow": "i", "outflow": "o", "initial": 3}, 5, i=[0, NAN, INF, 5, -INF], o=[5, 0, 0, 1, NAN])
     same(out["q"], [0, 0, 0, 4, 4])
     same(out["q_outflow"], [5, 0, 0, 1, 0])
 
@@ -213,8 +231,13 @@ def test_queue_missing_inflow_outflow_loss_count_zero() -> None:
 
 
 def test_queue_wip_limit_number() -> None:
-    out = queue_model({"inflow": "i", "outflow": "o", "loss": "l", "initial": 2, "wipLimit": 15}, 4,
-                      i=[10, 10, 10, 10], o=[4, 4, 4, 4], l=[1, 1, 1, 1])  # fmt: skip
+    out = queue_model(
+        {"inflow": "i", "outflow": "o", "loss": "l", "initial": 2, "wipLimit": 15},
+        4,
+        i=[10, 10, 10, 10],
+        o=[4, 4, 4, 4],
+        l=[1, 1, 1, 1],
+    )
     same(out["q"], [7, 12, 15, 15])
     same(out["q_overflow"], [0, 0, 2, 5])
 
@@ -235,9 +258,12 @@ def test_queue_wip_overflow_loss_is_dropped() -> None:
 
 
 def test_overflow_joins_another_queue() -> None:
-    nodes = [const("i", [8, 8, 8]), const("o", [2, 2, 2]),
-             {"id": "a", "kind": "serviceWithBuffer", "inflow": "i", "wipLimit": 4, "wipOverflow": "b"},
-             {"id": "b", "kind": "serviceWithBuffer", "inflow": "o", "outflow": "o"}]  # fmt: skip
+    nodes = [
+        const("i", [8, 8, 8]),
+        const("o", [2, 2, 2]),
+        {"id": "a", "kind": "serviceWithBuffer", "inflow": "i", "wipLimit": 4, "wipOverflow": "b"},
+        {"id": "b", "kind": "serviceWithBuffer", "inflow": "o", "outflow": "o"},
+    ]
     out = run(model(nodes, 3))
     same(out["a"], [4, 4, 4])
     same(out["a_overflow"], [4, 8, 8])
@@ -245,11 +271,22 @@ def test_overflow_joins_another_queue() -> None:
 
 
 def test_cascading_overflow_a_b_c() -> None:
-    nodes = [const("in_a", [20] * 4), const("out_a", [5] * 4), const("out_b", [2] * 4), const("out_c", [1] * 4),
-             {"id": "A", "kind": "serviceWithBuffer", "inflow": "in_a", "outflow": "out_a",
-              "wipLimit": 10, "wipOverflow": "B"},
-             {"id": "B", "kind": "serviceWithBuffer", "outflow": "out_b", "wipLimit": 5, "wipOverflow": "C"},
-             {"id": "C", "kind": "serviceWithBuffer", "outflow": "out_c"}]  # fmt: skip
+    nodes = [
+        const("in_a", [20] * 4),
+        const("out_a", [5] * 4),
+        const("out_b", [2] * 4),
+        const("out_c", [1] * 4),
+        {
+            "id": "A",
+            "kind": "serviceWithBuffer",
+            "inflow": "in_a",
+            "outflow": "out_a",
+            "wipLimit": 10,
+            "wipOverflow": "B",
+        },
+        {"id": "B", "kind": "serviceWithBuffer", "outflow": "out_b", "wipLimit": 5, "wipOverflow": "C"},
+        {"id": "C", "kind": "serviceWithBuffer", "outflow": "out_c"},
+    ]
     out = run(model(nodes, 4))
     # A: 15→10 ovf 5; 25→10 ovf 15; ...
     same(out["A"], [10, 10, 10, 10])
@@ -264,17 +301,21 @@ def test_cascading_overflow_a_b_c() -> None:
 
 
 def test_overflow_cycle_is_error() -> None:
-    nodes = [const("i", [1, 1]),
-             {"id": "a", "kind": "serviceWithBuffer", "inflow": "i", "wipLimit": 1, "wipOverflow": "b"},
-             {"id": "b", "kind": "serviceWithBuffer", "inflow": "i", "wipLimit": 1, "wipOverflow": "a"}]  # fmt: skip
+    nodes = [
+        const("i", [1, 1]),
+        {"id": "a", "kind": "serviceWithBuffer", "inflow": "i", "wipLimit": 1, "wipOverflow": "b"},
+        {"id": "b", "kind": "serviceWithBuffer", "inflow": "i", "wipLimit": 1, "wipOverflow": "a"},
+    ]
     with pytest.raises(ModelError) as info:
         compile_model(load_graph(model(nodes, 2)))
     assert "'a'" in str(info.value) and "'b'" in str(info.value)
 
 
 def test_overflow_to_non_queue_is_error() -> None:
-    nodes = [const("i", [1, 1]),
-             {"id": "a", "kind": "serviceWithBuffer", "inflow": "i", "wipLimit": 1, "wipOverflow": "i"}]  # fmt: skip
+    nodes = [
+        const("i", [1, 1]),
+        {"id": "a", "kind": "serviceWithBuffer", "inflow": "i", "wipLimit": 1, "wipOverflow": "i"},
+    ]
     with pytest.raises(ModelError, match=r"'a'.*wipOverflow"):
         load_graph(model(nodes, 2))
 
@@ -322,10 +363,18 @@ def test_dispatch_bad_kind_is_error() -> None:
 
 @pytest.mark.parametrize(
     ("name", "snake"),
-    [("HTTPService", "http_service"), ("QueueA", "queue_a"), ("Service2A", "service2_a"),
-     ("API_Gateway", "api_gateway"), ("OrderService", "order_service"), ("my-svc.v2", "my_svc_v2"),
-     ("already_snake", "already_snake"), ("ABC", "abc"), ("a__b", "a_b")],
-)  # fmt: skip
+    [
+        ("HTTPService", "http_service"),
+        ("QueueA", "queue_a"),
+        ("Service2A", "service2_a"),
+        ("API_Gateway", "api_gateway"),
+        ("OrderService", "order_service"),
+        ("my-svc.v2", "my_svc_v2"),
+        ("already_snake", "already_snake"),
+        ("ABC", "abc"),
+        ("a__b", "a_b"),
+    ],
+)
 def test_snake_case(name: str, snake: str) -> None:
     assert snake_case(name) == snake
 
@@ -340,8 +389,9 @@ def test_synthesized_queue_names(tid: str, depth: str | None) -> None:
     sem: dict[str, Any] = {"arrivals": "arr", "served": "srv"}
     if depth:
         sem["queueDepth"] = depth
-    out = run(topo_model([{"id": tid, "kind": "serviceWithBuffer", "semantics": sem}],
-                         arr=[10, 10, 10], srv=[4, 4, 20]))  # fmt: skip
+    out = run(
+        topo_model([{"id": tid, "kind": "serviceWithBuffer", "semantics": sem}], arr=[10, 10, 10], srv=[4, 4, 20])
+    )
     s = snake_case(tid)
     same(out[f"{s}_queue"], [6, 12, 2])
     same(out[f"{s}_outflow"], [4, 4, 20])
@@ -349,11 +399,21 @@ def test_synthesized_queue_names(tid: str, depth: str | None) -> None:
 
 
 def test_queue_depth_naming_missing_series_uses_that_name() -> None:
-    out = run(topo_model([{"id": "OrderQueue", "kind": "queue",
-                           "semantics": {"arrivals": "arr", "capacity": "cap", "errors": "err",
-                                         "queueDepth": "backlog"},
-                           "initialCondition": {"queueDepth": 5}}],
-                         arr=[10, 10, 10], cap=[3, 3, 3], err=[1, 0, 2]))  # fmt: skip
+    out = run(
+        topo_model(
+            [
+                {
+                    "id": "OrderQueue",
+                    "kind": "queue",
+                    "semantics": {"arrivals": "arr", "capacity": "cap", "errors": "err", "queueDepth": "backlog"},
+                    "initialCondition": {"queueDepth": 5},
+                }
+            ],
+            arr=[10, 10, 10],
+            cap=[3, 3, 3],
+            err=[1, 0, 2],
+        )
+    )
     # outflow = capacity (no served), loss = errors, initial 5: 5+10-3-1=11, 18, 23
     same(out["backlog"], [11, 18, 23])
     same(out["order_queue_outflow"], [3, 3, 3])
@@ -361,26 +421,35 @@ def test_queue_depth_naming_missing_series_uses_that_name() -> None:
 
 
 def test_queue_depth_naming_existing_series_is_not_synthesized() -> None:
-    graph = load_graph(topo_model([{"id": "Q", "kind": "queue",
-                                    "semantics": {"arrivals": "arr", "queueDepth": "depth"}}],
-                                  arr=[1, 1, 1], depth=[0, 0, 0]))  # fmt: skip
+    graph = load_graph(
+        topo_model(
+            [{"id": "Q", "kind": "queue", "semantics": {"arrivals": "arr", "queueDepth": "depth"}}],
+            arr=[1, 1, 1],
+            depth=[0, 0, 0],
+        )
+    )
     ids = {out for d in graph.defs for out in d.outputs}
     assert "q_queue" not in ids and "q_outflow" not in ids
     assert graph.topo[0].fields["queueDepth"] == "depth"
 
 
 def test_service_kind_gets_no_queue() -> None:
-    graph = load_graph(topo_model([{"id": "Svc", "kind": "service", "semantics": {"arrivals": "arr"}}],
-                                  arr=[1, 1, 1]))  # fmt: skip
+    graph = load_graph(topo_model([{"id": "Svc", "kind": "service", "semantics": {"arrivals": "arr"}}], arr=[1, 1, 1]))
     assert "svc_queue" not in {out for d in graph.defs for out in d.outputs}
 
 
 def test_dlq_fed_by_overflow_alone_and_topology_config() -> None:
     topo = [
-        {"id": "FrontQueue", "kind": "queue", "semantics": {"arrivals": "arr", "served": "srv"},
-         "initialCondition": {"queueDepth": 2}, "wipLimit": 10, "wipOverflow": "DeadLetters"},
+        {
+            "id": "FrontQueue",
+            "kind": "queue",
+            "semantics": {"arrivals": "arr", "served": "srv"},
+            "initialCondition": {"queueDepth": 2},
+            "wipLimit": 10,
+            "wipOverflow": "DeadLetters",
+        },
         {"id": "DeadLetters", "kind": "dlq", "semantics": {}},
-    ]  # fmt: skip
+    ]
     out = run(topo_model(topo, 4, arr=[10, 10, 10, 10], srv=[3, 3, 3, 3]))
     # front: 2+10-3=9; 16→10 ovf 6; 17→10 ovf 7; ovf 7
     same(out["front_queue_queue"], [9, 10, 10, 10])
@@ -389,8 +458,15 @@ def test_dlq_fed_by_overflow_alone_and_topology_config() -> None:
 
 
 def test_topology_wip_series_and_dispatch() -> None:
-    topo = [{"id": "Batch", "kind": "serviceWithBuffer", "semantics": {"arrivals": "arr", "served": "srv"},
-             "wipLimitSeries": "lim", "dispatchSchedule": {"periodBins": 2, "phaseOffset": 1}}]  # fmt: skip
+    topo = [
+        {
+            "id": "Batch",
+            "kind": "serviceWithBuffer",
+            "semantics": {"arrivals": "arr", "served": "srv"},
+            "wipLimitSeries": "lim",
+            "dispatchSchedule": {"periodBins": 2, "phaseOffset": 1},
+        }
+    ]
     out = run(topo_model(topo, 4, arr=[10, 10, 10, 10], srv=[8, 8, 8, 8], lim=[NAN, 5, 100, 100]))
     same(out["batch_outflow"], [0, 8, 0, 8])
     same(out["batch_queue"], [10, 5, 15, 17])  # 10; 10+10-8=12→5 ovf 7; 15; 17
@@ -398,8 +474,11 @@ def test_topology_wip_series_and_dispatch() -> None:
 
 
 def test_synthesized_id_collision_is_error() -> None:
-    m = topo_model([{"id": "HTTPService", "kind": "queue", "semantics": {"arrivals": "arr"}}],
-                   arr=[1, 1, 1], http_service_outflow=[0, 0, 0])  # fmt: skip
+    m = topo_model(
+        [{"id": "HTTPService", "kind": "queue", "semantics": {"arrivals": "arr"}}],
+        arr=[1, 1, 1],
+        http_service_outflow=[0, 0, 0],
+    )
     with pytest.raises(ModelError, match=r"topology node 'HTTPService'.*collides"):
         load_graph(m)
 
@@ -461,13 +540,21 @@ def test_retry_echo_naming_existing_series_is_used_as_is() -> None:
 def constraint_model(da: list[float], db: list[float], cap: list[float]) -> dict[str, Any]:
     topo = {
         "nodes": [
-            {"id": "ServiceA", "kind": "serviceWithBuffer", "semantics": {"arrivals": "da", "served": "srv"},
-             "constraints": ["db"]},
-            {"id": "ServiceB", "kind": "serviceWithBuffer", "semantics": {"arrivals": "dbb", "served": "srv"},
-             "constraints": ["db"]},
+            {
+                "id": "ServiceA",
+                "kind": "serviceWithBuffer",
+                "semantics": {"arrivals": "da", "served": "srv"},
+                "constraints": ["db"],
+            },
+            {
+                "id": "ServiceB",
+                "kind": "serviceWithBuffer",
+                "semantics": {"arrivals": "dbb", "served": "srv"},
+                "constraints": ["db"],
+            },
         ],
         "constraints": [{"id": "db", "semantics": {"served": "cap", "arrivals": "not_a_series"}}],
-    }  # fmt: skip
+    }
     n = len(da)
     return model([const("da", da), const("dbb", db), const("cap", cap), const("srv", [0] * n)], n, topology=topo)
 
@@ -503,9 +590,15 @@ def test_constraint_unknown_id_and_two_constraints_are_errors() -> None:
 
 
 def test_router_weights_split_input() -> None:
-    nodes = [const("served", [10, 20, 0, 5]),
-             {"id": "split", "kind": "router", "inputs": {"queue": "served"},
-              "routes": [{"target": "fast", "weight": 0.7}, {"target": "slow", "weight": 0.3}]}]  # fmt: skip
+    nodes = [
+        const("served", [10, 20, 0, 5]),
+        {
+            "id": "split",
+            "kind": "router",
+            "inputs": {"queue": "served"},
+            "routes": [{"target": "fast", "weight": 0.7}, {"target": "slow", "weight": 0.3}],
+        },
+    ]
     out = run(model(nodes, 4))
     same(out["split"], [10, 20, 0, 5])
     same(out["fast"], [7, 14, 0, 3.5])
@@ -513,11 +606,21 @@ def test_router_weights_split_input() -> None:
 
 
 def test_router_weights_are_proportional_and_zero_total_gives_zero() -> None:
-    nodes = [const("x", [8, 16]),
-             {"id": "r", "kind": "router", "inputs": {"queue": "x"},
-              "routes": [{"target": "p", "weight": 1}, {"target": "q", "weight": 3}]},
-             {"id": "z", "kind": "router", "inputs": {"queue": "x"},
-              "routes": [{"target": "none1", "weight": 0}, {"target": "none2", "weight": 0}]}]  # fmt: skip
+    nodes = [
+        const("x", [8, 16]),
+        {
+            "id": "r",
+            "kind": "router",
+            "inputs": {"queue": "x"},
+            "routes": [{"target": "p", "weight": 1}, {"target": "q", "weight": 3}],
+        },
+        {
+            "id": "z",
+            "kind": "router",
+            "inputs": {"queue": "x"},
+            "routes": [{"target": "none1", "weight": 0}, {"target": "none2", "weight": 0}],
+        },
+    ]
     out = run(model(nodes, 2))
     same(out["p"], [2, 4])
     same(out["q"], [6, 12])
@@ -526,12 +629,23 @@ def test_router_weights_are_proportional_and_zero_total_gives_zero() -> None:
 
 
 def test_routes_to_one_target_add_up_across_routers() -> None:
-    nodes = [const("a", [8, 8, 4]), const("b", [4, 12, 0]),
-             {"id": "r1", "kind": "router", "inputs": {"queue": "a"},
-              "routes": [{"target": "t", "weight": 1}, {"target": "t", "weight": 1}]},
-             {"id": "r2", "kind": "router", "inputs": {"queue": "b"},
-              "routes": [{"target": "t", "weight": 1}, {"target": "u", "weight": 3}]},
-             {"id": "use", "kind": "expr", "expr": "SHIFT(t, 1)"}]  # fmt: skip
+    nodes = [
+        const("a", [8, 8, 4]),
+        const("b", [4, 12, 0]),
+        {
+            "id": "r1",
+            "kind": "router",
+            "inputs": {"queue": "a"},
+            "routes": [{"target": "t", "weight": 1}, {"target": "t", "weight": 1}],
+        },
+        {
+            "id": "r2",
+            "kind": "router",
+            "inputs": {"queue": "b"},
+            "routes": [{"target": "t", "weight": 1}, {"target": "u", "weight": 3}],
+        },
+        {"id": "use", "kind": "expr", "expr": "SHIFT(t, 1)"},
+    ]
     out = run(model(nodes, 3))
     same(out["t"], [9, 11, 4])  # a/2 + a/2 + b/4
     same(out["u"], [3, 9, 0])
@@ -539,27 +653,42 @@ def test_routes_to_one_target_add_up_across_routers() -> None:
 
 
 def test_router_target_naming_existing_series_is_error() -> None:
-    nodes = [const("a", [1, 1]), const("b", [1, 1]),
-             {"id": "r", "kind": "router", "inputs": {"queue": "a"},
-              "routes": [{"target": "b", "weight": 1}]}]  # fmt: skip
+    nodes = [
+        const("a", [1, 1]),
+        const("b", [1, 1]),
+        {"id": "r", "kind": "router", "inputs": {"queue": "a"}, "routes": [{"target": "b", "weight": 1}]},
+    ]
     with pytest.raises(ModelError, match="router target 'b': names an existing series"):
         load_graph(model(nodes, 2))
 
 
 def test_router_nested_upstream_form() -> None:
-    nodes = [const("served", [10, 20]),
-             {"id": "split", "kind": "router",
-              "router": {"inputs": {"queue": "served"},
-                         "routes": [{"target": "left", "weight": 1}, {"target": "right", "weight": 4}]}}]  # fmt: skip
+    nodes = [
+        const("served", [10, 20]),
+        {
+            "id": "split",
+            "kind": "router",
+            "router": {
+                "inputs": {"queue": "served"},
+                "routes": [{"target": "left", "weight": 1}, {"target": "right", "weight": 4}],
+            },
+        },
+    ]
     out = run(model(nodes, 2))
     same(out["left"], [2, 4])
     same(out["right"], [8, 16])
 
 
 def test_route_without_weight_carries_zero_with_info() -> None:
-    nodes = [const("x", [10, 20]),
-             {"id": "r", "kind": "router", "inputs": {"queue": "x"},
-              "routes": [{"target": "w", "weight": 2}, {"target": "cls", "classes": ["gold"]}]}]  # fmt: skip
+    nodes = [
+        const("x", [10, 20]),
+        {
+            "id": "r",
+            "kind": "router",
+            "inputs": {"queue": "x"},
+            "routes": [{"target": "w", "weight": 2}, {"target": "cls", "classes": ["gold"]}],
+        },
+    ]
     graph = load_graph(model(nodes, 2))
     assert [i["code"] for i in graph.info] == ["route_without_weight"]
     out = run(model(nodes, 2))
@@ -571,9 +700,12 @@ def test_route_without_weight_carries_zero_with_info() -> None:
 
 
 def test_feedback_arrivals_throttled_by_previous_queue() -> None:
-    nodes = [const("demand", [50, 50, 50, 50, 50]), const("srv", [20, 20, 20, 60, 20]),
-             {"id": "arr", "kind": "expr", "expr": "MIN(demand, 100 - SHIFT(q, 1))"},
-             {"id": "q", "kind": "serviceWithBuffer", "inflow": "arr", "outflow": "srv", "initial": 10}]  # fmt: skip
+    nodes = [
+        const("demand", [50, 50, 50, 50, 50]),
+        const("srv", [20, 20, 20, 60, 20]),
+        {"id": "arr", "kind": "expr", "expr": "MIN(demand, 100 - SHIFT(q, 1))"},
+        {"id": "q", "kind": "serviceWithBuffer", "inflow": "arr", "outflow": "srv", "initial": 10},
+    ]
     out = run(model(nodes, 5))
     # t0: min(50, 90)=50, q=10+50-20=40; t1: min(50, 60)=50, q=70; t2: min(50, 30)=30, q=80;
     # t3: min(50, 20)=20, q=80+20-60=40; t4: min(50, 60)=50, q=70
@@ -582,10 +714,24 @@ def test_feedback_arrivals_throttled_by_previous_queue() -> None:
 
 
 def test_feedback_through_topology_queue() -> None:
-    m = model([const("demand", [50, 50, 50]), const("srv", [20, 20, 20]),
-               {"id": "arr", "kind": "expr", "expr": "MIN(demand, 60 - SHIFT(gate_queue, 1))"}], 3,
-              topology={"nodes": [{"id": "Gate", "kind": "queue", "semantics": {"arrivals": "arr", "served": "srv"},
-                                   "initialCondition": {"queueDepth": 30}}]})  # fmt: skip
+    m = model(
+        [
+            const("demand", [50, 50, 50]),
+            const("srv", [20, 20, 20]),
+            {"id": "arr", "kind": "expr", "expr": "MIN(demand, 60 - SHIFT(gate_queue, 1))"},
+        ],
+        3,
+        topology={
+            "nodes": [
+                {
+                    "id": "Gate",
+                    "kind": "queue",
+                    "semantics": {"arrivals": "arr", "served": "srv"},
+                    "initialCondition": {"queueDepth": 30},
+                }
+            ]
+        },
+    )
     out = run(m)
     # t0: min(50, 30)=30, q=30+30-20=40; t1: 20, q=40; t2: 20, 40
     same(out["arr"], [30, 20, 20])
@@ -593,16 +739,21 @@ def test_feedback_through_topology_queue() -> None:
 
 
 def test_self_shift_backlog_with_initial() -> None:
-    nodes = [const("a", [10, 0, 10, 0]), const("s", [8, 8, 8, 8]),
-             {"id": "backlog", "kind": "expr", "expr": "MAX(0, SHIFT(backlog, 1) + a - s)", "initial": 5}]  # fmt: skip
+    nodes = [
+        const("a", [10, 0, 10, 0]),
+        const("s", [8, 8, 8, 8]),
+        {"id": "backlog", "kind": "expr", "expr": "MAX(0, SHIFT(backlog, 1) + a - s)", "initial": 5},
+    ]
     out = run(model(nodes, 4))
     same(out["backlog"], [7, 0, 2, 0])
 
 
 def test_two_node_loop_through_shift2() -> None:
-    nodes = [const("a", [1, 1, 1, 1, 1]),
-             {"id": "x", "kind": "expr", "expr": "a + SHIFT(y, 2)"},
-             {"id": "y", "kind": "expr", "expr": "x * 2", "initial": 1}]  # fmt: skip
+    nodes = [
+        const("a", [1, 1, 1, 1, 1]),
+        {"id": "x", "kind": "expr", "expr": "a + SHIFT(y, 2)"},
+        {"id": "y", "kind": "expr", "expr": "x * 2", "initial": 1},
+    ]
     out = run(model(nodes, 5))
     # x0 = 1+1=2, y0=4; x1 = 2, y1 = 4; x2 = 1+4=5, y2=10; x3 = 5, y3 = 10; x4 = 11, y4 = 22
     same(out["x"], [2, 2, 5, 5, 11])

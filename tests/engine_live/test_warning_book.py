@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine_live import warning_entry
-from engine_live.warning_book import Aggregate, WarningBook
+from engine_live.warnings import entry as warning_entry
+from engine_live.warnings.book import Aggregate, WarningBook
 
 K = ("served_negative", "A", None)
 
@@ -241,8 +241,9 @@ def test_set_flag_equals_set_flags_of_one_bin(ops: list[tuple[str, int, bool, fl
         one.set_flag(key, b, flagged, value, worst=worst, message_fn=lambda a: f"{a.count} {a.value}")
         many.set_flags(key, [b], [flagged], [value], worst=worst, message_fn=lambda a: f"{a.count} {a.value}")
         if i % every == 0:
-            assert [(c.op, repr(c.warning)) for c in one.take_changes()] == \
-                [(c.op, repr(c.warning)) for c in many.take_changes()]  # fmt: skip
+            assert [(c.op, repr(c.warning)) for c in one.take_changes()] == [
+                (c.op, repr(c.warning)) for c in many.take_changes()
+            ]
     assert repr(one.to_state()) == repr(many.to_state()) and repr(one.active()) == repr(many.active())
 
 
@@ -252,8 +253,16 @@ def reload_packed(book: WarningBook) -> WarningBook:
     for key in book:
         bins, vals = book.entry_cells(key)
         e = book._entries[key]
-        out.load_entry(key, np.array(bins, dtype=np.int64), np.array(vals), e.worst_now(), severity=e.severity,
-                       worst=e.worst, message_fn=e.message_fn, message=e.message)  # fmt: skip
+        out.load_entry(
+            key,
+            np.array(bins, dtype=np.int64),
+            np.array(vals),
+            e.worst_now(),
+            severity=e.severity,
+            worst=e.worst,
+            message_fn=e.message_fn,
+            message=e.message,
+        )
     for key, w in book.published_view().items():
         out.load_published(key, w)
     for key in book.dirty_keys():
@@ -261,8 +270,15 @@ def reload_packed(book: WarningBook) -> WarningBook:
     return out
 
 
-OPS = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 12), st.booleans(),
-                         st.sampled_from([1.0, -2.0, 3.5, 0.0, float("nan"), float("inf")])), max_size=40)  # fmt: skip
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c"]),
+        st.integers(0, 12),
+        st.booleans(),
+        st.sampled_from([1.0, -2.0, 3.5, 0.0, float("nan"), float("inf")]),
+    ),
+    max_size=40,
+)
 
 
 @settings(max_examples=80, deadline=None)
@@ -279,8 +295,9 @@ def test_packed_entries_behave_like_built_ones(before: list[Any], after: list[An
     for i, (node, b, flagged, value) in enumerate(after):
         for book in (built, packed):
             if batch and i % 2:
-                book.set_flags(("c", node, None), [b, b + 1], [flagged, not flagged], [value, 1.0], worst=worst,
-                               message_fn=msg)  # fmt: skip
+                book.set_flags(
+                    ("c", node, None), [b, b + 1], [flagged, not flagged], [value, 1.0], worst=worst, message_fn=msg
+                )
             else:
                 book.set_flag(("c", node, None), b + 20 * (i % 3 == 0), flagged, value, worst=worst, message_fn=msg)
         assert repr(packed.take_changes()) == repr(built.take_changes())
@@ -327,10 +344,18 @@ def test_append_flags_equals_set_flag(steps: list[Any], worst: Any, packed_start
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True),
-                          st.lists(st.sampled_from([1.0, -2.0, 3.5, 0.5, float("nan"), -7.0, 9.0]), min_size=4,
-                                   max_size=4)), min_size=1, max_size=30),
-       st.sampled_from(["max", "min", "absmax"]), st.booleans())  # fmt: skip
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True),
+            st.lists(st.sampled_from([1.0, -2.0, 3.5, 0.5, float("nan"), -7.0, 9.0]), min_size=4, max_size=4),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.sampled_from(["max", "min", "absmax"]),
+    st.booleans(),
+)
 def test_append_block_equals_bin_by_bin(steps: list[Any], worst: Any, stale_first: bool) -> None:
     """`append_block` (a quiet replay's bins at once) counts the changes and leaves the book and its
     published warnings as `append_flags` + `take_changes` bin by bin do."""

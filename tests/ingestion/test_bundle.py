@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine_live.batch_run import run_model
 from engine_live.errors import NotFoundError
-from engine_live.model_build import load_graph
-from engine_live.model_text import parse_model_text
+from engine_live.model.build import load_graph
+from engine_live.model.text import parse_model_text
+from engine_live.plan.batch_run import run_model
 from ingestion.bundle import (
     BundleError,
     BundlePathError,
@@ -65,9 +65,10 @@ def write_bundle(
         "schemaVersion": 2,
         "window": {"startTimeUtc": "2025-10-07T00:00:00Z", "durationMinutes": bins * bin_size},
         "grid": {"bins": bins, "binSize": bin_size, "binUnit": "minutes"},
-        "files": entries, "warnings": [],
+        "files": entries,
+        "warnings": [],
         "provenance": {"runId": "run_x", "scenarioHash": "sha256:0", "capturedAtUtc": "2025-10-08T00:00:00Z"},
-    }  # fmt: skip
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return folder
 
@@ -77,11 +78,16 @@ def codes(warnings: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> list[s
 
 
 def test_three_csv_formats_read_alike(tmp_path: Path) -> None:
-    b = load_bundle(write_bundle(tmp_path / "b", {
-        ("Svc", "arrivals"): "bin_index,classId,value\n0,DEFAULT,1\n1,DEFAULT,2\n2,DEFAULT,3\n3,DEFAULT,4\n",
-        ("Svc", "served"): "bin_index,value\n0,1\n1,2\n2,3\n3,4\n",
-        ("Svc", "errors"): "1\n2\n3\n4\n",
-    }))  # fmt: skip
+    b = load_bundle(
+        write_bundle(
+            tmp_path / "b",
+            {
+                ("Svc", "arrivals"): "bin_index,classId,value\n0,DEFAULT,1\n1,DEFAULT,2\n2,DEFAULT,3\n3,DEFAULT,4\n",
+                ("Svc", "served"): "bin_index,value\n0,1\n1,2\n2,3\n3,4\n",
+                ("Svc", "errors"): "1\n2\n3\n4\n",
+            },
+        )
+    )
     assert b.warnings == ()
     for s in b.series:
         assert s.values.tolist() == [1, 2, 3, 4] and s.present.all()
@@ -93,11 +99,15 @@ def test_missing_bins_are_zero_filled_with_a_data_gap_naming_bins_and_times(tmp_
     assert s.values.tolist() == [5, 0, 0, 8] and s.present.tolist() == [True, False, False, True]
     (gap,) = b.warnings
     assert gap == {
-        "code": "data_gap", "severity": "warning", "nodeId": "Svc",
+        "code": "data_gap",
+        "severity": "warning",
+        "nodeId": "Svc",
         "message": "Svc.arrivals: 2 missing bins zero-filled: 1-2 (2025-10-07T00:05:00Z)",
-        "bins": [1, 2], "count": 2, "metric": "arrivals",
+        "bins": [1, 2],
+        "count": 2,
+        "metric": "arrivals",
         "times": ["2025-10-07T00:05:00Z", "2025-10-07T00:10:00Z"],
-    }  # fmt: skip
+    }
 
 
 def test_short_data_is_zero_filled_with_length_mismatch(tmp_path: Path) -> None:
@@ -138,8 +148,11 @@ def test_a_changed_file_fails_its_hash(tmp_path: Path) -> None:
 def test_bad_manifests_are_rejected(tmp_path: Path) -> None:
     folder = write_bundle(tmp_path / "b", {("Svc", "arrivals"): "1\n"})
     manifest = json.loads((folder / "manifest.json").read_text())
-    for broken in ({**manifest, "schemaVersion": 3}, {**manifest, "grid": {"bins": 0, "binSize": 5}},
-                   {**manifest, "files": {}}):  # fmt: skip
+    for broken in (
+        {**manifest, "schemaVersion": 3},
+        {**manifest, "grid": {"bins": 0, "binSize": 5}},
+        {**manifest, "files": {}},
+    ):
         (folder / "manifest.json").write_text(json.dumps(broken))
         with pytest.raises(BundleError):
             load_bundle(folder)
@@ -153,15 +166,24 @@ def test_grid_mismatch_is_422(tmp_path: Path) -> None:
         bundle_telemetry(b, load_graph(MODEL))
     assert info.value.http_status == 422
     assert info.value.to_body() == {
-        "error": "grid_mismatch", "message": "bundle bins are 10 minutes, the model's 5",
-        "bundleBinMinutes": 10, "modelBinMinutes": 5,
-    }  # fmt: skip
+        "error": "grid_mismatch",
+        "message": "bundle bins are 10 minutes, the model's 5",
+        "bundleBinMinutes": 10,
+        "modelBinMinutes": 5,
+    }
 
 
 def test_a_file_replaces_its_series_whatever_its_definition(tmp_path: Path) -> None:
-    b = load_bundle(write_bundle(tmp_path / "b", {
-        ("Svc", "arrivals"): "10\n20\n30\n40\n", ("Svc", "served"): "1\n2\n3\n4\n", ("Nope", "served"): "1\n",
-    }))  # fmt: skip
+    b = load_bundle(
+        write_bundle(
+            tmp_path / "b",
+            {
+                ("Svc", "arrivals"): "10\n20\n30\n40\n",
+                ("Svc", "served"): "1\n2\n3\n4\n",
+                ("Nope", "served"): "1\n",
+            },
+        )
+    )
     graph = load_graph(MODEL)
     telemetry, warnings = bundle_telemetry(b, graph)
     assert sorted(telemetry) == ["arrivals", "served"]
@@ -176,16 +198,24 @@ def test_a_file_replaces_its_series_whatever_its_definition(tmp_path: Path) -> N
 
 
 def test_frames_replay_given_values_and_leave_gaps_out(tmp_path: Path) -> None:
-    b = load_bundle(write_bundle(tmp_path / "b", {
-        ("Svc", "arrivals"): "bin_index,value\n0,5\n1,6.5\n3,8\n", ("Svc", "served"): "1\n1\n1\n1\n",
-    }))  # fmt: skip
+    b = load_bundle(
+        write_bundle(
+            tmp_path / "b",
+            {
+                ("Svc", "arrivals"): "bin_index,value\n0,5\n1,6.5\n3,8\n",
+                ("Svc", "served"): "1\n1\n1\n1\n",
+            },
+        )
+    )
     graph = load_graph(MODEL)
     assert {k: v.tolist() for k, v in gap_masks(b, graph).items()} == {"Svc": [False, False, True, False]}
     frames = list(iter_frames(b, graph))  # served is not telemetry-fed: not in frames
     assert frames == [
-        [{"bin": 0, "node": "Svc", "arrivals": 5}], [{"bin": 1, "node": "Svc", "arrivals": 6.5}], [],
+        [{"bin": 0, "node": "Svc", "arrivals": 5}],
+        [{"bin": 1, "node": "Svc", "arrivals": 6.5}],
+        [],
         [{"bin": 3, "node": "Svc", "arrivals": 8}],
-    ]  # fmt: skip
+    ]
 
 
 def test_bundle_folders_stay_under_the_bundles_dir(tmp_path: Path) -> None:
@@ -223,7 +253,7 @@ def test_a_file_path_cannot_leave_the_bundle(tmp_path: Path) -> None:
 
 
 def test_shipped_microservices_bundle_has_a_day_with_gaps() -> None:
-    from compat_api.templates import BUNDLE_DIR
+    from compat_api.templates.catalog import BUNDLE_DIR
 
     b = load_bundle(BUNDLE_DIR / "microservices")
     assert b.bins == 288 and b.grid.bin_minutes == 5 and b.manifest["schemaVersion"] == 2

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from engine_live.errors import IngestError
-from engine_live.live_run import ValidFrame
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.state.live_run import ValidFrame
 from ingestion.frames import FrameValidator, MalformedBodyError, parse_body
 
 MODEL = """
@@ -63,9 +63,11 @@ def test_node_and_series_forms_give_one_value_each(validator: FrameValidator) ->
         {"bin": 13, "ts": "2025-10-07T01:05:00+00:00", "series": "OrderService.errors", "value": -1},
     ]
     assert check(validator, frames) == [
-        ValidFrame(12, "live_in", 35.0), ValidFrame(12, "OrderService.errors", 2.0),
-        ValidFrame(12, "live_in", 17.5), ValidFrame(13, "OrderService.errors", -1.0),
-    ]  # fmt: skip
+        ValidFrame(12, "live_in", 35.0),
+        ValidFrame(12, "OrderService.errors", 2.0),
+        ValidFrame(12, "live_in", 17.5),
+        ValidFrame(13, "OrderService.errors", -1.0),
+    ]
 
 
 @pytest.mark.parametrize(

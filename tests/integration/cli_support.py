@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import httpx
 
-from compat_api.templates import install_template_bundle, instantiate
+from compat_api.templates.catalog import install_template_bundle, instantiate
 
 FLOWTIME = [sys.executable, "-m", "compat_api.cli"]
 ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("FLOWTIME_")}, "PYTHONUNBUFFERED": "1"}
@@ -41,8 +41,9 @@ class Service:
 
     def start(self, timeout_s: float = 30.0) -> None:
         args = ["serve", "--port", str(self.port), "--data-dir", str(self.data_dir), "--log-level", "warning"]
-        proc = subprocess.Popen([*FLOWTIME, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=ENV, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [*FLOWTIME, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, text=True
+        )
         self.proc = proc
         deadline = time.monotonic() + timeout_s
         while True:

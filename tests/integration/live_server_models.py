@@ -80,8 +80,10 @@ class GroupModel:
                 sem = f"arrivals: telemetry, served: served_{i}, capacity: telemetry, errors: telemetry"
                 qsem = f"arrivals: served_{i}, served: telemetry"
             lines.append(f"    - {{id: Svc_{i}, kind: service, semantics: {{{sem}}}}}")
-            lines.append(f"    - {{id: Q_{i}, kind: serviceWithBuffer, semantics: {{{qsem}, slaMin: 10}}, "
-                         f"initialCondition: {{queueDepth: {i % 3}}}}}")  # fmt: skip
+            lines.append(
+                f"    - {{id: Q_{i}, kind: serviceWithBuffer, semantics: {{{qsem}, slaMin: 10}}, "
+                f"initialCondition: {{queueDepth: {i % 3}}}}}"
+            )
         lines.append("  edges:")
         for i in range(self.groups):
             lines.append(f"    - {{from: Svc_{i}, to: Q_{i}}}")

@@ -1,6 +1,6 @@
 """A real `flowtime serve` subprocess for integration tests and benchmarks.
 
-`ServerProcess(data_dir)` starts `python -m compat_api.cli serve` on a free loopback port with the
+`ServerProcess(data_dir)` starts `python -m compat_api.cli.main serve` on a free loopback port with the
 given data folder, waits (bounded polling) until `/readyz` answers 200, and can `kill()` it with
 SIGKILL (a crash), `stop()` it with SIGTERM, or `restart()` it on the same data folder (and the same
 port when it is still free). Used as a context manager it is always torn down, even when a test
@@ -36,8 +36,15 @@ class ServerError(RuntimeError):
 class ServerProcess:
     """One `flowtime serve` child process at a time, on a fixed data folder."""
 
-    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None, log_dir: Path | None = None,
-                 ready_timeout_s: float = 30.0, log_level: str = "warning") -> None:  # fmt: skip
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        ready_timeout_s: float = 30.0,
+        log_level: str = "warning",
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = Path(log_dir) if log_dir is not None else self.data_dir.parent
@@ -90,11 +97,22 @@ class ServerProcess:
         log_path = self.log_dir / f"server-{self.starts}.log"
         self.log_paths.append(log_path)
         env = {**os.environ, **self.extra_env}
-        cmd = [sys.executable, "-m", "compat_api.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--log-level", self.log_level]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "compat_api.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            self.log_level,
+        ]
         with log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
@@ -157,8 +175,9 @@ class ServerProcess:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.kill()
 
 

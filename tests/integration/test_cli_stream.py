@@ -16,9 +16,9 @@ import pytest
 from cli_support import Lines, Service, create_live_run, flowtime, popen, seqd
 from websockets.asyncio.server import ServerConnection, serve
 
-from compat_api.cli_stream import StreamTail
-from engine_live.model_build import build_model
-from engine_live.model_doc import load_model
+from compat_api.cli.stream import StreamTail
+from engine_live.model.build import build_model
+from engine_live.model.document import load_model
 from ingestion.bundle import iter_frames, load_bundle
 
 pytestmark = pytest.mark.integration
@@ -54,8 +54,7 @@ def _check_contiguous(events: list[dict[str, Any]], bins: int) -> list[dict[str,
 def test_ingest_then_stream_json_sees_every_seq_and_exits_0(service: Service) -> None:
     bundle = create_live_run(service, "r-ingest", bins=24)
     tail = popen("stream", "runs", "r-ingest", "--json", "--url", service.url)
-    ingest = flowtime("ingest", "r-ingest", "--bundle", str(bundle), "--speed", "200", "--close",
-                      "--url", service.url)  # fmt: skip
+    ingest = flowtime("ingest", "r-ingest", "--bundle", str(bundle), "--speed", "200", "--close", "--url", service.url)
     assert ingest.returncode == 0, ingest.stderr
     assert "ingested 24 bins" in ingest.stdout and "run closed" in ingest.stdout
     out, err = tail.communicate(timeout=60)
@@ -96,8 +95,9 @@ def _frames(svc: Service, run_id: str, bundle: Path) -> list[list[dict[str, Any]
 
 def _post(svc: Service, run_id: str, frames: list[dict[str, Any]]) -> None:
     body = b"".join(orjson.dumps(f) + b"\n" for f in frames)
-    resp = httpx.post(f"{svc.url}/v1/runs/{run_id}/bins", content=body, timeout=30,
-                      headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+    resp = httpx.post(
+        f"{svc.url}/v1/runs/{run_id}/bins", content=body, timeout=30, headers={"Content-Type": "application/x-ndjson"}
+    )
     assert resp.status_code == 202, resp.text
 
 
@@ -155,8 +155,13 @@ async def test_tail_resumes_from_its_cursor_after_dropped_connections() -> None:
     notices: list[str] = []
     async with serve(handler, "127.0.0.1", 0) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        tail = StreamTail(f"http://127.0.0.1:{port}", "r1", on_message=lambda m, _: got.append(m),
-                          on_notice=notices.append, retry_seconds=10)  # fmt: skip
+        tail = StreamTail(
+            f"http://127.0.0.1:{port}",
+            "r1",
+            on_message=lambda m, _: got.append(m),
+            on_notice=notices.append,
+            retry_seconds=10,
+        )
         async with asyncio.timeout(20):
             assert await tail.run() == 0
     assert subscribes == [None, {"epoch": "e1", "seq": 3}, {"epoch": "e1", "seq": 5}]
@@ -167,7 +172,7 @@ async def test_tail_resumes_from_its_cursor_after_dropped_connections() -> None:
 
 
 async def test_tail_gives_up_when_the_server_stays_away() -> None:
-    from compat_api.cli_client import ServerError
+    from compat_api.cli.client import ServerError
 
     tail = StreamTail(f"http://127.0.0.1:{_free_port()}", "r1", retry_seconds=0.3)
     async with asyncio.timeout(20):
@@ -176,7 +181,7 @@ async def test_tail_gives_up_when_the_server_stays_away() -> None:
 
 
 async def test_tail_gives_up_on_a_server_that_keeps_closing_at_once() -> None:
-    from compat_api.cli_client import ServerError
+    from compat_api.cli.client import ServerError
 
     async def handler(ws: ServerConnection) -> None:
         await ws.close(1011, "broken")

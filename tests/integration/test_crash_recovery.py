@@ -37,7 +37,7 @@ from server_proc import ServerProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, WebSocketException
 
-from engine_live.batch_run import run_model
+from engine_live.plan.batch_run import run_model
 from snapshot_writer.artifact_reader import read_run_series
 
 pytestmark = pytest.mark.integration
@@ -75,8 +75,12 @@ def make_plan(model: GroupModel, rng: random.Random) -> list[list[Frame]]:
         plan.append(frames + due)
         b += span
         if rng.random() < 0.08 and b > 5:  # corrections of recent bins
-            plan.append([(rng.randint(max(0, b - 40), b - 1), rng.choice(ids), round(rng.uniform(0, 200), 3))
-                         for _ in range(rng.randint(1, 5))])  # fmt: skip
+            plan.append(
+                [
+                    (rng.randint(max(0, b - 40), b - 1), rng.choice(ids), round(rng.uniform(0, 200), 3))
+                    for _ in range(rng.randint(1, 5))
+                ]
+            )
         if rng.random() < 0.05:  # a verbatim repeat: all duplicates
             plan.append(list(plan[rng.randrange(len(plan))]))
     plan.append([f for _, fs in held for f in fs])
@@ -277,10 +281,12 @@ def test_kill_9_loses_nothing(tmp_path: Path) -> None:
             raise
         run_dir = server.data_dir / "runs" / RUN
         had_snapshots = (run_dir / "live" / "snapshots").is_dir()
-    note = (f"seed {SEED}: {len(plan)} requests, {c.kills} kills ({c.snapshot_kills} at snapshot boundaries, "
-            f"{c.in_flight_kills} with a request in flight), {c.retries} retries, {c.connects} WS connects, "
-            f"{c.duplicates} replayed events, snapshots on disk: {had_snapshots}, "
-            f"{time.monotonic() - started:.1f} s")  # fmt: skip
+    note = (
+        f"seed {SEED}: {len(plan)} requests, {c.kills} kills ({c.snapshot_kills} at snapshot boundaries, "
+        f"{c.in_flight_kills} with a request in flight), {c.retries} retries, {c.connects} WS connects, "
+        f"{c.duplicates} replayed events, snapshots on disk: {had_snapshots}, "
+        f"{time.monotonic() - started:.1f} s"
+    )
     print(note)
     assert c.kills >= 10, note
     assert detail["status"] == "completed" and detail["lastBin"] == BINS - 1, detail

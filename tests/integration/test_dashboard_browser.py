@@ -96,8 +96,12 @@ def poll(check: Callable[[], T | None], what: str, timeout_s: float = TIMEOUT_S,
         time.sleep(every_s)
 
 
-async def apoll(check: Callable[[], Awaitable[T | None]], what: str, last: Callable[[], Any] = lambda: None,
-                timeout_s: float = TIMEOUT_S) -> T:  # fmt: skip
+async def apoll(
+    check: Callable[[], Awaitable[T | None]],
+    what: str,
+    last: Callable[[], Any] = lambda: None,
+    timeout_s: float = TIMEOUT_S,
+) -> T:
     """`poll` for coroutines; `last()` describes what was seen, for the failure message."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -192,10 +196,22 @@ class Cdp:
 @asynccontextmanager
 async def browser_page(binary: str, profile: Path, log_path: Path) -> AsyncIterator[Cdp]:
     port = free_port()
-    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", "--window-size=1400,900", f"--user-data-dir={profile}",
-           f"--remote-debugging-port={port}", "about:blank"]  # fmt: skip
+    cmd = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,900",
+        f"--user-data-dir={profile}",
+        f"--remote-debugging-port={port}",
+        "about:blank",
+    ]
     with running(cmd, log_path) as proc:
 
         def page_ws_url() -> str | None:
@@ -231,8 +247,20 @@ def test_dashboard_in_headless_chromium(chromium: str, tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FLOWTIME_")}, "PYTHONUNBUFFERED": "1"}
     demo_log = tmp_path / "demo.log"
-    cmd = [sys.executable, "-m", "compat_api.cli", "demo", "--speed", "4", "--duration", "60", "--port", str(port),
-           "--data-dir", str(tmp_path / "data")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "compat_api.cli",
+        "demo",
+        "--speed",
+        "4",
+        "--duration",
+        "60",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
     with running(cmd, demo_log, env) as demo:
         run_id = demo_run_id(base, demo, demo_log)
         graph = httpx.get(f"{base}/v1/runs/{run_id}/graph", timeout=10.0).json()

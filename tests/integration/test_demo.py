@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cli_support import Lines, flowtime, popen
 
-from compat_api.templates import template_bundle
+from compat_api.templates.catalog import template_bundle
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BINS = 288  # the microservices template's default grid, and its bundle
@@ -54,8 +54,7 @@ def test_demo_with_duration_exits_0_from_a_fresh_folder_and_again(tmp_path: Path
         values = [float(row["value"]) for row in csv.DictReader(fh)]
     assert values == _bundle_values("Gateway_arrivals.csv")
     # a second demo in the same folder works too, with a new run id
-    again = flowtime("demo", "--duration", "20", "--speed", "100", "--port", "0", "--data-dir", str(data),
-                     timeout=120)  # fmt: skip
+    again = flowtime("demo", "--duration", "20", "--speed", "100", "--port", "0", "--data-dir", str(data), timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert _run_id(again.stdout) != run_id
     assert (data / "runs" / _run_id(again.stdout) / "manifest.json").is_file()

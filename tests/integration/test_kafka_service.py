@@ -160,8 +160,9 @@ async def eventually(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: 
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last probe: {last!r}")
 
 
-async def read_topic(bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout_s: float = 20,
-                     *, partial_ok: bool = False) -> list[Any]:  # fmt: skip
+async def read_topic(
+    bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout_s: float = 20, *, partial_ok: bool = False
+) -> list[Any]:
     """Every record of `topic` from the beginning, until `done(records)` holds (bounded).
 
     On timeout: raises, or with `partial_ok` returns what was read (for an assertion that shows it).
@@ -293,9 +294,15 @@ async def series_csvs(client: httpx.AsyncClient, run_id: str) -> dict[str, bytes
 
 async def test_kafka_drives_a_live_run_through_a_crash(tmp_path: Path) -> None:
     async with tansu_behind_proxy(tmp_path / "tansu.log") as (bootstrap, proxy):
-        server = ServerProcess(tmp_path / "data", env={
-            "FLOWTIME_KAFKA_BOOTSTRAP": bootstrap, "FLOWTIME_KAFKA_GROUP": "engine-a",
-            "FLOWTIME_KAFKA_IDEMPOTENCE": "false", "FLOWTIME_HEARTBEAT_SECONDS": "60"})  # fmt: skip
+        server = ServerProcess(
+            tmp_path / "data",
+            env={
+                "FLOWTIME_KAFKA_BOOTSTRAP": bootstrap,
+                "FLOWTIME_KAFKA_GROUP": "engine-a",
+                "FLOWTIME_KAFKA_IDEMPOTENCE": "false",
+                "FLOWTIME_HEARTBEAT_SECONDS": "60",
+            },
+        )
         try:
             await scenario(bootstrap, proxy, server)
         finally:
@@ -351,8 +358,11 @@ async def scenario(bootstrap: str, proxy: BlackholeProxy, server: ServerProcess)
         proxy.cut()
         try:
             frames = MODEL.node_frames(HTTP_BIN, bin_values(inputs, HTTP_BIN))
-            r = await client.post(f"/v1/runs/{RUN}/bins", content=b"\n".join(orjson.dumps(f) for f in frames),
-                                  headers={"content-type": "application/x-ndjson"})  # fmt: skip
+            r = await client.post(
+                f"/v1/runs/{RUN}/bins",
+                content=b"\n".join(orjson.dumps(f) for f in frames),
+                headers={"content-type": "application/x-ndjson"},
+            )
             assert r.status_code == 202, r.text
             crashed = await detail(client)
             assert crashed["lastBin"] == HTTP_BIN and crashed["revision"] == 1 and crashed["seq"] > before["seq"]

@@ -24,7 +24,7 @@ from live_server_models import GroupModel
 from server_proc import ServerProcess
 from websockets.asyncio.client import connect
 
-from engine_live.batch_run import run_model
+from engine_live.plan.batch_run import run_model
 from snapshot_writer.artifact_reader import read_run_series
 from snapshot_writer.artifacts import write_run_artifacts
 
@@ -107,8 +107,9 @@ def scenario(tmp_path: Path, *, kill: bool) -> None:
         async def main() -> dict[str, Any]:
             async with httpx.AsyncClient(timeout=30.0) as client:
                 options = {"runId": RUN, "graceBins": 2, "retentionBins": RETENTION, "snapshotEveryBins": EVERY}
-                r = await client.post(f"{server.base_url}/v1/runs",
-                                      json={"mode": "live", "model": model.live_text, "options": options})  # fmt: skip
+                r = await client.post(
+                    f"{server.base_url}/v1/runs", json={"mode": "live", "model": model.live_text, "options": options}
+                )
                 assert r.status_code == 202, r.text
                 ready, seen = asyncio.Event(), asyncio.Event()
                 watcher = asyncio.create_task(watch_snapshots(server, KILL_AT_BIN - 2 * EVERY, ready, seen))

@@ -27,7 +27,7 @@ import pytest
 from live_server_models import GroupModel
 from server_proc import ServerProcess
 
-from engine_live.batch_run import run_model
+from engine_live.plan.batch_run import run_model
 from snapshot_writer.artifact_reader import read_run_series
 from snapshot_writer.artifacts import write_run_artifacts
 
@@ -65,8 +65,9 @@ def post_bins(client: httpx.Client, run_id: str, body: bytes, expect: int = 202)
     return out
 
 
-def feed_bin_by_bin(client: httpx.Client, run_id: str, model: GroupModel, inputs: dict[str, np.ndarray],
-                    seed: int) -> None:  # fmt: skip
+def feed_bin_by_bin(
+    client: httpx.Client, run_id: str, model: GroupModel, inputs: dict[str, np.ndarray], seed: int
+) -> None:
     """Every bin in its own request(s), in mixed forms; a few bins are first sent wrong and corrected
     four bins later, a few are sent again in full (duplicates)."""
     rng = random.Random(seed)
@@ -79,8 +80,10 @@ def feed_bin_by_bin(client: httpx.Client, run_id: str, model: GroupModel, inputs
         frames = model.node_frames(b, values, use_ts=b % 4 == 1)
         if b % 5 == 2:  # the drains as series frames instead of node frames
             frames = [f for f in frames if not f["node"].startswith("Q_")]
-            frames += [{"bin": b, "series": model.drain(i), "value": values[model.drain(i)], "runId": run_id}
-                       for i in range(model.groups)]  # fmt: skip
+            frames += [
+                {"bin": b, "series": model.drain(i), "value": values[model.drain(i)], "runId": run_id}
+                for i in range(model.groups)
+            ]
         rng.shuffle(frames)
         n_values = sum(len(f) - 2 - ("runId" in f) for f in frames)
         body = orjson.dumps(frames) if b % 2 else ndjson(frames)
@@ -132,8 +135,12 @@ def test_bin_by_bin_equals_flowtime_run(client: httpx.Client, server: ServerProc
     model_file = tmp_path / "batch.yaml"
     model_file.write_text(model.batch_text(inputs))
     out = tmp_path / "batch-run"
-    done = subprocess.run([sys.executable, "-m", "compat_api.cli", "run", str(model_file), "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "compat_api.cli", "run", str(model_file), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert_same_series_files(server.data_dir / "runs" / "http_consts", out)
 
@@ -210,10 +217,8 @@ def test_bad_frames_get_4xx_and_change_nothing(client: httpx.Client, server: Ser
         ("too many frames", ndjson([good] * 10_001), 413, "too_large"),
     ]
     # all-or-nothing: good frames first, the bad one last
-    cases.append(("bad last frame", ndjson([good, {**good, "bin": 11}, {**good, "value": None}]), 422,
-                  "invalid_value"))  # fmt: skip
-    cases.append(("retention, mixed", ndjson([good, {**good, "bin": 1, "value": 9.0}]), 409,
-                  "bin_outside_retention"))  # fmt: skip
+    cases.append(("bad last frame", ndjson([good, {**good, "bin": 11}, {**good, "value": None}]), 422, "invalid_value"))
+    cases.append(("retention, mixed", ndjson([good, {**good, "bin": 1, "value": 9.0}]), 409, "bin_outside_retention"))
     before = fingerprint(client, server, run)
     failures = []
     for name, body, status, code in cases:

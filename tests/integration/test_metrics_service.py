@@ -152,8 +152,9 @@ def test_metrics_after_a_live_run(server: ServerProcess) -> None:
         assert s.value("flowtime_recovery_runs", state="todo") == 0
 
         # the periodic snapshot (snapshotEveryBins) commits in a thread: poll for it
-        s = wait_scrape(client, lambda s: s.get("flowtime_snapshot_size_bytes", run_id=RUN) is not None,
-                        "the snapshot metrics")  # fmt: skip
+        s = wait_scrape(
+            client, lambda s: s.get("flowtime_snapshot_size_bytes", run_id=RUN) is not None, "the snapshot metrics"
+        )
         assert s.value("flowtime_snapshot_size_bytes", run_id=RUN) > 0
         assert 0 <= s.value("flowtime_snapshot_age_seconds", run_id=RUN) < TIMEOUT_S
         assert s.value("flowtime_snapshot_duration_seconds_count") >= 1
@@ -184,16 +185,19 @@ async def feed_with_a_client(server: ServerProcess, client: httpx.Client, bins: 
     async with connect(url) as ws:
         await ws.send(orjson.dumps({"type": "subscribe", "since": None}).decode())
         await recv_until(ws, lambda m: m.get("type") == "subscribed")
-        s = await asyncio.to_thread(wait_scrape, client, lambda s: s.get("flowtime_websocket_clients") == 1,
-                                    "one WebSocket client")  # fmt: skip
+        s = await asyncio.to_thread(
+            wait_scrape, client, lambda s: s.get("flowtime_websocket_clients") == 1, "one WebSocket client"
+        )
         assert s.value("flowtime_websocket_clients") == 1
         async with connect(url) as second:
             await second.send(orjson.dumps({"type": "subscribe", "since": None}).decode())
             await recv_until(second, lambda m: m.get("type") == "subscribed")
-            await asyncio.to_thread(wait_scrape, client, lambda s: s.get("flowtime_websocket_clients") == 2,
-                                    "two WebSocket clients")  # fmt: skip
-        await asyncio.to_thread(wait_scrape, client, lambda s: s.get("flowtime_websocket_clients") == 1,
-                                "the second client gone")  # fmt: skip
+            await asyncio.to_thread(
+                wait_scrape, client, lambda s: s.get("flowtime_websocket_clients") == 2, "two WebSocket clients"
+            )
+        await asyncio.to_thread(
+            wait_scrape, client, lambda s: s.get("flowtime_websocket_clients") == 1, "the second client gone"
+        )
         sent = 0
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30.0) as http:
             for b in bins:
@@ -203,8 +207,9 @@ async def feed_with_a_client(server: ServerProcess, client: httpx.Client, bins: 
                 sent += len(frames)
         last = bins[-1]
         await recv_until(ws, lambda m: m.get("type") == "run_update" and m.get("binIndex") == last)
-    await asyncio.to_thread(wait_scrape, client, lambda s: s.get("flowtime_websocket_clients") == 0,
-                            "no WebSocket client")  # fmt: skip
+    await asyncio.to_thread(
+        wait_scrape, client, lambda s: s.get("flowtime_websocket_clients") == 0, "no WebSocket client"
+    )
     return sent, len(bins)
 
 

@@ -35,7 +35,7 @@ from stream_hub.ws_endpoint import StreamSettings
 
 pytestmark = pytest.mark.integration
 
-ADMIN_ROUTER = "compat_api.routes_admin"
+ADMIN_ROUTER = "compat_api.routes.admin"
 READ, INGEST, ADMIN = "ws-read-31a7", "ws-ingest-88c2", "ws-admin-4be0"
 RUN_LIMITED = "ws-read-a-only-0d19"  # read, runs a*
 EXPIRED = "ws-expired-7c55"

@@ -13,8 +13,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from engine_live.grid import Grid
-from engine_live.run_result import RunResult, SeriesOut
+from engine_live.model.grid import Grid
+from engine_live.plan.run_result import RunResult, SeriesOut
 from snapshot_writer import artifacts, atomic_files
 from snapshot_writer.artifact_reader import (
     is_complete,

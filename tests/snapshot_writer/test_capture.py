@@ -9,10 +9,10 @@ import numpy as np
 import orjson
 import pytest
 
-from engine_live.batch_run import run_model
 from engine_live.errors import ConflictError, NotFoundError
-from engine_live.model_build import load_graph
-from engine_live.model_text import parse_model_text
+from engine_live.model.build import load_graph
+from engine_live.model.text import parse_model_text
+from engine_live.plan.batch_run import run_model
 from ingestion.bundle import bundle_telemetry, load_bundle, telemetry_model
 from snapshot_writer.artifacts import write_run_artifacts
 from snapshot_writer.capture import BUNDLE_HEADER, CaptureError, capture_run

@@ -14,9 +14,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from engine_live.batch_run import run_model
 from engine_live.errors import NotFoundError
-from engine_live.run_result import SeriesOut
+from engine_live.plan.batch_run import run_model
+from engine_live.plan.run_result import SeriesOut
 from snapshot_writer import exports
 from snapshot_writer.artifacts import write_run_artifacts
 from snapshot_writer.exports import ensure_export, export_run, is_current, read_catalog, value_tokens

@@ -22,10 +22,10 @@ import pytest
 
 from compat_api.live_service import LiveService
 from compat_api.settings import Settings
-from engine_live.compiler import compile_model
-from engine_live.live_run import LiveRun, ValidFrame
-from engine_live.live_state import capture
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.plan.compiler import compile_model
+from engine_live.state.live_run import LiveRun, ValidFrame
+from engine_live.state.live_state import capture
 from snapshot_writer.event_log import read_event_log
 from snapshot_writer.live_snapshot import STEPS, SnapshotJob, SnapshotWriter, load_current, read_current
 from snapshot_writer.log_segments import list_segments, scan_log, segment_path
@@ -97,10 +97,15 @@ class Clock:
         return self.now
 
 
-async def start(data_dir: Path, fault: Callable[[str], None] | None = None, clock: Clock | None = None,
-                **kw: Any) -> LiveService:  # fmt: skip
-    settings = Settings(data_dir=data_dir, snapshot_every_bins=kw.pop("every_bins", 4),
-                        snapshot_every_seconds=kw.pop("every_s", 1e9), **kw)  # fmt: skip
+async def start(
+    data_dir: Path, fault: Callable[[str], None] | None = None, clock: Clock | None = None, **kw: Any
+) -> LiveService:
+    settings = Settings(
+        data_dir=data_dir,
+        snapshot_every_bins=kw.pop("every_bins", 4),
+        snapshot_every_seconds=kw.pop("every_s", 1e9),
+        **kw,
+    )
     svc = LiveService(settings, hub=Hub(), clock=clock or Clock())
     svc.snapshot_fault = fault
     await svc.start()
@@ -305,8 +310,10 @@ def test_writer_round_trip_keeps_every_bit(tmp_path: Path) -> None:
     plan = compile_model(load_graph(MODEL, live=True))
     run = LiveRun(plan, run_id="r1", epoch="e")
     run.start()
-    run.apply_record([ValidFrame(b, "arr", v) for b, v in enumerate([-0.0, 1e-300, 7.25, 3.0])]
-                     + [ValidFrame(b, "Svc.errors", 0.0) for b in range(3)])  # fmt: skip
+    run.apply_record(
+        [ValidFrame(b, "arr", v) for b, v in enumerate([-0.0, 1e-300, 7.25, 3.0])]
+        + [ValidFrame(b, "Svc.errors", 0.0) for b in range(3)]
+    )
     steps: list[str] = []
     writer = SnapshotWriter(tmp_path, after_step=steps.append)
     state = capture(run)
@@ -385,7 +392,7 @@ async def test_the_first_snapshot_after_recovery_is_incremental_and_complete(tmp
 
 
 def test_restore_adopts_window_wide_arrays_and_copies_otherwise(tmp_path: Path) -> None:
-    from engine_live.live_state import restore
+    from engine_live.state.live_state import restore
     from snapshot_writer.retained_table import decode_retained, encode_retained
 
     plan = compile_model(load_graph(MODEL, live=True))
@@ -431,8 +438,10 @@ async def test_a_quiet_replay_across_patches_equals_the_uninterrupted_run(tmp_pa
     """PATCH records inside the quiet part of a long replay: the bins pending evaluation are
     evaluated first (a PATCH reads lastBin), so the run ends exactly as one that never crashed."""
     reqs = bodies(13)
-    patches = {8: {"nodes": [{"id": "cap", "kind": "expr", "expr": "3 + PULSE(2)"}]},
-               20: {"nodes": [{"id": "cap", "kind": "expr", "expr": "6"}]}}  # fmt: skip
+    patches = {
+        8: {"nodes": [{"id": "cap", "kind": "expr", "expr": "3 + PULSE(2)"}]},
+        20: {"nodes": [{"id": "cap", "kind": "expr", "expr": "6"}]},
+    }
 
     async def feed_with_patches(svc: LiveService, upto: int, start_at: int = 0) -> None:
         for i in range(start_at, upto):

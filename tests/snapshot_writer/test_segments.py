@@ -9,11 +9,11 @@ import numpy as np
 import orjson
 import pytest
 
-from engine_live.compiler import ZERO, compile_model
-from engine_live.evaluator import evaluate_batch
-from engine_live.live_run import LiveRun, ValidFrame
-from engine_live.live_state import capture, restore
-from engine_live.model_build import load_graph
+from engine_live.model.build import load_graph
+from engine_live.plan.compiler import ZERO, compile_model
+from engine_live.plan.evaluator import evaluate_batch
+from engine_live.state.live_run import LiveRun, ValidFrame
+from engine_live.state.live_state import capture, restore
 from snapshot_writer.live_snapshot import SnapshotJob, SnapshotWriter, load_current
 from snapshot_writer.segments import (
     SEGMENTS,
@@ -162,8 +162,9 @@ def test_assemble_joins_segments_and_the_tail_and_maps_rows_by_name(tmp_path: Pa
 
 
 def commit(writer: SnapshotWriter, run: LiveRun, offset: int, segments: tuple[Segment, ...]) -> tuple[Segment, ...]:
-    job = SnapshotJob(capture(run), offset, 0, {"runId": "r", "model": MODEL}, segment_to=run.immutable_before,
-                      segments=segments)  # fmt: skip
+    job = SnapshotJob(
+        capture(run), offset, 0, {"runId": "r", "model": MODEL}, segment_to=run.immutable_before, segments=segments
+    )
     meta = writer.commit_sync(job)
     run.mark_persisted(segments_end(meta.segments))
     return meta.segments

@@ -259,8 +259,15 @@ def test_nodes_filter_trims_deltas_only_and_every_seq_arrives() -> None:
     sub = hub.subscribe(RUN, None, ["B"])
     other = hub.subscribe(RUN, None, ["B"])
     ev1, ev2 = run_update(1, 0, nodes=("A", "B")), run_update(2, 1, nodes=("A",))
-    warn = {"v": 1, "type": "warning_update", "runId": RUN, "epoch": "e1", "seq": 3, "op": "add",
-            "warning": {"code": "data_gap", "nodeId": "A"}}  # fmt: skip
+    warn = {
+        "v": 1,
+        "type": "warning_update",
+        "runId": RUN,
+        "epoch": "e1",
+        "seq": 3,
+        "op": "add",
+        "warning": {"code": "data_gap", "nodeId": "A"},
+    }
     for ev in (ev1, ev2, warn):
         hub.publish(RUN, ev, orjson.dumps(ev))
     items = [i for i in drain(sub) if isinstance(i, Delivery)]

@@ -1,0 +1,1 @@
+"""compat_api.cli.main."""

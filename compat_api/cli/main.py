@@ -1,0 +1,168 @@
+"""The `flowtime` command line (SPEC §9). Exit codes: 0 ok, 2 bad input, 3 engine or server error.
+
+Offline commands (`run`, `validate`) call the engine directly; client commands are thin layers
+over the HTTP/WebSocket API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine_live.errors import FlowTimeError, ModelError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_ENGINE = 0, 2, 3
+
+
+def _read_model(path: str) -> tuple[str, Path]:
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8"), p.resolve().parent
+    except OSError as exc:
+        raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine_live.plan.batch_run import run_model
+    from snapshot_writer.artifacts import write_run_artifacts
+
+    started = time.perf_counter()
+    text, base = _read_model(args.model)
+    adjustments = None
+    if args.adjustments:
+        import orjson
+
+        try:
+            adjustments = orjson.loads(Path(args.adjustments).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ModelError(f"cannot read adjustments {args.adjustments}: {exc}") from None
+        if not isinstance(adjustments, list):
+            raise ModelError("adjustments: must be a JSON list (model/adjustments.json of a live run)")
+    run = run_model(text, base_dir=base, deterministic_run_id=args.deterministic_run_id, adjustments=adjustments)
+    res = run.result
+    out = Path(args.out) if args.out else Path("runs") / res.run_id
+    formats = {"csv": frozenset({"csv"}), "parquet": frozenset({"parquet"}), "both": frozenset({"csv", "parquet"})}
+    write_run_artifacts(res, out, formats=formats[args.format])
+    elapsed = time.perf_counter() - started
+    n_warn = sum(1 for w in res.warnings if w.get("severity") != "info")
+    print(
+        f"run {res.run_id}: {res.grid.bins} bins × {len(res.series)} series, {n_warn} warnings, {elapsed:.2f} s → {out}"
+    )
+    for w in res.warnings:
+        if w.get("severity") != "info":
+            print(f"  warning {w['code']}: {w.get('message', '')}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine_live.model.build import build_model
+    from engine_live.model.document import load_model
+    from engine_live.plan.compiler import compile_model
+
+    text, base = _read_model(args.model)
+    graph = build_model(load_model(text, base_dir=base))
+    compile_model(graph)
+    for w in graph.info:
+        print(f"{w.get('severity', 'info')} {w['code']}: {w['message']}")
+    print(f"valid: {len(graph.defs)} series definitions, {len(graph.topo)} topology nodes, {graph.grid.bins} bins")
+    return EXIT_OK
+
+
+SERVE_FLAGS = (
+    "host",
+    "port",
+    "data_dir",
+    "config",
+    "tokens_file",
+    "kafka_bootstrap",
+    "kafka_telemetry_topic",
+    "kafka_events_topic",
+    "kafka_group",
+    "log_level",
+)
+
+
+def _serve_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {k: getattr(args, k, None) for k in SERVE_FLAGS}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import orjson
+
+    from compat_api.server import run_server
+    from compat_api.settings import load_settings
+
+    settings = load_settings(_serve_flags(args))
+    if args.print_config:
+        print(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+        return EXIT_OK
+    return run_server(settings)
+
+
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--config")
+    p.add_argument("--tokens-file", dest="tokens_file")
+    p.add_argument("--kafka-bootstrap", dest="kafka_bootstrap")
+    p.add_argument("--kafka-telemetry-topic", dest="kafka_telemetry_topic")
+    p.add_argument("--kafka-events-topic", dest="kafka_events_topic")
+    p.add_argument("--kafka-group", dest="kafka_group")
+    p.add_argument("--log-level", dest="log_level")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowtime", description="FlowTime Live: the live engine of FlowTime")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="evaluate a model offline and write its artifacts")
+    r.add_argument("model")
+    r.add_argument("--out", help="run folder (default ./runs/<runId>)")
+    r.add_argument("--format", choices=["csv", "parquet", "both"], default="both")
+    r.add_argument("--deterministic-run-id", action="store_true")
+    r.add_argument("--adjustments", help="model adjustments to apply (a live run's model/adjustments.json)")
+    r.set_defaults(func=cmd_run)
+    v = sub.add_parser("validate", help="validate a model and print errors and warnings")
+    v.add_argument("model")
+    v.set_defaults(func=cmd_validate)
+    sv = sub.add_parser("serve", help="start the service")
+    _add_serve_flags(sv)
+    sv.add_argument("--print-config", action="store_true", help="print the merged settings and exit")
+    sv.set_defaults(func=cmd_serve)
+    from compat_api.cli import client as cli_client
+    from compat_api.cli import demo
+    from compat_api.cli import offline as cli_offline
+    from compat_api.cli import stream as cli_stream
+
+    demo.register(sub)
+    cli_client.register(sub)
+    cli_stream.register(sub)
+    cli_offline.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ModelError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        for e in exc.errors[1:] if len(exc.errors) > 1 else []:
+            print(f"  {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FlowTimeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT if exc.http_status < 500 else EXIT_ENGINE
+    except KeyboardInterrupt:
+        return EXIT_ENGINE
+    except Exception as exc:  # the CLI promises exit 3 and no traceback
+        print(f"internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ENGINE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

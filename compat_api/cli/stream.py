@@ -1,0 +1,332 @@
+"""`flowtime stream runs RUN_ID`: tail a live run over the WebSocket stream (SPEC §7, §9).
+
+`StreamTail` subscribes with a cursor, tracks `(epoch, seq)` from every event (a snapshot moves the
+cursor to its position), and after a dropped connection reconnects with that cursor, so nothing is
+missed or repeated; it says so through `on_notice`. The server's close 1000 (run completed) ends the
+tail with exit 0; 4401/4403/4404/1008 are bad input (exit 2); when the server stays unreachable for
+`retry_seconds` it gives up (exit 3). `TailView` folds events into the latest per-node metrics, and
+`render_table` draws it with rich; `--json` prints each server message as received, one per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from compat_api.cli.client import BadInputError, ServerError, add_client_args, console
+
+Cursor = tuple[str, int]
+FATAL_CLOSES = {
+    1008: "protocol violation",
+    1009: "message too big",
+    4401: "unauthenticated",
+    4403: "forbidden",
+    4404: "unknown run",
+    4408: "no auth in time",
+}
+SEQD = ("run_update", "warning_update", "status")
+COLOURS = {"green": "green", "yellow": "yellow", "red": "red", "gray": "grey50", "dlq": "magenta"}
+COLUMNS = (
+    ("arrivals", "metrics"),
+    ("served", "metrics"),
+    ("errors", "metrics"),
+    ("queueDepth", "metrics"),
+    ("utilization", "derived"),
+    ("latencyMinutes", "derived"),
+)
+
+
+def parse_cursor(text: str) -> Cursor:
+    """`EPOCH:SEQ` → (epoch, seq); the epoch is opaque (it may itself contain ':')."""
+    epoch, sep, seq = text.rpartition(":")
+    if not sep or not epoch or not seq.isdigit():
+        raise BadInputError(f"--since {text!r}: expected EPOCH:SEQ, e.g. 3f9a1c2e:41")
+    return epoch, int(seq)
+
+
+def stream_url(http_url: str, run_id: str) -> str:
+    base = http_url.rstrip("/")
+    for scheme, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if base.startswith(scheme):
+            base = ws + base[len(scheme) :]
+            break
+    return f"{base}/v1/runs/{quote(run_id, safe='')}/stream"
+
+
+class StreamTail:
+    """One logical subscription over as many WebSocket connections as it takes."""
+
+    def __init__(
+        self,
+        url: str,
+        run_id: str,
+        *,
+        since: Cursor | None = None,
+        nodes: list[str] | None = None,
+        token: str | None = None,
+        on_message: Callable[[dict[str, Any], str], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
+        retry_seconds: float = 60.0,
+    ) -> None:
+        self.url, self.run_id, self.token = stream_url(url, run_id), run_id, token
+        self.cursor, self.nodes = since, nodes
+        self.on_message = on_message or (lambda msg, raw: None)
+        self.on_notice = on_notice or (lambda text: None)
+        self.retry_seconds = retry_seconds
+        self.connections = 0
+        self.messages = 0
+        self.gaps: list[tuple[int, int]] = []
+
+    def track(self, msg: dict[str, Any]) -> None:
+        """Move the cursor: seq'd events advance it, a snapshot sets it; repeats of a seq are ignored."""
+        kind, epoch, seq = msg.get("type"), msg.get("epoch"), msg.get("seq")
+        if not isinstance(epoch, str) or not isinstance(seq, int):
+            return
+        if kind == "snapshot":
+            self.cursor = (epoch, seq)
+            return
+        if kind not in SEQD:
+            return
+        if self.cursor is None or epoch != self.cursor[0]:
+            if self.cursor is not None:
+                self.on_notice(f"new epoch {epoch} (was {self.cursor[0]})")
+            self.cursor = (epoch, seq)
+        elif seq > self.cursor[1]:
+            if seq > self.cursor[1] + 1:
+                self.gaps.append((self.cursor[1] + 1, seq - 1))
+                self.on_notice(f"gap: seq {self.cursor[1] + 1}..{seq - 1} missed")
+            self.cursor = (epoch, seq)
+
+    async def _session(self) -> int:
+        """One connection: subscribe, then read until it closes; returns the close code."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        async with connect(self.url, additional_headers=headers, open_timeout=10, max_size=None) as ws:
+            since = {"epoch": self.cursor[0], "seq": self.cursor[1]} if self.cursor else None
+            self.connections += 1
+            try:  # the server may close at once (unknown run, auth): the close code says why
+                await ws.send(orjson.dumps({"type": "subscribe", "since": since, "nodes": self.nodes}).decode())
+                async for raw in ws:
+                    text = raw if isinstance(raw, str) else raw.decode()
+                    msg = orjson.loads(text)
+                    self.messages += 1
+                    if msg.get("type") == "subscribed" and self.connections > 1:
+                        how = "replaying what was missed" if msg.get("recovered") else "from a snapshot"
+                        self.on_notice(f"reconnected at {self.cursor_text()} ({how})")
+                    self.track(msg)
+                    self.on_message(msg, text)
+            except ConnectionClosed:
+                pass
+            return ws.close_code if ws.close_code is not None else 1006
+
+    def cursor_text(self) -> str:
+        return f"{self.cursor[0]}:{self.cursor[1]}" if self.cursor else "the start"
+
+    async def run(self) -> int:
+        """Tail until the run completes (close 1000) → 0. Raises BadInputError / ServerError."""
+        failing_since: float | None = None
+        delay, last_notice = 0.1, 0.0
+        while True:
+            code: int | None = None
+            before = self.messages
+            try:
+                code = await self._session()
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                reason = FATAL_CLOSES.get(code, f"close code {code}")
+                if self.messages > before:  # the connection worked: a fresh retry budget
+                    failing_since, delay = None, 0.1
+            if code == 1000:
+                return 0
+            if code in FATAL_CLOSES:
+                raise BadInputError(f"stream of {self.run_id} closed: {reason}", code=f"ws_{code}")
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if now - failing_since > self.retry_seconds:
+                raise ServerError(f"cannot reach {self.url} for {self.retry_seconds:.0f} s ({reason})")
+            if now == failing_since or now - last_notice >= 10.0:  # say so once, then every 10 s
+                last_notice = now
+                self.on_notice(f"connection lost ({reason}); reconnecting from {self.cursor_text()}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+@dataclass
+class TailView:
+    """What the terminal table shows: the latest delta per node plus the run's position."""
+
+    run_id: str
+    epoch: str | None = None
+    seq: int | None = None
+    status: str = "connecting"
+    bin_index: int | None = None
+    bin_start: str | None = None
+    last_bin: int | None = None
+    watermark: int | None = None
+    lag: int | None = None
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    notices: deque[str] = field(default_factory=lambda: deque(maxlen=3))
+
+    def apply(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if isinstance(msg.get("epoch"), str):
+            self.epoch, self.seq = msg["epoch"], msg.get("seq", self.seq)
+        if kind == "snapshot":
+            self._snapshot(msg.get("state") or {})
+        elif kind == "run_update":
+            self.bin_index, self.bin_start = msg.get("binIndex"), msg.get("binStartUtc")
+            self.last_bin, self.watermark = msg.get("lastBin"), msg.get("watermark")
+            self.status = str(msg.get("status") or self.status)
+            for d in msg.get("deltas") or []:
+                if "nodeId" in d:
+                    self.nodes[d["nodeId"]] = d
+        elif kind == "warning_update":
+            w = msg.get("warning") or {}
+            key = (str(w.get("code")), str(w.get("nodeId") or ""))
+            if msg.get("op") == "clear":
+                self.warnings.pop(key, None)
+            else:
+                self.warnings[key] = w
+        elif kind == "status":
+            self.status = str(msg.get("status"))
+        elif kind == "progress":
+            self.watermark, self.lag = msg.get("watermark", self.watermark), msg.get("lagBins")
+        if self.watermark is not None and self.last_bin is not None and kind != "progress":
+            self.lag = max(0, self.watermark - self.last_bin)
+
+    def _snapshot(self, state: dict[str, Any]) -> None:
+        self.status = str(state.get("status") or self.status)
+        self.last_bin, self.watermark = state.get("lastBin"), state.get("watermark")
+        self.bin_index = self.last_bin if isinstance(self.last_bin, int) and self.last_bin >= 0 else None
+        self.bin_start = (state.get("bin") or {}).get("startUtc")
+        self.nodes = {n["id"]: {"nodeId": n["id"], **n} for n in state.get("nodes") or [] if "id" in n}
+        self.warnings = {(str(w.get("code")), str(w.get("nodeId") or "")): w for w in state.get("warnings") or []}
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if v.is_integer() else f"{v:.3f}" if abs(v) < 10 else f"{v:,.1f}"
+    return str(v)
+
+
+def render_table(view: TailView) -> Table:
+    pos = f"epoch {view.epoch or '—'}  seq {_cell(view.seq)}  bin {_cell(view.bin_index)}"
+    pos += f" ({view.bin_start})" if view.bin_start else ""
+    caption = [
+        f"lastBin {_cell(view.last_bin)}  watermark {_cell(view.watermark)}  lag {_cell(view.lag)}",
+        f"warnings {len(view.warnings)}",
+        *view.notices,
+    ]
+    table = Table(title=f"{view.run_id} — {view.status} — {pos}", caption="  ·  ".join(caption))
+    table.add_column("node")
+    table.add_column("kind")
+    for name, _ in COLUMNS:
+        table.add_column(name, justify="right")
+    table.add_column("colour")
+    for node_id, d in view.nodes.items():
+        derived = d.get("derived") or {}
+        colour = str(derived.get("color") or "gray")
+        style = COLOURS.get(colour, "")
+        cells = [_cell((d.get(group) or {}).get(name)) for name, group in COLUMNS]
+        table.add_row(node_id, str(d.get("kind") or ""), *cells, f"[{style}]● {colour}[/]" if style else colour)
+    return table
+
+
+class _Rendered:
+    def __init__(self, view: TailView) -> None:
+        self.view = view
+
+    def __rich__(self) -> Table:
+        return render_table(self.view)
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
+    since = parse_cursor(args.since) if args.since else None
+    err = Console(stderr=True)
+    if args.json:
+
+        def emit(msg: dict[str, Any], raw: str) -> None:
+            sys.stdout.write(raw + "\n")
+            sys.stdout.flush()
+
+        tail = StreamTail(
+            args.url,
+            args.run_id,
+            since=since,
+            nodes=nodes,
+            token=args.token,
+            on_message=emit,
+            on_notice=lambda t: err.print(f"[stream] {t}", highlight=False),
+            retry_seconds=args.retry_seconds,
+        )
+        return await tail.run()
+    view = TailView(args.run_id)
+    out = console()
+    with Live(_Rendered(view), console=out, refresh_per_second=4) as live:
+
+        def notice(text: str) -> None:
+            view.notices.append(text)
+            live.console.print(f"[stream] {text}", highlight=False)
+
+        tail = StreamTail(
+            args.url,
+            args.run_id,
+            since=since,
+            nodes=nodes,
+            token=args.token,
+            on_message=lambda m, _: view.apply(m),
+            on_notice=notice,
+            retry_seconds=args.retry_seconds,
+        )
+        code = await tail.run()
+        live.refresh()
+    if not out.is_terminal:
+        out.line()  # rich leaves a piped live display without its final newline
+    out.print(f"run {args.run_id} {view.status} at {tail.cursor_text()}", highlight=False)
+    return code
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_tail(args))
+    except KeyboardInterrupt:
+        return 0  # stopping a tail is the normal way to end it
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("stream", help="tail live runs").add_subparsers(dest="what", required=True)
+    r = s.add_parser("runs", help="a live table of a run's nodes, reconnecting with its cursor")
+    r.add_argument("run_id")
+    r.add_argument("--since", help="cursor EPOCH:SEQ of the last event seen (replay starts after it)")
+    r.add_argument("--nodes", help="comma-separated node ids to show")
+    r.add_argument("--json", action="store_true", help="print raw events, one JSON object per line")
+    r.add_argument(
+        "--retry-seconds",
+        dest="retry_seconds",
+        type=float,
+        default=60.0,
+        help="give up when the server stays unreachable this long (default 60)",
+    )
+    add_client_args(r)
+    r.set_defaults(func=cmd_stream)
+
+
+__all__ = ["StreamTail", "TailView", "parse_cursor", "register", "render_table", "stream_url"]

@@ -1,0 +1,68 @@
+"""Liveness, readiness (recovery done) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+
+from compat_api.auth import require
+from compat_api.context import AppContext, get_ctx
+from compat_api.dashboard import INDEX_HTML
+from compat_api.http_errors import ERROR_RESPONSES
+
+router = APIRouter(responses=ERROR_RESPONSES)
+METRICS_EXAMPLE = (
+    "# HELP flowtime_ingested_frames_total Frames accepted per run\n"
+    "# TYPE flowtime_ingested_frames_total counter\n"
+    'flowtime_ingested_frames_total{run_id="r1"} 1440.0\n'
+)
+
+
+@router.get(
+    "/healthz", tags=["operations"], responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}}
+)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    tags=["operations"],
+    responses={
+        200: {"content": {"application/json": {"example": {"status": "ready"}}}},
+        503: {
+            "description": "recovery in progress",
+            "content": {
+                "application/json": {
+                    "example": {"status": "recovering", "progress": {"runs": 3, "runsDone": 1, "records": 1200}}
+                }
+            },
+        },
+    },
+)
+async def readyz(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    live = ctx.live
+    if live is not None and not live.ready:
+        return JSONResponse({"status": "recovering", "progress": live.recovery_progress()}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    dependencies=[Depends(require("read"))],
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"example": METRICS_EXAMPLE}}}},
+)
+async def metrics(ctx: AppContext = Depends(get_ctx)) -> Response:  # noqa: B008
+    if ctx.metrics is None:
+        return Response(b"", media_type="text/plain; version=0.0.4")
+    body, content_type = ctx.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@router.get("/", include_in_schema=False)
+async def dashboard() -> Response:
+    if INDEX_HTML.is_file():
+        return FileResponse(INDEX_HTML)
+    return JSONResponse({"service": "FlowTime Live", "docs": "/docs"})

@@ -1,0 +1,366 @@
+"""Run routes: create batch runs, list and describe runs, and serve their artifacts (SPEC §4, §8, §12.3).
+
+Simulation and overlay runs are evaluated here (off the event loop); `live` and `telemetry` runs are
+handed to the live engine (`ctx.live.create_run` / `ctx.live.create_telemetry_run`), else 422
+`unsupported_mode`. Lists merge finished run folders, live runs and async runs still in progress.
+
+Decisions where the spec is silent:
+- `POST /v1/run` answers 200 with values rounded for the wire (§12.5); `/series?format=json` is an
+  artifact download and keeps full precision (non-finite → null).
+- An async run that fails stays listed as `failed` with its error until the registry of the last
+  1,000 async runs forgets it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+from collections import OrderedDict
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from compat_api.auth import require
+from compat_api.batch_runs import (
+    MODEL_EXAMPLE,
+    BatchJob,
+    RunRequest,
+    execute,
+    overlay_job,
+    planned_run_id,
+    read_model_source,
+    simulation_job,
+)
+from compat_api.context import AppContext, get_ctx
+from compat_api.http_errors import ERROR_RESPONSES
+from compat_api.run_store import filter_runs, get_run_store, model_series_id, paginate, run_links
+from compat_api.state_view import InvalidRequestError
+from engine_live.derived.node_metrics import to_wire_list
+from engine_live.errors import FlowTimeError, NotFoundError
+from engine_live.plan.batch_run import topology_view
+from snapshot_writer.number_format import series_csv_bytes
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
+PENDING_KEEP = 1000
+RUN_EXAMPLE = {
+    "runId": "run_20251007T000000Z_1a2b3c4d",
+    "mode": "simulation",
+    "status": "completed",
+    "createdUtc": "2025-10-07T00:00:00Z",
+    "templateId": None,
+    "binMinutes": 5,
+    "grid": {
+        "bins": 4,
+        "binSize": 5,
+        "binUnit": "minutes",
+        "start": "2025-10-07T00:00:00Z",
+        "binMinutes": 5,
+        "timezone": "UTC",
+        "align": "left",
+    },
+    "modelHash": "sha256:…",
+    "links": run_links("run_20251007T000000Z_1a2b3c4d"),
+}
+ACCEPTED_EXAMPLE = {
+    "runId": "r1",
+    "mode": "live",
+    "status": "live",
+    "epoch": "5a4a27b4",
+    "seq": 1,
+    "lastBin": -1,
+    "watermark": -1,
+    "revision": 0,
+    "modelRevision": 0,
+    "links": {"self": "/v1/runs/r1", "stream": "/v1/runs/r1/stream"},
+}
+MODEL_BODY = {
+    "required": True,
+    "content": {
+        "application/x-yaml": {"schema": {"type": "string"}, "example": MODEL_EXAMPLE},
+        "text/plain": {"schema": {"type": "string"}, "example": MODEL_EXAMPLE},
+        "application/json": {
+            "schema": {"type": "object"},
+            "example": {
+                "grid": {"bins": 2, "binSize": 1, "binUnit": "hours"},
+                "nodes": [{"id": "demand", "kind": "const", "values": [1, 2]}],
+            },
+        },
+    },
+}
+
+
+def _json(content: Any) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {"application/json": {"example": content}}}}
+
+
+async def maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def live_knows(ctx: AppContext, run_id: str) -> bool:
+    return ctx.live is not None and bool(ctx.live.knows(run_id))
+
+
+def pending_runs(ctx: AppContext) -> OrderedDict[str, dict[str, Any]]:
+    pending: OrderedDict[str, dict[str, Any]] = ctx.extras.setdefault("pending_runs", OrderedDict())
+    return pending
+
+
+@router.post(
+    "/v1/run",
+    dependencies=[Depends(require("ingest"))],
+    openapi_extra={"requestBody": MODEL_BODY},
+    responses=_json(
+        {
+            "runId": "run_20251007T000000Z_1a2b3c4d",
+            "modelHash": "sha256:…",
+            "grid": {"bins": 4, "binSize": 5, "binUnit": "minutes"},
+            "binMinutes": 5,
+            "order": ["arrivals", "capacity", "served"],
+            "series": {"arrivals": [10, 20, 30, 40]},
+        }
+    ),
+)
+async def legacy_run(request: Request, ctx: Ctx) -> JSONResponse:
+    """Legacy batch run: model YAML (or JSON) body → evaluate → artifacts → every series."""
+    source = read_model_source(await request.body(), ctx.settings.max_model_bytes)
+    job = BatchJob(source, ctx.inputs_dir, "simulation")
+    run, info = await run_in_threadpool(execute, job, ctx.runs_dir, fsync=ctx.settings.fsync)
+    result = run.result
+    return JSONResponse(
+        {
+            "runId": result.run_id,
+            "modelHash": info.model_hash,
+            "grid": result.grid.to_wire(),
+            "binMinutes": result.grid.bin_minutes,
+            "order": [s.node_id for s in result.series],
+            "series": {s.node_id: to_wire_list(s.values) for s in result.series},
+            "warnings": result.warnings,
+        }
+    )
+
+
+@router.post(
+    "/v1/runs",
+    status_code=201,
+    dependencies=[Depends(require("ingest"))],
+    responses={
+        201: {"content": {"application/json": {"example": RUN_EXAMPLE}}},
+        202: {
+            "description": "accepted: async run, or a live run (Location names the run)",
+            "content": {"application/json": {"example": ACCEPTED_EXAMPLE}},
+        },
+    },
+)
+async def create_run(req: RunRequest, background: BackgroundTasks, ctx: Ctx) -> JSONResponse:
+    """Create a run: simulation (model or template), overlay of a finished run, telemetry or live."""
+    if req.mode in ("live", "telemetry"):
+        return await _delegate(req, ctx)
+    job = await run_in_threadpool(_job_for, req, ctx)
+    if req.options.run_async:
+        job.run_id = await run_in_threadpool(planned_run_id, job)
+        pending = pending_runs(ctx)
+        pending[job.run_id] = {
+            "runId": job.run_id,
+            "mode": job.mode,
+            "status": "running",
+            "links": {"self": f"/v1/runs/{job.run_id}"},
+        }
+        while len(pending) > PENDING_KEEP:
+            pending.popitem(last=False)
+        background.add_task(_run_pending, job, ctx)
+        return JSONResponse(pending[job.run_id], status_code=202, headers={"Location": f"/v1/runs/{job.run_id}"})
+    run, _ = await run_in_threadpool(execute, job, ctx.runs_dir, fsync=ctx.settings.fsync)
+    run_id = run.result.run_id
+    body = await run_in_threadpool(get_run_store(ctx).detail, run_id)
+    return JSONResponse(body, status_code=201, headers={"Location": f"/v1/runs/{run_id}"})
+
+
+def _job_for(req: RunRequest, ctx: AppContext) -> BatchJob:
+    limit = ctx.settings.max_model_bytes
+    if req.mode == "overlay":
+        if not req.baseRunId:
+            raise InvalidRequestError("overlay: baseRunId is required", code="invalid_request")
+        store = get_run_store(ctx)
+        base = store.load(req.baseRunId)
+        return overlay_job(req, base, store.model_text(req.baseRunId), limit, ctx.inputs_dir)
+    return simulation_job(req, ctx.inputs_dir, limit, ctx.data_dir)
+
+
+def _run_pending(job: BatchJob, ctx: AppContext) -> None:
+    assert job.run_id is not None
+    entry = pending_runs(ctx).get(job.run_id)
+    try:
+        execute(job, ctx.runs_dir, fsync=ctx.settings.fsync)
+    except FlowTimeError as exc:
+        if entry is not None:
+            entry.update(status="failed", error=exc.to_body())
+        return
+    except Exception as exc:  # the task has no caller to report to: record it on the run
+        if entry is not None:
+            entry.update(status="failed", error={"error": "internal", "message": str(exc)})
+        return
+    pending_runs(ctx).pop(job.run_id, None)
+
+
+async def _delegate(req: RunRequest, ctx: AppContext) -> JSONResponse:
+    hook_name = "create_run" if req.mode == "live" else "create_telemetry_run"
+    hook = getattr(ctx.live, hook_name, None) if ctx.live is not None else None
+    if hook is None:
+        raise InvalidRequestError(
+            f"mode '{req.mode}' is not available on this server", code="unsupported_mode", mode=req.mode
+        )
+    body = await maybe_await(hook(req.model_dump(by_alias=True, exclude_unset=True)))
+    run_id = body.get("runId")
+    status = 202 if req.mode == "live" or req.options.run_async else 201
+    return JSONResponse(body, status_code=status, headers={"Location": f"/v1/runs/{run_id}"} if run_id else None)
+
+
+@router.get(
+    "/v1/runs",
+    dependencies=[Depends(require("read"))],
+    responses=_json({"items": [RUN_EXAMPLE], "total": 1, "page": 1, "pageSize": 50}),
+)
+async def list_runs(
+    ctx: Ctx,
+    mode: Annotated[str | None, Query(examples=["simulation"])] = None,
+    status: Annotated[str | None, Query(examples=["completed"])] = None,
+    template_id: Annotated[str | None, Query(alias="templateId", examples=["order-system"])] = None,
+    created_after: Annotated[str | None, Query(alias="createdAfter", examples=["2025-10-07T00:00:00Z"])] = None,
+    page: Annotated[int, Query(ge=1, examples=[1])] = 1,
+    page_size: Annotated[int | None, Query(alias="pageSize", ge=1, examples=[50])] = None,
+) -> JSONResponse:
+    """Finished runs on disk merged with live runs and async runs in progress; newest first."""
+    size = page_size or ctx.settings.page_size
+    if size > ctx.settings.page_size_max:
+        raise InvalidRequestError(
+            f"pageSize: at most {ctx.settings.page_size_max}", code="invalid_paging", pageSize=size
+        )
+    merged = {r["runId"]: r for r in await run_in_threadpool(get_run_store(ctx).summaries)}
+    for rid, entry in pending_runs(ctx).items():
+        merged.setdefault(rid, entry)
+    if ctx.live is not None:
+        for r in await maybe_await(ctx.live.list_runs()):
+            merged[r["runId"]] = r
+    items = filter_runs(merged.values(), mode=mode, status=status, template_id=template_id, created_after=created_after)
+    return JSONResponse(paginate(items, page, size))
+
+
+@router.get("/v1/runs/{run_id}", dependencies=[Depends(require("read"))], responses=_json(RUN_EXAMPLE))
+async def get_run(run_id: str, ctx: Ctx) -> JSONResponse:
+    """Run detail: mode, status, grid with binMinutes, warnings, links (a live run: §12.3)."""
+    if live_knows(ctx, run_id):
+        return JSONResponse(await maybe_await(ctx.live.detail(run_id)))
+    store = get_run_store(ctx)
+    if store.exists(run_id):
+        return JSONResponse(await run_in_threadpool(store.detail, run_id))
+    entry = pending_runs(ctx).get(run_id)
+    if entry is not None:
+        return JSONResponse(entry)
+    raise NotFoundError(f"run {run_id!r} not found", runId=run_id)
+
+
+@router.get(
+    "/v1/runs/{run_id}/graph",
+    dependencies=[Depends(require("read"))],
+    responses=_json({"runId": "r1", "nodes": [{"id": "Svc", "kind": "service", "semantics": {}}], "edges": []}),
+)
+async def run_graph(run_id: str, ctx: Ctx) -> JSONResponse:
+    """topology.json: nodes and edges for a graph view."""
+    store = get_run_store(ctx)
+    if not store.exists(run_id) and live_knows(ctx, run_id) and hasattr(ctx.live, "handle"):
+        return JSONResponse({"runId": run_id, **topology_view(ctx.live.handle(run_id).graph)})
+    return JSONResponse({"runId": run_id, **await run_in_threadpool(store.read_json, run_id, "topology.json")})
+
+
+@router.get(
+    "/v1/runs/{run_id}/index",
+    dependencies=[Depends(require("read"))],
+    responses=_json({"grid": {"bins": 4, "binMinutes": 5}, "series": [{"id": "served@SERVED@DEFAULT"}]}),
+)
+async def run_index(run_id: str, ctx: Ctx) -> JSONResponse:
+    """series/index.json of a finished run."""
+    return JSONResponse(await run_in_threadpool(get_run_store(ctx).read_json, run_id, "series/index.json"))
+
+
+@router.get(
+    "/v1/runs/{run_id}/model",
+    dependencies=[Depends(require("read"))],
+    response_class=Response,
+    responses={200: {"content": {"application/x-yaml": {"example": MODEL_EXAMPLE}}}},
+)
+async def run_model_text(run_id: str, ctx: Ctx) -> Response:
+    """The model as run (spec.yaml)."""
+    store = get_run_store(ctx)
+    if not store.exists(run_id) and live_knows(ctx, run_id) and hasattr(ctx.live, "handle"):
+        return Response(ctx.live.handle(run_id).model_text, media_type="application/x-yaml")
+    return Response(await run_in_threadpool(store.model_text, run_id), media_type="application/x-yaml")
+
+
+@router.get(
+    "/v1/runs/{run_id}/series/{series_id}",
+    dependencies=[Depends(require("read"))],
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"example": "bin_index,value\n0,10\n1,20\n"},
+                "application/json": {"example": {"seriesId": "served@SERVED@DEFAULT", "values": [10, 20]}},
+                "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+)
+async def run_series(
+    run_id: str,
+    series_id: str,
+    ctx: Ctx,
+    format: Annotated[Literal["csv", "json", "parquet"], Query(examples=["csv"])] = "csv",
+) -> Response:
+    """One series (artifact id `served@SERVED@DEFAULT` or model id `served`) as CSV, JSON or Parquet."""
+    return await run_in_threadpool(_series_response, ctx, run_id, series_id, format)
+
+
+def _series_response(ctx: AppContext, run_id: str, series_id: str, fmt: str) -> Response:
+    store = get_run_store(ctx)
+    entry = store.series_entry(run_id, series_id)
+    run_dir = store.run_dir(run_id)
+    path = (run_dir / str(entry.get("path", ""))).resolve()
+    if fmt == "csv" and path.is_file() and path.is_relative_to(run_dir.resolve()):
+        return Response(path.read_bytes(), media_type="text/csv")
+    loaded = store.load(run_id)
+    values = loaded.series[model_series_id(str(entry["id"]))]
+    if fmt == "csv":
+        return Response(series_csv_bytes(values), media_type="text/csv")
+    if fmt == "json":
+        obj = np.asarray(values, dtype=np.float64).astype(object)
+        obj[~np.isfinite(values)] = None
+        grid = loaded.run_json.get("grid") or {}
+        return Response(
+            orjson.dumps(
+                {
+                    "runId": run_id,
+                    "seriesId": entry["id"],
+                    "grid": grid,
+                    "binMinutes": grid.get("binMinutes"),
+                    "values": obj.tolist(),
+                }
+            ),
+            media_type="application/json",
+        )
+    table = pa.table(
+        {
+            "bin_index": pa.array(np.arange(len(values), dtype=np.int64)),
+            "value": pa.array(np.asarray(values, dtype=np.float64)),
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return Response(sink.getvalue(), media_type="application/vnd.apache.parquet")

@@ -1,0 +1,1 @@
+"""compat_api.templates.catalog."""

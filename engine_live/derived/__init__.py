@@ -1,0 +1,1 @@
+"""engine_live.derived.node_metrics."""

@@ -1,0 +1,307 @@
+"""`DerivedHooks`: derived metrics, warnings and wire rounding of a live run, vectorized over nodes.
+
+Plugged into `LiveRun(plan, hooks=DerivedHooks(plan))`; LiveRun calls, for every published bin
+range, `derived(run, t0, t1)` once and then `warnings(run, t)` per bin after its run_update.
+
+- `wire` is `derived.round_wire` over the whole (values × bins) block (NaN stays NaN; orjson
+  encodes it as null).
+- `derived` runs `StackLayout.derive_block` (one stacked computation for all nodes) and returns
+  the wire dicts per bin, equal to `NodeDerived.wire_bin` per node.
+- `warnings` keeps one `WarningBook`. Flags — the `node_checks` rules for every node plus
+  `nan_detected` for every evaluated series, exactly as `batch_run.collect_warnings` sets them —
+  are computed as one (entities × bins) mask and value block. A mirror of what the book holds per
+  bin lets only the (key, bin) cells that changed reach `set_flags`, so a quiet bin costs no
+  Python work per node.
+
+Dependencies: a bin's flags read the 13 bins before it (12-bin capacity window, then a 3-bin
+streak) and the gap state of the 3 before it. LiveRun republishes only bins whose values or gap
+state changed, so when bin t is (re)published the flags of t..t+13 (those already published)
+are re-evaluated too; together with the first publication of every bin this makes the final
+active set equal to `collect_warnings` over the final series (tested). Decision: the flags of
+the re-evaluated later bins are reported in the warning updates of bin t.
+
+State for snapshots: `state()` (the book, plus the last published bin) and
+`DerivedHooks.from_state(plan, state)`; the mirror is rebuilt from the book.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine_live.derived.hooks_state import STATE_VERSION, Cells, HooksCapture, build_book
+from engine_live.derived.node_checks import (
+    CHECKS,
+    CONSERVATION_TOLERANCE,
+    EXCESS_TOLERANCE,
+    NEGATIVE_TOLERANCE,
+    STREAK_BINS,
+)
+from engine_live.derived.node_metrics import CAPACITY_WINDOW, BoolArray, FloatArray, round_wire
+from engine_live.derived.stack import (
+    QUEUE_KIND_CODES,
+    StackedBlock,
+    StackLayout,
+    derive_stacked,
+    to_wire_bins,
+)
+from engine_live.plan.compiler import ZERO, Plan
+from engine_live.state.live_run import BinHooks, LiveRun
+from engine_live.warnings.book import Key, MessageFn, WarningBook
+
+CODES = tuple(CHECKS)
+DEPENDENT_BINS = CAPACITY_WINDOW + STREAK_BINS - 2  # later bins whose flags read a bin (13)
+NAN_CODE = "nan_detected"
+Change = tuple[Literal["add", "clear"], dict[str, Any]]
+
+
+def node_flag_block(layout: StackLayout, blk: StackedBlock) -> tuple[BoolArray, FloatArray]:
+    """(codes × nodes × output bins) masks and values of every `CHECKS` code, as `node_flags`."""
+    x, gap = blk.x, blk.gap
+    arr, srv, q = x["arrivals"], x["served"], x["queueDepth"]
+    k, n = gap.shape
+    mask = np.zeros((len(CODES), k, n), dtype=np.bool_)
+    value = np.full((len(CODES), k, n), np.nan)
+    not_queue = ~np.isin(layout.kind, QUEUE_KIND_CODES)[:, None]
+    with np.errstate(all="ignore"):
+        for c, s in enumerate((arr, srv, q)):
+            mask[c], value[c] = s < -NEGATIVE_TOLERANCE, s
+        value[3] = srv - arr
+        mask[3] = (value[3] > EXCESS_TOLERANCE) & not_queue
+        value[4] = srv - blk.denom
+        mask[4] = value[4] > EXCESS_TOLERANCE
+        prev_q = np.concatenate([np.full((k, 1), np.nan), q[:, :-1]], axis=1)
+        prev_gap = np.concatenate([np.ones((k, 1), dtype=np.bool_), gap[:, :-1]], axis=1)
+        known = ~prev_gap & np.isfinite(prev_q)
+        value[5] = arr - srv - (q - prev_q)
+        mask[5] = known & (np.abs(value[5]) > CONSERVATION_TOLERANCE) & layout.conservation[:, None]
+        mask[6], value[6] = _streak(known & ~gap & (q > prev_q)), q
+        mask[7] = _streak(blk.applicable & ~blk.saturated & np.isfinite(blk.cap_value) & ~gap)
+    mask[8] = gap
+    mask[:7] &= ~gap
+    return mask[:, :, blk.out :], value[:, :, blk.out :]
+
+
+def _streak(flags: BoolArray) -> BoolArray:
+    out = flags.copy()
+    for d in range(1, STREAK_BINS):
+        out[:, :d] = False
+        out[:, d:] &= flags[:, :-d]
+    return out
+
+
+class DerivedHooks(BinHooks):
+    dependent_bins = DEPENDENT_BINS
+
+    def __init__(self, plan: Plan, book: WarningBook | None = None, *, done: int = -1) -> None:
+        """Fresh hooks, or (a PATCH) new hooks over the run's existing `book`: the mirror is rebuilt
+        from the book for this plan's keys, the rest of the book's keys become orphans."""
+        self.plan = plan
+        self.layout = StackLayout.from_plan(plan)
+        kind_of = plan.kind_of
+        self._nan_sids = [s for s in plan.names if s != ZERO and kind_of.get(s) not in ("const", "telemetry", "file")]
+        self._nan_rows = np.array([plan.row[s] for s in self._nan_sids], dtype=np.intp)
+        self._n_node = len(CODES) * len(self.layout.ids)
+        self.entity_keys: tuple[Key, ...] = (
+            *((c, n, None) for c in CODES for n in self.layout.ids),
+            *((NAN_CODE, None, sid) for sid in self._nan_sids),
+        )
+        self._entity_specs = [key_spec(k) for k in self.entity_keys]
+        self._done = done  # highest bin whose warnings were taken
+        # bin → flagged entities, values: every flag the book holds for this layout's keys (arrays are
+        # replaced, never mutated, so a capture is a shallow copy of this dict)
+        self._mirror: dict[int, Cells] = {}
+        self._orphans: tuple[Key, ...] = ()  # book keys outside the layout (nodes a PATCH removed)
+        self.book = WarningBook()
+        if book is not None and len(book):
+            self.book, self._mirror = build_book(book_state(book, done), self.entity_keys, key_spec)
+            at = set(self.entity_keys)
+            self._orphans = tuple(k for k in book if k not in at)
+        elif book is not None:
+            self.book = book
+        self._cache: tuple[int, int, int, BoolArray, FloatArray] | None = None  # t0, t1, hi, masks, values
+
+    # -- BinHooks -------------------------------------------------------------------------------
+    def wire(self, block: FloatArray) -> FloatArray:
+        return round_wire(block)
+
+    def derived(self, run: LiveRun, t0: int, t1: int) -> list[dict[str, dict[str, Any]]]:
+        blk = self.prepare(run, t0, t1)
+        stacked = derive_stacked(self.layout, blk, run.grid.bin_minutes, t1 - t0)
+        ids = self.layout.ids
+        return [dict(zip(ids, dicts, strict=True)) for dicts in to_wire_bins(stacked)]
+
+    def quiet_changes(self, run: LiveRun, t0: int, t1: int) -> int:
+        """Quiet replay: the flags of [t0, t1) as one block; bins never published before (the usual
+        case) go to the book in bulk (`WarningBook.append_block`), others bin by bin."""
+        self.prepare(run, t0, t1)
+        if t0 <= self._done:
+            return sum(len(self.warnings(run, t)) for t in range(t0, t1))
+        assert self._cache is not None
+        mask, value = self._cache[3], self._cache[4]
+        self._cache = None
+        for j in range(t1 - t0):  # new bins: every flagged cell is a change
+            on = np.flatnonzero(mask[:, j])
+            if on.size:
+                self._mirror[t0 + j] = (on, value[on, j])
+        rows = np.flatnonzero(mask.any(axis=1)).tolist()
+        keys, specs = self.entity_keys, self._entity_specs
+        bins, vals = [], []
+        for e in rows:
+            js = np.flatnonzero(mask[e])
+            bins.append((js + t0).tolist())
+            vals.append(value[e, js].tolist())
+        self._done = t1 - 1
+        return self.book.append_block([keys[e] for e in rows], bins, vals, [specs[e] for e in rows])
+
+    def prepare(self, run: LiveRun, t0: int, t1: int) -> StackedBlock:
+        """The flags of bins [t0, t1) and the published ones they reach, as one block for the
+        `warnings` calls that follow."""
+        hi = max(t1, min(t1 - 1 + DEPENDENT_BINS, self._done) + 1)
+        blk = self.layout.gather(run.V, run.base, t0, hi, run.gaps)
+        mask, value = self._flags(run, blk, t0, hi)
+        self._cache = (t0, t1, hi, mask, value)
+        return blk
+
+    def warnings(self, run: LiveRun, bin_index: int) -> list[Change]:
+        t = bin_index
+        hi = min(t + DEPENDENT_BINS, max(self._done, t)) + 1
+        cache = self._cache
+        if cache is not None and cache[0] <= t < cache[1] and hi <= cache[2]:
+            a, b = t - cache[0], hi - cache[0]
+            mask, value = cache[3][:, a:b], cache[4][:, a:b]
+            if t == cache[1] - 1:
+                self._cache = None
+        else:
+            blk = self.layout.gather(run.V, run.base, t, hi, run.gaps)
+            mask, value = self._flags(run, blk, t, hi)
+        self._feed(t, hi, mask, value)
+        self._done = max(self._done, t)
+        return [(c.op, c.warning) for c in self.book.take_changes()]
+
+    # -- flags ----------------------------------------------------------------------------------
+    def _flags(self, run: LiveRun, blk: StackedBlock, t0: int, t1: int) -> tuple[BoolArray, FloatArray]:
+        """(entities × bins) masks and values for bins [t0, t1): node checks, then nan_detected."""
+        w = t1 - t0
+        node_mask, node_value = node_flag_block(self.layout, blk)
+        nan_mask = ~np.isfinite(run.V[self._nan_rows, t0 - run.base : t1 - run.base])
+        mask = np.concatenate([node_mask.reshape(self._n_node, w), nan_mask])
+        value = np.concatenate([node_value.reshape(self._n_node, w), np.zeros(nan_mask.shape)])
+        return mask, value
+
+    def _feed(self, t0: int, t1: int, mask: BoolArray, value: FloatArray) -> None:
+        """Give the book the cells of bins [t0, t1) that differ from what it holds."""
+        w = t1 - t0
+        old_mask = np.zeros(mask.shape, dtype=np.bool_)
+        old_value = np.full(mask.shape, np.nan)
+        for j in range(w):
+            held = self._mirror.get(t0 + j)
+            if held is not None:
+                old_mask[held[0], j] = True
+                old_value[held[0], j] = held[1]
+        same = (value == old_value) | (np.isnan(value) & np.isnan(old_value))
+        changed = (mask != old_mask) | (mask & ~same)
+        rows = np.flatnonzero(changed.any(axis=1))
+        if not rows.size:
+            return
+        if w == 1 and t0 > self._done:  # a newly published bin: every changed cell is a new flag
+            rows_l = rows.tolist()
+            keys, specs = self.entity_keys, self._entity_specs
+            self.book.append_flags(t0, [keys[e] for e in rows_l], value[rows, 0].tolist(), [specs[e] for e in rows_l])
+        elif w == 1:  # plain Python values, one scalar call per changed key
+            for e, m, v in zip(rows.tolist(), mask[rows, 0].tolist(), value[rows, 0].tolist(), strict=True):
+                self._set_one(e, t0, m, v)
+        else:
+            all_bins = np.arange(t0, t1, dtype=np.int64)
+            for e, ch, m, v in zip(rows.tolist(), changed[rows], mask[rows], value[rows], strict=True):
+                self._set(e, all_bins[ch], m[ch], v[ch])
+        for j in np.flatnonzero(changed.any(axis=0)).tolist():
+            on = np.flatnonzero(mask[:, j])
+            if on.size:
+                self._mirror[t0 + j] = (on, value[on, j])
+            else:
+                self._mirror.pop(t0 + j, None)
+
+    def _set_one(self, e: int, b: int, flagged: bool, value: float) -> None:
+        severity, worst, fn, message = self._entity_specs[e]
+        self.book.set_flag(
+            self.entity_keys[e], b, flagged, value, severity=severity, message=message, message_fn=fn, worst=worst
+        )  # type: ignore[arg-type]
+
+    def _set(
+        self,
+        e: int,
+        bins: Sequence[int] | NDArray[np.int64],
+        mask: Sequence[bool] | BoolArray,
+        value: Sequence[float] | FloatArray,
+    ) -> None:
+        severity, worst, fn, message = self._entity_specs[e]
+        self.book.set_flags(
+            self.entity_keys[e], bins, mask, value, severity=severity, message=message, message_fn=fn, worst=worst
+        )  # type: ignore[arg-type]
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def for_plan(self, plan: Plan) -> DerivedHooks:
+        """Hooks for a patched plan over this run's warning book (a PATCH)."""
+        return DerivedHooks(plan, self.book, done=self._done)
+
+    def active(self) -> list[dict[str, Any]]:
+        """Every active warning, sorted by key (run.json's per-bin warnings)."""
+        return self.book.active()
+
+    def capture(self) -> HooksCapture:
+        """The hooks' state between two records: pointer copies only (`hooks_state`)."""
+        orphans = tuple((k, *self.book.entry_cells(k)) for k in self._orphans)
+        return HooksCapture(
+            self._done,
+            self.entity_keys,
+            dict(self._mirror),
+            self.book.published_view(),
+            self.book.dirty_keys(),
+            orphans,
+        )
+
+    def state(self) -> dict[str, Any]:
+        return self.capture().to_state()
+
+    @classmethod
+    def from_state(cls, plan: Plan, state: dict[str, Any] | HooksCapture) -> DerivedHooks:
+        if isinstance(state, HooksCapture):
+            state = state.to_state()
+        version = state.get("version")
+        if version == 1:
+            return cls._from_state_v1(plan, state)
+        if version != STATE_VERSION:
+            raise ValueError(f"unsupported hooks state version {version!r}")
+        hooks = cls(plan, done=int(state["done"]))
+        hooks.book, hooks._mirror = build_book(state, hooks.entity_keys, key_spec)
+        at = set(hooks.entity_keys)
+        hooks._orphans = tuple(k for k in hooks.book if k not in at)
+        return hooks
+
+    @classmethod
+    def _from_state_v1(cls, plan: Plan, state: dict[str, Any]) -> DerivedHooks:
+        """Snapshots written before version 2 (the whole book as JSON)."""
+        return cls(plan, WarningBook.from_state(state["book"]), done=int(state["done"]))
+
+
+def key_spec(key: Key) -> tuple[str, str, MessageFn | None, str | None]:
+    """Severity, worst rule, message function or fixed message of a key, as `_set` gives them."""
+    code, _node_id, sid = key
+    if code == NAN_CODE:
+        return "warning", "max", None, f"series '{sid}' has non-finite values"
+    spec = CHECKS[code]
+    return spec.severity, spec.worst, spec.message, None
+
+
+def book_state(book: WarningBook, done: int) -> dict[str, Any]:
+    """A version-2 state holding every key of `book` (to rebuild book + mirror for another layout)."""
+    keys = tuple(book.keys())
+    orphans = tuple((k, *book.entry_cells(k)) for k in keys)
+    return HooksCapture(done, (), {}, book.published_view(), book.dirty_keys(), orphans).to_state()
+
+
+__all__ = ["DerivedHooks", "node_flag_block"]

@@ -1,0 +1,133 @@
+"""Primitive series definitions: what a model becomes after topology synthesis, before compiling.
+
+Every model reduces to these few kinds; routers and retry echo become expressions, topology
+queues become QueueDefs, shared capacity becomes a CapDef.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine_live.expressions.syntax import Expr
+from engine_live.model.document import Dispatch, EdgeSpec
+from engine_live.model.grid import Grid
+
+
+@dataclass(frozen=True)
+class ConstDef:
+    id: str
+    values: np.ndarray
+    kind: str = "const"  # const | file | pmf (expected value)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.id,)
+
+
+@dataclass(frozen=True)
+class TelemetryDef:
+    id: str
+
+    kind = "telemetry"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.id,)
+
+
+@dataclass(frozen=True)
+class ExprDef:
+    id: str
+    expr: Expr
+    initial: float | None = None
+    kind: str = "expr"  # expr | router | retryEcho
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.id,)
+
+
+@dataclass(frozen=True)
+class PmfSampleDef:
+    id: str
+    values: tuple[float, ...]
+    probabilities: tuple[float, ...]
+    seed: int
+
+    kind = "pmf"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.id,)
+
+
+@dataclass(frozen=True)
+class QueueDef:
+    id: str
+    inflow: str | None
+    outflow: str | None
+    loss: str | None
+    initial: float
+    wip_limit: float | None
+    wip_series: str | None
+    overflow_to: str | None  # id of the queue whose inflow this queue's overflow joins
+    dispatch: Dispatch | None
+    outflow_id: str
+    overflow_id: str
+    extra_inflows: tuple[str, ...] = ()  # overflow series of queues that overflow into this one
+
+    kind = "queue"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.id, self.outflow_id, self.overflow_id)
+
+
+@dataclass(frozen=True)
+class CapDef:
+    """Shared capacity: members' demands capped to C·d_i/D when D > C."""
+
+    id: str
+    members: tuple[tuple[str, str], ...]  # (capped series id, demand series id)
+    capacity: str
+
+    kind = "constraint"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(out for out, _ in self.members)
+
+
+SeriesDef = ConstDef | TelemetryDef | ExprDef | PmfSampleDef | QueueDef | CapDef
+
+
+@dataclass(frozen=True)
+class TopoBinding:
+    """A topology node with its semantic fields resolved to series ids."""
+
+    id: str
+    kind: str
+    fields: dict[str, str]  # arrivals, served, errors, capacity, queueDepth, ... → series id
+    parallelism: float | str | None
+    sla_min: float | None
+    telemetry_fields: frozenset[str]
+    ui: dict[str, Any] | None
+    constraint: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelGraph:
+    grid: Grid
+    defs: tuple[SeriesDef, ...]
+    topo: tuple[TopoBinding, ...]
+    edges: tuple[EdgeSpec, ...]
+    seed: int
+    outputs: tuple[tuple[str, str | None], ...] | None
+    hidden: frozenset[str] = field(default_factory=frozenset)
+    info: tuple[dict[str, Any], ...] = ()
+
+    def telemetry_ids(self) -> tuple[str, ...]:
+        return tuple(d.id for d in self.defs if isinstance(d, TelemetryDef))

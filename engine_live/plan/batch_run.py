@@ -1,0 +1,164 @@
+"""Batch runs: a model (plus optional telemetry) → evaluated series, warnings and a RunResult.
+
+A batch run is the live engine's evaluation over the whole grid at once (SPEC §2: batch ≡ live).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine_live.derived.node_checks import node_flags, record_node_flags
+from engine_live.derived.node_metrics import NodeInputs, derive
+from engine_live.model.build import build_model
+from engine_live.model.document import ModelDoc, load_model
+from engine_live.model.series_defs import ModelGraph, TopoBinding
+from engine_live.model.text import dump_yaml
+from engine_live.plan.compiler import ZERO, Plan, compile_model
+from engine_live.plan.evaluator import evaluate_batch
+from engine_live.plan.run_result import RunResult, SeriesOut
+from engine_live.warnings.book import WarningBook
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    doc: ModelDoc
+    graph: ModelGraph
+    plan: Plan
+    matrix: np.ndarray
+    result: RunResult
+
+    def series(self, sid: str) -> np.ndarray:
+        values: np.ndarray = self.matrix[self.plan.row[sid]]
+        return values
+
+
+def scenario_hash(spec_text: str, seed: int) -> str:
+    return "sha256:" + hashlib.sha256(f"{spec_text}\n{seed}".encode()).hexdigest()
+
+
+def new_run_id(spec_hash: str | None = None, now: datetime | None = None) -> str:
+    if spec_hash is not None:
+        return f"run_deterministic_{spec_hash.removeprefix('sha256:')[:8]}"
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"run_{stamp}_{secrets.token_hex(4)}"
+
+
+def spec_text_of(doc: ModelDoc, source_text: str | None) -> str:
+    """The model as run: the original text when it has no provenance, else re-dumped without it."""
+    if source_text is not None and doc.provenance is None:
+        return source_text
+    return dump_yaml(doc.data)
+
+
+def node_inputs(binding: TopoBinding, series: Mapping[str, np.ndarray], gap: np.ndarray | None = None) -> NodeInputs:
+    metrics = {f: series[sid] for f, sid in binding.fields.items() if sid in series}
+    par: float | np.ndarray = 1.0
+    if isinstance(binding.parallelism, str):
+        par = series[binding.parallelism]
+    elif isinstance(binding.parallelism, int | float):
+        par = float(binding.parallelism)
+    return NodeInputs(binding.id, binding.kind, metrics, par, binding.sla_min, gap)
+
+
+def collect_warnings(
+    graph: ModelGraph, plan: Plan, V: np.ndarray, gaps: Mapping[str, np.ndarray] | None = None
+) -> list[dict[str, Any]]:
+    """Warnings of a whole evaluated grid: model info, non-finite values, and per-node checks."""
+    book = WarningBook()
+    bins = np.arange(V.shape[1], dtype=np.int64)
+    for sid, r in plan.row.items():
+        if sid == ZERO or plan.kind_of.get(sid) in ("const", "telemetry", "file"):
+            continue
+        bad = ~np.isfinite(V[r])
+        if bad.any():
+            book.set_flags(
+                ("nan_detected", None, sid),
+                bins,
+                bad,
+                np.zeros(len(bins)),
+                severity="warning",
+                message=f"series '{sid}' has non-finite values",
+            )
+    view = {sid: V[r] for sid, r in plan.row.items()}
+    for binding in graph.topo:
+        gap = gaps.get(binding.id) if gaps else None
+        node = node_inputs(binding, view, gap)
+        record_node_flags(
+            book, binding.id, 0, node_flags(node, derive(node, graph.grid.bin_minutes), binding.telemetry_fields)
+        )
+    info = [{**w, "bins": [], "count": 0, "value": w.get("value")} for w in graph.info]
+    return info + book.active()
+
+
+def topology_view(graph: ModelGraph) -> dict[str, Any]:
+    return {
+        "nodes": [{"id": t.id, "kind": t.kind, "semantics": dict(t.fields), "ui": t.ui} for t in graph.topo],
+        "edges": [{"from": e.source, "to": e.target, "weight": e.weight} for e in graph.edges],
+    }
+
+
+def output_series(graph: ModelGraph, plan: Plan, V: np.ndarray) -> list[SeriesOut]:
+    component = {sid: t.id for t in graph.topo for sid in t.fields.values()}
+    chosen: list[tuple[str, str | None]]
+    if graph.outputs is not None:
+        chosen = [(sid, name) for sid, name in graph.outputs if sid is not None]
+    else:
+        chosen = [(sid, None) for sid in plan.names if sid != ZERO]
+    return [
+        SeriesOut(sid, V[plan.row[sid]], plan.kind_of.get(sid, "expr"), component_id=component.get(sid), path_name=name)
+        for sid, name in chosen
+    ]
+
+
+def run_model(
+    source: str | dict[str, Any],
+    *,
+    base_dir: Path | None = None,
+    telemetry: Mapping[str, np.ndarray] | None = None,
+    mode: str = "simulation",
+    run_id: str | None = None,
+    deterministic_run_id: bool = False,
+    created_utc: str | None = None,
+    adjustments: list[dict[str, Any]] | None = None,
+) -> BatchRun:
+    """Load, compile and evaluate a model over its whole grid. Raises ModelError on a bad model.
+    `adjustments` (model/adjustments.json of a live run) are applied as the live run did (§12.8)."""
+    doc = load_model(source, base_dir=base_dir)
+    graph = build_model(doc)
+    plan = compile_model(graph)
+    if adjustments:
+        from engine_live.model.patch import evaluate_with_adjustments
+
+        assert doc.grid.bins is not None
+        plan, V = evaluate_with_adjustments(dict(doc.data), adjustments, doc.grid.bins, telemetry, base_dir)
+        graph = plan.graph
+    else:
+        V = evaluate_batch(plan, telemetry)
+    spec_text = spec_text_of(doc, source if isinstance(source, str) else None)
+    shash = scenario_hash(spec_text, doc.seed)
+    rid = run_id or new_run_id(shash if deterministic_run_id else None)
+    result = RunResult(
+        run_id=rid,
+        mode=mode,
+        status="completed",
+        grid=doc.grid,
+        spec_text=spec_text,
+        seed=doc.seed,
+        rng=doc.rng,
+        series=output_series(graph, plan, V),
+        warnings=collect_warnings(graph, plan, V),
+        created_utc=created_utc or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        topology=topology_view(graph),
+        provenance=doc.provenance,
+        template_id=(doc.provenance or {}).get("templateId"),
+        adjustments=list(adjustments or []),
+    )
+    return BatchRun(doc, graph, plan, V, result)
