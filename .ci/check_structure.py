@@ -17,63 +17,19 @@ from pathlib import Path
 
 import grimp
 
+from engine_live.plan.dependencies import strongly_connected  # the compiler's Tarjan, reused
+
 PACKAGES = ("engine_live", "ingestion", "stream_hub", "snapshot_writer", "compat_api")
 ROOT = Path(__file__).resolve().parent.parent
 MEDIAN_MAX, MODULE_MAX, FUNCTION_MAX = 200, 400, 80
 
 
 def import_cycles() -> list[list[str]]:
+    """Groups of modules that import each other (directly or around a loop)."""
     graph = grimp.build_graph(*PACKAGES, include_external_packages=False)
     modules = sorted(graph.modules)
-    edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in modules}
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    cycles: list[list[str]] = []
-    counter = 0
-
-    def connect(start: str) -> None:  # iterative Tarjan: strongly connected components
-        nonlocal counter
-        work = [(start, iter(edges[start]))]
-        index[start] = low[start] = counter
-        counter += 1
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, it = work[-1]
-            advanced = False
-            for nxt in it:
-                if nxt not in index:
-                    index[nxt] = low[nxt] = counter
-                    counter += 1
-                    stack.append(nxt)
-                    on_stack.add(nxt)
-                    work.append((nxt, iter(edges[nxt])))
-                    advanced = True
-                    break
-                if nxt in on_stack:
-                    low[node] = min(low[node], index[nxt])
-            if advanced:
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    top = stack.pop()
-                    on_stack.discard(top)
-                    component.append(top)
-                    if top == node:
-                        break
-                if len(component) > 1:
-                    cycles.append(sorted(component))
-
-    for m in modules:
-        if m not in index:
-            connect(m)
-    return cycles
+    edges = {m: set(graph.find_modules_directly_imported_by(m)) for m in modules}
+    return [sorted(group) for group in strongly_connected(modules, edges) if len(group) > 1]
 
 
 def sizes() -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:

@@ -7,7 +7,7 @@ every 10th node is a serviceWithBuffer (a synthesized queue). Two scenarios:
   changes — an `add` — every bin), every 7th node has a telemetry `queueDepth` (conservation and
   backlog checks), 0.2 % of values are negative and 0.1 % missing (data gaps).
 Feeds BINS bins in order (one record per bin) and times the hook calls LiveRun makes per published
-bin, then the whole `apply_record` with and without the hooks, and a correction 20 bins back.
+bin, then the whole `LiveRun.apply` with and without the hooks, and a correction 20 bins back.
 
     python bench/live_hooks_bench.py [--nodes 1000] [--bins 600]
 """
@@ -23,7 +23,8 @@ import numpy as np
 from engine_live.derived.live_hooks import DerivedHooks
 from engine_live.model.build import load_graph
 from engine_live.plan.compiler import Plan, compile_model
-from engine_live.state.live_run import BinHooks, LiveRun, ValidFrame
+from engine_live.state.frame_batch import FrameBatch
+from engine_live.state.live_run import BinHooks, LiveRun
 
 
 def model(n: int, bins: int, quiet: bool = False) -> dict[str, Any]:
@@ -94,9 +95,9 @@ def feed(
         if not quiet:
             vals[rng.random(len(ids)) < 0.002] = -1.0
             keep = rng.random(len(ids)) > 0.001  # a few gaps, zero-filled after the grace bins
-        frames = [ValidFrame(b, s, float(v)) for s, v, k in zip(ids, vals, keep, strict=True) if k]
+        frames = [(b, s, float(v)) for s, v, k in zip(ids, vals, keep, strict=True) if k]
         t = time.perf_counter()
-        res = run.apply_record(frames)
+        res = run.apply(FrameBatch.from_frames(frames))
         per_record.append(time.perf_counter() - t)
         n_warn += sum(e["type"] == "warning_update" for e in res.events)
     return run, per_record, n_warn
@@ -124,13 +125,13 @@ def scenario(name: str, n: int, bins: int, quiet: bool) -> None:
     )
     _, without, _ = feed(plan, None, bins, quiet)
     print(
-        f"  apply_record per bin (frames in → events out): with hooks p50 {pct(with_hooks[warm:], 50):.0f} µs "
+        f"  LiveRun.apply per bin (frames in → events out): with hooks p50 {pct(with_hooks[warm:], 50):.0f} µs "
         f"p99 {pct(with_hooks[warm:], 99):.0f} µs; without hooks p50 {pct(without[warm:], 50):.0f} µs "
         f"p99 {pct(without[warm:], 99):.0f} µs"
     )
     hooks.spent.clear()
     t = time.perf_counter()
-    res = run.apply_record([ValidFrame(run.last_bin - 20, run.telemetry_ids[0], 99.0)])
+    res = run.apply(FrameBatch.from_frames([(run.last_bin - 20, run.telemetry_ids[0], 99.0)]))
     dt = time.perf_counter() - t
     n_up = sum(e["type"] == "run_update" for e in res.events)
     print(

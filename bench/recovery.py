@@ -14,7 +14,7 @@ Measured on fresh copies of the fixture (page cache warm: the copy just wrote it
             whether a 503 "recovering" answer was ever seen is reported too), and the same for an
             empty data folder (the fixed cost of starting the process);
   inproc    `build_context` + `LiveService.start()` in a fresh child process, with the steps of
-            `compat_api.live_recovery` timed by wrappers: snapshot load (`load_current`), log scan
+            `engine_live.runtime.recovery` timed by wrappers: snapshot load (`SnapshotStore.load`), log scan
             (`scan_log`), handle (`handle_from_snapshot`: model compile + `restore`), hub refill
             (`refill_history`, of which `read_event_log`), replay (`replay_records`), attach;
             `--profile` adds a cProfile of the same.
@@ -111,8 +111,7 @@ def time_serve(data: Path, log_path: Path, timeout_s: float = 240.0) -> dict[str
 
 # -- in-process, instrumented --------------------------------------------------------------------------
 def _inproc_main(data: str, profile: bool, out_q: Any) -> None:
-    import compat_api.live_recovery as rec
-    from compat_api.server import build_context
+    from compat_api.compose import build_context
     from compat_api.settings import Settings
 
     times: dict[str, float] = {}
@@ -138,21 +137,23 @@ def _inproc_main(data: str, profile: bool, out_q: Any) -> None:
 
         return wrap
 
-    for attr, label in (
-        ("load_current", "snapshot load (load_current)"),
-        ("scan_log", "log scan (scan_log)"),
-        ("handle_from_snapshot", "handle (compile + restore)"),
-        ("refill_history", "hub refill (refill_history)"),
-        ("read_event_log", "  of which read_event_log"),
-        ("cut_event_log", "  of which cut_event_log"),
-        ("replay_records", "log replay (replay_records)"),
-    ):
-        setattr(rec, attr, timed(label, getattr(rec, attr)))
     t = time.perf_counter()
     ctx = build_context(Settings(data_dir=Path(data), log_level="warning"))
     times["build_context"] = time.perf_counter() - t
-    live = ctx.live
-    live.attach = timed("attach", live.attach)
+    assert ctx.live is not None
+    live = ctx.live.service
+    stores, recovery = live.ctx, live.recovery
+    for owner, attr, label in (
+        (stores.snapshots, "load", "snapshot load (SnapshotStore.load)"),
+        (stores.logs, "scan", "log scan (LogStore.scan)"),
+        (recovery, "from_snapshot", "handle (compile + restore)"),
+        (recovery, "refill_history", "hub refill (Recovery.refill_history)"),
+        (stores.snapshots, "read_events", "  of which read_events"),
+        (stores.snapshots, "cut_events", "  of which cut_events"),
+        (recovery, "replay", "log replay (Recovery.replay)"),
+        (live, "adopt", "adopt"),
+    ):
+        setattr(owner, attr, timed(label, getattr(owner, attr)))
 
     async def go() -> None:
         t = time.perf_counter()
@@ -161,18 +162,16 @@ def _inproc_main(data: str, profile: bool, out_q: Any) -> None:
         h = live.runs.get(RUN_ID)
         times["_lastBin"] = float(h.run.last_bin if h else -1)
         times["_seq"] = float(h.run.seq if h else -1)
-        hub = ctx.extras.get("hub")
-        hist = getattr(hub, "_runs", None) or getattr(hub, "runs", None)
-        times["_hub"] = float(len(hist)) if hist is not None else -1.0
-        if h is not None and h.checkpoint is not None:  # what a snapshot capture costs the event loop now
+        times["_hub"] = float(len(ctx.hub._runs)) if ctx.hub is not None else -1.0
+        if h is not None and h.files.checkpoint is not None:  # what a snapshot capture costs the event loop now
             for label in ("_capture_first", "_capture_again"):  # after the replay's 1,000 bins; then nothing new
                 t = time.perf_counter()
-                live.snapshot_job(h)
+                live.checkpoints.job(h)
                 times[label] = time.perf_counter() - t
             t = time.perf_counter()
             h.run.hooks.capture()
             times["_capture_hooks"] = time.perf_counter() - t
-            h.checkpoint.mirror.invalidate()  # those jobs are never committed: the final snapshot is a full one
+            h.files.checkpoint.mirror.invalidate()  # those jobs are never committed: the final snapshot is a full one
         await live.stop()
 
     prof = cProfile.Profile() if profile else None

@@ -74,11 +74,13 @@ def bin_values(nodes: int, b: int) -> list[tuple[str, float]]:
 async def _build(
     data_dir: Path, nodes: int, prefill: int, tail: int, options: dict[str, Any], crash: bool, report: Any
 ) -> None:
-    from compat_api.live_service import LiveService, _Item
+    from compat_api.compose import build_live_service
     from compat_api.settings import Settings
-    from engine_live.state.live_run import ValidFrame
+    from engine_live.runtime.handle import QueuedRecord
+    from engine_live.runtime.records import FramesRecord
+    from engine_live.state.frame_batch import FrameBatch
 
-    svc = LiveService(Settings(data_dir=data_dir, fsync=False, log_level="warning"))
+    svc = build_live_service(Settings(data_dir=data_dir, fsync=False, log_level="warning"))
     await svc.start()
     await svc.create_run({"model": model_text(nodes, None), "options": {"runId": RUN_ID, **options}})
     h = svc.runs[RUN_ID]
@@ -91,11 +93,9 @@ async def _build(
         pending: list[asyncio.Future[Any]] = []
         for b in range(lo, hi):
             vals = variants[b % 16]
-            frames = [ValidFrame(b, s, v) for s, v in vals]
-            payload = orjson.dumps({"t": "cols", "b": b, "s": [s for s, _ in vals], "v": [v for _, v in vals]})
-            pending.append(
-                asyncio.ensure_future(svc._submit(h, _Item(payload, frames, len(frames), loop.create_future())))
-            )
+            record = FramesRecord(FrameBatch.from_frames([(b, s, v) for s, v in vals]))
+            item = QueuedRecord(record, svc.ctx.logs.encode(record), len(vals), loop.create_future())
+            pending.append(asyncio.ensure_future(svc.worker.submit(h, item)))
             if len(pending) >= window:
                 await pending.pop(0)
             if b % 1000 == 999:
@@ -104,23 +104,23 @@ async def _build(
 
     await feed(0, prefill)
     meta = await svc.request_snapshot(h)  # the snapshot recovery starts from
-    assert h.checkpoint is not None
-    await h.checkpoint.drain()
+    assert h.files.checkpoint is not None
+    await h.files.checkpoint.drain()
     report(f"  fixture: snapshot {meta.name} at bin {meta.last_bin} ({time.monotonic() - t0:.0f} s)")
     await feed(prefill, prefill + tail)
     if crash:  # kill -9 equivalent: the log records are written (page cache), nothing else happens
-        assert h.events_fh is not None
-        h.events_fh.flush()
+        assert h.files.events is not None
+        h.files.events.flush()
         os._exit(0)
-    h.checkpoint.every_bins = h.checkpoint.every_seconds = HUGE  # no final snapshot on stop
-    h.checkpoint.requests.clear()
+    h.files.checkpoint.every_bins = h.files.checkpoint.every_seconds = HUGE  # no final snapshot on stop
+    h.files.checkpoint.requests.clear()
     h.run.status  # noqa: B018
-    if h.worker is not None:
-        h.worker.cancel()
-    if h.log is not None:
-        await h.log.close()
-    if h.events_fh is not None:
-        h.events_fh.close()
+    if h.work.task is not None:
+        h.work.task.cancel()
+    if h.files.log is not None:
+        await h.files.log.close()
+    if h.files.events is not None:
+        h.files.events.close()
 
 
 def _build_main(data_dir: str, nodes: int, prefill: int, tail: int, options: dict[str, Any], crash: bool) -> None:

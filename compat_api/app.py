@@ -1,9 +1,7 @@
-"""FastAPI app composition: the one place that wires engine, ingestion, hub and snapshots together."""
+"""The FastAPI app: routes, middleware and error handlers around a context built by `compat_api.compose`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import import_module
@@ -12,15 +10,18 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from compat_api.compose import Lifecycle
 from compat_api.context import AppContext
 from compat_api.dashboard import ASSETS_DIR
 from compat_api.http_errors import install_error_handlers
+from compat_api.limits import BodyLimitMiddleware
+from compat_api.recovery_gate import RecoveryGate
 from compat_api.settings import Settings
 
 ROUTERS = (
     "compat_api.routes.health",
     "compat_api.routes.live",
-    "compat_api.stream_wiring",
+    "compat_api.routes.stream",
     "compat_api.routes.templates",
     "compat_api.routes.runs",
     "compat_api.routes.state",
@@ -38,34 +39,12 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for sub in ("runs", "bundles", "inputs", "compares"):
-            (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
-        from compat_api.stream_wiring import KafkaWiring
-
-        kafka = KafkaWiring(ctx)
-        ctx.extras["kafka"] = kafka  # read by compat_api/metrics_wiring.py (Kafka sends and lag)
-        startup: asyncio.Task[None] | None = None
-        if ctx.live is not None:
-            live = ctx.live
-
-            async def recover_then_consume() -> None:
-                await live.start()  # recovery: /readyz answers 503 with progress until it is done
-                await kafka.start()
-
-            startup = asyncio.create_task(recover_then_consume(), name="live-recovery")
+        lifecycle = Lifecycle(ctx)
+        await lifecycle.start()
         try:
             yield
         finally:
-            if startup is not None and not startup.done():
-                startup.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await startup
-            await kafka.stop()
-            hub = ctx.extras.get("hub")
-            if hub is not None:
-                hub.close_all(1001)
-            if ctx.live is not None:
-                await ctx.live.stop()
+            await lifecycle.stop()
 
     app = FastAPI(
         title="FlowTime Live",
@@ -76,11 +55,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     )
     app.state.ctx = ctx
     install_error_handlers(app)
-    from compat_api.recovery_gate import RecoveryGate
-
     app.add_middleware(RecoveryGate, ctx=ctx)
-    from compat_api.limits import BodyLimitMiddleware
-
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for name in ROUTERS:
         app.include_router(import_module(name).router)

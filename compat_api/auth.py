@@ -36,28 +36,15 @@ from fastapi import Depends, Request
 
 from compat_api.context import AllowAll, AppContext, Authenticator, get_ctx
 from compat_api.settings import Settings
-from engine_live.errors import FlowTimeError, ForbiddenError, UnauthenticatedError
+from engine_live.errors import ForbiddenError, InsecureBindError, TokenConfigError, UnauthenticatedError
 from engine_live.model.grid import parse_utc
 
 SCOPES = ("read", "ingest", "admin")  # each scope implies the ones before it
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
-class TokenConfigError(FlowTimeError):
-    """A token file or `tokens` setting that cannot be read. Never quotes a token."""
-
-    code = "invalid_tokens"
-    http_status = 500
-
-
-class InsecureBindError(FlowTimeError):
-    """The service would listen beyond loopback without authentication."""
-
-    code = "insecure_bind"
-    http_status = 500
-
-
 def digest(token: str) -> str:
+    """The SHA-256 hex digest tokens are stored and compared as."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
@@ -72,10 +59,12 @@ class TokenGrant:
     name: str = "token"
 
     def allows_scope(self, scope: str) -> bool:
+        """Whether the grant's scopes include `scope` (each scope implies the ones before it)."""
         need = SCOPES.index(scope) if scope in SCOPES else len(SCOPES)
         return any(SCOPES.index(s) >= need for s in self.scopes)
 
     def allows_run(self, run_id: str | None) -> bool:
+        """Whether the grant's run patterns admit `run_id` (None: no run involved)."""
         return run_id is None or self.runs is None or any(fnmatchcase(run_id, p) for p in self.runs)
 
 
@@ -140,6 +129,7 @@ def parse_tokens_setting(text: str) -> list[TokenGrant]:
 
 
 def load_tokens_file(path: Path) -> list[TokenGrant]:
+    """The grants of a JSON or TOML tokens file; TokenConfigError when unreadable."""
     try:
         raw = path.read_bytes()
         data: Any = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
@@ -188,6 +178,7 @@ class TokenAuthenticator:
         return found
 
     def check(self, token: str | None, scope: str, run_id: str | None) -> None:
+        """Return when the token grants `scope` on `run_id`; else UnauthenticatedError or ForbiddenError."""
         if not token:
             raise UnauthenticatedError("a bearer token is required")
         g = self._find(token)
@@ -202,6 +193,7 @@ class TokenAuthenticator:
 
 
 def load_grants(settings: Settings) -> list[TokenGrant]:
+    """The grants of the tokens file and the `tokens` setting together."""
     grants = load_tokens_file(settings.tokens_file) if settings.tokens_file else []
     return grants + (parse_tokens_setting(settings.tokens) if settings.tokens else [])
 
@@ -213,6 +205,7 @@ def load_authenticator(settings: Settings) -> Authenticator:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether a host name or address is loopback."""
     name = host.strip().strip("[]").lower()
     if name in LOOPBACK_NAMES:
         return True
@@ -238,6 +231,7 @@ def check_bind(settings: Settings, auth: Authenticator | None = None) -> str:
 
 
 def bearer_token(request: Request) -> str | None:
+    """The request's bearer token, if any."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip() or None
@@ -256,9 +250,7 @@ def require(scope: str) -> Callable[..., Awaitable[None]]:
 
 __all__ = [
     "SCOPES",
-    "InsecureBindError",
     "TokenAuthenticator",
-    "TokenConfigError",
     "TokenGrant",
     "bearer_token",
     "check_bind",

@@ -28,8 +28,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from compat_api.run_store import LoadedRun
-from compat_api.state_view import InvalidRequestError
-from engine_live.errors import FlowTimeError, ModelError, TooLargeError
+from engine_live.errors import FlowTimeError, InvalidRequestError, ModelError, TooLargeError
 from engine_live.model.build import build_model, load_graph
 from engine_live.model.document import load_model
 from engine_live.model.text import parse_model_text
@@ -69,6 +68,8 @@ class RunOptions(BaseModel):
 
 
 class TopologyOverrideNode(BaseModel):
+    """One node of `topologyOverride`: its id and the semantics to replace."""
+
     model_config = ConfigDict(extra="allow")
 
     id: str
@@ -76,6 +77,8 @@ class TopologyOverrideNode(BaseModel):
 
 
 class TopologyOverride(BaseModel):
+    """The `topologyOverride` of a run request."""
+
     model_config = ConfigDict(extra="forbid")
 
     nodes: list[TopologyOverrideNode] = Field(default_factory=list)
@@ -116,6 +119,8 @@ class RunRequest(BaseModel):
 
 @dataclass
 class BatchJob:
+    """A batch run to evaluate: the model source, its mode, telemetry and options."""
+
     source: str | dict[str, Any]
     base_dir: Path | None
     mode: str
@@ -147,6 +152,7 @@ def read_model_source(body: bytes, limit: int) -> str | dict[str, Any]:
 
 
 def check_model_size(source: str | dict[str, Any], limit: int) -> None:
+    """TooLargeError when the model text is over `limit` bytes."""
     if isinstance(source, str) and len(source.encode()) > limit:
         raise TooLargeError(f"model is larger than {limit} bytes", limit=limit)
 
@@ -175,6 +181,7 @@ def simulation_job(req: RunRequest, inputs_dir: Path, max_model_bytes: int, data
 def template_source(
     template_id: str, parameters: dict[str, Any], data_dir: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A template instantiated with `parameters`: the model and its warnings."""
     try:
         templates = import_module("compat_api.templates.catalog")
     except ImportError:
@@ -233,6 +240,7 @@ def overlay_job(
 
 
 def apply_overlays(nodes: list[Any], overlays: list[dict[str, Any]]) -> list[Any]:
+    """The model's nodes with overlay nodes replacing (or added after) those with their ids."""
     out = list(nodes)
     index = {n.get("id"): i for i, n in enumerate(out) if isinstance(n, dict)}
     for k, node in enumerate(overlays):
@@ -248,6 +256,7 @@ def apply_overlays(nodes: list[Any], overlays: list[dict[str, Any]]) -> list[Any
 
 
 def apply_topology_override(nodes: list[Any], override: TopologyOverride) -> list[Any]:
+    """The topology nodes with the override's semantics applied (ModelError for an unknown node)."""
     out = [dict(n) if isinstance(n, dict) else n for n in nodes]
     index = {n.get("id"): i for i, n in enumerate(out) if isinstance(n, dict)}
     for patch in override.nodes:

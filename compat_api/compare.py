@@ -20,21 +20,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine_live.derived.node_metrics import to_wire_value
+from engine_live.errors import CompareMismatchError
 
 FloatArray = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class ComparedRun:
+    """What a comparison needs of a run: its grid, model series and node metrics."""
+
     run_id: str
     bin_minutes: int
     start: str | None
     series: Mapping[str, NDArray[Any]]  # model series id → values from bin 0
     node_metrics: Mapping[str, Mapping[str, NDArray[Any]]]  # node id → field → values
-
-
-class CompareMismatchError(ValueError):
-    """The runs cannot be compared (different binMinutes or start)."""
 
 
 def series_stats(a: NDArray[Any], b: NDArray[Any]) -> dict[str, Any]:
@@ -79,6 +78,7 @@ def _pearson(x: FloatArray, y: FloatArray) -> float | None:
 
 
 def check_comparable(base: ComparedRun, other: ComparedRun) -> None:
+    """CompareMismatchError when the runs' binMinutes or grid starts differ."""
     if base.bin_minutes != other.bin_minutes:
         raise CompareMismatchError(f"binMinutes differ: {base.bin_minutes} vs {other.bin_minutes}")
     if base.start != other.start:
@@ -115,4 +115,4 @@ def _length(run: ComparedRun) -> int:
     return max((len(v) for v in run.series.values()), default=0)
 
 
-__all__ = ["CompareMismatchError", "ComparedRun", "check_comparable", "compare_runs", "series_stats"]
+__all__ = ["ComparedRun", "check_comparable", "compare_runs", "series_stats"]

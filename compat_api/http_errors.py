@@ -1,4 +1,6 @@
-"""One table from errors to HTTP responses: FlowTimeError → its status and `{"error", "message", ...}`."""
+"""FlowTimeError → HTTP response: the status from `engine_live.errors.ERROR_TABLE` (`exc.http_status`)
+and the body `exc.to_body()` = `{"error", "message", ...}`; 429 adds `Retry-After`. Framework errors
+(validation, unknown route, method) get the same body shape."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine_live.errors import BackpressureError, FlowTimeError
+from engine_live.errors import BackpressureError, FlowTimeError, InvalidRequestError, NotFoundError, TooLargeError
 
 log = logging.getLogger("flowtime.http")
 
@@ -45,11 +47,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_response(exc: FlowTimeError, retry_after: int = 1) -> JSONResponse:
+    """The response for an error: its table status and body (`Retry-After` on backpressure)."""
     headers = {"Retry-After": str(retry_after)} if isinstance(exc, BackpressureError) else None
     return JSONResponse(exc.to_body(), status_code=exc.http_status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Answer FlowTimeErrors, validation and routing errors with the error body; anything else 500."""
+
     async def flowtime_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, FlowTimeError)
         return error_response(exc)
@@ -62,18 +67,13 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         first = errors[0] if errors else {"loc": [], "message": "invalid request"}
         where = ".".join(first["loc"][1:] if len(first["loc"]) > 1 else first["loc"])
-        return JSONResponse(
-            {
-                "error": "invalid_request",
-                "message": f"{where}: {first['message']}" if where else first["message"],
-                "errors": errors,
-            },
-            status_code=422,
-        )
+        message = f"{where}: {first['message']}" if where else str(first["message"])
+        return error_response(InvalidRequestError(message, errors=errors))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
+        codes = {404: NotFoundError.code, 405: "method_not_allowed", 413: TooLargeError.code}
+        code = codes.get(exc.status_code, "http_error")
         return JSONResponse(
             {"error": code, "message": str(exc.detail)},
             status_code=exc.status_code,

@@ -1,4 +1,4 @@
-"""Request size limit (SPEC §10, §12.16): a pure ASGI middleware answering 413 `too_large`.
+"""Request size limit (SPEC §10, §12.16): a pure ASGI middleware answering `BodyTooLargeError` (413).
 
 A declared `Content-Length` over the limit is refused before the app runs. A body streamed without
 one (or longer than declared) is counted as it is received; once over the limit the app's reads
@@ -11,7 +11,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from engine_live.errors import TooLargeError
+from engine_live.errors import BodyTooLargeError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -20,20 +20,23 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class BodyTooLargeError(TooLargeError):
-    """Raised from `receive()` when a streamed body passes the limit."""
+def body_too_large(limit: int) -> BodyTooLargeError:
+    """The error for a body over `limit` bytes."""
+    return BodyTooLargeError(f"request body exceeds {limit} bytes", limit=limit)
 
 
 def too_large_body(limit: int) -> bytes:
-    return json.dumps({"error": "too_large", "message": f"request body exceeds {limit} bytes", "limit": limit}).encode()
+    """The JSON body of the 413 answer: `{"error": "too_large", "message", "limit"}`."""
+    return json.dumps(body_too_large(limit).to_body()).encode()
 
 
 async def send_too_large(send: Send, limit: int) -> None:
+    """Answer the request with the 413 directly (the middleware runs outside the app's handlers)."""
     body = too_large_body(limit)
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": BodyTooLargeError.http_status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -69,7 +72,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     over = True
-                    raise BodyTooLargeError(f"request body exceeds {self.limit} bytes", limit=self.limit)
+                    raise body_too_large(self.limit)
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -91,4 +94,4 @@ class BodyLimitMiddleware:
             await send_too_large(send, self.limit)
 
 
-__all__ = ["BodyLimitMiddleware", "BodyTooLargeError", "send_too_large", "too_large_body"]
+__all__ = ["BodyLimitMiddleware", "send_too_large", "too_large_body"]

@@ -149,7 +149,21 @@ class Metrics:
             last = updates[-1]
             self.set_position(run_id, int(last["watermark"]), int(last["lastBin"]))
 
+    def observe_ingest_to_publish(self, seconds: float) -> None:
+        """A bin's run_update went out `seconds` after its oldest request was accepted."""
+        self.ingest_to_publish_seconds.observe(seconds)
+
+    def observe_published(self, events: Sequence[Mapping[str, Any]], *, logged: bool, recovering: bool) -> None:
+        """Seq'd events written to `events.log`; while recovery replays, the bins it re-evaluated."""
+        if logged:
+            self.events_published.labels(sink="log").inc(len(events))
+        if recovering:
+            bins = sum(1 for event in events if event.get("type") == "run_update")
+            if bins:
+                self.recovery_bins.labels(state="done").inc(bins)
+
     def snapshot_committed(self, run_id: str, duration_s: float, size_bytes: int) -> None:
+        """A snapshot was committed: its duration, size and when (for the snapshot age)."""
         self.snapshot_duration_seconds.observe(duration_s)
         self.snapshot_size_bytes.labels(run_id=run_id).set(size_bytes)
         self._snapshot_age.committed_at[run_id] = self._clock()

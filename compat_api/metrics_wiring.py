@@ -8,8 +8,8 @@
   recovery progress, the Kafka sink's `sent` count and the Kafka consumer's lag — nothing is added
   to the ingest or publish hot paths for these;
 - synchronously, as events happen, it counts seq'd events handed to the hub (the WebSocket
-  fan-out, through a hub listener) and written to each run's `events.log` (a `LiveService.on_events`
-  callback), and the bins re-evaluated while recovery replays the ingestion logs.
+  fan-out, through a hub listener). Events written to `events.log` and the bins re-evaluated
+  while recovery replays are observed by the runtime itself (`Metrics` is its `RuntimeMetrics` port).
 
 Cumulative counts owned by another component (hub drops, Kafka sends) become Prometheus counters
 by adding the increase since the previous scrape. `flowtime_ingest_to_publish_seconds` is observed
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter as Tally
-from collections.abc import Callable
 from typing import Any
 
 from compat_api.context import AppContext
@@ -34,66 +33,29 @@ from engine_live.protocol import RunStatus
 
 log = logging.getLogger("flowtime.metrics")
 
-__all__ = ["MetricsWiring", "kafka_lag", "wire_metrics"]
-
-
-def kafka_lag(source: Any) -> dict[tuple[str, int], int]:
-    """(topic, partition) → high watermark − next offset, for a `KafkaFrameSource` (empty if unknown)."""
-    lag_method: Callable[[], dict[tuple[str, int], int]] | None = getattr(source, "lag", None)
-    if callable(lag_method):  # a source that reports its own lag wins
-        return dict(lag_method())
-    consumer = getattr(source, "_consumer", None)
-    done: dict[Any, int] = getattr(source, "_done", None) or {}
-    if consumer is None:
-        return {}
-    out: dict[tuple[str, int], int] = {}
-    try:
-        assigned = list(consumer.assignment())
-    except Exception:  # not started, or stopped
-        return {}
-    for tp in assigned:
-        position = done.get(tp)
-        high = consumer.highwater(tp)
-        if position is None or high is None:
-            continue
-        out[(str(tp.topic), int(tp.partition))] = max(0, int(high) - int(position))
-    return out
+__all__ = ["MetricsWiring", "wire_metrics"]
 
 
 class MetricsWiring:
     """The bridge between one `AppContext` and its `Metrics` (see the module docstring)."""
 
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: AppContext, metrics: Metrics) -> None:
         self.ctx = ctx
-        self.metrics: Metrics = ctx.metrics
+        self.metrics = metrics
         self._seen_runs: set[str] = set()
         self._last: dict[str, int] = {}  # cumulative counts at the previous scrape
         self._lag_series: set[tuple[str, int]] = set()
 
     def install(self) -> None:
-        hub = self.ctx.extras.get("hub")
-        if hub is not None and hasattr(hub, "add_listener"):
-            hub.add_listener(self._on_hub_event)
-        live = self.ctx.live
-        if live is not None:
-            live.on_events.append(self._on_events)
+        """Listen to the hub and read the rest at scrape time."""
+        if self.ctx.hub is not None:
+            self.ctx.hub.add_listener(self._on_hub_event)
         self.metrics.add_refresher(self.refresh)
 
     # -- event-time counters ------------------------------------------------------------------------
     def _on_hub_event(self, run_id: str, ev: Any) -> None:
         if ev.seqd:
             self.metrics.events_published.labels(sink="websocket").inc()
-
-    def _on_events(self, h: Any, events: list[dict[str, Any]]) -> None:
-        if not events:
-            return
-        if h.events_fh is not None:
-            self.metrics.events_published.labels(sink="log").inc(len(events))
-        live = self.ctx.live
-        if live is not None and not live.ready:  # recovery replaying the ingestion logs
-            n = sum(1 for ev in events if ev.get("type") == "run_update")
-            if n:
-                self.metrics.recovery_bins.labels(state="done").inc(n)
 
     # -- scrape-time values -------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -114,9 +76,9 @@ class MetricsWiring:
         m.ingest_queue_capacity.set(self.ctx.settings.ingest_queue_frames)
         if live is None:
             return
-        m.ingest_queue_depth.set(max(0, int(live.queued_frames)))
+        m.ingest_queue_depth.set(max(0, live.service.queue.depth))
         by_status: Tally[str] = Tally()
-        runs = dict(live.runs)
+        runs = dict(live.service.runs)
         for run_id, h in runs.items():
             run = h.run
             by_status[run.status.value] += 1
@@ -127,7 +89,7 @@ class MetricsWiring:
             m.forget_run(gone)
         self._seen_runs = set(runs)
         progress = live.recovery_progress()
-        total, done = int(progress.get("runs", 0)), int(progress.get("runsDone", 0))
+        total, done = progress["runs"], progress["runsDone"]
         m.recovery_runs.labels(state="done").set(done)
         m.recovery_runs.labels(state="todo").set(max(0, total - done))
         # bins still to replay are not known ahead (the logs are read run by run): 0 once ready
@@ -135,8 +97,8 @@ class MetricsWiring:
             m.recovery_bins.labels(state="todo").set(0)
 
     def _refresh_hub(self) -> None:
-        hub = self.ctx.extras.get("hub")
-        if hub is None or not hasattr(hub, "stats"):
+        hub = self.ctx.hub
+        if hub is None:
             return
         s = hub.stats()
         m = self.metrics
@@ -145,15 +107,15 @@ class MetricsWiring:
             m.websocket_drops.labels(reason=reason).inc(self._increase(f"drops:{reason}", int(total)))
 
     def _refresh_kafka(self) -> None:
-        kafka = self.ctx.extras.get("kafka")
+        kafka = self.ctx.kafka
         if kafka is None:
             return
         m = self.metrics
-        sink = getattr(kafka, "sink", None)
+        sink = kafka.sink
         if sink is not None:
             m.events_published.labels(sink="kafka").inc(self._increase("kafka:sent", int(sink.stats().sent)))
-        source = getattr(kafka, "source", None)
-        lag = kafka_lag(source) if source is not None else {}
+        source = kafka.source
+        lag = source.lag() if source is not None else {}
         for topic, partition in self._lag_series - set(lag):  # partitions no longer assigned
             m.kafka_consumer_lag.remove(topic, str(partition))
         for (topic, partition), value in lag.items():
@@ -165,7 +127,6 @@ def wire_metrics(ctx: AppContext) -> MetricsWiring | None:
     """Connect `ctx.metrics` to `ctx.live`, the hub and (once started) the Kafka wiring."""
     if ctx.metrics is None:
         return None
-    wiring = MetricsWiring(ctx)
+    wiring = MetricsWiring(ctx, ctx.metrics)
     wiring.install()
-    ctx.extras["metrics_wiring"] = wiring
     return wiring

@@ -8,17 +8,18 @@ WebSocket waits until the live service is ready, up to `RECOVERY_WAIT_SECONDS`, 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from compat_api.context import AppContext
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/dashboard", "/openapi.json", "/docs")
 RECOVERY_WAIT_SECONDS = 30.0
 
 
 class RecoveryGate:
-    def __init__(self, app: ASGIApp, ctx: Any) -> None:
+    def __init__(self, app: ASGIApp, ctx: AppContext) -> None:
         self.app, self.ctx = app, ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -27,14 +28,14 @@ class RecoveryGate:
         if (
             scope["type"] not in ("http", "websocket")
             or live is None
-            or getattr(live, "ready", True)
+            or live.ready
             or path == "/"
             or path.startswith(OPEN_PATHS)
         ):
             await self.app(scope, receive, send)
             return
         try:
-            await asyncio.wait_for(live.ready_event.wait(), RECOVERY_WAIT_SECONDS)
+            await asyncio.wait_for(live.wait_ready(), RECOVERY_WAIT_SECONDS)
         except TimeoutError:
             await self._refuse(scope, send)
             return
@@ -48,7 +49,7 @@ class RecoveryGate:
             {
                 "error": "recovering",
                 "message": "recovery is in progress; retry later",
-                "progress": self.ctx.live.recovery_progress(),
+                "progress": self.ctx.live.recovery_progress() if self.ctx.live is not None else {},
             }
         )
         await send(

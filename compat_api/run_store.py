@@ -26,8 +26,8 @@ import orjson
 from numpy.typing import NDArray
 
 from compat_api.compare import ComparedRun
-from compat_api.state_view import InvalidRequestError, StateSource, node_arrays
-from engine_live.errors import FlowTimeError, ModelError, NotFoundError
+from compat_api.state_view import StateSource, node_arrays
+from engine_live.errors import FlowTimeError, InvalidRequestError, ModelError, NotFoundError
 from engine_live.model.build import load_graph
 from engine_live.model.grid import Grid, parse_utc
 from engine_live.model.series_defs import ModelGraph
@@ -299,21 +299,11 @@ class RunStore:
         raise NotFoundError(f"run {run_id!r} has no series {series_id!r}", runId=run_id, seriesId=series_id)
 
 
-def get_run_store(ctx: Any) -> RunStore:
-    """The store shared by every route of an AppContext (kept in `ctx.extras`)."""
-    store = ctx.extras.get("run_store")
-    if not isinstance(store, RunStore) or store.runs_dir != ctx.runs_dir:
-        store = RunStore(ctx.runs_dir, ctx.inputs_dir)
-        ctx.extras["run_store"] = store
-    return store
-
-
 __all__ = [
     "LoadedRun",
     "RunStore",
     "filter_runs",
     "gap_masks",
-    "get_run_store",
     "load_run_dir",
     "load_run_graph",
     "model_series_id",

@@ -1,42 +1,25 @@
-"""Running the service: build the context (engine, auth, metrics), then uvicorn on one event loop."""
+"""Running the service: build the context (`compat_api.compose`), then uvicorn on one event loop."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from compat_api.app import create_app
-from compat_api.auth import check_bind, load_authenticator
-from compat_api.context import AppContext
-from compat_api.live_service import LiveService
+from compat_api.auth import check_bind
+from compat_api.compose import build_context
 from compat_api.logging_setup import configure_logging
-from compat_api.metrics import Metrics
-from compat_api.metrics_wiring import wire_metrics
 from compat_api.settings import Settings
-from stream_hub.hub import Hub, HubLimits
 
 log = logging.getLogger("flowtime.server")
 
 
-def build_context(settings: Settings) -> AppContext:
-    ctx = AppContext(settings)
-    ctx.auth = load_authenticator(settings)
-    ctx.metrics = Metrics()
-    hub = Hub(HubLimits(settings.hub_history_events, settings.hub_history_bytes, settings.client_queue_events))
-    ctx.extras["hub"] = hub
-    ctx.live = LiveService(settings, metrics=ctx.metrics, hub=hub)
-    ctx.live.ctx = ctx
-    wire_metrics(ctx)  # scrape-time readers of queue, hub, runs, recovery and Kafka
-    return ctx
-
-
-def run_server(settings: Settings) -> int:
-    configure_logging(settings.log_level)
-    ctx = build_context(settings)
-    log.info(check_bind(settings, ctx.auth))
-    app = create_app(settings, ctx)
-    config = uvicorn.Config(
+def server_config(settings: Settings, app: ASGIApp, **extra: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the app: our logging (`log_config=None`), no per-message deflate."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -44,7 +27,15 @@ def run_server(settings: Settings) -> int:
         ws_per_message_deflate=False,
         lifespan="on",
         log_config=None,
+        **extra,
     )
-    server = uvicorn.Server(config)
+
+
+def run_server(settings: Settings) -> int:
+    """`flowtime serve`: build, check the bind address against auth, serve until stopped."""
+    configure_logging(settings.log_level)
+    ctx = build_context(settings)
+    log.info(check_bind(settings, ctx.auth))
+    server = uvicorn.Server(server_config(settings, create_app(settings, ctx)))
     server.run()
     return 0

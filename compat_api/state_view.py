@@ -35,7 +35,7 @@ from engine_live.derived.node_metrics import (
     to_wire_list,
     to_wire_value,
 )
-from engine_live.errors import FlowTimeError, TooLargeError
+from engine_live.errors import InvalidRequestError, TooLargeError
 from engine_live.model.grid import Grid
 from engine_live.model.series_defs import ModelGraph, TopoBinding
 from engine_live.plan.compiler import ZERO
@@ -43,13 +43,6 @@ from engine_live.plan.compiler import ZERO
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 DEFAULT_WINDOW_MAX_BINS = 500
-
-
-class InvalidRequestError(FlowTimeError):
-    """A well-formed request asking for something impossible (bad bin, misaligned ts, bad mode)."""
-
-    code = "invalid_request"
-    http_status = 422
 
 
 @dataclass(frozen=True)
@@ -80,16 +73,19 @@ class StateSource:
 
     @property
     def n_bins(self) -> int:
+        """Bins held in `series`."""
         for values in self.series.values():
             return len(values)
         return 0
 
     @property
     def last_bin(self) -> int:
+        """Index of the last bin held."""
         return self.first_bin + self.n_bins - 1
 
     @property
     def wire_grid(self) -> Grid:
+        """The grid answers report (the run's own, or the model's)."""
         return self.grid or self.graph.grid
 
 
@@ -232,7 +228,6 @@ def _derive(src: StateSource, binding: TopoBinding, start: int, end: int) -> Nod
 
 
 __all__ = [
-    "InvalidRequestError",
     "StateSource",
     "data_quality",
     "metrics_body",

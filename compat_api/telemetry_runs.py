@@ -8,7 +8,7 @@ from typing import Any
 
 from compat_api.batch_runs import BatchJob, RunRequest, execute, template_source
 from compat_api.context import AppContext
-from compat_api.state_view import InvalidRequestError
+from engine_live.errors import InvalidRequestError
 from engine_live.model.build import build_model
 from engine_live.model.document import load_model
 from engine_live.model.text import parse_model_text

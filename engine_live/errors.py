@@ -1,37 +1,62 @@
-"""The error tree of FlowTime Live, on one screen.
+"""The error tree of FlowTime Live, and the one table of HTTP statuses and WebSocket close codes.
 
-    FlowTimeError                     code               HTTP  WS close
-    ├── ModelError                    invalid_model      422   -
-    │   ├── ExprSyntaxError           expr_syntax        422   -
-    │   └── CycleError                cycle              422   -
-    ├── IngestError                   invalid_frame      422   -
-    │   ├── BackpressureError         backpressure       429   -
-    │   ├── RunClosedError            run_closed         409   -
-    │   └── OutsideRetentionError     bin_outside_retention 409 -
-    ├── NotFoundError                 not_found          404   4404
-    ├── ConflictError                 conflict           409   -
-    ├── TooLargeError                 too_large          413   1009
-    ├── RecoveryError                 recovery_failed    500   1011
-    └── StreamError                   stream_error       400   -
-        ├── SlowConsumerError         too_slow           -     4008
-        ├── UnauthenticatedError      unauthenticated    401   4401
-        └── ForbiddenError            forbidden          403   4403
+    FlowTimeError                         error
+    ├── ModelError                        invalid_model
+    │   ├── ExprSyntaxError               expr_syntax
+    │   └── CycleError                    cycle
+    ├── IngestError                       invalid_frame
+    │   ├── MalformedBodyError            malformed_body
+    │   ├── BackpressureError             backpressure
+    │   ├── RunClosedError                run_closed
+    │   └── OutsideRetentionError         bin_outside_retention
+    ├── InvalidRequestError               invalid_request
+    │   └── CompareMismatchError          grid_mismatch
+    ├── BundleError                       invalid_bundle
+    │   ├── BundlePathError               invalid_bundle_path
+    │   └── GridMismatchError             grid_mismatch
+    ├── CaptureError                      invalid_capture
+    ├── TemplateParameterError            invalid_parameter
+    │   ├── ParameterTypeMismatchError    parameter_type_mismatch
+    │   ├── MissingParameterError         missing_parameter
+    │   ├── UnknownParameterError         unknown_parameter
+    │   ├── OutOfRangeError               out_of_range
+    │   └── UnsafeParameterValueError     unsafe_parameter_value
+    ├── NotFoundError                     not_found
+    ├── ConflictError                     conflict
+    │   └── IllegalTransitionError        illegal_transition
+    ├── TooLargeError                     too_large
+    │   └── BodyTooLargeError             too_large
+    ├── RecoveryError                     recovery_failed
+    │   └── SegmentError                  invalid_segment     (also a ValueError)
+    ├── StateMismatchError                snapshot_mismatch
+    ├── StreamError                       stream_error
+    │   ├── SlowConsumerError             too_slow
+    │   ├── UnauthenticatedError          unauthenticated
+    │   │   └── AuthTimeoutError          auth_timeout
+    │   └── ForbiddenError                forbidden
+    ├── TokenConfigError                  invalid_tokens
+    ├── InsecureBindError                 insecure_bind
+    ├── BadInputError                     bad_input           (CLI)
+    └── ServerError                       server_error        (CLI)
 
-Every error carries a machine `code`, a human `message` and optional `details`; `to_body()` gives
-the wire form `{"error": code, "message": ..., **details}`.
+Every error carries a machine `code` (the class default, or one given when raised), a human
+`message` and optional `details`; `to_body()` gives the wire form `{"error": code, "message": ...,
+**details}`. `ERROR_TABLE` at the end of this module is the only place that maps an error class to
+its HTTP status (`http_status`) and WebSocket close code (`ws_close_code`, None: the stream never
+closes for it); `docs/errors.md` is its readable copy.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 
 class FlowTimeError(Exception):
     """Base of every error this project raises on purpose."""
 
     code: ClassVar[str] = "error"
-    http_status: ClassVar[int] = 400
-    ws_close_code: ClassVar[int | None] = None
+    http_status: ClassVar[int]  # from ERROR_TABLE
+    ws_close_code: ClassVar[int | None]  # from ERROR_TABLE
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -41,14 +66,15 @@ class FlowTimeError(Exception):
         self.details = details
 
     def to_body(self) -> dict[str, Any]:
+        """The JSON error body: `{"error": code, "message": message, **details}`."""
         return {"error": self.code, "message": self.message, **self.details}
 
 
+# -- models ---------------------------------------------------------------------------------------
 class ModelError(FlowTimeError):
     """A model that cannot be parsed, validated or compiled. `errors` lists every problem found."""
 
     code = "invalid_model"
-    http_status = 422
 
     def __init__(self, message: str, *, errors: list[str] | None = None, **details: Any) -> None:
         self.errors = errors if errors is not None else [message]
@@ -66,93 +92,307 @@ class ExprSyntaxError(ModelError):
 
 
 class CycleError(ModelError):
+    """A dependency cycle outside the `shift`-broken ones the compiler allows."""
+
     code = "cycle"
 
 
+# -- ingestion ------------------------------------------------------------------------------------
 class IngestError(FlowTimeError):
     """A frame or ingest request that cannot be accepted."""
 
     code = "invalid_frame"
-    http_status = 422
+
+
+class MalformedBodyError(IngestError):
+    """An ingest body that is not JSON / NDJSON at all."""
+
+    code = "malformed_body"
 
 
 class BackpressureError(IngestError):
+    """The ingest queue is full; HTTP answers carry `Retry-After`."""
+
     code = "backpressure"
-    http_status = 429
 
 
 class RunClosedError(IngestError):
+    """Frames or adjustments for a run that is closing or closed."""
+
     code = "run_closed"
-    http_status = 409
 
 
 class OutsideRetentionError(IngestError):
+    """A bin older than the run's retained window."""
+
     code = "bin_outside_retention"
-    http_status = 409
 
 
+# -- requests, bundles, captures, templates -------------------------------------------------------
+class InvalidRequestError(FlowTimeError):
+    """A well-formed request asking for something impossible (bad bin, misaligned ts, bad mode)."""
+
+    code = "invalid_request"
+
+
+class CompareMismatchError(InvalidRequestError):
+    """Two runs that cannot be compared (different binMinutes or start)."""
+
+    code = "grid_mismatch"
+
+
+class BundleError(FlowTimeError):
+    """A bundle that cannot be read: bad manifest, missing file, wrong hash."""
+
+    code = "invalid_bundle"
+
+
+class BundlePathError(BundleError):
+    """A bundle or output path outside `<dataDir>/bundles/`, or a file path leaving its bundle."""
+
+    code = "invalid_bundle_path"
+
+
+class GridMismatchError(BundleError):
+    """A bundle whose binMinutes differ from the model's."""
+
+    code = "grid_mismatch"
+
+
+class CaptureError(FlowTimeError):
+    """A capture request that cannot be carried out (bad gaps file, bad output)."""
+
+    code = "invalid_capture"
+
+
+class TemplateParameterError(FlowTimeError):
+    """A parameter value a template cannot take (raised as one of the subclasses)."""
+
+    code = "invalid_parameter"
+
+
+class ParameterTypeMismatchError(TemplateParameterError):
+    """A value of the wrong type for its parameter."""
+
+    code = "parameter_type_mismatch"
+
+
+class MissingParameterError(TemplateParameterError):
+    """A required parameter without a value."""
+
+    code = "missing_parameter"
+
+
+class UnknownParameterError(TemplateParameterError):
+    """A value for a parameter the template does not declare."""
+
+    code = "unknown_parameter"
+
+
+class OutOfRangeError(TemplateParameterError):
+    """A value outside its parameter's bounds or choices."""
+
+    code = "out_of_range"
+
+
+class UnsafeParameterValueError(TemplateParameterError):
+    """A string value that would not be safe to substitute into the model."""
+
+    code = "unsafe_parameter_value"
+
+
+# -- resources ------------------------------------------------------------------------------------
 class NotFoundError(FlowTimeError):
+    """An unknown run, artifact, series, template or file."""
+
     code = "not_found"
-    http_status = 404
-    ws_close_code = 4404
 
 
 class ConflictError(FlowTimeError):
+    """A request that conflicts with the resource's current state."""
+
     code = "conflict"
-    http_status = 409
+
+
+class IllegalTransitionError(ConflictError):
+    """A run-status or stream-client transition that its state machine does not allow."""
+
+    code = "illegal_transition"
 
 
 class TooLargeError(FlowTimeError):
+    """A body, model, window or WebSocket message over its limit."""
+
     code = "too_large"
-    http_status = 413
-    ws_close_code = 1009
 
 
+class BodyTooLargeError(TooLargeError):
+    """A request body over the limit (raised from `receive()` while the body streams in)."""
+
+
+# -- stored state ---------------------------------------------------------------------------------
 class RecoveryError(FlowTimeError):
     """Acknowledged data that cannot be read back (corrupt snapshot, truncated log)."""
 
     code = "recovery_failed"
-    http_status = 500
-    ws_close_code = 1011
 
 
+class SegmentError(RecoveryError, ValueError):
+    """A segment is missing or damaged, or segments miss bins (a ValueError too, for snapshot loading)."""
+
+    code = "invalid_segment"
+
+
+class StateMismatchError(FlowTimeError):
+    """A snapshot state that does not fit the run it is restored into or the mirror it extends."""
+
+    code = "snapshot_mismatch"
+
+
+# -- stream ---------------------------------------------------------------------------------------
 class StreamError(FlowTimeError):
+    """A client message, `since` cursor or `nodes` filter that breaks the stream protocol."""
+
     code = "stream_error"
-    http_status = 400
 
 
 class SlowConsumerError(StreamError):
+    """A stream client that still cannot keep up after a resync."""
+
     code = "too_slow"
-    ws_close_code = 4008
 
 
 class UnauthenticatedError(StreamError):
+    """A missing, unknown or expired token (HTTP and WebSocket alike)."""
+
     code = "unauthenticated"
-    http_status = 401
-    ws_close_code = 4401
+
+
+class AuthTimeoutError(UnauthenticatedError):
+    """No `auth` message within the stream's auth timeout."""
+
+    code = "auth_timeout"
 
 
 class ForbiddenError(StreamError):
+    """A valid token without the scope or run pattern the request needs."""
+
     code = "forbidden"
-    http_status = 403
-    ws_close_code = 4403
+
+
+# -- start-up and command line --------------------------------------------------------------------
+class TokenConfigError(FlowTimeError):
+    """A token file or `tokens` setting that cannot be read. Never quotes a token."""
+
+    code = "invalid_tokens"
+
+
+class InsecureBindError(FlowTimeError):
+    """The service would listen beyond loopback without authentication."""
+
+    code = "insecure_bind"
+
+
+class BadInputError(FlowTimeError):
+    """CLI: bad arguments or a 4xx answer from the service (exit 2)."""
+
+    code = "bad_input"
+
+
+class ServerError(FlowTimeError):
+    """CLI: the service is unreachable or answered 5xx (exit 3)."""
+
+    code = "server_error"
+
+
+# -- the one table ----------------------------------------------------------------------------------
+# class → (HTTP status, WebSocket close code). Every class has its own row. Close codes are
+# `engine_live.protocol.CloseCode` members: 1008 policy violation, 1009 message too big, 1011 internal
+# error, 4008 too slow, 4401 unauthenticated, 4403 forbidden, 4404 unknown run, 4408 no auth in time.
+ERROR_TABLE: Final[dict[type[FlowTimeError], tuple[int, int | None]]] = {
+    FlowTimeError: (400, None),
+    ModelError: (422, None),
+    ExprSyntaxError: (422, None),
+    CycleError: (422, None),
+    IngestError: (422, None),
+    MalformedBodyError: (400, None),
+    BackpressureError: (429, None),
+    RunClosedError: (409, None),
+    OutsideRetentionError: (409, None),
+    InvalidRequestError: (422, None),
+    CompareMismatchError: (422, None),
+    BundleError: (422, None),
+    BundlePathError: (400, None),
+    GridMismatchError: (422, None),
+    CaptureError: (422, None),
+    TemplateParameterError: (400, None),
+    ParameterTypeMismatchError: (400, None),
+    MissingParameterError: (400, None),
+    UnknownParameterError: (400, None),
+    OutOfRangeError: (400, None),
+    UnsafeParameterValueError: (400, None),
+    NotFoundError: (404, 4404),
+    ConflictError: (409, None),
+    IllegalTransitionError: (409, None),
+    TooLargeError: (413, 1009),
+    BodyTooLargeError: (413, 1009),
+    RecoveryError: (500, 1011),
+    SegmentError: (500, 1011),
+    StateMismatchError: (400, None),
+    StreamError: (400, 1008),
+    SlowConsumerError: (400, 4008),
+    UnauthenticatedError: (401, 4401),
+    AuthTimeoutError: (401, 4408),
+    ForbiddenError: (403, 4403),
+    TokenConfigError: (500, None),
+    InsecureBindError: (500, None),
+    BadInputError: (400, None),
+    ServerError: (502, None),
+}
+
+for _error_class, (_status, _close_code) in ERROR_TABLE.items():
+    _error_class.http_status = _status
+    _error_class.ws_close_code = _close_code
 
 
 __all__ = [
+    "ERROR_TABLE",
+    "AuthTimeoutError",
     "BackpressureError",
+    "BadInputError",
+    "BodyTooLargeError",
+    "BundleError",
+    "BundlePathError",
+    "CaptureError",
+    "CompareMismatchError",
     "ConflictError",
     "CycleError",
     "ExprSyntaxError",
     "FlowTimeError",
     "ForbiddenError",
+    "GridMismatchError",
+    "IllegalTransitionError",
     "IngestError",
+    "InsecureBindError",
+    "InvalidRequestError",
+    "MalformedBodyError",
+    "MissingParameterError",
     "ModelError",
     "NotFoundError",
+    "OutOfRangeError",
     "OutsideRetentionError",
+    "ParameterTypeMismatchError",
     "RecoveryError",
     "RunClosedError",
+    "SegmentError",
+    "ServerError",
     "SlowConsumerError",
+    "StateMismatchError",
     "StreamError",
+    "TemplateParameterError",
+    "TokenConfigError",
     "TooLargeError",
     "UnauthenticatedError",
+    "UnknownParameterError",
+    "UnsafeParameterValueError",
 ]

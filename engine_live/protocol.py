@@ -1,38 +1,36 @@
-"""The wire types of the stream protocol (SPEC §7), on one page.
+"""The wire protocol of the stream (SPEC §7), on one page: every message, cursor and close code.
 
-Every server event is one JSON object with the envelope `{"v": 1, "type", "runId", "epoch",
-"seq"}`. `seq` rises by exactly 1 per event caused by an ingestion-log record; `progress`,
-`snapshot_written` and recovery `status` events repeat the current seq.
+Server events are JSON objects with the envelope `{"v": 1, "type", "runId", "epoch", "seq"}`; `seq`
+rises by exactly 1 per event caused by an ingestion-log record, the others repeat the current seq.
 
     type               body                                                        consumes a seq
     run_update         binIndex binStartUtc binMinutes status watermark lastBin    yes
-                       revision deltas[NodeDelta]
+                       revision deltas[NodeDelta | SeriesDelta]
     warning_update     op (add|clear) warning{...}                                 yes
     status             status reason?                                              when log-caused
     snapshot_written   lastBin path manifestHash                                   no
     progress           watermark lagBins                                           no
-    subscribed         recovered                                                   (reply)
-    snapshot           state                                                       (reply)
-    resync             -                                                           (reply)
 
-    NodeDelta = {nodeId, kind, metrics{field: value}, derived{...}}; a model without topology
-    sends one delta `{"series": {id: value}}` instead.
-
-Pydantic models describe the shapes for the edges (OpenAPI, clients, tests); the hot path builds
-plain dicts with the `*_event` builders and encodes them once with `encode_event` (orjson; NaN and
-±inf become null). Client messages (`auth`, `subscribe`, `ping`) are parsed with
-`parse_client_message`. `RunStatus` is the run lifecycle with checked transitions.
+Replies to one client carry no envelope: `subscribed` {epoch, seq, recovered}, `snapshot` {epoch,
+seq, state}, `resync`, `pong`, `error` {error}. The hot path builds plain dicts with the builders
+below and encodes each once with `encode_event` (orjson; NaN and ±inf become null); pydantic models
+validate the events' shapes at the edges. Client messages (`auth`, `subscribe`, `ping`), cursors
+(`<epoch>:<seq>`, `{epoch, seq}`) and close codes (`CloseCode`; which error closes with which is
+`engine_live.errors.ERROR_TABLE`) are here too; a protocol violation raises `StreamError`.
+`RunStatus` is the run lifecycle with checked transitions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from engine_live.errors import ConflictError, StreamError
+from engine_live.errors import FlowTimeError, IllegalTransitionError, StreamError
 
 PROTOCOL_VERSION = 1
 
@@ -40,6 +38,8 @@ Event = dict[str, Any]
 
 
 class EventType(StrEnum):
+    """The `type` of every server → client message."""
+
     RUN_UPDATE = "run_update"
     WARNING_UPDATE = "warning_update"
     STATUS = "status"
@@ -48,23 +48,33 @@ class EventType(StrEnum):
     SUBSCRIBED = "subscribed"
     SNAPSHOT = "snapshot"
     RESYNC = "resync"
+    PONG = "pong"
+    ERROR = "error"
+
+
+# The event types whose seq moves a client's cursor (a `status` may repeat the current seq).
+SEQD_TYPES: frozenset[str] = frozenset({EventType.RUN_UPDATE, EventType.WARNING_UPDATE, EventType.STATUS})
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes (SPEC §7, §10)."""
+    """WebSocket close codes (SPEC §7, §10); errors map to them in `engine_live.errors.ERROR_TABLE`."""
 
-    NORMAL = 1000  # run completed or deleted
+    NORMAL = 1000  # run completed or deleted; the client left
     GOING_AWAY = 1001  # server shutting down
-    MESSAGE_TOO_BIG = 1009
-    TOO_SLOW = 4008
-    UNAUTHENTICATED = 4401
-    FORBIDDEN = 4403
-    UNKNOWN_RUN = 4404
-    AUTH_TIMEOUT = 4408
+    ABNORMAL = 1006  # the connection ended without a close frame (seen by clients, never sent)
+    POLICY_VIOLATION = 1008  # malformed message, `since` or `nodes` (StreamError)
+    MESSAGE_TOO_BIG = 1009  # TooLargeError
+    INTERNAL_ERROR = 1011  # RecoveryError
+    TOO_SLOW = 4008  # SlowConsumerError
+    UNAUTHENTICATED = 4401  # UnauthenticatedError
+    FORBIDDEN = 4403  # ForbiddenError
+    UNKNOWN_RUN = 4404  # NotFoundError
+    AUTH_TIMEOUT = 4408  # AuthTimeoutError
 
 
-class IllegalTransitionError(ConflictError):
-    code = "illegal_transition"
+def close_code_for(error: FlowTimeError | type[FlowTimeError]) -> CloseCode:
+    """The close code `ERROR_TABLE` gives an error (INTERNAL_ERROR for one it gives none)."""
+    return CloseCode.INTERNAL_ERROR if error.ws_close_code is None else CloseCode(error.ws_close_code)
 
 
 class RunStatus(StrEnum):
@@ -84,9 +94,11 @@ class RunStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """Completed or failed: no transition leaves it."""
         return self in (RunStatus.COMPLETED, RunStatus.FAILED)
 
     def can_become(self, new: RunStatus) -> bool:
+        """Whether `new` is a legal next status."""
         return new in _TRANSITIONS[self]
 
     def to(self, new: RunStatus) -> RunStatus:
@@ -109,11 +121,13 @@ _TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 
 
 # -- hot path: plain dicts -----------------------------------------------------------------------
-def envelope(type_: EventType, run_id: str, epoch: str, seq: int) -> Event:
+def envelope(type_: EventType, run_id: str, epoch: str | None, seq: int) -> Event:
+    """`{"v", "type", "runId", "epoch", "seq"}`: the start of every server event."""
     return {"v": PROTOCOL_VERSION, "type": type_.value, "runId": run_id, "epoch": epoch, "seq": seq}
 
 
 def status_event(run_id: str, epoch: str, seq: int, status: RunStatus, reason: str | None = None) -> Event:
+    """A `status` event (`reason` only when given)."""
     ev = envelope(EventType.STATUS, run_id, epoch, seq)
     ev["status"] = status.value
     if reason is not None:
@@ -122,55 +136,78 @@ def status_event(run_id: str, epoch: str, seq: int, status: RunStatus, reason: s
 
 
 def warning_event(run_id: str, epoch: str, seq: int, op: Literal["add", "clear"], warning: dict[str, Any]) -> Event:
-    ev = envelope(EventType.WARNING_UPDATE, run_id, epoch, seq)
-    ev["op"] = op
-    ev["warning"] = warning
-    return ev
+    """A `warning_update` event."""
+    return envelope(EventType.WARNING_UPDATE, run_id, epoch, seq) | {"op": op, "warning": warning}
 
 
 def progress_event(run_id: str, epoch: str, seq: int, watermark: int, last_bin: int) -> Event:
-    ev = envelope(EventType.PROGRESS, run_id, epoch, seq)
-    ev["watermark"] = watermark
-    ev["lagBins"] = max(0, watermark - last_bin)
-    return ev
+    """A `progress` event of a run at `last_bin` with `watermark` (lagBins = watermark − lastBin ≥ 0)."""
+    return heartbeat_event(run_id, epoch, seq, watermark, max(0, watermark - last_bin))
+
+
+def heartbeat_event(run_id: str, epoch: str | None, seq: int, watermark: int | None, lag_bins: int) -> Event:
+    """A `progress` event as a stream heartbeat: `seq` is the last one that client was sent."""
+    return envelope(EventType.PROGRESS, run_id, epoch, seq) | {"watermark": watermark, "lagBins": lag_bins}
 
 
 def snapshot_written_event(run_id: str, epoch: str, seq: int, last_bin: int, path: str, manifest_hash: str) -> Event:
+    """A `snapshot_written` event (repeats the current seq)."""
     ev = envelope(EventType.SNAPSHOT_WRITTEN, run_id, epoch, seq)
     ev.update(lastBin=last_bin, path=path, manifestHash=manifest_hash)
     return ev
 
 
-def subscribed_message(epoch: str, seq: int, recovered: bool) -> Event:
+def subscribed_message(epoch: str | None, seq: int, recovered: bool) -> Event:
+    """The reply to `subscribe`: where the client starts and whether a replay follows."""
     return {"type": EventType.SUBSCRIBED.value, "epoch": epoch, "seq": seq, "recovered": recovered}
 
 
 def snapshot_message(epoch: str, seq: int, state: dict[str, Any]) -> Event:
+    """The live state the client continues from (the GET .../state/live body)."""
     return {"type": EventType.SNAPSHOT.value, "epoch": epoch, "seq": seq, "state": state}
 
 
 def resync_message() -> Event:
+    """Sent to a client that fell behind, right before its snapshot."""
     return {"type": EventType.RESYNC.value}
 
 
+def pong_message() -> Event:
+    """The reply to `ping`."""
+    return {"type": EventType.PONG.value}
+
+
+def error_message(error: str) -> Event:
+    """A client message the server does not act on: `subscribe_expected`, `already_subscribed`, ..."""
+    return {"type": EventType.ERROR.value, "error": error}
+
+
 def encode_event(event: Event) -> bytes:
-    """One JSON encoding per event (orjson: NaN/±inf → null, numpy scalars and arrays allowed)."""
+    """One JSON encoding per event or message (orjson: NaN/±inf → null, numpy scalars and arrays allowed)."""
     return orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def kafka_envelope(run_id: str, epoch: str, seq: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """Key and headers of an event's Kafka record (SPEC §7): key runId, headers `epoch` and `seq` as text."""
+    return run_id.encode(), [("epoch", epoch.encode()), ("seq", str(seq).encode())]
+
+
 def decode_event(data: bytes | str) -> Event:
+    """An encoded event back as a dict (clients and tests)."""
     out = orjson.loads(data)
     if not isinstance(out, dict):
         raise ValueError("an event is a JSON object")
     return out
 
 
-# -- edge models: the same shapes, validated --------------------------------------------------------
+# -- edge models: the server events' shapes, validated (replies: the builders above) ----------------
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Envelope(_Wire):
+    """The fields every server event starts with."""
+
     v: Literal[1] = 1
     type: str
     runId: str
@@ -179,6 +216,8 @@ class Envelope(_Wire):
 
 
 class NodeDelta(_Wire):
+    """One node's values in a `run_update`: `metrics{field: value}`, `derived{...}`."""
+
     nodeId: str
     kind: str
     metrics: dict[str, float | None]
@@ -186,10 +225,14 @@ class NodeDelta(_Wire):
 
 
 class SeriesDelta(_Wire):
+    """The one delta of a model without topology: `{"series": {id: value}}`."""
+
     series: dict[str, float | None]
 
 
 class RunUpdate(Envelope):
+    """One evaluated (or re-evaluated) bin."""
+
     type: Literal["run_update"] = "run_update"
     binIndex: int
     binStartUtc: str | None
@@ -202,18 +245,24 @@ class RunUpdate(Envelope):
 
 
 class WarningUpdate(Envelope):
+    """A warning raised (`add`) or cleared."""
+
     type: Literal["warning_update"] = "warning_update"
     op: Literal["add", "clear"]
     warning: dict[str, Any]
 
 
 class Status(Envelope):
+    """A run status change."""
+
     type: Literal["status"] = "status"
     status: RunStatus
     reason: str | None = None
 
 
 class SnapshotWritten(Envelope):
+    """A checkpoint committed (repeats the current seq)."""
+
     type: Literal["snapshot_written"] = "snapshot_written"
     lastBin: int
     path: str
@@ -221,27 +270,11 @@ class SnapshotWritten(Envelope):
 
 
 class Progress(Envelope):
+    """A heartbeat (repeats the last seq)."""
+
     type: Literal["progress"] = "progress"
     watermark: int
     lagBins: int
-
-
-class Subscribed(_Wire):
-    type: Literal["subscribed"] = "subscribed"
-    epoch: str
-    seq: int
-    recovered: bool
-
-
-class Snapshot(_Wire):
-    type: Literal["snapshot"] = "snapshot"
-    epoch: str
-    seq: int
-    state: dict[str, Any]
-
-
-class Resync(_Wire):
-    type: Literal["resync"] = "resync"
 
 
 ServerEvent = RunUpdate | WarningUpdate | Status | SnapshotWritten | Progress
@@ -254,81 +287,109 @@ def validate_event(event: Event) -> ServerEvent:
 
 
 # -- client → server -------------------------------------------------------------------------------
-class Cursor(_Wire):
+class ClientMessageType(StrEnum):
+    """The `type` of every client → server message."""
+
+    AUTH = "auth"
+    SUBSCRIBE = "subscribe"
+    PING = "ping"
+
+
+class Cursor(NamedTuple):
+    """The last event a client has seen; a replay starts at `seq + 1`."""
+
     epoch: str
-    seq: int = Field(ge=0)
+    seq: int
 
 
-class AuthMessage(_Wire):
-    type: Literal["auth"]
+@dataclass(frozen=True, slots=True)
+class AuthMessage:
+    """`{"type": "auth", "token"}`: first, when auth is on and no bearer header was sent."""
+
     token: str
 
 
-class SubscribeMessage(_Wire):
-    type: Literal["subscribe"]
+@dataclass(frozen=True, slots=True)
+class SubscribeMessage:
+    """`{"type": "subscribe", "since": {epoch, seq} | null, "nodes": [...] | null}`."""
+
     since: Cursor | None = None
     nodes: list[str] | None = None
 
 
-class PingMessage(_Wire):
-    type: Literal["ping"]
+@dataclass(frozen=True, slots=True)
+class PingMessage:
+    """`{"type": "ping"}`, answered with `pong`."""
 
 
 ClientMessage = AuthMessage | SubscribeMessage | PingMessage
-_CLIENT: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+_CLIENT_TYPES = frozenset(ClientMessageType)
 
 
-def parse_client_message(data: bytes | str) -> ClientMessage:
-    """A client message, or StreamError (code `bad_message`)."""
+def decode_client_message(data: bytes | str) -> dict[str, Any]:
+    """A client message as a JSON object, or StreamError (`bad_message`)."""
     try:
-        return _CLIENT.validate_json(data)
-    except ValidationError as exc:
-        raise StreamError(f"bad client message: {exc.errors()[0]['msg']}", code="bad_message") from None
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise StreamError("messages must be JSON objects", code="bad_message")
+    return body
+
+
+def client_message_type(body: Mapping[str, Any]) -> ClientMessageType | None:
+    """A decoded message's `type` when the protocol defines it (its other fields unchecked), else None."""
+    kind = body.get("type")
+    return ClientMessageType(kind) if isinstance(kind, str) and kind in _CLIENT_TYPES else None
+
+
+def parse_client_message(data: bytes | str | Mapping[str, Any]) -> ClientMessage:
+    """A client message (raw, or decoded by `decode_client_message`), or StreamError.
+
+    Codes: `bad_message` (not a JSON object, an `auth` without a token string, a malformed `since`
+    or `nodes`), `unknown_message` (another `type`). Keys a message does not define are ignored."""
+    body = data if isinstance(data, Mapping) else decode_client_message(data)
+    kind = client_message_type(body)
+    if kind is ClientMessageType.AUTH:
+        token = body.get("token")
+        if not isinstance(token, str):
+            raise StreamError("auth needs a token", code="bad_message")
+        return AuthMessage(token)
+    if kind is ClientMessageType.SUBSCRIBE:
+        return parse_subscribe(body)
+    if kind is ClientMessageType.PING:
+        return PingMessage()
+    raise StreamError(f"unknown message type {body.get('type')!r}", code="unknown_message")
+
+
+def parse_subscribe(body: Mapping[str, Any]) -> SubscribeMessage:
+    """A decoded `subscribe` message; StreamError when its `since` or `nodes` is malformed."""
+    since = cursor_from_wire(body.get("since"))
+    nodes = body.get("nodes")
+    if nodes is not None and not (isinstance(nodes, list) and all(isinstance(node, str) for node in nodes)):
+        raise StreamError("nodes must be a list of node ids or null", code="bad_message")
+    return SubscribeMessage(since, nodes)
+
+
+def subscribe_message(since: Cursor | None, nodes: list[str] | None) -> dict[str, Any]:
+    """The `subscribe` message a client sends."""
+    return {"type": ClientMessageType.SUBSCRIBE.value, "since": since._asdict() if since else None, "nodes": nodes}
 
 
 def parse_cursor(text: str) -> Cursor:
-    """`<epoch>:<seq>` (the epoch may itself contain ':'); StreamError when malformed."""
+    """`<epoch>:<seq>` (the epoch may itself contain ':'); StreamError (`bad_cursor`) when malformed."""
     epoch, sep, seq = text.rpartition(":")
-    if not sep or not epoch or not seq.isdigit():
-        raise StreamError(f"cursor {text!r} must be <epoch>:<seq>", code="bad_cursor")
-    return Cursor(epoch=epoch, seq=int(seq))
+    if not sep or not epoch or not (seq.isascii() and seq.isdigit()):
+        raise StreamError("since must be <epoch>:<seq>", code="bad_cursor")
+    return Cursor(epoch, int(seq))
 
 
-__all__ = [
-    "PROTOCOL_VERSION",
-    "AuthMessage",
-    "ClientMessage",
-    "CloseCode",
-    "Cursor",
-    "Envelope",
-    "Event",
-    "EventType",
-    "IllegalTransitionError",
-    "NodeDelta",
-    "PingMessage",
-    "Progress",
-    "Resync",
-    "RunStatus",
-    "RunUpdate",
-    "SeriesDelta",
-    "ServerEvent",
-    "Snapshot",
-    "SnapshotWritten",
-    "Status",
-    "SubscribeMessage",
-    "Subscribed",
-    "WarningUpdate",
-    "decode_event",
-    "encode_event",
-    "envelope",
-    "parse_client_message",
-    "parse_cursor",
-    "progress_event",
-    "resync_message",
-    "snapshot_message",
-    "snapshot_written_event",
-    "status_event",
-    "subscribed_message",
-    "validate_event",
-    "warning_event",
-]
+def cursor_from_wire(value: Any) -> Cursor | None:
+    """The `since` of a subscribe message: `{epoch, seq}` or null; StreamError (`bad_cursor`) otherwise.
+
+    The epoch is taken as text; a negative seq or an unknown epoch is left to the hub (a snapshot)."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("seq"), int) and value.get("epoch") is not None:
+        return Cursor(str(value["epoch"]), int(value["seq"]))
+    raise StreamError("since must be {epoch, seq} or null", code="bad_cursor")

@@ -16,14 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from engine_live.errors import GridMismatchError
 from engine_live.model.series_defs import ModelGraph, TelemetryDef
 from ingestion.bundle_reader import (
     METRICS,
     Bundle,
-    BundleError,
-    BundlePathError,
     BundleSeries,
-    GridMismatchError,
     load_bundle,
     resolve_bundle,
     warning,
@@ -31,9 +29,9 @@ from ingestion.bundle_reader import (
 
 
 def _binding(graph: ModelGraph, node: str, metric: str) -> str | None:
-    for t in graph.topo:
-        if t.id == node:
-            return t.fields.get(metric)
+    for binding in graph.topo:
+        if binding.id == node:
+            return binding.fields.get(metric)
     return None
 
 
@@ -66,31 +64,32 @@ def bundle_telemetry(bundle: Bundle, graph: ModelGraph) -> tuple[dict[str, np.nd
                 value=float(bundle.bins),
             )
         )
-    owner = {out: d for d in graph.defs for out in d.outputs}
+    owner = {out: definition for definition in graph.defs for out in definition.outputs}
     telemetry: dict[str, np.ndarray] = {}
-    for s in bundle.series:
-        sid = _binding(graph, s.node_id, s.metric)
+    for series in bundle.series:
+        sid = _binding(graph, series.node_id, series.metric)
         if sid is None:
             warnings.append(
                 warning(
                     "unbound_telemetry",
-                    f"{s.node_id}.{s.metric}: no such topology node field; skipped",
-                    node=s.node_id,
+                    f"{series.node_id}.{series.metric}: no such topology node field; skipped",
+                    node=series.node_id,
                     severity="info",
-                    metric=s.metric,
+                    metric=series.metric,
                 )
             )
             continue
         values = np.zeros(n)
-        m = min(n, len(s.values))
-        values[:m] = s.values[:m]
+        given = min(n, len(series.values))
+        values[:given] = series.values[:given]
         if sid in telemetry:
             if not np.array_equal(telemetry[sid], values, equal_nan=True):
                 warnings.append(
                     warning(
                         "telemetry_conflict",
-                        f"{s.node_id}.{s.metric}: series '{sid}' is already fed by another file; the first one is kept",
-                        node=s.node_id,
+                        f"{series.node_id}.{series.metric}: series '{sid}' is already fed by another file; "
+                        "the first one is kept",
+                        node=series.node_id,
                     )
                 )
             continue
@@ -98,8 +97,8 @@ def bundle_telemetry(bundle: Bundle, graph: ModelGraph) -> tuple[dict[str, np.nd
             warnings.append(
                 warning(
                     "telemetry_replaces_series",
-                    f"{s.node_id}.{s.metric}: telemetry replaces the definition of series '{sid}'",
-                    node=s.node_id,
+                    f"{series.node_id}.{series.metric}: telemetry replaces the definition of series '{sid}'",
+                    node=series.node_id,
                     severity="info",
                     seriesId=sid,
                 )
@@ -131,7 +130,7 @@ def telemetry_model(model: dict[str, Any], graph: ModelGraph, series_ids: Iterab
         if isinstance(node, dict) and node.get("id") in todo:
             nodes[i] = {"id": node["id"], "kind": "const", "source": "telemetry"}
             todo.discard(node["id"])
-    topo = {t.get("id"): t for t in (data.get("topology") or {}).get("nodes") or [] if isinstance(t, dict)}
+    topo = {node.get("id"): node for node in (data.get("topology") or {}).get("nodes") or [] if isinstance(node, dict)}
     for binding in graph.topo:
         sem = topo.get(binding.id, {}).setdefault("semantics", {})
         for fld, sid in binding.fields.items():
@@ -153,13 +152,13 @@ def gap_masks(bundle: Bundle, graph: ModelGraph) -> dict[str, np.ndarray]:
     the `gaps` that colour a node gray with reason `data_gap` (§3)."""
     n = graph.grid.bins if graph.grid.bins is not None else bundle.bins
     masks: dict[str, np.ndarray] = {}
-    for s in bundle.series:
-        if _binding(graph, s.node_id, s.metric) is None:
+    for series in bundle.series:
+        if _binding(graph, series.node_id, series.metric) is None:
             continue
         missing = np.ones(n, dtype=bool)
-        m = min(n, len(s.present))
-        missing[:m] = ~s.present[:m]
-        masks[s.node_id] = masks[s.node_id] | missing if s.node_id in masks else missing
+        given = min(n, len(series.present))
+        missing[:given] = ~series.present[:given]
+        masks[series.node_id] = masks[series.node_id] | missing if series.node_id in masks else missing
     return {node: mask for node, mask in masks.items() if mask.any()}
 
 
@@ -168,18 +167,18 @@ def iter_frames(bundle: Bundle, graph: ModelGraph) -> Iterator[list[dict[str, An
     given values for telemetry-fed node fields; gap bins are left out so the live run sees the gap."""
     tele = set(graph.telemetry_ids())
     per_node: dict[str, list[BundleSeries]] = {}
-    for s in bundle.series:
-        if _binding(graph, s.node_id, s.metric) in tele:
-            per_node.setdefault(s.node_id, []).append(s)
+    for series in bundle.series:
+        if _binding(graph, series.node_id, series.metric) in tele:
+            per_node.setdefault(series.node_id, []).append(series)
     n = min(bundle.bins, graph.grid.bins) if graph.grid.bins is not None else bundle.bins
-    for b in range(n):
+    for bin_index in range(n):
         frames = []
         for node, items in per_node.items():
-            frame: dict[str, Any] = {"bin": b, "node": node}
-            for s in items:
-                v = float(s.values[b])
-                if s.present[b] and np.isfinite(v):
-                    frame[s.metric] = int(v) if v.is_integer() else v
+            frame: dict[str, Any] = {"bin": bin_index, "node": node}
+            for series in items:
+                value = float(series.values[bin_index])
+                if series.present[bin_index] and np.isfinite(value):
+                    frame[series.metric] = int(value) if value.is_integer() else value
             if len(frame) > 2:
                 frames.append(frame)
         yield frames
@@ -188,10 +187,7 @@ def iter_frames(bundle: Bundle, graph: ModelGraph) -> Iterator[list[dict[str, An
 __all__ = [
     "METRICS",
     "Bundle",
-    "BundleError",
-    "BundlePathError",
     "BundleSeries",
-    "GridMismatchError",
     "bundle_telemetry",
     "gap_masks",
     "iter_frames",

@@ -18,42 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from engine_live.errors import FlowTimeError, NotFoundError
+from engine_live.errors import BundleError, BundlePathError, NotFoundError
+from engine_live.model.bundle_format import METRICS, warning
 from engine_live.model.grid import UNIT_MINUTES, Grid, parse_utc
 from engine_live.model.series_csv import parse_series_csv, resolve_inside
-
-METRICS = (
-    "arrivals",
-    "served",
-    "errors",
-    "externalDemand",
-    "queueDepth",
-    "capacity",
-    "attempts",
-    "failures",
-    "processingTimeMsSum",
-    "servedCount",
-)
-
-
-class BundleError(FlowTimeError):
-    """A bundle that cannot be read: bad manifest, missing file, wrong hash."""
-
-    code = "invalid_bundle"
-    http_status = 422
-
-
-class BundlePathError(BundleError):
-    code = "invalid_bundle_path"
-    http_status = 400
-
-
-class GridMismatchError(BundleError):
-    code = "grid_mismatch"
 
 
 @dataclass(frozen=True)
 class BundleSeries:
+    """One (node, metric) series of a bundle, on the bundle's grid."""
+
     node_id: str
     metric: str
     values: np.ndarray  # float64, length = bundle bins, zero-filled
@@ -62,6 +36,8 @@ class BundleSeries:
 
 @dataclass(frozen=True)
 class Bundle:
+    """A read and checked bundle folder: grid, manifest, series and the warnings found."""
+
     folder: Path
     grid: Grid
     manifest: dict[str, Any]
@@ -70,22 +46,8 @@ class Bundle:
 
     @property
     def bins(self) -> int:
+        """Bins of the bundle's grid."""
         return self.grid.bins or 0
-
-
-def warning(
-    code: str,
-    message: str,
-    *,
-    node: str | None = None,
-    severity: str = "warning",
-    bins: list[int] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"code": code, "severity": severity, "nodeId": node, "message": message}
-    if bins is not None:
-        out.update(bins=bins[:5], count=len(bins))
-    return {**out, **extra}
 
 
 def resolve_bundle(ref: str, data_dir: Path, *, artifacts: Mapping[str, Path] | None = None) -> Path:
@@ -155,12 +117,12 @@ def _read_file(folder: Path, entry: dict[str, Any], index: int) -> tuple[str, st
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"files[{index}]: {exc}", path=rel) from None
     class_id = entry.get("classId")
-    summed = len(csv.classes) > 1 or any(c not in ("", "DEFAULT") for c in (*csv.classes, class_id or ""))
+    summed = len(csv.classes) > 1 or any(name not in ("", "DEFAULT") for name in (*csv.classes, class_id or ""))
     return node, metric, rel, csv.values, csv.present, summed
 
 
-def load_bundle(folder: Path) -> Bundle:
-    """Read and check a bundle folder (no binding to a model yet). Raises BundleError / NotFoundError."""
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    """manifest.json of a bundle folder (schemaVersion 1 or 2)."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -169,17 +131,18 @@ def load_bundle(folder: Path) -> Bundle:
         raise BundleError(f"manifest.json: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("schemaVersion") not in (1, 2):
         raise BundleError("manifest.json: schemaVersion must be 2")
-    grid = _grid(manifest)
-    n = grid.bins or 0
-    files = manifest.get("files")
-    if not isinstance(files, list):
-        raise BundleError("manifest.json: files must be a list")
+    return manifest
+
+
+def _sum_files(
+    folder: Path, files: list[Any], bins: int, warnings: list[dict[str, Any]]
+) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """(node, metric) → (values, present) over the grid's bins, the files of one key summed."""
     sums: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-    warnings: list[dict[str, Any]] = []
-    for i, entry in enumerate(files):
+    for index, entry in enumerate(files):
         if not isinstance(entry, dict):
-            raise BundleError(f"manifest.json: files[{i}] must be an object")
-        node, metric, rel, values, present, summed = _read_file(folder, entry, i)
+            raise BundleError(f"manifest.json: files[{index}] must be an object")
+        node, metric, rel, values, present, summed = _read_file(folder, entry, index)
         if metric not in METRICS:
             warnings.append(
                 warning(
@@ -191,19 +154,19 @@ def load_bundle(folder: Path) -> Bundle:
                 )
             )
             continue
-        if len(values) > n:
+        if len(values) > bins:
             warnings.append(
                 warning(
                     "length_mismatch",
-                    f"{node}.{metric}: {len(values)} bins for a {n}-bin grid; truncated",
+                    f"{node}.{metric}: {len(values)} bins for a {bins}-bin grid; truncated",
                     node=node,
                     metric=metric,
                     value=float(len(values)),
                 )
             )
-        vals, pres = np.zeros(n), np.zeros(n, dtype=bool)
-        m = min(n, len(values))
-        vals[:m], pres[:m] = values[:m], present[:m]
+        grid_values, grid_present = np.zeros(bins), np.zeros(bins, dtype=bool)
+        given = min(bins, len(values))
+        grid_values[:given], grid_present[:given] = values[:given], present[:given]
         key = (node, metric)
         if key in sums or summed:
             warnings.append(
@@ -216,46 +179,63 @@ def load_bundle(folder: Path) -> Bundle:
                 )
             )
         if key in sums:
-            vals, pres = sums[key][0] + vals, sums[key][1] | pres
-        sums[key] = (vals, pres)
+            grid_values, grid_present = sums[key][0] + grid_values, sums[key][1] | grid_present
+        sums[key] = (grid_values, grid_present)
+    return sums
+
+
+def _gap_warnings(node: str, metric: str, present: np.ndarray, grid: Grid) -> list[dict[str, Any]]:
+    """`data_gap` for missing bins before the last given one, `length_mismatch` for bins after it."""
+    bins = grid.bins or 0
+    warnings: list[dict[str, Any]] = []
+    given = np.flatnonzero(present)
+    last = int(given[-1]) + 1 if len(given) else 0
+    gaps = [int(gap) for gap in np.flatnonzero(~present[:last])]
+    if gaps:
+        warnings.append(
+            warning(
+                "data_gap",
+                f"{node}.{metric}: {len(gaps)} missing bins zero-filled: {_ranges(gaps, grid)}",
+                node=node,
+                bins=gaps,
+                metric=metric,
+                times=[grid.bin_start(gap) for gap in gaps[:5]],
+            )
+        )
+    if last < bins:
+        warnings.append(
+            warning(
+                "length_mismatch",
+                f"{node}.{metric}: data ends at bin {last}; bins {last}-{bins - 1} zero-filled",
+                node=node,
+                bins=list(range(last, bins)),
+                metric=metric,
+                value=float(last),
+            )
+        )
+    return warnings
+
+
+def load_bundle(folder: Path) -> Bundle:
+    """Read and check a bundle folder (no binding to a model yet). Raises BundleError / NotFoundError."""
+    manifest = _read_manifest(folder)
+    grid = _grid(manifest)
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        raise BundleError("manifest.json: files must be a list")
+    warnings: list[dict[str, Any]] = []
+    sums = _sum_files(folder, files, grid.bins or 0, warnings)
     series = []
-    for (node, metric), (vals, pres) in sums.items():
-        given = np.flatnonzero(pres)
-        last = int(given[-1]) + 1 if len(given) else 0
-        gaps = [int(b) for b in np.flatnonzero(~pres[:last])]
-        if gaps:
-            warnings.append(
-                warning(
-                    "data_gap",
-                    f"{node}.{metric}: {len(gaps)} missing bins zero-filled: {_ranges(gaps, grid)}",
-                    node=node,
-                    bins=gaps,
-                    metric=metric,
-                    times=[grid.bin_start(b) for b in gaps[:5]],
-                )
-            )
-        if last < n:
-            warnings.append(
-                warning(
-                    "length_mismatch",
-                    f"{node}.{metric}: data ends at bin {last}; bins {last}-{n - 1} zero-filled",
-                    node=node,
-                    bins=list(range(last, n)),
-                    metric=metric,
-                    value=float(last),
-                )
-            )
-        series.append(BundleSeries(node, metric, vals, pres))
+    for (node, metric), (values, present) in sums.items():
+        warnings.extend(_gap_warnings(node, metric, present, grid))
+        series.append(BundleSeries(node, metric, values, present))
     return Bundle(folder, grid, manifest, tuple(series), tuple(warnings))
 
 
 __all__ = [
     "METRICS",
     "Bundle",
-    "BundleError",
-    "BundlePathError",
     "BundleSeries",
-    "GridMismatchError",
     "load_bundle",
     "resolve_bundle",
     "warning",

@@ -5,7 +5,7 @@ A frame picks its bin with `bin` or a bin-aligned RFC 3339 UTC `ts` (both: they 
 addresses values either as `node` + metric fields (resolved through the topology semantics) or as
 `series` + `value`. Every value must land on a telemetry-fed series. The request is all-or-nothing:
 the first problem raises an IngestError (422) naming the frame index, the field and a code;
-otherwise one `ValidFrame` per value comes back, in frame order (counts are of values).
+otherwise the values come back as one `FrameBatch` (columns, in frame order; counts are of values).
 
 Codes: `malformed_body` (400), `invalid_frame`, `run_id_mismatch`, `missing_bin`, `invalid_bin`,
 `ts_not_aligned`, `bin_ts_mismatch`, `bin_out_of_range`, `bin_too_far_ahead`, `unknown_node`,
@@ -16,24 +16,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-from engine_live.errors import IngestError
+from engine_live.errors import IngestError, MalformedBodyError, TooLargeError
 from engine_live.model.series_defs import ModelGraph
-from engine_live.state.live_run import ValidFrame
+from engine_live.state.frame_batch import FrameBatch
 
 MAX_BINS_AHEAD = 1440
 _ADDRESS_KEYS = frozenset({"runId", "bin", "ts"})
 _SERIES_KEYS = _ADDRESS_KEYS | {"series", "value"}
-
-
-class MalformedBodyError(IngestError):
-    """A body that is not JSON / NDJSON at all (400). Candidate for engine_live.errors."""
-
-    code = "malformed_body"
-    http_status = 400
 
 
 def parse_body(body: bytes | str) -> list[Any]:
@@ -87,6 +80,17 @@ def _number(i: int, fld: str, v: Any) -> float:
     return x
 
 
+class _Columns(NamedTuple):
+    bins: list[int]
+    series: list[str]
+    values: list[float]
+
+    def add(self, bin_index: int, series: str, value: float) -> None:
+        self.bins.append(bin_index)
+        self.series.append(series)
+        self.values.append(value)
+
+
 class FrameValidator:
     """Validates frames against one run's model (rebuild it after a PATCH changes the model)."""
 
@@ -98,13 +102,21 @@ class FrameValidator:
         for b in graph.topo:
             self.nodes[b.id] = dict(b.fields)
 
-    def validate(self, frames: Iterable[Any], *, last_bin: int) -> list[ValidFrame]:
-        out: list[ValidFrame] = []
+    def read(self, body: bytes, *, last_bin: int, max_frames: int) -> FrameBatch:
+        """Parse and validate a request body (the `FrameReader` port of the live runtime)."""
+        raw = parse_body(body)
+        if len(raw) > max_frames:
+            raise TooLargeError(f"{len(raw)} frames exceed the limit of {max_frames}")
+        return self.validate(raw, last_bin=last_bin)
+
+    def validate(self, frames: Iterable[Any], *, last_bin: int) -> FrameBatch:
+        """Validate parsed frames: all-or-nothing, the values as one batch in frame order."""
+        out = _Columns([], [], [])
         for i, frame in enumerate(frames):
             self._one(i, frame, last_bin, out)
-        return out
+        return FrameBatch.of(out.bins, out.series, out.values)
 
-    def _one(self, i: int, f: Any, last_bin: int, out: list[ValidFrame]) -> None:
+    def _one(self, i: int, f: Any, last_bin: int, out: _Columns) -> None:
         if not isinstance(f, dict):
             raise _fail(i, None, "invalid_frame", f"expected a JSON object, got {type(f).__name__}")
         run_id = f.get("runId")
@@ -123,7 +135,7 @@ class FrameValidator:
                 raise _fail(i, "series", "not_telemetry", f"series {sid!r} {what}")
             if "value" not in f:
                 raise _fail(i, "value", "invalid_value", "value: missing")
-            out.append(ValidFrame(b, sid, _number(i, "value", f["value"])))
+            out.add(b, sid, _number(i, "value", f["value"]))
             return
         if "node" not in f:
             raise _fail(i, "node", "invalid_frame", "a frame needs node + metrics or series + value")
@@ -131,7 +143,7 @@ class FrameValidator:
         fields = self.nodes.get(node) if isinstance(node, str) else None
         if fields is None:
             raise _fail(i, "node", "unknown_node", f"unknown topology node {node!r}")
-        n0 = len(out)
+        n0 = len(out.series)
         for k, v in f.items():
             if k in _ADDRESS_KEYS or k == "node":
                 continue
@@ -139,8 +151,8 @@ class FrameValidator:
             if sid is None or sid not in self.telemetry:
                 what = "is not telemetry-fed" if sid is not None else "is not a semantic field of the node"
                 raise _fail(i, k, "not_telemetry", f"node {node!r}: {k!r} {what}")
-            out.append(ValidFrame(b, sid, _number(i, k, v)))
-        if len(out) == n0:
+            out.add(b, sid, _number(i, k, v))
+        if len(out.series) == n0:
             raise _fail(i, None, "no_values", f"node {node!r}: no metric values in the frame")
 
     def _bin(self, i: int, f: dict[str, Any], last_bin: int) -> int:
@@ -169,4 +181,4 @@ class FrameValidator:
         return b
 
 
-__all__ = ["MAX_BINS_AHEAD", "FrameValidator", "MalformedBodyError", "parse_body"]
+__all__ = ["MAX_BINS_AHEAD", "FrameValidator", "parse_body"]

@@ -103,7 +103,25 @@ class KafkaFrameSource:
             await self._dlq.stop()
 
     def stats(self) -> KafkaSourceStats:
+        """Counts of frames ingested, skipped, dead-lettered, and of waits for queue room."""
         return KafkaSourceStats(self._ingested, self._skipped, self._dead, self._waits, self._paused)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition that delivered a record since start-up: the last known high
+        watermark minus the next offset this source hands over (empty before start or after stop)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        try:
+            assigned = list(consumer.assignment())
+        except Exception:  # not started, or stopped
+            return {}
+        out: dict[tuple[str, int], int] = {}
+        for tp in assigned:
+            position, high = self._done.get(tp), consumer.highwater(tp)
+            if position is not None and high is not None:
+                out[(str(tp.topic), int(tp.partition))] = max(0, int(high) - int(position))
+        return out
 
     async def _run(self) -> None:
         assert self._consumer is not None

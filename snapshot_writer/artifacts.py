@@ -64,6 +64,8 @@ _BAD_NAME = re.compile(r"[/\\\x00]")
 
 @dataclass(frozen=True)
 class ArtifactsInfo:
+    """What `write_run_artifacts` wrote: the folder and the hashes the manifest records."""
+
     run_dir: Path
     manifest_hash: str  # sha256 of manifest.json's bytes
     model_hash: str
@@ -72,6 +74,7 @@ class ArtifactsInfo:
 
 
 def sha256_hex(*chunks: bytes) -> str:
+    """`sha256:<hex>` of the chunks' bytes, in order."""
     digest = hashlib.sha256()
     for chunk in chunks:
         digest.update(chunk)
@@ -79,10 +82,12 @@ def sha256_hex(*chunks: bytes) -> str:
 
 
 def scenario_hash(spec_text: str, seed: int) -> str:
+    """sha256 of `spec_text + "\\n" + str(seed)` (UTF-8)."""
     return sha256_hex(f"{spec_text}\n{seed}".encode())
 
 
 def model_hash(model_yaml: bytes, adjustments_json: bytes | None = None) -> str:
+    """sha256 of model.yaml's bytes, followed by adjustments.json's when there is one."""
     return sha256_hex(model_yaml, adjustments_json or b"")
 
 
@@ -95,6 +100,7 @@ def csv_file_name(series: SeriesOut) -> str:
 
 
 def grid_wire(grid: Grid) -> dict[str, Any]:
+    """The grid as run.json and series/index.json write it."""
     return {**grid.to_wire(), "binMinutes": grid.bin_minutes, "timezone": "UTC", "align": "left"}
 
 
@@ -110,13 +116,13 @@ _ROW_GROUP_ROWS = 1 << 20
 
 def parquet_row_groups(series: Sequence[SeriesOut]) -> Iterator[pa.Table]:
     """series.parquet's rows, whole series per row group of about 1 Mi rows (small buffers, reused)."""
-    bins = max((np.size(s.values) for s in series), default=0)
+    bins = max((np.size(one.values) for one in series), default=0)
     per_group = max(1, _ROW_GROUP_ROWS // max(bins, 1))
     bin_index = np.tile(np.arange(bins, dtype=np.int64), per_group)
-    for s0 in range(0, len(series), per_group):
-        group = series[s0 : s0 + per_group]
-        lengths = np.array([np.size(s.values) for s in group], dtype=np.int64)
-        values = np.concatenate([np.asarray(s.values, dtype=np.float64).reshape(-1) for s in group])
+    for first in range(0, len(series), per_group):
+        group = series[first : first + per_group]
+        lengths = np.array([np.size(one.values) for one in group], dtype=np.int64)
+        values = np.concatenate([np.asarray(one.values, dtype=np.float64).reshape(-1) for one in group])
         with np.errstate(invalid="ignore"):
             values += 0.0  # -0 -> 0, as in the CSVs
         if (lengths == bins).all():
@@ -124,7 +130,7 @@ def parquet_row_groups(series: Sequence[SeriesOut]) -> Iterator[pa.Table]:
         else:
             index = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])
         codes = np.repeat(np.arange(len(group), dtype=np.int32), lengths)
-        ids = pa.DictionaryArray.from_arrays(codes, pa.array([s.series_id for s in group], pa.string()))
+        ids = pa.DictionaryArray.from_arrays(codes, pa.array([one.series_id for one in group], pa.string()))
         yield pa.table([pa.array(index), ids, pa.array(values)], schema=PARQUET_SCHEMA)
 
 
@@ -161,25 +167,25 @@ def _write_series_dir(
     jobs: list[Future[str]] = []
     try:
         csv = "csv" in formats
-        for name, body in zip(names, iter_csv_bodies([s.values for s in series]), strict=True):
+        for name, body in zip(names, iter_csv_bodies([one.values for one in series]), strict=True):
             jobs.append(pool.submit(_hash_and_write, body, tmp_dir / name if csv else None, fsync))
-        hashes = {s.series_id: job.result() for s, job in zip(series, jobs, strict=True)}
+        hashes = {one.series_id: job.result() for one, job in zip(series, jobs, strict=True)}
         index = {
             "schemaVersion": SCHEMA_VERSION,
             "grid": grid,
             "formats": sorted(formats),
             "series": [
                 {
-                    "id": s.series_id,
-                    "kind": s.kind,
+                    "id": one.series_id,
+                    "kind": one.kind,
                     "path": f"series/{name}",
-                    "unit": s.unit,
-                    "componentId": s.component_id,
-                    "class": s.class_id,
-                    "points": int(np.size(s.values)),
-                    "hash": hashes[s.series_id],
+                    "unit": one.unit,
+                    "componentId": one.component_id,
+                    "class": one.class_id,
+                    "points": int(np.size(one.values)),
+                    "hash": hashes[one.series_id],
                 }
-                for s, name in zip(series, names, strict=True)
+                for one, name in zip(series, names, strict=True)
             ],
         }
         write_file(tmp_dir / "index.json", [json_bytes(index)], fsync=fsync)
@@ -213,20 +219,101 @@ def _remove_leftovers(folder: Path) -> None:
 
 
 def _check(result: RunResult, formats: frozenset[str]) -> list[str]:
+    """The CSV file name of each series, after checking formats, ids, names and shapes."""
     if not formats <= FORMATS:
         raise ValueError(f"unknown formats {sorted(formats - FORMATS)}; known: {sorted(FORMATS)}")
     if result.grid.bins is None:
         raise ValueError("the grid of a run to write must have bins")
-    ids = [s.series_id for s in result.series]
+    ids = [series.series_id for series in result.series]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate series ids")
-    names = [csv_file_name(s) for s in result.series]
+    names = [csv_file_name(series) for series in result.series]
     if len(set(names)) != len(names):
         raise ValueError("two series would be written to the same file")
-    for s in result.series:
-        if np.shape(s.values) != (result.grid.bins,):
-            raise ValueError(f"series {s.series_id!r} has shape {np.shape(s.values)}, not ({result.grid.bins},)")
+    for series in result.series:
+        shape = np.shape(series.values)
+        if shape != (result.grid.bins,):
+            raise ValueError(f"series {series.series_id!r} has shape {shape}, not ({result.grid.bins},)")
     return names
+
+
+def _clear_old_set(run_dir: Path, model_dir: Path, fsync: bool) -> None:
+    """Make `run_dir` an incomplete set first: its manifest and any leftovers of a crashed write go."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    remove_file(run_dir / MANIFEST, fsync=fsync)
+    _remove_leftovers(run_dir)
+    _remove_leftovers(model_dir)
+
+
+def _run_json(
+    result: RunResult, names: Sequence[str], grid: dict[str, Any], m_hash: str, s_hash: str
+) -> dict[str, Any]:
+    """run.json: status, grid, hashes, warnings and where each series is."""
+    run: dict[str, Any] = {
+        "runId": result.run_id,
+        "status": result.status,
+        "mode": result.mode,
+        "grid": grid,
+        "modelHash": m_hash,
+        "scenarioHash": s_hash,
+        "createdUtc": result.created_utc,
+        "warnings": result.warnings,
+        "series": [
+            {"id": series.series_id, "path": f"series/{name}", "unit": series.unit}
+            for series, name in zip(result.series, names, strict=True)
+        ],
+    }
+    if result.live is not None:
+        run["live"] = result.live
+    return run
+
+
+def _manifest_json(result: RunResult, m_hash: str, s_hash: str, hashes: dict[str, str]) -> bytes:
+    """manifest.json's bytes (written last)."""
+    rng_kind = (result.rng or {}).get("kind", DEFAULT_RNG_KIND)
+    return json_bytes(
+        {
+            "schemaVersion": SCHEMA_VERSION,
+            "scenarioHash": s_hash,
+            "modelHash": m_hash,
+            "rng": {"kind": rng_kind, "seed": result.seed},
+            "seriesHashes": hashes,
+            "provenance": {
+                "runId": result.run_id,
+                "templateId": result.template_id,
+                "captureManifestHash": result.capture_manifest_hash,
+                "liveSession": result.live_session,
+            },
+            "createdUtc": result.created_utc,
+        }
+    )
+
+
+def _write_files(
+    run_dir: Path,
+    files: dict[Path, bytes | None],
+    result: RunResult,
+    names: Sequence[str],
+    formats: frozenset[str],
+    grid: dict[str, Any],
+    fsync: bool,
+) -> dict[str, str]:
+    """Write every file but the manifest (in parallel); the series hashes. A None file is removed."""
+    if "parquet" not in formats:
+        remove_file(run_dir / "series.parquet", fsync=fsync)
+    for path, data in files.items():
+        if data is None:
+            remove_file(path, fsync=fsync)
+    with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="artifacts") as pool:
+        jobs = [
+            pool.submit(write_bytes_atomic, path, data, fsync=fsync) for path, data in files.items() if data is not None
+        ]
+        if "parquet" in formats:
+            jobs.append(pool.submit(_write_parquet, run_dir / "series.parquet", result.series, fsync))
+        hashes = _write_series_dir(pool, run_dir, result.series, names, formats, grid, fsync)
+        for job in jobs:
+            job.result()
+    return hashes
 
 
 def write_run_artifacts(
@@ -245,10 +332,7 @@ def write_run_artifacts(
     names = _check(result, formats)
     run_dir = Path(run_dir)
     model_dir = run_dir / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    remove_file(run_dir / MANIFEST, fsync=fsync)
-    _remove_leftovers(run_dir)
-    _remove_leftovers(model_dir)
+    _clear_old_set(run_dir, model_dir, fsync)
 
     spec = result.spec_text.encode()
     adjustments = json_bytes(result.adjustments) if result.adjustments else None
@@ -257,22 +341,6 @@ def write_run_artifacts(
     grid = grid_wire(result.grid)
     metadata = {"schemaVersion": SCHEMA_VERSION, "templateId": result.template_id, "modelHash": m_hash}
     metadata |= {"hasProvenance": result.provenance is not None, "adjustmentCount": len(result.adjustments)}
-    run: dict[str, Any] = {
-        "runId": result.run_id,
-        "status": result.status,
-        "mode": result.mode,
-        "grid": grid,
-        "modelHash": m_hash,
-        "scenarioHash": s_hash,
-        "createdUtc": result.created_utc,
-        "warnings": result.warnings,
-        "series": [
-            {"id": s.series_id, "path": f"series/{name}", "unit": s.unit}
-            for s, name in zip(result.series, names, strict=True)
-        ],
-    }
-    if result.live is not None:
-        run["live"] = result.live
     files: dict[Path, bytes | None] = {
         run_dir / "spec.yaml": spec,
         model_dir / "model.yaml": spec,
@@ -280,38 +348,9 @@ def write_run_artifacts(
         model_dir / "provenance.json": None if result.provenance is None else json_bytes(result.provenance),
         model_dir / "adjustments.json": adjustments,
         run_dir / "topology.json": json_bytes(result.topology),
-        run_dir / "run.json": json_bytes(run),
+        run_dir / "run.json": json_bytes(_run_json(result, names, grid, m_hash, s_hash)),
     }
-    if "parquet" not in formats:
-        remove_file(run_dir / "series.parquet", fsync=fsync)
-    for path, data in files.items():
-        if data is None:
-            remove_file(path, fsync=fsync)
-
-    with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="artifacts") as pool:
-        jobs = [pool.submit(write_bytes_atomic, p, d, fsync=fsync) for p, d in files.items() if d is not None]
-        if "parquet" in formats:
-            jobs.append(pool.submit(_write_parquet, run_dir / "series.parquet", result.series, fsync))
-        hashes = _write_series_dir(pool, run_dir, result.series, names, formats, grid, fsync)
-        for job in jobs:
-            job.result()
-
-    rng_kind = (result.rng or {}).get("kind", DEFAULT_RNG_KIND)
-    manifest = json_bytes(
-        {
-            "schemaVersion": SCHEMA_VERSION,
-            "scenarioHash": s_hash,
-            "modelHash": m_hash,
-            "rng": {"kind": rng_kind, "seed": result.seed},
-            "seriesHashes": hashes,
-            "provenance": {
-                "runId": result.run_id,
-                "templateId": result.template_id,
-                "captureManifestHash": result.capture_manifest_hash,
-                "liveSession": result.live_session,
-            },
-            "createdUtc": result.created_utc,
-        }
-    )
+    hashes = _write_files(run_dir, files, result, names, formats, grid, fsync)
+    manifest = _manifest_json(result, m_hash, s_hash, hashes)
     write_bytes_atomic(run_dir / MANIFEST, manifest, fsync=fsync)
     return ArtifactsInfo(run_dir, sha256_hex(manifest), m_hash, s_hash, hashes)

@@ -35,9 +35,9 @@ import numpy.typing as npt
 import orjson
 import yaml
 
-from engine_live.errors import ConflictError, FlowTimeError, NotFoundError
+from engine_live.errors import CaptureError, ConflictError, NotFoundError
+from engine_live.model.bundle_format import METRICS, warning
 from engine_live.model.grid import Grid
-from ingestion.bundle_reader import METRICS, warning
 from snapshot_writer.artifact_reader import is_complete, read_run_json, read_run_series
 from snapshot_writer.atomic_files import fsync_dir, json_bytes, write_file
 from snapshot_writer.number_format import CSV_HEADER, iter_csv_bodies
@@ -49,13 +49,6 @@ FILLS = ("zero", "nan")
 _IO_THREADS = 8
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 FloatArray = npt.NDArray[np.float64]
-
-
-class CaptureError(FlowTimeError):
-    """A capture request that cannot be carried out (bad gaps file, bad output)."""
-
-    code = "invalid_capture"
-    http_status = 422
 
 
 @dataclass(frozen=True)
@@ -72,6 +65,7 @@ class RunView:
 
     @property
     def bins(self) -> int:
+        """The run's number of bins."""
         return self.grid.bins or 0
 
     def bindings(self, metrics: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
@@ -112,6 +106,8 @@ def read_run_view(run_dir: Path) -> RunView:
 
 @dataclass(frozen=True)
 class Gap:
+    """A requested gap: bins of one node (and metric, or all) to blank out with a fill rule."""
+
     node_id: str
     metric: str | None
     bins: npt.NDArray[np.int64]
@@ -164,6 +160,8 @@ def _gap(entry: Any, i: int, n: int) -> Gap:
 
 @dataclass(frozen=True)
 class CaptureResult:
+    """What a capture wrote (or would write, for a dry run)."""
+
     output: Path
     manifest: dict[str, Any]
     manifest_bytes: bytes
@@ -173,9 +171,11 @@ class CaptureResult:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of the manifest and every file."""
         return len(self.manifest_bytes) + sum(int(f["bytes"]) for f in self.files)
 
     def to_body(self) -> dict[str, Any]:
+        """The HTTP answer of a capture."""
         return {
             "dryRun": self.dry_run,
             "written": self.written,

@@ -62,19 +62,23 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Entry:
+    """One exported series: the node and metric it is bound to (a series outside the topology: itself, "value")."""
+
     node: str
     metric: str
     series: str  # model series id
 
 
 def entries_of(view: RunView) -> list[Entry]:
+    """The export's entries: bound series in topology order, then the series outside the topology."""
     out = [Entry(node, field, sid) for node, field, sid in view.bindings()]
-    bound = {e.series for e in out}
+    bound = {entry.series for entry in out}
     out += [Entry(sid, "value", sid) for sid in view.series if sid not in bound]
     return out
 
 
 def artifact_id(sid: str) -> str:
+    """The export's series id: `<sid>@<SID>@DEFAULT`."""
     return f"{sid}@{sid.upper()}@DEFAULT"
 
 
@@ -102,7 +106,7 @@ def value_tokens(values: FloatArray) -> pa.StringArray:
 
 
 def _csv_text(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\n\r') else name
+    return '"' + name.replace('"', '""') + '"' if any(char in name for char in ',"\n\r') else name
 
 
 def _joined(parts: Sequence[pa.Array | pa.Scalar]) -> memoryview:
@@ -114,6 +118,8 @@ def _joined(parts: Sequence[pa.Array | pa.Scalar]) -> memoryview:
 
 @dataclass(frozen=True)
 class Chunk:
+    """Rows of whole entries: entry index, bin, value and time of each row."""
+
     codes: npt.NDArray[np.int64]  # entry index per row
     bins: npt.NDArray[np.int64]
     values: FloatArray
@@ -127,7 +133,7 @@ def iter_chunks(view: RunView, entries: Sequence[Entry], rows: int | None = None
     per = max(1, (rows or CHUNK_ROWS) // max(n, 1))
     for lo in range(0, len(entries), per):
         group = entries[lo : lo + per]
-        values = np.concatenate([view.series[e.series] for e in group]) + 0.0 if n else np.zeros(0)
+        values = np.concatenate([view.series[entry.series] for entry in group]) + 0.0 if n else np.zeros(0)
         yield Chunk(
             np.repeat(np.arange(lo, lo + len(group), dtype=np.int64), n),
             np.tile(np.arange(n, dtype=np.int64), len(group)),
@@ -147,6 +153,7 @@ class Prefixes:
 
     @staticmethod
     def of(view: RunView, entries: Sequence[Entry]) -> Prefixes:
+        """The prefixes of a run's bins and entries."""
         times = _bin_times(view)
         bins = pc.cast(pa.array(np.arange(view.bins, dtype=np.int64)), pa.string())
         if times is None:
@@ -154,14 +161,21 @@ class Prefixes:
         else:
             text = pa.array(np.char.add(np.datetime_as_string(times, unit="s"), "Z").astype(object), pa.string())
             quoted = pc.binary_join_element_wise('"', text, '"', "")
-        s = pa.scalar
-        csv_bin = pc.binary_join_element_wise(text, s(","), bins, s(","), "")
-        json_bin = pc.binary_join_element_wise(s('{"time_utc":'), quoted, s(',"bin_index":'), bins, s(","), "")
-        csv_entry = [",".join(_csv_text(t) for t in (e.node, e.metric, artifact_id(e.series))) + "," for e in entries]
+        scalar = pa.scalar
+        csv_bin = pc.binary_join_element_wise(text, scalar(","), bins, scalar(","), "")
+        json_bin = pc.binary_join_element_wise(
+            scalar('{"time_utc":'), quoted, scalar(',"bin_index":'), bins, scalar(","), ""
+        )
+        csv_entry = [
+            ",".join(_csv_text(part) for part in (entry.node, entry.metric, artifact_id(entry.series))) + ","
+            for entry in entries
+        ]
         json_entry = [
-            orjson.dumps({"node": e.node, "metric": e.metric, "series_id": artifact_id(e.series)}).decode()[1:-1]
+            orjson.dumps({"node": entry.node, "metric": entry.metric, "series_id": artifact_id(entry.series)}).decode()[
+                1:-1
+            ]
             + ',"value":'
-            for e in entries
+            for entry in entries
         ]
         return Prefixes(csv_bin, pa.array(csv_entry, pa.string()), json_bin, pa.array(json_entry, pa.string()))
 
@@ -177,9 +191,10 @@ def text_chunks(prefixes: Prefixes, chunk: Chunk) -> tuple[memoryview, memoryvie
 
 
 def arrow_chunk(entries: Sequence[Entry], chunk: Chunk) -> pa.Table:
+    """A chunk as an Arrow table of the parquet export's schema."""
     codes = pa.array(chunk.codes)
     node, metric, sid = (
-        pa.array([key(e) for e in entries], pa.string()).take(codes)
+        pa.array([key(entry) for entry in entries], pa.string()).take(codes)
         for key in (lambda e: e.node, lambda e: e.metric, lambda e: artifact_id(e.series))
     )
     kind = SCHEMA.field("time_utc").type
@@ -204,6 +219,7 @@ class _Sink:
         self.size += len(piece)
 
     def summary(self, fmt: str) -> dict[str, Any]:
+        """The catalog's `files` entry of what was written."""
         return {
             "path": f"{EXPORT_DIR}/{FILE_NAMES[fmt]}",
             "bytes": self.size,
@@ -234,8 +250,8 @@ def _write_files(view: RunView, entries: Sequence[Entry], folder: Path, fsync: b
                 ndjson.add(lines)
                 parquet.write_table(arrow_chunk(entries, chunk))
         table = _Sink()
-        with parquet_tmp.open("rb") as f:
-            while block := f.read(1 << 20):
+        with parquet_tmp.open("rb") as parquet_file:
+            while block := parquet_file.read(1 << 20):
                 table.add(block)
     return {"csv": csv.summary("csv"), "ndjson": ndjson.summary("ndjson"), "parquet": table.summary("parquet")}
 
@@ -261,12 +277,12 @@ def write_exports(run_dir: Path, *, fsync: bool = True) -> dict[str, Any]:
         "columns": COLUMNS,
         "units": [
             {
-                "node": e.node,
-                "metric": e.metric,
-                "seriesId": artifact_id(e.series),
-                "unit": view.units.get(e.series) or "entities/bin",
+                "node": entry.node,
+                "metric": entry.metric,
+                "seriesId": artifact_id(entry.series),
+                "unit": view.units.get(entry.series) or "entities/bin",
             }
-            for e in entries
+            for entry in entries
         ],
         "grid": grid,
         "binMinutes": view.grid.bin_minutes,
@@ -285,6 +301,7 @@ def write_exports(run_dir: Path, *, fsync: bool = True) -> dict[str, Any]:
 
 
 def read_catalog(run_dir: Path) -> dict[str, Any] | None:
+    """catalog.json of a run's export, or None when missing or unreadable."""
     try:
         data = orjson.loads((Path(run_dir) / EXPORT_DIR / CATALOG).read_bytes())
     except (OSError, orjson.JSONDecodeError):

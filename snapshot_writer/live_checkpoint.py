@@ -29,10 +29,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from engine_live.runtime.ports import AppendLog
+from engine_live.runtime.snapshot_types import SnapshotJob, SnapshotMeta
 from engine_live.state.live_run import LiveRun
 from engine_live.state.live_state import CaptureMirror
-from snapshot_writer.live_snapshot import SnapshotJob, SnapshotMeta, SnapshotWriter
-from snapshot_writer.log_segments import SegmentedLog
+from snapshot_writer.live_snapshot import SnapshotWriter
 
 log = logging.getLogger("flowtime.snapshots")
 OnCommit = Callable[[SnapshotJob, SnapshotMeta], None]
@@ -51,8 +52,16 @@ class RunCheckpoint:
         after_step: Callable[[str], None] | None = None,
         events_keep: tuple[int, int] | None = None,
         mirror: CaptureMirror | None = None,
+        truncate_log: Callable[[Path, int], object] | None = None,
     ) -> None:
-        self.writer = SnapshotWriter(live_dir, keep=keep, after_step=after_step, clock=clock, events_keep=events_keep)
+        self.writer = SnapshotWriter(
+            live_dir,
+            keep=keep,
+            after_step=after_step,
+            clock=clock,
+            events_keep=events_keep,
+            truncate_log=truncate_log,
+        )
         self.every_bins, self.every_seconds, self.clock = every_bins, every_seconds, clock
         self.on_commit = on_commit
         self.last_offset, self.last_bin, self.last_time = -1, -1, clock()
@@ -86,7 +95,7 @@ class RunCheckpoint:
         return fut
 
     async def run_due(
-        self, run: LiveRun, applied_offset: int, make_job: Callable[[], SnapshotJob], log_: SegmentedLog | None
+        self, run: LiveRun, applied_offset: int, make_job: Callable[[], SnapshotJob], log_: AppendLog | None
     ) -> None:
         """Capture + roll + start the commit when due or requested; never waits for the commit."""
         requests, self.requests = self.requests, []

@@ -74,12 +74,14 @@ class CsvBody:
     rows: tuple[memoryview, ...]
 
     def chunks(self) -> tuple[bytes | memoryview, ...]:
+        """The file's pieces, in order."""
         return (_HEAD, *self.rows, _TAIL)
 
     def __len__(self) -> int:
-        return len(_HEAD) + sum(r.nbytes for r in self.rows) + len(_TAIL)
+        return len(_HEAD) + sum(row.nbytes for row in self.rows) + len(_TAIL)
 
     def tobytes(self) -> bytes:
+        """The file's bytes in one piece."""
         return b"".join(self.chunks())
 
     def sha256(self) -> str:
@@ -195,17 +197,17 @@ def iter_csv_bodies(
     Accepts a sequence of 1-D arrays (or a 2-D array, one series a row); lengths may differ. The
     bodies reference shared buffers (no copy); keep them only as long as needed.
     """
-    arrays = [np.ascontiguousarray(s, dtype=np.float64).reshape(-1) for s in series]
+    arrays = [np.ascontiguousarray(one, dtype=np.float64).reshape(-1) for one in series]
     if fast_path_ok():
         yield from _fast_bodies(arrays, block_values)
     else:
-        for a in arrays:
-            rows = "".join(f"\n{i},{format_value(v)}" for i, v in enumerate(a.tolist()))
+        for array in arrays:
+            rows = "".join(f"\n{i},{format_value(value)}" for i, value in enumerate(array.tolist()))
             yield CsvBody((memoryview(rows.encode()),))
 
 
 def _fast_bodies(arrays: Sequence[FloatArray], block_values: int = BLOCK_VALUES) -> Iterator[CsvBody]:
-    longest = max((a.size for a in arrays), default=0)
+    longest = max((array.size for array in arrays), default=0)
     prefixes = _row_prefixes(longest) if longest else None
     rows: list[list[memoryview]] = [[] for _ in arrays]
     segments: list[tuple[int, int, int]] = []  # (series, start, stop) in the current block
@@ -214,23 +216,23 @@ def _fast_bodies(arrays: Sequence[FloatArray], block_values: int = BLOCK_VALUES)
         if not segments:
             return
         assert prefixes is not None
-        values = np.concatenate([arrays[i][a:b] for i, a, b in segments])
-        index = np.concatenate([np.arange(a, b, dtype=np.int64) for _, a, b in segments])
+        values = np.concatenate([arrays[i][lo:hi] for i, lo, hi in segments])
+        index = np.concatenate([np.arange(lo, hi, dtype=np.int64) for _, lo, hi in segments])
         out = _format_block(values, index, prefixes)
         _, off_buf, data_buf = out.buffers()
         offs = np.frombuffer(off_buf, np.int32, count=len(out) + 1, offset=out.offset * 4)
         view = memoryview(data_buf)
         pos = 0
-        for i, a, b in segments:
-            rows[i].append(view[offs[2 * pos] : offs[2 * (pos + b - a)]])
-            pos += b - a
+        for i, lo, hi in segments:
+            rows[i].append(view[offs[2 * pos] : offs[2 * (pos + hi - lo)]])
+            pos += hi - lo
         segments.clear()
 
     filled = done = 0
-    for i, a in enumerate(arrays):
+    for i, array in enumerate(arrays):
         start = 0
         while True:
-            take = min(a.size - start, block_values - filled)
+            take = min(array.size - start, block_values - filled)
             if take:
                 segments.append((i, start, start + take))
                 filled += take
@@ -238,11 +240,11 @@ def _fast_bodies(arrays: Sequence[FloatArray], block_values: int = BLOCK_VALUES)
             if filled >= block_values:
                 run_block()
                 filled = 0
-                for j in range(done, i + 1 if start >= a.size else i):
+                for j in range(done, i + 1 if start >= array.size else i):
                     yield CsvBody(tuple(rows[j]))
                     rows[j] = []
                     done = j + 1
-            if start >= a.size:
+            if start >= array.size:
                 break
     run_block()
     for j in range(done, len(arrays)):

@@ -4,7 +4,8 @@ One row per bin, `base .. base + n - 1`: column `bin_index` (int64), then per se
 a float64 column `v:<series id>` (plan.names order), then per telemetry series a bool column
 `p:<series id>` (presence: a real value arrived). No dictionary encoding, so every float keeps its
 exact bits (-0, NaN payloads); lz4 compression, no statistics: the file is written for speed and
-read back whole. A reader checks the columns against the names it expects.
+read back whole. A reader checks the columns against the names it expects. `V` (values) and `P`
+(presence) are the two matrices of a run's state, one row per series / telemetry series.
 
 `hooks.bin` (`encode_cells`): the warning cells of the hooks' state (`engine_live.derived.hooks_state`), raw
 little-endian columns bin int64, entity int32, value float64, read back as zero-copy views.
@@ -33,7 +34,7 @@ def encode_retained(
     rows = V if V.flags.c_contiguous else np.ascontiguousarray(V)  # zero-copy columns of contiguous rows
     arrays += [pa.Array.from_buffers(pa.float64(), n, [None, pa.py_buffer(rows[i])]) for i in range(V.shape[0])]
     arrays += [pa.array(P[j]) for j in range(P.shape[0])]
-    columns = [BIN_COLUMN, *(f"v:{s}" for s in names), *(f"p:{s}" for s in telemetry_ids)]
+    columns = [BIN_COLUMN, *(f"v:{sid}" for sid in names), *(f"p:{sid}" for sid in telemetry_ids)]
     table = pa.Table.from_arrays(arrays, names=columns)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="lz4", use_dictionary=False, write_statistics=False)
@@ -49,26 +50,26 @@ def decode_retained(
     """(V, P) back; ValueError when the table does not have the expected columns or bins. With
     `width` (≥ the rows held) V and P are the leading columns of zero-filled arrays that wide."""
     pf = pq.ParquetFile(pa.BufferReader(data))
-    expected = [BIN_COLUMN, *(f"v:{s}" for s in names), *(f"p:{s}" for s in telemetry_ids)]
+    expected = [BIN_COLUMN, *(f"v:{sid}" for sid in names), *(f"p:{sid}" for sid in telemetry_ids)]
     if pf.schema_arrow.names != expected:
         raise ValueError("retained.parquet columns do not match the model's series")
     n = pf.metadata.num_rows
     bins = pf.read(columns=[BIN_COLUMN]).column(0).to_numpy()
     if n and (bins[0] != base or not np.array_equal(bins, np.arange(base, base + n))):
         raise ValueError("retained.parquet bins are not the expected contiguous range")
-    w = n if width is None or width < n else width
-    V = np.empty((len(names), w)) if w == n else np.zeros((len(names), w))
-    P = np.zeros((len(telemetry_ids), w), dtype=bool)
+    cols = n if width is None or width < n else width
+    V = np.empty((len(names), cols)) if cols == n else np.zeros((len(names), cols))
+    P = np.zeros((len(telemetry_ids), cols), dtype=bool)
     rows = [(V, i) for i in range(len(names))] + [(P, j) for j in range(len(telemetry_ids))]
     # a few hundred columns at a time: the decoded Arrow buffers of the whole table (as large as V)
     # would stay in the allocator's pool after use; chunks reuse the same memory, and are faster too
-    for a in range(0, len(rows), DECODE_CHUNK):
-        part = pf.read(columns=expected[1 + a : 1 + a + DECODE_CHUNK])
-        for (target, r), column in zip(rows[a : a + DECODE_CHUNK], part.columns, strict=True):
-            target[r, :n] = column.to_numpy(zero_copy_only=False)
+    for first in range(0, len(rows), DECODE_CHUNK):
+        part = pf.read(columns=expected[1 + first : 1 + first + DECODE_CHUNK])
+        for (target, row), column in zip(rows[first : first + DECODE_CHUNK], part.columns, strict=True):
+            target[row, :n] = column.to_numpy(zero_copy_only=False)
         del part
     pa.default_memory_pool().release_unused()
-    return (V, P) if w == n else (V[:, :n], P[:, :n])
+    return (V, P) if cols == n else (V[:, :n], P[:, :n])
 
 
 CELL_DTYPES = (("bin", "<i8"), ("entity", "<i4"), ("value", "<f8"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,51 +28,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from engine_live.errors import SegmentError
+from engine_live.runtime.snapshot_types import Segment, segments_end
 from snapshot_writer.atomic_files import TEMP_MARK, fsync_dir, write_bytes_atomic
 from snapshot_writer.retained_table import BIN_COLUMN, encode_retained
 
 SEGMENTS = "segments"
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
-
-
-class SegmentError(ValueError):
-    """A segment is missing, damaged, or the segments do not cover the bins asked for."""
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Bins [from_bin, to_bin) (to_bin exclusive here; the file name and the wire are inclusive)."""
-
-    from_bin: int
-    to_bin: int
-    sha256: str
-    size: int
-
-    @property
-    def file(self) -> str:
-        return f"{self.from_bin}-{self.to_bin - 1}.parquet"
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "fromBin": self.from_bin,
-            "toBin": self.to_bin - 1,
-            "file": self.file,
-            "sha256": self.sha256,
-            "bytes": self.size,
-        }
-
-    @classmethod
-    def from_wire(cls, w: dict[str, Any]) -> Segment:
-        seg = cls(int(w["fromBin"]), int(w["toBin"]) + 1, str(w["sha256"]), int(w["bytes"]))
-        if seg.to_bin <= seg.from_bin or w.get("file", seg.file) != seg.file:
-            raise SegmentError(f"bad segment entry {w!r}")
-        return seg
-
-
-def segments_end(segments: Sequence[Segment]) -> int:
-    """One past the last bin the segments hold (0 without segments)."""
-    return segments[-1].to_bin if segments else 0
 
 
 def parse_segments(items: Iterable[dict[str, Any]] | None) -> tuple[Segment, ...]:
@@ -219,7 +181,6 @@ def assemble(
 __all__ = [
     "SEGMENTS",
     "Segment",
-    "SegmentError",
     "assemble",
     "check_segments",
     "decode_segment",

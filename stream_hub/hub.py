@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine_live.protocol import CloseCode, Cursor
 from stream_hub.history import HistoryRead, HubEvent, RunHistory
 from stream_hub.subscription import HubCounters, Subscription
 
@@ -42,6 +43,8 @@ class HubLimits:
 
 @dataclass(frozen=True, slots=True)
 class HubStats:
+    """A snapshot of the hub's counters (`Hub.stats()`), for metrics."""
+
     runs: int
     clients: int
     published: int
@@ -62,6 +65,8 @@ class _Run:
 
 
 class Hub:
+    """Per-run history and subscribers; every method is synchronous and never blocks."""
+
     def __init__(self, limits: HubLimits | None = None) -> None:
         self.limits = limits or HubLimits()
         self._runs: dict[str, _Run] = {}
@@ -83,11 +88,12 @@ class Hub:
         if run.history.epoch is None:
             run.history.reset(epoch, head)
 
-    def head(self, run_id: str) -> tuple[str, int] | None:
+    def head(self, run_id: str) -> Cursor | None:
+        """(epoch, seq) of the run's last published seq'd event; None for a run the hub has not seen."""
         run = self._runs.get(run_id)
         if run is None or run.history.epoch is None:
             return None
-        return run.history.epoch, run.history.head
+        return Cursor(run.history.epoch, run.history.head)
 
     def reset_epoch(self, run_id: str, epoch: str, head: int = 0) -> None:
         """Start a new epoch: history is cleared and every subscriber is owed a resync + snapshot."""
@@ -96,7 +102,7 @@ class Hub:
         for sub in tuple(run.subscribers):
             sub.request_resync()
 
-    def close_run(self, run_id: str, code: int = 1000, reason: str = "") -> None:
+    def close_run(self, run_id: str, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close every subscriber after what is already queued; later subscribers are closed too."""
         run = self._run(run_id)
         run.closed = (code, reason)
@@ -104,14 +110,14 @@ class Hub:
             sub.close(code, reason)
         run.subscribers.clear()
 
-    def close_all(self, code: int = 1001, reason: str = "server shutdown") -> None:
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
         """SIGTERM: close every subscriber after its queued events; runs stay open for recovery."""
         for run in self._runs.values():
             for sub in tuple(run.subscribers):
                 sub.close(code, reason)
             run.subscribers.clear()
 
-    def drop_run(self, run_id: str, code: int = 1000, reason: str = "") -> None:
+    def drop_run(self, run_id: str, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Forget a run entirely (after `completedStreamSeconds`, or on delete)."""
         if run_id in self._runs:
             self.close_run(run_id, code, reason)
@@ -119,9 +125,11 @@ class Hub:
 
     # -- publishing ---------------------------------------------------------------------------------
     def add_listener(self, listener: EventListener) -> None:
+        """Call `listener(run_id, event)` for every published event (must not block)."""
         self._listeners.append(listener)
 
     def remove_listener(self, listener: EventListener) -> None:
+        """Stop calling a listener added with `add_listener`."""
         self._listeners.remove(listener)
 
     def publish(self, run_id: str, event: Mapping[str, Any], data: bytes, *, seqd: bool = True) -> HubEvent:
@@ -151,6 +159,7 @@ class Hub:
 
     # -- subscribing --------------------------------------------------------------------------------
     def subscribe(self, run_id: str, since: tuple[str, int] | None, nodes: Iterable[str] | None = None) -> Subscription:
+        """A new subscription after cursor `since` (None: from seq 1), with the resume rules above."""
         run = self._run(run_id)
         history = run.history
         if since is None:
@@ -176,6 +185,7 @@ class Hub:
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a subscription (idempotent)."""
         run = self._runs.get(sub.run_id)
         if run is not None:
             run.subscribers.discard(sub)
@@ -186,6 +196,7 @@ class Hub:
         return self._run(run_id).history.read_after(epoch, seq, limit)
 
     def stats(self) -> HubStats:
+        """Counters over every run and subscriber."""
         runs = self._runs.values()
         subs = [s for r in runs for s in r.subscribers]
         c = self._counters

@@ -9,8 +9,9 @@ longer holds those events it logs loudly, counts them as lost, and continues wit
 
 Delivery is at-least-once: a batch that timed out is sent again, so consumers deduplicate by
 (runId, epoch, seq). Unsequenced events (`snapshot_written`, `status`) are forwarded best effort;
-`progress` heartbeats are not forwarded. `enable_idempotence` is off for tests (the Tansu broker
-lacks InitProducerId) and on for Apache Kafka.
+`progress` heartbeats are not forwarded. Key and headers come from `engine_live.protocol.kafka_envelope`;
+the value is the event's bytes as the publisher encoded them (never re-encoded here).
+`enable_idempotence` is off for tests (the Tansu broker lacks InitProducerId) and on for Apache Kafka.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Protocol
 
+from engine_live.protocol import Cursor, EventType, kafka_envelope
 from stream_hub.history import HubEvent
 from stream_hub.hub import Hub
 
@@ -42,23 +44,33 @@ log = logging.getLogger("flowtime.kafka_sink")
 
 @dataclass(frozen=True, slots=True)
 class KafkaRecord:
+    """One record for `flowtime.events`: key runId, the event bytes, headers epoch and seq."""
+
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
 
 
 class EventProducer(Protocol):
-    async def start(self) -> None: ...
+    """Where the sink sends records: aiokafka in the service, memory in tests."""
+
+    async def start(self) -> None:
+        """Connect; raise when the broker cannot be reached."""
+        ...
 
     async def send_batch(self, topic: str, records: Sequence[KafkaRecord]) -> None:
         """Return once the broker acknowledged every record; raise otherwise."""
         ...
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Disconnect."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class KafkaSinkSettings:
+    """Broker, topic, batching, buffer bound and retry timings of the sink."""
+
     bootstrap: str = "127.0.0.1:9092"
     topic: str = "flowtime.events"
     enable_idempotence: bool = True
@@ -73,6 +85,8 @@ class KafkaSinkSettings:
 
 @dataclass(frozen=True, slots=True)
 class KafkaSinkStats:
+    """What the sink reports to metrics; `degraded` while behind or while the broker is down."""
+
     sent: int
     buffered: int
     behind_runs: int
@@ -89,6 +103,7 @@ class AioKafkaEventProducer:
         self._producer: object | None = None
 
     async def start(self) -> None:
+        """Connect to the broker (the producer is stopped again if that fails)."""
         from aiokafka import AIOKafkaProducer
 
         s = self.settings
@@ -107,6 +122,7 @@ class AioKafkaEventProducer:
         self._producer = producer
 
     async def send_batch(self, topic: str, records: Sequence[KafkaRecord]) -> None:
+        """Send the records and wait until the broker acknowledged all of them."""
         from aiokafka import AIOKafkaProducer
 
         producer = self._producer
@@ -116,6 +132,7 @@ class AioKafkaEventProducer:
         await asyncio.gather(*futures)
 
     async def stop(self) -> None:
+        """Flush and disconnect (no-op when not started)."""
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()  # type: ignore[attr-defined]
@@ -129,25 +146,30 @@ class MemoryEventProducer:
     records: list[tuple[str, KafkaRecord]] = field(default_factory=list)
 
     async def start(self) -> None:
+        """ConnectionError while `down`."""
         if self.down:
             raise ConnectionError("broker down")
 
     async def send_batch(self, topic: str, records: Sequence[KafkaRecord]) -> None:
+        """Keep the records in `records`; ConnectionError while `down`."""
         if self.down:
             raise ConnectionError("broker down")
         self.records.extend((topic, r) for r in records)
 
     async def stop(self) -> None:
+        """Nothing to release."""
         return None
 
 
 class KafkaEventSink:
+    """Forwards hub events to Kafka without ever blocking the hub (see the module docstring)."""
+
     def __init__(self, hub: Hub, settings: KafkaSinkSettings, producer: EventProducer | None = None) -> None:
         self.hub = hub
         self.settings = settings
         self.producer: EventProducer = producer or AioKafkaEventProducer(settings)
         self._pending: deque[tuple[str, HubEvent]] = deque()
-        self._cursor: dict[str, tuple[str, int]] = {}  # last seq'd event buffered per run
+        self._cursor: dict[str, Cursor] = {}  # last seq'd event buffered per run
         self._behind: set[str] = set()  # runs to catch up from history
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -157,8 +179,9 @@ class KafkaEventSink:
 
     # -- hub side (synchronous) --------------------------------------------------------------------
     def on_event(self, run_id: str, ev: HubEvent) -> None:
+        """The hub listener: buffer the event, or mark its run as behind when the buffer is full."""
         if not ev.seqd:
-            if ev.type != "progress" and len(self._pending) < self.settings.max_buffer:
+            if ev.type != EventType.PROGRESS and len(self._pending) < self.settings.max_buffer:
                 self._pending.append((run_id, ev))
                 self._wake.set()
             return
@@ -166,14 +189,14 @@ class KafkaEventSink:
             return
         if len(self._pending) >= self.settings.max_buffer:
             self._behind.add(run_id)
-            self._cursor.setdefault(run_id, (ev.epoch, ev.seq - 1))
+            self._cursor.setdefault(run_id, Cursor(ev.epoch, ev.seq - 1))
             log.warning(
                 "kafka sink degraded: buffer full, catching up from hub history later",
                 extra={"runId": run_id, "seq": ev.seq},
             )
             return
         self._pending.append((run_id, ev))
-        self._cursor[run_id] = (ev.epoch, ev.seq)
+        self._cursor[run_id] = Cursor(ev.epoch, ev.seq)
         self._wake.set()
 
     def _refill(self) -> None:
@@ -192,19 +215,21 @@ class KafkaEventSink:
                 )
             for ev in read.events:
                 self._pending.append((run_id, ev))
-                self._cursor[run_id] = (ev.epoch, ev.seq)
+                self._cursor[run_id] = Cursor(ev.epoch, ev.seq)
             head = self.hub.head(run_id)
-            if head is None or self._cursor.get(run_id, ("", -1)) == head or (read.epoch_changed and not read.events):
+            if head is None or self._cursor.get(run_id) == head or (read.epoch_changed and not read.events):
                 self._behind.discard(run_id)
                 if head is not None:
                     self._cursor[run_id] = head
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Listen to the hub and start the sending task."""
         self.hub.add_listener(self.on_event)
         self._task = asyncio.create_task(self._run(), name="kafka-event-sink")
 
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
+        """Stop listening, give the buffer up to `drain_timeout_s` to drain, then stop the producer."""
         self.hub.remove_listener(self.on_event)
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
@@ -219,6 +244,7 @@ class KafkaEventSink:
             self._started = False
 
     def stats(self) -> KafkaSinkStats:
+        """Counters and the degraded flag."""
         return KafkaSinkStats(
             sent=self._sent,
             buffered=len(self._pending),
@@ -230,8 +256,8 @@ class KafkaEventSink:
 
     @staticmethod
     def _record(run_id: str, ev: HubEvent) -> KafkaRecord:
-        headers = [("epoch", ev.epoch.encode()), ("seq", str(ev.seq).encode())]
-        return KafkaRecord(run_id.encode(), ev.data, headers)
+        key, headers = kafka_envelope(run_id, ev.epoch, ev.seq)
+        return KafkaRecord(key, ev.data, headers)
 
     async def _run(self) -> None:
         backoff = self.settings.retry_backoff_s

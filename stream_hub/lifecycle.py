@@ -1,7 +1,8 @@
 """Lifecycle of one WebSocket client: connecting → authenticated → subscribed → closed.
 
-Transitions are checked: an illegal one raises `IllegalTransitionError` (a bug, not a client error).
-The current state's `value` is meant to be used as a metric label.
+Transitions are checked: an illegal one raises `IllegalTransitionError` (a bug, not a client error;
+the same class as an illegal run-status transition). The current state's `value` is meant to be
+used as a metric label.
 
     connecting ──► authenticated ──► subscribed
         │                │               │
@@ -12,10 +13,14 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ClientLifecycle", "ClientState", "IllegalTransitionError"]
+from engine_live.errors import IllegalTransitionError
+
+__all__ = ["ClientLifecycle", "ClientState"]
 
 
 class ClientState(enum.Enum):
+    """Where a stream client is in its session."""
+
     CONNECTING = "connecting"
     AUTHENTICATED = "authenticated"
     SUBSCRIBED = "subscribed"
@@ -30,15 +35,6 @@ _ALLOWED: dict[ClientState, frozenset[ClientState]] = {
 }
 
 
-class IllegalTransitionError(RuntimeError):
-    """A lifecycle transition that the state machine does not allow."""
-
-    def __init__(self, current: ClientState, target: ClientState) -> None:
-        super().__init__(f"illegal client transition {current.value} -> {target.value}")
-        self.current = current
-        self.target = target
-
-
 class ClientLifecycle:
     """The state of one client; `advance` is the only way to change it."""
 
@@ -49,11 +45,18 @@ class ClientLifecycle:
 
     @property
     def state(self) -> ClientState:
+        """The current state."""
         return self._state
 
     def advance(self, target: ClientState) -> None:
-        if target not in _ALLOWED[self._state]:
-            raise IllegalTransitionError(self._state, target)
+        """Move to `target`, or IllegalTransitionError when the state machine does not allow it."""
+        current = self._state
+        if target not in _ALLOWED[current]:
+            raise IllegalTransitionError(
+                f"illegal client transition {current.value} -> {target.value}",
+                current=current.value,
+                requested=target.value,
+            )
         self._state = target
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ Slow-client policy (SPEC §7), applied synchronously when `offer` overflows the 
    heartbeats are dropped too; they carry no seq);
 2. still over the bound → the queue is cleared and the client is owed `{"type": "resync"}` plus a
    snapshot; it is on probation until its queue next drains empty;
-3. overflowing again while on probation → closed with 4008 (`SlowConsumerError.ws_close_code`).
+3. overflowing again while on probation → closed with 4008 (`SlowConsumerError`'s close code).
 
 The consumer side is `poll()` / `next()`, which yield `Delivery`, `Control`, `Heartbeat`, `Resync`
 and finally `Close` items; the WebSocket endpoint turns them into frames.
@@ -20,11 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine_live.errors import SlowConsumerError
+from engine_live.protocol import close_code_for
 from stream_hub.history import HubEvent, RunHistory
 
 __all__ = ["Close", "Control", "Delivery", "Heartbeat", "HubCounters", "Outgoing", "Resync", "Subscription"]
 
-SLOW_CLOSE_CODE: int = SlowConsumerError.ws_close_code or 4008
+SLOW_CLOSE_CODE: int = close_code_for(SlowConsumerError)
 MAX_CONTROL = 16
 
 
@@ -47,26 +48,31 @@ class Delivery:
 
     @property
     def text(self) -> str:
+        """The payload as text, decoded once per event when it is the shared encoding."""
         return self.event.text if self.payload is self.event.data else self.payload.decode()
 
 
 @dataclass(frozen=True, slots=True)
 class Control:
+    """A small server message for this client only (pong, error), already encoded."""
+
     payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    pass
+    """Time for a `progress` heartbeat."""
 
 
 @dataclass(frozen=True, slots=True)
 class Resync:
-    pass
+    """The client fell behind: send `resync` and a snapshot."""
 
 
 @dataclass(frozen=True, slots=True)
 class Close:
+    """Close the client's socket with `code`; the last item a subscription yields."""
+
     code: int
     reason: str = ""
     urgent: bool = False  # True: skip whatever is still queued (4008)
@@ -120,14 +126,17 @@ class Subscription:
 
     @property
     def depth(self) -> int:
+        """Events still to send: queued plus not yet replayed."""
         return len(self._queue) + max(0, self._replay_end - self._replay_next + 1)
 
     @property
     def closed(self) -> bool:
+        """True once a close was requested."""
         return self._close is not None
 
     # -- producer side (synchronous, called by the hub) -------------------------------------------
     def offer(self, ev: HubEvent) -> None:
+        """Queue a published event; applies the slow-client policy when over the bound."""
         if self._close is not None:
             return
         self._queue.append(_Entry(ev))
@@ -142,6 +151,7 @@ class Subscription:
             self._wakeup.set()
 
     def request_heartbeat(self) -> None:
+        """Owe the client a heartbeat (sent before queued events)."""
         if self._close is None:
             self._heartbeat_due = True
             self._wakeup.set()
@@ -158,6 +168,7 @@ class Subscription:
         self._wakeup.set()
 
     def close(self, code: int, reason: str = "", *, urgent: bool = False) -> None:
+        """Close after what is queued, or at once (`urgent`: the queue is dropped and `aborted` set)."""
         if self._close is not None and not urgent:
             return
         self._close = Close(code, reason, urgent)
@@ -243,6 +254,7 @@ class Subscription:
         return None
 
     async def next(self) -> Outgoing:
+        """The next item to send, waiting until there is one."""
         while True:
             item = self.poll()
             if item is not None:

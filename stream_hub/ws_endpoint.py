@@ -7,6 +7,11 @@ wait for `{"type": "subscribe", "since", "nodes"}` (a non-null `since` wins over
 state}` → live events, `progress` heartbeats, `pong`s. Events are sent as text frames carrying the
 publisher's JSON bytes (`StreamSettings.text_frames=False` sends the same bytes as binary frames).
 
+Every message is built and parsed by `engine_live.protocol`. Whatever ends a session early is a
+FlowTimeError (a malformed message or cursor, a bad token, an unknown run, a slow client); the
+session closes with the error's `ws_close_code` from `engine_live.errors.ERROR_TABLE` and its
+message as the reason.
+
 One task sends (every frame goes through the subscription, so sends never interleave), one
 receives, one ticks heartbeats; a 4008 close cancels a sender stuck on a client that stopped reading.
 """
@@ -19,29 +24,59 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from engine_live.errors import ForbiddenError, TooLargeError, UnauthenticatedError
+from engine_live.errors import (
+    AuthTimeoutError,
+    FlowTimeError,
+    ForbiddenError,
+    NotFoundError,
+    SlowConsumerError,
+    StreamError,
+    TooLargeError,
+    UnauthenticatedError,
+)
+from engine_live.protocol import (
+    AuthMessage,
+    ClientMessageType,
+    CloseCode,
+    Cursor,
+    SubscribeMessage,
+    client_message_type,
+    close_code_for,
+    decode_client_message,
+    encode_event,
+    error_message,
+    heartbeat_event,
+    parse_client_message,
+    parse_cursor,
+    parse_subscribe,
+    pong_message,
+    resync_message,
+    snapshot_message,
+    subscribed_message,
+)
 from stream_hub.hub import Hub
 from stream_hub.lifecycle import ClientLifecycle, ClientState
 from stream_hub.ports import Authenticator, Clock, RunLookup, SystemClock
 from stream_hub.subscription import Close, Control, Delivery, Heartbeat, Resync, Subscription
 
-__all__ = ["CLOSE_AUTH_TIMEOUT", "CLOSE_POLICY", "CLOSE_UNKNOWN_RUN", "StreamSettings", "serve_stream"]
+__all__ = ["StreamSettings", "serve_stream"]
 
 log = logging.getLogger("flowtime.stream")
 
-CLOSE_AUTH_TIMEOUT = 4408
-CLOSE_UNKNOWN_RUN = 4404
-CLOSE_POLICY = 1008  # malformed message or `since`
-CLOSE_TOO_LARGE = TooLargeError.ws_close_code or 1009
-PONG = b'{"type":"pong"}'
-RESYNC = b'{"type":"resync"}'
+# Replies that never change, encoded once.
+PONG = encode_event(pong_message())
+RESYNC = encode_event(resync_message())
+SUBSCRIBE_EXPECTED = encode_event(error_message("subscribe_expected"))
+ALREADY_SUBSCRIBED = encode_event(error_message("already_subscribed"))
+UNKNOWN_MESSAGE = encode_event(error_message("unknown_message"))
 
 
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
+    """Per-endpoint limits and timings; `clock` drives heartbeats (tests inject a fast one)."""
+
     auth_timeout_s: float = 5.0
     heartbeat_s: float = 5.0
     max_message_bytes: int = 64 * 1024
@@ -50,51 +85,23 @@ class StreamSettings:
     clock: Clock = field(default_factory=SystemClock)
 
 
-class _CloseWith(Exception):
-    def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-def parse_since(text: str | None) -> tuple[str, int] | None:
-    """`<epoch>:<seq>` (the epoch may itself contain ':'); None when absent."""
-    if text is None or text == "":
-        return None
-    epoch, sep, seq = text.rpartition(":")
-    if not sep or not seq.isdigit():
-        raise _CloseWith(CLOSE_POLICY, "since must be <epoch>:<seq>")
-    return epoch, int(seq)
-
-
-def _since_from_message(value: Any) -> tuple[str, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, dict) and isinstance(value.get("seq"), int) and value.get("epoch") is not None:
-        return str(value["epoch"]), int(value["seq"])
-    raise _CloseWith(CLOSE_POLICY, "since must be {epoch, seq} or null")
-
-
-async def _receive_message(ws: WebSocket, limit: int) -> dict[str, Any] | None:
-    """Next client message as a JSON object; None on disconnect."""
+async def _receive_message(ws: WebSocket, limit: int) -> dict[str, Any]:
+    """Next client message as a JSON object. WebSocketDisconnect when the client left,
+    TooLargeError over `limit` bytes, StreamError when it is not a JSON object."""
     msg = await ws.receive()
     if msg["type"] == "websocket.disconnect":
-        return None
+        raise WebSocketDisconnect(msg.get("code", CloseCode.NORMAL))
     text, data = msg.get("text"), msg.get("bytes")
     raw: str | bytes = text if isinstance(text, str) else (data if isinstance(data, bytes) else b"")
     size = len(raw.encode()) if isinstance(raw, str) else len(raw)
     if size > limit:
-        raise _CloseWith(CLOSE_TOO_LARGE, "message too large")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise _CloseWith(CLOSE_POLICY, "messages must be JSON objects") from None
-    if not isinstance(body, dict):
-        raise _CloseWith(CLOSE_POLICY, "messages must be JSON objects")
-    return body
+        raise TooLargeError("message too large")
+    return decode_client_message(raw)
 
 
 class _Session:
+    """One client's session, from accept to close."""
+
     def __init__(
         self,
         ws: WebSocket,
@@ -108,17 +115,25 @@ class _Session:
         self.life = ClientLifecycle()
 
     async def send(self, payload: bytes, text: str | None = None) -> None:
+        """One frame: text (`text` when already decoded) or binary, as configured."""
         if self.cfg.text_frames:
             await self.ws.send({"type": "websocket.send", "text": text if text is not None else payload.decode()})
         else:
             await self.ws.send({"type": "websocket.send", "bytes": payload})
 
     async def close(self, code: int, reason: str = "") -> None:
+        """Close with `code`, bounded by `close_timeout_s`; a client already gone is fine."""
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
             async with asyncio.timeout(self.cfg.close_timeout_s):
                 await self.ws.close(code, reason)
 
+    def query_since(self) -> Cursor | None:
+        """The `?since=<epoch>:<seq>` cursor; None when absent (StreamError when malformed)."""
+        text = self.ws.query_params.get("since")
+        return parse_cursor(text) if text else None
+
     async def authenticate(self) -> None:
+        """A bearer header, else a first `auth` message in time; the token must grant `read`."""
         if self.auth is None:
             self.life.advance(ClientState.AUTHENTICATED)
             return
@@ -127,41 +142,39 @@ class _Session:
         if token is None:
             try:
                 async with asyncio.timeout(self.cfg.auth_timeout_s):
-                    msg = await _receive_message(self.ws, self.cfg.max_message_bytes)
+                    body = await _receive_message(self.ws, self.cfg.max_message_bytes)
             except TimeoutError:
-                raise _CloseWith(CLOSE_AUTH_TIMEOUT, "no auth in time") from None
-            if msg is None:
-                raise _CloseWith(1000)
-            if msg.get("type") != "auth" or not isinstance(msg.get("token"), str):
-                raise _CloseWith(UnauthenticatedError.ws_close_code or 4401, "auth message expected first")
-            token = msg["token"]
+                raise AuthTimeoutError("no auth in time") from None
+            try:
+                message = parse_client_message(body)
+            except StreamError:
+                message = None
+            if not isinstance(message, AuthMessage):
+                raise UnauthenticatedError("auth message expected first")
+            token = message.token
         try:
             self.auth.check(token, "read", self.run_id)
         except (UnauthenticatedError, ForbiddenError) as exc:
-            raise _CloseWith(exc.ws_close_code or 4401, exc.code) from None
+            raise type(exc)(exc.code, code=exc.code) from None  # the close reason names the code only
         self.life.advance(ClientState.AUTHENTICATED)
 
-    async def wait_for_subscribe(self) -> dict[str, Any]:
+    async def wait_for_subscribe(self) -> SubscribeMessage:
+        """Answer pings (and ignore extra `auth`s) until the client subscribes."""
         while True:
-            msg = await _receive_message(self.ws, self.cfg.max_message_bytes)
-            if msg is None:
-                raise _CloseWith(1000)
-            kind = msg.get("type")
-            if kind == "subscribe":
-                return msg
-            if kind == "ping":
+            body = await _receive_message(self.ws, self.cfg.max_message_bytes)
+            kind = client_message_type(body)
+            if kind is ClientMessageType.SUBSCRIBE:
+                return parse_subscribe(body)
+            if kind is ClientMessageType.PING:
                 await self.send(PONG)
-            elif kind != "auth":
-                await self.send(orjson.dumps({"type": "error", "error": "subscribe_expected"}))
+            elif kind is not ClientMessageType.AUTH:
+                await self.send(SUBSCRIBE_EXPECTED)
 
-    def subscribe(self, msg: dict[str, Any], query_since: tuple[str, int] | None) -> Subscription:
-        since = _since_from_message(msg.get("since")) or query_since
-        nodes = msg.get("nodes")
-        if nodes is not None and not (isinstance(nodes, list) and all(isinstance(n, str) for n in nodes)):
-            raise _CloseWith(CLOSE_POLICY, "nodes must be a list of node ids or null")
+    def subscribe(self, message: SubscribeMessage, query_since: Cursor | None) -> Subscription:
+        """Register the subscription with the hub (the message's cursor wins over the query's)."""
         epoch, head = self.runs.current(self.run_id)
         self.hub.ensure_run(self.run_id, epoch, head)
-        sub = self.hub.subscribe(self.run_id, since, nodes)
+        sub = self.hub.subscribe(self.run_id, message.since or query_since, message.nodes)
         self.life.advance(ClientState.SUBSCRIBED)
         return sub
 
@@ -171,7 +184,7 @@ class _Session:
         epoch, seq = self.runs.current(self.run_id)
         epoch, seq = str(state.get("epoch", epoch)), int(state.get("seq", seq))
         sub.resume_after_snapshot(epoch, seq)
-        return orjson.dumps({"type": "snapshot", "epoch": epoch, "seq": seq, "state": state})
+        return encode_event(snapshot_message(epoch, seq, state))
 
     async def pump(self, sub: Subscription) -> None:
         """The only task that sends once subscribed."""
@@ -183,9 +196,7 @@ class _Session:
                 await self.send(item.payload)
             elif isinstance(item, Heartbeat):
                 watermark, lag = self.runs.progress(self.run_id)
-                body = {"v": 1, "type": "progress", "runId": self.run_id, "epoch": sub.epoch}
-                body |= {"seq": sub.last_seq, "watermark": watermark, "lagBins": lag}
-                await self.send(orjson.dumps(body))
+                await self.send(encode_event(heartbeat_event(self.run_id, sub.epoch, sub.last_seq, watermark, lag)))
             elif isinstance(item, Resync):
                 snapshot = self.take_snapshot(sub)
                 await self.send(RESYNC)
@@ -194,29 +205,31 @@ class _Session:
                 await self.close(item.code, item.reason)
                 return
 
-    async def listen(self, sub: Subscription) -> int | None:
-        """Reads client messages until disconnect (None) or a violation (the close code)."""
+    async def listen(self, sub: Subscription) -> FlowTimeError | None:
+        """Reads client messages until disconnect (None) or a violation (the error to close with)."""
         try:
             while True:
-                msg = await _receive_message(self.ws, self.cfg.max_message_bytes)
-                if msg is None:
-                    return None
-                kind = msg.get("type")
-                if kind == "ping":
+                body = await _receive_message(self.ws, self.cfg.max_message_bytes)
+                kind = client_message_type(body)
+                if kind is ClientMessageType.PING:
                     sub.push_control(PONG)
-                elif kind == "subscribe":
-                    sub.push_control(orjson.dumps({"type": "error", "error": "already_subscribed"}))
-                elif kind != "auth":
-                    sub.push_control(orjson.dumps({"type": "error", "error": "unknown_message"}))
-        except _CloseWith as exc:
-            return exc.code
+                elif kind is ClientMessageType.SUBSCRIBE:
+                    sub.push_control(ALREADY_SUBSCRIBED)
+                elif kind is not ClientMessageType.AUTH:
+                    sub.push_control(UNKNOWN_MESSAGE)
+        except WebSocketDisconnect:
+            return None
+        except FlowTimeError as exc:
+            return exc
 
     async def tick(self, sub: Subscription) -> None:
+        """Ask the subscription for a heartbeat every `heartbeat_s`."""
         while True:
             await self.cfg.clock.sleep(self.cfg.heartbeat_s)
             sub.request_heartbeat()
 
     async def stream(self, sub: Subscription) -> None:
+        """Send, receive and tick until one of them ends; SlowConsumerError when the hub gave up on us."""
         tasks = {
             asyncio.create_task(self.pump(sub)),
             listener := asyncio.create_task(self.listen(sub)),
@@ -231,31 +244,33 @@ class _Session:
             await asyncio.gather(*tasks, return_exceptions=True)
         if aborted in done:
             log.warning("closing slow websocket client", extra={"runId": self.run_id})
-            await self.close(4008, "too slow")
-        elif listener in done and not listener.cancelled() and listener.exception() is None:
-            code = listener.result()
-            if code is not None:
-                await self.close(code)
+            raise SlowConsumerError("too slow")
+        if listener in done and not listener.cancelled() and listener.exception() is None:
+            violation = listener.result()
+            if violation is not None:
+                await self.close(close_code_for(violation))
 
     async def run(self) -> None:
+        """The whole session; every early end closes with the code of the error that caused it."""
         await self.ws.accept()
         sub: Subscription | None = None
         try:
-            query_since = parse_since(self.ws.query_params.get("since"))
+            query_since = self.query_since()
             await self.authenticate()
             if not self.runs.exists(self.run_id):
-                raise _CloseWith(CLOSE_UNKNOWN_RUN, "unknown run")
-            msg = await self.wait_for_subscribe()
-            sub = self.subscribe(msg, query_since)
+                raise NotFoundError("unknown run")
+            message = await self.wait_for_subscribe()
+            sub = self.subscribe(message, query_since)
             snapshot = None if sub.recovered else self.take_snapshot(sub)
             seq = sub.seq if snapshot is None else sub.last_seq
-            body = {"type": "subscribed", "epoch": sub.epoch, "seq": seq, "recovered": sub.recovered}
-            await self.send(orjson.dumps(body))
+            await self.send(encode_event(subscribed_message(sub.epoch, seq, sub.recovered)))
             if snapshot is not None:
                 await self.send(snapshot)
             await self.stream(sub)
-        except _CloseWith as exc:
-            await self.close(exc.code, exc.reason)
+        except FlowTimeError as exc:
+            if exc.ws_close_code is None:
+                raise
+            await self.close(close_code_for(exc), exc.message)
         except WebSocketDisconnect:
             pass
         finally:

@@ -27,21 +27,11 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from engine_live.errors import FlowTimeError
+from engine_live.errors import BadInputError, FlowTimeError, ServerError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 NDJSON = "application/x-ndjson"
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class BadInputError(FlowTimeError):
-    code = "bad_input"
-    http_status = 400
-
-
-class ServerError(FlowTimeError):
-    code = "server_error"
-    http_status = 502
 
 
 def console() -> Console:
@@ -85,12 +75,14 @@ class Api:
         await self.http.aclose()
 
     async def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """An HTTP request; ServerError when the service cannot be reached."""
         try:
             return await self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise ServerError(f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
 
     async def json(self, method: str, path: str, **kw: Any) -> Any:
+        """The JSON answer of a request (None when empty); an error answer raises via `api_error`."""
         resp = await self.request(method, path, **kw)
         if resp.status_code >= 400:
             raise api_error(resp)
@@ -143,6 +135,8 @@ async def bundle_frames(api: Api, run_id: str, bundle_dir: Path) -> list[list[di
 
 @dataclass
 class ReplayStats:
+    """Counts of a bundle replay, for the summary line."""
+
     bins: int = 0  # bins replayed (including those without values)
     requests: int = 0
     frames: int = 0
@@ -155,6 +149,7 @@ class ReplayStats:
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the replay started."""
         return time.monotonic() - self.started
 
 
@@ -227,12 +222,14 @@ async def _ingest(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    """`flowtime ingest`: replay a bundle's frames into a live run."""
     if args.speed is not None and args.speed <= 0:
         raise BadInputError("--speed must be a positive number of bins per second")
     return asyncio.run(_ingest(args, console()))
 
 
 def add_client_args(p: argparse.ArgumentParser) -> None:
+    """The `--url` and `--token` options every client command takes."""
     p.add_argument("--url", default=DEFAULT_URL, help=f"service address (default {DEFAULT_URL})")
     p.add_argument("--token", help="bearer token (when the service has auth on)")
 
@@ -248,4 +245,4 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_ingest)
 
 
-__all__ = ["Api", "BadInputError", "ReplayStats", "ServerError", "bundle_frames", "register", "replay"]
+__all__ = ["Api", "ReplayStats", "bundle_frames", "register", "replay"]

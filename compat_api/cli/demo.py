@@ -30,9 +30,11 @@ from typing import Any
 import orjson
 import uvicorn
 
-from compat_api.cli.client import Api, BadInputError, ReplayStats, ServerError, bundle_frames, replay
-from compat_api.cli.stream import SEQD, StreamTail, TailView
+from compat_api.cli.client import Api, ReplayStats, bundle_frames, replay
+from compat_api.cli.stream import StreamTail, TailView
 from compat_api.settings import Settings, load_settings
+from engine_live.errors import BadInputError, ServerError
+from engine_live.protocol import SEQD_TYPES, EventType
 
 TEMPLATE = "microservices"
 DEFAULT_DATA_DIR = "./data/demo"
@@ -44,23 +46,14 @@ class ServerThread:
 
     def __init__(self, settings: Settings) -> None:
         from compat_api.app import create_app
+        from compat_api.compose import build_context
         from compat_api.logging_setup import configure_logging
-        from compat_api.server import build_context
+        from compat_api.server import server_config
 
         configure_logging(settings.log_level)
         self.settings = settings
         app = create_app(settings, build_context(settings))
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            ws_per_message_deflate=False,
-            lifespan="on",
-            log_config=None,
-            ws="websockets-sansio",
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(settings, app, ws="websockets-sansio"))
         self.thread = threading.Thread(target=self._serve, name="flowtime-demo-server", daemon=True)
         self.error: BaseException | None = None
 
@@ -71,6 +64,7 @@ class ServerThread:
             self.error = exc
 
     def start(self, timeout_s: float = 30.0) -> None:
+        """Start the service and wait until it listens (ServerError after `timeout_s`)."""
         self.thread.start()
         deadline = time.monotonic() + timeout_s
         while not self.server.started:
@@ -82,11 +76,13 @@ class ServerThread:
             time.sleep(0.02)
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        """Ask the service to exit and wait for its thread."""
         self.server.should_exit = True
         self.thread.join(timeout_s)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now."""
     with socket.socket() as s:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
@@ -94,6 +90,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def check_port(host: str, port: int) -> None:
+    """ServerError when `port` on `host` cannot be bound."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -124,13 +121,15 @@ class DemoWatch:
     started: float = field(default_factory=time.monotonic)
 
     def on_message(self, msg: dict[str, Any], raw: str) -> None:
+        """Fold a stream message into the view and count events and raised warnings."""
         self.view.apply(msg)
-        if msg.get("type") in SEQD:
+        if msg.get("type") in SEQD_TYPES:
             self.events += 1
-            if msg.get("type") == "warning_update" and msg.get("op") == "add":
+            if msg.get("type") == EventType.WARNING_UPDATE and msg.get("op") == "add":
                 self.warnings_raised += 1
 
     def status_line(self) -> str:
+        """One line of progress: bins sent, position, lag, events and warnings."""
         v, sent = self.view, self.replay.bins if self.replay else 0
         return (
             f"[{time.monotonic() - self.started:5.1f}s] sent {sent}/{self.total_bins} bins  "
@@ -239,6 +238,7 @@ def _summary(run_dir: Path, detail: dict[str, Any], watch: DemoWatch) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """`flowtime demo`: serve, create a live run from the bundled template and replay its telemetry."""
     from compat_api.templates.catalog import install_template_bundle, instantiate
 
     if args.speed <= 0 or (args.duration is not None and args.duration <= 0):
@@ -265,6 +265,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    """Add `demo` to the command line."""
     d = sub.add_parser("demo", help="serve plus a live run replaying the bundled microservices telemetry")
     d.add_argument("--speed", type=float, default=4.0, help="bins per second (default 4)")
     d.add_argument("--duration", type=float, help="stop by itself after this many seconds")

@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from compat_api.cli.client import BadInputError, ServerError, console
+from compat_api.cli.client import console
+from engine_live.errors import BadInputError, CompareMismatchError, ServerError
 
 
 def _data_dir(value: str | None) -> Path:
@@ -39,9 +40,10 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """`flowtime compare A B`: diff two runs of a data folder, print a table and write diff.json."""
     from rich.table import Table
 
-    from compat_api.compare import CompareMismatchError, compare_runs
+    from compat_api.compare import compare_runs
     from compat_api.routes.compare import compare_id
     from snapshot_writer.atomic_files import json_bytes, write_bytes_atomic
 
@@ -71,6 +73,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_artifacts_list(args: argparse.Namespace) -> int:
+    """`flowtime artifacts list`: the registry of a data folder as a table."""
     from rich.table import Table
 
     from compat_api.context import AppContext
@@ -99,6 +102,7 @@ def cmd_artifacts_list(args: argparse.Namespace) -> int:
 
 
 def cmd_telemetry_capture(args: argparse.Namespace) -> int:
+    """`flowtime telemetry capture`: write a run's series as a telemetry bundle."""
     try:
         from snapshot_writer.capture import capture_run  # type: ignore[import-not-found, unused-ignore]
     except ImportError:

@@ -6,6 +6,7 @@ missed or repeated; it says so through `on_notice`. The server's close 1000 (run
 tail with exit 0; 4401/4403/4404/1008 are bad input (exit 2); when the server stays unreachable for
 `retry_seconds` it gives up (exit 3). `TailView` folds events into the latest per-node metrics, and
 `render_table` draws it with rich; `--json` prints each server message as received, one per line.
+Messages, cursors and close codes are those of `engine_live.protocol`.
 """
 
 from __future__ import annotations
@@ -20,25 +21,33 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from compat_api.cli.client import BadInputError, ServerError, add_client_args, console
+from compat_api.cli.client import add_client_args, console
+from engine_live.errors import BadInputError, ServerError, StreamError
+from engine_live.protocol import (
+    SEQD_TYPES,
+    CloseCode,
+    Cursor,
+    EventType,
+    decode_event,
+    encode_event,
+    subscribe_message,
+)
+from engine_live.protocol import parse_cursor as parse_wire_cursor
 
-Cursor = tuple[str, int]
-FATAL_CLOSES = {
-    1008: "protocol violation",
-    1009: "message too big",
-    4401: "unauthenticated",
-    4403: "forbidden",
-    4404: "unknown run",
-    4408: "no auth in time",
+FATAL_CLOSES: dict[int, str] = {  # closes that reconnecting cannot fix (exit 2)
+    CloseCode.POLICY_VIOLATION: "protocol violation",
+    CloseCode.MESSAGE_TOO_BIG: "message too big",
+    CloseCode.UNAUTHENTICATED: "unauthenticated",
+    CloseCode.FORBIDDEN: "forbidden",
+    CloseCode.UNKNOWN_RUN: "unknown run",
+    CloseCode.AUTH_TIMEOUT: "no auth in time",
 }
-SEQD = ("run_update", "warning_update", "status")
 COLOURS = {"green": "green", "yellow": "yellow", "red": "red", "gray": "grey50", "dlq": "magenta"}
 COLUMNS = (
     ("arrivals", "metrics"),
@@ -51,14 +60,15 @@ COLUMNS = (
 
 
 def parse_cursor(text: str) -> Cursor:
-    """`EPOCH:SEQ` → (epoch, seq); the epoch is opaque (it may itself contain ':')."""
-    epoch, sep, seq = text.rpartition(":")
-    if not sep or not epoch or not seq.isdigit():
-        raise BadInputError(f"--since {text!r}: expected EPOCH:SEQ, e.g. 3f9a1c2e:41")
-    return epoch, int(seq)
+    """`--since EPOCH:SEQ` → Cursor(epoch, seq) (the protocol's parser); BadInputError when malformed."""
+    try:
+        return parse_wire_cursor(text)
+    except StreamError:
+        raise BadInputError(f"--since {text!r}: expected EPOCH:SEQ, e.g. 3f9a1c2e:41") from None
 
 
 def stream_url(http_url: str, run_id: str) -> str:
+    """The WebSocket URL of a run's stream on the service at `http_url`."""
     base = http_url.rstrip("/")
     for scheme, ws in (("https://", "wss://"), ("http://", "ws://")):
         if base.startswith(scheme):
@@ -83,7 +93,7 @@ class StreamTail:
         retry_seconds: float = 60.0,
     ) -> None:
         self.url, self.run_id, self.token = stream_url(url, run_id), run_id, token
-        self.cursor, self.nodes = since, nodes
+        self.cursor, self.nodes = Cursor(*since) if since else None, nodes
         self.on_message = on_message or (lambda msg, raw: None)
         self.on_notice = on_notice or (lambda text: None)
         self.retry_seconds = retry_seconds
@@ -96,44 +106,44 @@ class StreamTail:
         kind, epoch, seq = msg.get("type"), msg.get("epoch"), msg.get("seq")
         if not isinstance(epoch, str) or not isinstance(seq, int):
             return
-        if kind == "snapshot":
-            self.cursor = (epoch, seq)
+        if kind == EventType.SNAPSHOT:
+            self.cursor = Cursor(epoch, seq)
             return
-        if kind not in SEQD:
+        if kind not in SEQD_TYPES:
             return
-        if self.cursor is None or epoch != self.cursor[0]:
+        if self.cursor is None or epoch != self.cursor.epoch:
             if self.cursor is not None:
-                self.on_notice(f"new epoch {epoch} (was {self.cursor[0]})")
-            self.cursor = (epoch, seq)
-        elif seq > self.cursor[1]:
-            if seq > self.cursor[1] + 1:
-                self.gaps.append((self.cursor[1] + 1, seq - 1))
-                self.on_notice(f"gap: seq {self.cursor[1] + 1}..{seq - 1} missed")
-            self.cursor = (epoch, seq)
+                self.on_notice(f"new epoch {epoch} (was {self.cursor.epoch})")
+            self.cursor = Cursor(epoch, seq)
+        elif seq > self.cursor.seq:
+            if seq > self.cursor.seq + 1:
+                self.gaps.append((self.cursor.seq + 1, seq - 1))
+                self.on_notice(f"gap: seq {self.cursor.seq + 1}..{seq - 1} missed")
+            self.cursor = Cursor(epoch, seq)
 
     async def _session(self) -> int:
         """One connection: subscribe, then read until it closes; returns the close code."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         async with connect(self.url, additional_headers=headers, open_timeout=10, max_size=None) as ws:
-            since = {"epoch": self.cursor[0], "seq": self.cursor[1]} if self.cursor else None
             self.connections += 1
             try:  # the server may close at once (unknown run, auth): the close code says why
-                await ws.send(orjson.dumps({"type": "subscribe", "since": since, "nodes": self.nodes}).decode())
+                await ws.send(encode_event(subscribe_message(self.cursor, self.nodes)).decode())
                 async for raw in ws:
                     text = raw if isinstance(raw, str) else raw.decode()
-                    msg = orjson.loads(text)
+                    msg = decode_event(text)
                     self.messages += 1
-                    if msg.get("type") == "subscribed" and self.connections > 1:
+                    if msg.get("type") == EventType.SUBSCRIBED and self.connections > 1:
                         how = "replaying what was missed" if msg.get("recovered") else "from a snapshot"
                         self.on_notice(f"reconnected at {self.cursor_text()} ({how})")
                     self.track(msg)
                     self.on_message(msg, text)
             except ConnectionClosed:
                 pass
-            return ws.close_code if ws.close_code is not None else 1006
+            return ws.close_code if ws.close_code is not None else CloseCode.ABNORMAL
 
     def cursor_text(self) -> str:
-        return f"{self.cursor[0]}:{self.cursor[1]}" if self.cursor else "the start"
+        """The cursor as `EPOCH:SEQ` (what `--since` takes), or "the start"."""
+        return f"{self.cursor.epoch}:{self.cursor.seq}" if self.cursor else "the start"
 
     async def run(self) -> int:
         """Tail until the run completes (close 1000) → 0. Raises BadInputError / ServerError."""
@@ -150,7 +160,7 @@ class StreamTail:
                 reason = FATAL_CLOSES.get(code, f"close code {code}")
                 if self.messages > before:  # the connection worked: a fresh retry budget
                     failing_since, delay = None, 0.1
-            if code == 1000:
+            if code == CloseCode.NORMAL:
                 return 0
             if code in FATAL_CLOSES:
                 raise BadInputError(f"stream of {self.run_id} closed: {reason}", code=f"ws_{code}")
@@ -183,30 +193,31 @@ class TailView:
     notices: deque[str] = field(default_factory=lambda: deque(maxlen=3))
 
     def apply(self, msg: dict[str, Any]) -> None:
+        """Fold one server message into the view."""
         kind = msg.get("type")
         if isinstance(msg.get("epoch"), str):
             self.epoch, self.seq = msg["epoch"], msg.get("seq", self.seq)
-        if kind == "snapshot":
+        if kind == EventType.SNAPSHOT:
             self._snapshot(msg.get("state") or {})
-        elif kind == "run_update":
+        elif kind == EventType.RUN_UPDATE:
             self.bin_index, self.bin_start = msg.get("binIndex"), msg.get("binStartUtc")
             self.last_bin, self.watermark = msg.get("lastBin"), msg.get("watermark")
             self.status = str(msg.get("status") or self.status)
             for d in msg.get("deltas") or []:
                 if "nodeId" in d:
                     self.nodes[d["nodeId"]] = d
-        elif kind == "warning_update":
+        elif kind == EventType.WARNING_UPDATE:
             w = msg.get("warning") or {}
             key = (str(w.get("code")), str(w.get("nodeId") or ""))
             if msg.get("op") == "clear":
                 self.warnings.pop(key, None)
             else:
                 self.warnings[key] = w
-        elif kind == "status":
+        elif kind == EventType.STATUS:
             self.status = str(msg.get("status"))
-        elif kind == "progress":
+        elif kind == EventType.PROGRESS:
             self.watermark, self.lag = msg.get("watermark", self.watermark), msg.get("lagBins")
-        if self.watermark is not None and self.last_bin is not None and kind != "progress":
+        if self.watermark is not None and self.last_bin is not None and kind != EventType.PROGRESS:
             self.lag = max(0, self.watermark - self.last_bin)
 
     def _snapshot(self, state: dict[str, Any]) -> None:
@@ -227,6 +238,7 @@ def _cell(v: Any) -> str:
 
 
 def render_table(view: TailView) -> Table:
+    """The view as a rich table: one row per node, the run's position in the title and caption."""
     pos = f"epoch {view.epoch or '—'}  seq {_cell(view.seq)}  bin {_cell(view.bin_index)}"
     pos += f" ({view.bin_start})" if view.bin_start else ""
     caption = [
@@ -305,6 +317,7 @@ async def _tail(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
+    """`flowtime stream runs`: tail until the run completes (exit 0) or Ctrl-C."""
     try:
         return asyncio.run(_tail(args))
     except KeyboardInterrupt:
@@ -312,6 +325,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    """Add `stream runs` to the command line."""
     s = sub.add_parser("stream", help="tail live runs").add_subparsers(dest="what", required=True)
     r = s.add_parser("runs", help="a live table of a run's nodes, reconnecting with its cursor")
     r.add_argument("run_id")

@@ -23,7 +23,7 @@ from compat_api.auth import require
 from compat_api.context import AppContext, get_ctx
 from compat_api.http_errors import ERROR_RESPONSES, error_doc
 from compat_api.routes.runs import pending_runs
-from compat_api.run_store import RUN_ID_RE, get_run_store
+from compat_api.run_store import RUN_ID_RE
 from engine_live.errors import ConflictError, NotFoundError
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -64,7 +64,7 @@ async def delete_run(run_id: str, ctx: Ctx) -> JSONResponse:
     if ctx.live is not None:
         body = await ctx.live.delete_run(run_id)
     if body is None:
-        store = get_run_store(ctx)
+        store = ctx.run_store
         if await run_in_threadpool(store.exists, run_id):
             status = str((await run_in_threadpool(store.detail, run_id)).get("status") or "completed")
         elif pending is not None:

@@ -23,9 +23,8 @@ from fastapi.responses import JSONResponse
 from compat_api.auth import require
 from compat_api.context import AppContext, get_ctx
 from compat_api.http_errors import ERROR_RESPONSES
-from compat_api.run_store import RUN_ID_RE, get_run_store, parse_created_after
-from compat_api.state_view import InvalidRequestError
-from engine_live.errors import NotFoundError
+from compat_api.run_store import RUN_ID_RE, parse_created_after
+from engine_live.errors import InvalidRequestError, NotFoundError
 from engine_live.model.grid import format_utc, parse_utc
 from engine_live.model.text import parse_model_text
 
@@ -56,7 +55,7 @@ def _json_file(path: Path) -> dict[str, Any] | None:
 
 def run_items(ctx: AppContext) -> list[dict[str, Any]]:
     out = []
-    for s in get_run_store(ctx).summaries():
+    for s in ctx.run_store.summaries():
         rid = s["runId"]
         out.append(
             {
@@ -165,7 +164,7 @@ def artifact_detail(ctx: AppContext, artifact_id: str, kind: str | None) -> dict
             if item["id"] != artifact_id:
                 continue
             if k == "run":
-                run_dir = get_run_store(ctx).run_dir(artifact_id)
+                run_dir = ctx.run_store.run_dir(artifact_id)
                 files = sorted(
                     str(p.relative_to(run_dir))
                     for p in run_dir.rglob("*")

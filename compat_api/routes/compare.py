@@ -15,11 +15,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from compat_api.auth import require
-from compat_api.compare import CompareMismatchError, compare_runs
+from compat_api.compare import compare_runs
 from compat_api.context import AppContext, get_ctx
 from compat_api.http_errors import ERROR_RESPONSES
-from compat_api.run_store import get_run_store
-from compat_api.state_view import InvalidRequestError
+from engine_live.errors import CompareMismatchError, InvalidRequestError
 from snapshot_writer.atomic_files import json_bytes, write_bytes_atomic
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -73,7 +72,7 @@ def compare_id(base: str, other: str) -> str:
 
 
 def _compare(ctx: AppContext, req: CompareRequest) -> dict[str, Any]:
-    store = get_run_store(ctx)
+    store = ctx.run_store
     base, other = store.load(req.baseRunId), store.load(req.compareRunId)
     try:
         diff = compare_runs(base.compared(), other.compared())

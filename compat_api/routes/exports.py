@@ -25,10 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compat_api.auth import bearer_token, require
 from compat_api.context import AppContext, get_ctx
-from compat_api.run_store import get_run_store
-from engine_live.errors import NotFoundError
+from engine_live.errors import BundlePathError, NotFoundError
 from engine_live.model.series_csv import resolve_inside
-from ingestion.bundle_reader import BundlePathError
 from snapshot_writer.capture import capture_run
 from snapshot_writer.exports import FORMATS, MEDIA_TYPES, ensure_export, export_run
 
@@ -73,7 +71,7 @@ def _export_body(run_id: str, catalog: dict[str, Any]) -> dict[str, Any]:
 )
 async def create_export(run_id: str, ctx: Ctx) -> JSONResponse:
     """Write the run's export in csv, ndjson and parquet plus catalog.json; paths and sizes."""
-    store = get_run_store(ctx)
+    store = ctx.run_store
     run_dir = await run_in_threadpool(store.run_dir, run_id)
     catalog = await run_in_threadpool(export_run, run_dir, fsync=ctx.settings.fsync)
     return JSONResponse(_export_body(run_id, catalog), status_code=201)
@@ -96,7 +94,7 @@ async def get_export(run_id: str, fmt: str, ctx: Ctx) -> FileResponse:
     """Stream the export file of `fmt` (csv | ndjson | parquet), generating it when absent."""
     if fmt not in FORMATS:
         raise NotFoundError(f"no export format {fmt!r}; known: {list(FORMATS)}", code="unknown_format", format=fmt)
-    store = get_run_store(ctx)
+    store = ctx.run_store
     run_dir = await run_in_threadpool(store.run_dir, run_id)
     path = await run_in_threadpool(ensure_export, run_dir, fmt, fsync=ctx.settings.fsync)
     return FileResponse(path, media_type=MEDIA_TYPES[fmt], filename=f"{run_id}.{fmt}")
@@ -114,7 +112,7 @@ async def get_export(run_id: str, fmt: str, ctx: Ctx) -> FileResponse:
 async def create_capture(req: CaptureRequest, request: Request, ctx: Ctx) -> JSONResponse:
     """Turn a finished run into a telemetry bundle under `<dataDir>/bundles/` (with gap injection)."""
     ctx.auth.check(bearer_token(request), "ingest", req.runId)
-    store = get_run_store(ctx)
+    store = ctx.run_store
     run_dir = await run_in_threadpool(store.run_dir, req.runId)
     name = req.output if req.output is not None else req.runId
     bundles = ctx.bundles_dir

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from compat_api.auth import require
 from compat_api.context import AppContext, get_ctx
 from compat_api.http_errors import ERROR_RESPONSES
+from compat_api.live_api import LiveApi
 from engine_live.errors import NotFoundError
 
 router = APIRouter(tags=["live"], responses=ERROR_RESPONSES)
@@ -81,7 +82,7 @@ def _example(status: int, example: Any, media_type: str = "application/json") ->
     return {status: {"content": {media_type: {"example": example}}}}
 
 
-def _live(ctx: AppContext) -> Any:
+def _live(ctx: AppContext) -> LiveApi:
     if ctx.live is None:
         raise NotFoundError("the live engine is not running")
     return ctx.live

@@ -13,7 +13,6 @@ Decisions where the spec is silent:
 
 from __future__ import annotations
 
-import inspect
 import io
 from collections import OrderedDict
 from typing import Annotated, Any, Literal
@@ -39,10 +38,11 @@ from compat_api.batch_runs import (
 )
 from compat_api.context import AppContext, get_ctx
 from compat_api.http_errors import ERROR_RESPONSES
-from compat_api.run_store import filter_runs, get_run_store, model_series_id, paginate, run_links
-from compat_api.state_view import InvalidRequestError
+from compat_api.live_api import LiveApi
+from compat_api.run_store import filter_runs, model_series_id, paginate, run_links
+from compat_api.telemetry_runs import create_telemetry_run
 from engine_live.derived.node_metrics import to_wire_list
-from engine_live.errors import FlowTimeError, NotFoundError
+from engine_live.errors import FlowTimeError, InvalidRequestError, NotFoundError
 from engine_live.plan.batch_run import topology_view
 from snapshot_writer.number_format import series_csv_bytes
 
@@ -100,17 +100,14 @@ def _json(content: Any) -> dict[int | str, dict[str, Any]]:
     return {200: {"content": {"application/json": {"example": content}}}}
 
 
-async def maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-def live_knows(ctx: AppContext, run_id: str) -> bool:
-    return ctx.live is not None and bool(ctx.live.knows(run_id))
+def live_holding(ctx: AppContext, run_id: str) -> LiveApi | None:
+    """The live engine, when it holds the run."""
+    return ctx.live if ctx.live is not None and ctx.live.knows(run_id) else None
 
 
 def pending_runs(ctx: AppContext) -> OrderedDict[str, dict[str, Any]]:
-    pending: OrderedDict[str, dict[str, Any]] = ctx.extras.setdefault("pending_runs", OrderedDict())
-    return pending
+    """Async batch runs still being computed (`options.async`), by run id."""
+    return ctx.pending_runs
 
 
 @router.post(
@@ -179,7 +176,7 @@ async def create_run(req: RunRequest, background: BackgroundTasks, ctx: Ctx) -> 
         return JSONResponse(pending[job.run_id], status_code=202, headers={"Location": f"/v1/runs/{job.run_id}"})
     run, _ = await run_in_threadpool(execute, job, ctx.runs_dir, fsync=ctx.settings.fsync)
     run_id = run.result.run_id
-    body = await run_in_threadpool(get_run_store(ctx).detail, run_id)
+    body = await run_in_threadpool(ctx.run_store.detail, run_id)
     return JSONResponse(body, status_code=201, headers={"Location": f"/v1/runs/{run_id}"})
 
 
@@ -188,7 +185,7 @@ def _job_for(req: RunRequest, ctx: AppContext) -> BatchJob:
     if req.mode == "overlay":
         if not req.baseRunId:
             raise InvalidRequestError("overlay: baseRunId is required", code="invalid_request")
-        store = get_run_store(ctx)
+        store = ctx.run_store
         base = store.load(req.baseRunId)
         return overlay_job(req, base, store.model_text(req.baseRunId), limit, ctx.inputs_dir)
     return simulation_job(req, ctx.inputs_dir, limit, ctx.data_dir)
@@ -211,13 +208,16 @@ def _run_pending(job: BatchJob, ctx: AppContext) -> None:
 
 
 async def _delegate(req: RunRequest, ctx: AppContext) -> JSONResponse:
-    hook_name = "create_run" if req.mode == "live" else "create_telemetry_run"
-    hook = getattr(ctx.live, hook_name, None) if ctx.live is not None else None
-    if hook is None:
+    """Live and telemetry runs: created by the live engine (live) or evaluated against a bundle (telemetry)."""
+    if ctx.live is None:
         raise InvalidRequestError(
             f"mode '{req.mode}' is not available on this server", code="unsupported_mode", mode=req.mode
         )
-    body = await maybe_await(hook(req.model_dump(by_alias=True, exclude_unset=True)))
+    request_body = req.model_dump(by_alias=True, exclude_unset=True)
+    if req.mode == "live":
+        body = await ctx.live.create_run(request_body)
+    else:
+        body = await create_telemetry_run(request_body, ctx)
     run_id = body.get("runId")
     status = 202 if req.mode == "live" or req.options.run_async else 201
     return JSONResponse(body, status_code=status, headers={"Location": f"/v1/runs/{run_id}"} if run_id else None)
@@ -243,11 +243,11 @@ async def list_runs(
         raise InvalidRequestError(
             f"pageSize: at most {ctx.settings.page_size_max}", code="invalid_paging", pageSize=size
         )
-    merged = {r["runId"]: r for r in await run_in_threadpool(get_run_store(ctx).summaries)}
+    merged = {r["runId"]: r for r in await run_in_threadpool(ctx.run_store.summaries)}
     for rid, entry in pending_runs(ctx).items():
         merged.setdefault(rid, entry)
     if ctx.live is not None:
-        for r in await maybe_await(ctx.live.list_runs()):
+        for r in ctx.live.list_runs():
             merged[r["runId"]] = r
     items = filter_runs(merged.values(), mode=mode, status=status, template_id=template_id, created_after=created_after)
     return JSONResponse(paginate(items, page, size))
@@ -256,9 +256,9 @@ async def list_runs(
 @router.get("/v1/runs/{run_id}", dependencies=[Depends(require("read"))], responses=_json(RUN_EXAMPLE))
 async def get_run(run_id: str, ctx: Ctx) -> JSONResponse:
     """Run detail: mode, status, grid with binMinutes, warnings, links (a live run: §12.3)."""
-    if live_knows(ctx, run_id):
-        return JSONResponse(await maybe_await(ctx.live.detail(run_id)))
-    store = get_run_store(ctx)
+    if (live := live_holding(ctx, run_id)) is not None:
+        return JSONResponse(live.detail(run_id))
+    store = ctx.run_store
     if store.exists(run_id):
         return JSONResponse(await run_in_threadpool(store.detail, run_id))
     entry = pending_runs(ctx).get(run_id)
@@ -274,9 +274,9 @@ async def get_run(run_id: str, ctx: Ctx) -> JSONResponse:
 )
 async def run_graph(run_id: str, ctx: Ctx) -> JSONResponse:
     """topology.json: nodes and edges for a graph view."""
-    store = get_run_store(ctx)
-    if not store.exists(run_id) and live_knows(ctx, run_id) and hasattr(ctx.live, "handle"):
-        return JSONResponse({"runId": run_id, **topology_view(ctx.live.handle(run_id).graph)})
+    store = ctx.run_store
+    if not store.exists(run_id) and ctx.live is not None and ctx.live.knows(run_id):
+        return JSONResponse({"runId": run_id, **topology_view(ctx.live.handle(run_id).model.graph)})
     return JSONResponse({"runId": run_id, **await run_in_threadpool(store.read_json, run_id, "topology.json")})
 
 
@@ -287,7 +287,7 @@ async def run_graph(run_id: str, ctx: Ctx) -> JSONResponse:
 )
 async def run_index(run_id: str, ctx: Ctx) -> JSONResponse:
     """series/index.json of a finished run."""
-    return JSONResponse(await run_in_threadpool(get_run_store(ctx).read_json, run_id, "series/index.json"))
+    return JSONResponse(await run_in_threadpool(ctx.run_store.read_json, run_id, "series/index.json"))
 
 
 @router.get(
@@ -298,9 +298,9 @@ async def run_index(run_id: str, ctx: Ctx) -> JSONResponse:
 )
 async def run_model_text(run_id: str, ctx: Ctx) -> Response:
     """The model as run (spec.yaml)."""
-    store = get_run_store(ctx)
-    if not store.exists(run_id) and live_knows(ctx, run_id) and hasattr(ctx.live, "handle"):
-        return Response(ctx.live.handle(run_id).model_text, media_type="application/x-yaml")
+    store = ctx.run_store
+    if not store.exists(run_id) and ctx.live is not None and ctx.live.knows(run_id):
+        return Response(ctx.live.handle(run_id).model.text, media_type="application/x-yaml")
     return Response(await run_in_threadpool(store.model_text, run_id), media_type="application/x-yaml")
 
 
@@ -329,7 +329,7 @@ async def run_series(
 
 
 def _series_response(ctx: AppContext, run_id: str, series_id: str, fmt: str) -> Response:
-    store = get_run_store(ctx)
+    store = ctx.run_store
     entry = store.series_entry(run_id, series_id)
     run_dir = store.run_dir(run_id)
     path = (run_dir / str(entry.get("path", ""))).resolve()

@@ -15,15 +15,9 @@ from fastapi.responses import JSONResponse
 from compat_api.auth import require
 from compat_api.context import AppContext, get_ctx
 from compat_api.http_errors import ERROR_RESPONSES
-from compat_api.routes.runs import live_knows, maybe_await
-from compat_api.run_store import get_run_store
-from compat_api.state_view import (
-    InvalidRequestError,
-    StateSource,
-    metrics_body,
-    state_body,
-    state_window_body,
-)
+from compat_api.routes.runs import live_holding
+from compat_api.state_view import StateSource, metrics_body, state_body, state_window_body
+from engine_live.errors import InvalidRequestError
 from engine_live.model.grid import Grid, parse_utc
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -94,10 +88,10 @@ def bin_of_ts(grid: Grid, ts: str) -> int:
 
 
 async def _source(ctx: AppContext, run_id: str) -> StateSource:
-    if live_knows(ctx, run_id):
-        src: StateSource = await maybe_await(ctx.live.state_source(run_id))
+    if (live := live_holding(ctx, run_id)) is not None:
+        src: StateSource = live.state_source(run_id)
         return src
-    store = get_run_store(ctx)
+    store = ctx.run_store
     loaded = await run_in_threadpool(store.load, run_id)
     return loaded.source()
 
@@ -114,8 +108,8 @@ async def run_state(
         raise InvalidRequestError("give exactly one of binIndex or ts", code="invalid_request")
     src = await _source(ctx, run_id)
     index = bin_index if bin_index is not None else bin_of_ts(src.wire_grid, str(ts))
-    if live_knows(ctx, run_id):
-        return JSONResponse(await maybe_await(ctx.live.state(run_id, index)))
+    if (live := live_holding(ctx, run_id)) is not None:
+        return JSONResponse(live.state(run_id, index))
     return JSONResponse(await run_in_threadpool(state_body, src, index))
 
 
@@ -128,8 +122,8 @@ async def run_state_window(
 ) -> JSONResponse:
     """Bins startBin..endBin (inclusive, at most `state_window_max_bins`) with arrays per node."""
     limit = ctx.settings.state_window_max_bins
-    if live_knows(ctx, run_id):
-        return JSONResponse(await maybe_await(ctx.live.state_window(run_id, start_bin, end_bin)))
+    if (live := live_holding(ctx, run_id)) is not None:
+        return JSONResponse(live.state_window(run_id, start_bin, end_bin))
     src = await _source(ctx, run_id)
     return JSONResponse(await run_in_threadpool(state_window_body, src, start_bin, end_bin, limit))
 

@@ -25,18 +25,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from compat_api.templates.params import (
-    MissingParameterError,
-    OutOfRangeError,
-    Parameter,
-    ParameterTypeMismatchError,
-    TemplateParameterError,
-    UnknownParameterError,
-    UnsafeParameterValueError,
-    parse_parameter,
-    resolve_parameters,
-)
-from engine_live.errors import NotFoundError
+from compat_api.templates.params import Parameter, parse_parameter, resolve_parameters
+from engine_live.errors import NotFoundError, OutOfRangeError, UnsafeParameterValueError
 from engine_live.model.build import load_graph
 from engine_live.model.grid import UNIT_MINUTES
 from engine_live.model.series_csv import resolve_inside
@@ -52,6 +42,8 @@ BUILTINS = ("binMinutes",)
 
 @dataclass(frozen=True)
 class Template:
+    """A bundled template: its metadata, parameters and model text with placeholders."""
+
     id: str
     title: str
     version: str
@@ -60,6 +52,7 @@ class Template:
     text: str
 
     def summary(self) -> dict[str, Any]:
+        """The template as the list endpoint shows it."""
         return {
             "id": self.id,
             "title": self.title,
@@ -69,6 +62,7 @@ class Template:
         }
 
     def to_wire(self) -> dict[str, Any]:
+        """The summary plus the parameters."""
         return {**self.summary(), "parameters": [p.to_wire() for p in self.parameters]}
 
 
@@ -107,10 +101,12 @@ def _catalog() -> dict[str, Template]:
 
 
 def list_templates() -> list[Template]:
+    """Every bundled template."""
     return list(_catalog().values())
 
 
 def get_template(template_id: str) -> Template:
+    """The template with this id, or NotFoundError."""
     try:
         return _catalog()[template_id]
     except KeyError:
@@ -232,14 +228,8 @@ def install_template_bundle(template_id: str, bundles_dir: Path) -> Path:
 
 
 __all__ = [
-    "MissingParameterError",
-    "OutOfRangeError",
     "Parameter",
-    "ParameterTypeMismatchError",
     "Template",
-    "TemplateParameterError",
-    "UnknownParameterError",
-    "UnsafeParameterValueError",
     "get_template",
     "install_template_bundle",
     "instantiate",

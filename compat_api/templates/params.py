@@ -19,40 +19,20 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from engine_live.errors import FlowTimeError
+from engine_live.errors import (
+    MissingParameterError,
+    OutOfRangeError,
+    ParameterTypeMismatchError,
+    UnknownParameterError,
+)
 
 PARAM_TYPES = ("number", "integer", "boolean", "string", "enum", "array")
 
 
-class TemplateParameterError(FlowTimeError):
-    """A parameter value a template cannot take."""
-
-    code = "invalid_parameter"
-    http_status = 400
-
-
-class ParameterTypeMismatchError(TemplateParameterError):
-    code = "parameter_type_mismatch"
-
-
-class MissingParameterError(TemplateParameterError):
-    code = "missing_parameter"
-
-
-class UnknownParameterError(TemplateParameterError):
-    code = "unknown_parameter"
-
-
-class OutOfRangeError(TemplateParameterError):
-    code = "out_of_range"
-
-
-class UnsafeParameterValueError(TemplateParameterError):
-    code = "unsafe_parameter_value"
-
-
 @dataclass(frozen=True)
 class Parameter:
+    """One declared template parameter: its type and the values it may take."""
+
     name: str
     type: str
     default: Any = None
@@ -63,6 +43,7 @@ class Parameter:
     description: str = ""
 
     def to_wire(self) -> dict[str, Any]:
+        """The parameter as the templates API shows it (empty fields left out)."""
         out: dict[str, Any] = {"name": self.name, "type": self.type, "required": self.required}
         for key in ("default", "min", "max", "description"):
             if getattr(self, key) not in (None, ""):
@@ -73,6 +54,7 @@ class Parameter:
 
 
 def json_type(value: Any) -> str:
+    """The JSON type name of a value (`integer` for ints, `boolean` for bools)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -143,6 +125,7 @@ def check_value(p: Parameter, value: Any) -> Any:
 
 
 def parse_parameter(raw: Any, where: str) -> Parameter:
+    """A parameter from its template declaration; ValueError (a template bug) when malformed."""
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or raw.get("type") not in PARAM_TYPES:
         raise ValueError(f"{where}: each parameter needs a name and a type among {PARAM_TYPES}")
     values = raw.get("values")
@@ -184,13 +167,7 @@ def resolve_parameters(template_id: str, parameters: tuple[Parameter, ...], give
 
 __all__ = [
     "PARAM_TYPES",
-    "MissingParameterError",
-    "OutOfRangeError",
     "Parameter",
-    "ParameterTypeMismatchError",
-    "TemplateParameterError",
-    "UnknownParameterError",
-    "UnsafeParameterValueError",
     "check_value",
     "json_type",
     "parse_parameter",

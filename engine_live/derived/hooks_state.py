@@ -48,31 +48,33 @@ class HooksCapture:
     orphans: tuple[tuple[Key, list[int], list[float]], ...]  # book keys outside the layout
 
     def to_state(self) -> dict[str, Any]:
+        """The version-2 state: keys, published, dirty and the flag cells (bin, entity, value) as arrays."""
         keys = list(self.keys)
         bins = sorted(self.mirror)
-        parts = [self.mirror[b] for b in bins]
-        counts = [len(p[0]) for p in parts]
-        ents = [p[0].astype(np.int32) for p in parts]
-        vals = [p[1] for p in parts]
+        parts = [self.mirror[bin_index] for bin_index in bins]
+        counts = [len(part[0]) for part in parts]
+        ents = [part[0].astype(np.int32) for part in parts]
+        vals = [part[1] for part in parts]
         bin_parts = [np.repeat(np.asarray(bins, dtype=np.int64), counts)] if parts else []
         for key, obins, ovals in self.orphans:
             keys.append(key)
             bin_parts.append(np.asarray(obins, dtype=np.int64))
             ents.append(np.full(len(obins), len(keys) - 1, dtype=np.int32))
             vals.append(np.asarray(ovals, dtype=np.float64))
-        b = np.concatenate(bin_parts) if bin_parts else np.zeros(0, dtype=np.int64)
-        e = np.concatenate(ents) if ents else np.zeros(0, dtype=np.int32)
-        v = np.concatenate(vals) if vals else np.zeros(0)
-        cells = {"bin": b, "entity": e, "value": v}
+        cell_bins = np.concatenate(bin_parts) if bin_parts else np.zeros(0, dtype=np.int64)
+        cell_ents = np.concatenate(ents) if ents else np.zeros(0, dtype=np.int32)
+        cell_vals = np.concatenate(vals) if vals else np.zeros(0)
+        cells = {"bin": cell_bins, "entity": cell_ents, "value": cell_vals}
         if self.orphans:  # the mirror's bins are ascending and so are each bin's entities: sorted already
-            order = np.lexsort((e, b))
-            cells = {"bin": b[order], "entity": e[order], "value": v[order]}
+            order = np.lexsort((cell_ents, cell_bins))
+            cells = {"bin": cell_bins[order], "entity": cell_ents[order], "value": cell_vals[order]}
+        published = [{"key": list(key), "warning": self.published[key]} for key in sorted(self.published, key=sort_key)]
         return {
             "version": STATE_VERSION,
             "done": self.done,
-            "keys": [list(k) for k in keys],
-            "published": [{"key": list(k), "warning": self.published[k]} for k in sorted(self.published, key=sort_key)],
-            "dirty": [list(k) for k in sorted(self.dirty, key=sort_key)],
+            "keys": [list(key) for key in keys],
+            "published": published,
+            "dirty": [list(key) for key in sorted(self.dirty, key=sort_key)],
             "cells": cells,
         }
 
@@ -80,10 +82,11 @@ class HooksCapture:
 def split_cells(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
     """(the JSON-able part, the cell arrays) of a version-2 state."""
     cells = state["cells"]
-    return {k: v for k, v in state.items() if k != "cells"}, dict(cells)
+    return {key: value for key, value in state.items() if key != "cells"}, dict(cells)
 
 
 def join_cells(part: dict[str, Any], cells: Mapping[str, NDArray[Any]]) -> dict[str, Any]:
+    """The version-2 state of a JSON-able part and its cell arrays (`split_cells` undone)."""
     return {
         **part,
         "cells": {
@@ -100,11 +103,12 @@ def jsonable(state: Any) -> Any:
         state = state.to_state()
     if not isinstance(state, dict) or "cells" not in state:
         return state
-    cells = {k: [repr(x) for x in np.asarray(a).tolist()] for k, a in state["cells"].items()}
+    cells = {name: [repr(x) for x in np.asarray(column).tolist()] for name, column in state["cells"].items()}
     return {**state, "cells": cells}
 
 
 def to_key(raw: Any) -> Key:
+    """A warning key from its JSON list form."""
     code, node_id, series_id = raw
     return (str(code), node_id, series_id)
 
@@ -113,32 +117,33 @@ def build_book(
     state: Mapping[str, Any], layout_keys: tuple[Key, ...], spec: KeySpec
 ) -> tuple[WarningBook, dict[int, Cells]]:
     """The warning book and the per-bin mirror (entities of `layout_keys`) of a version-2 state."""
-    saved = [to_key(k) for k in state["keys"]]
-    at = {k: i for i, k in enumerate(layout_keys)}
+    saved = [to_key(raw) for raw in state["keys"]]
+    at = {key: i for i, key in enumerate(layout_keys)}
     cells = state["cells"]
-    b = np.asarray(cells["bin"], dtype=np.int64)
-    e = np.asarray(cells["entity"])
-    if e.dtype.kind != "i":
-        e = e.astype(np.int64)
-    v = np.asarray(cells["value"], dtype=np.float64)
+    bins = np.asarray(cells["bin"], dtype=np.int64)
+    ents = np.asarray(cells["entity"])
+    if ents.dtype.kind != "i":
+        ents = ents.astype(np.int64)
+    vals = np.asarray(cells["value"], dtype=np.float64)
     book = WarningBook()
     # as written, cells are sorted by (bin, entity): stable sorts by one key then suffice
-    by_bin = bool(np.all((b[1:] > b[:-1]) | ((b[1:] == b[:-1]) & (e[1:] > e[:-1]))))
-    if b.size:
-        by_key = np.argsort(e, kind="stable") if by_bin else np.lexsort((b, e))
-        eb, bb, vb = e[by_key], b[by_key], v[by_key]
-        starts = np.flatnonzero(np.concatenate([[True], eb[1:] != eb[:-1]]))
-        ends = np.append(starts[1:], eb.size)
-        specs = [spec(saved[ent]) for ent in eb[starts].tolist()]
-        worst_of = {rule: _worst(vb, starts, rule) for rule in {sp[1] for sp in specs}}
-        for g, (s0, s1, ent) in enumerate(zip(starts.tolist(), ends.tolist(), eb[starts].tolist(), strict=True)):
+    by_bin = bool(np.all((bins[1:] > bins[:-1]) | ((bins[1:] == bins[:-1]) & (ents[1:] > ents[:-1]))))
+    if bins.size:
+        by_key = np.argsort(ents, kind="stable") if by_bin else np.lexsort((bins, ents))
+        key_ents, key_bins, key_vals = ents[by_key], bins[by_key], vals[by_key]
+        starts = np.flatnonzero(np.concatenate([[True], key_ents[1:] != key_ents[:-1]]))
+        ends = np.append(starts[1:], key_ents.size)
+        specs = [spec(saved[ent]) for ent in key_ents[starts].tolist()]
+        worst_of = {rule: _worst(key_vals, starts, rule) for rule in {key_spec[1] for key_spec in specs}}
+        groups = zip(starts.tolist(), ends.tolist(), key_ents[starts].tolist(), strict=True)
+        for group, (s0, s1, ent) in enumerate(groups):
             key = saved[ent]
-            severity, worst, fn, message = specs[g]
+            severity, worst, fn, message = specs[group]
             book.load_entry(
                 key,
-                bb[s0:s1],
-                vb[s0:s1],
-                float(worst_of[worst][g]),
+                key_bins[s0:s1],
+                key_vals[s0:s1],
+                float(worst_of[worst][group]),
                 severity=severity,
                 worst=worst,
                 message_fn=fn,
@@ -148,15 +153,15 @@ def build_book(
         book.load_published(to_key(item["key"]), item["warning"])
     for raw in state["dirty"]:
         book.mark_dirty(to_key(raw))
-    remap = np.array([at.get(k, -1) for k in saved] or [0], dtype=np.intp)
+    remap = np.array([at.get(key, -1) for key in saved] or [0], dtype=np.intp)
     mirror: dict[int, Cells] = {}
-    if not b.size:
+    if not bins.size:
         return book, mirror
     if by_bin and len(saved) and bool(np.all(remap == np.arange(len(saved)))):
-        mb, me, mv = b, e, v  # the same layout (the usual case): no remapping, no copies
+        mb, me, mv = bins, ents, vals  # the same layout (the usual case): no remapping, no copies
     else:
-        mine = remap[e] >= 0
-        mb, me, mv = b[mine], remap[e[mine]], v[mine]
+        mine = remap[ents] >= 0
+        mb, me, mv = bins[mine], remap[ents[mine]], vals[mine]
         kept = remap[remap >= 0]
         if not (by_bin and bool(np.all(kept[1:] > kept[:-1]))):  # the layout reorders entities: sort again
             order = np.lexsort((me, mb))
@@ -168,19 +173,19 @@ def build_book(
     return book, mirror
 
 
-def _worst(v: FloatArray, starts: IntArray, rule: str) -> FloatArray:
+def _worst(values: FloatArray, starts: IntArray, rule: str) -> FloatArray:
     """Per group [starts[g], starts[g+1]): the worst finite value under `rule` (NaN when none)."""
-    finite = np.isfinite(v)
+    finite = np.isfinite(values)
     has = np.logical_or.reduceat(finite, starts)
     if rule == "max":
-        out = np.maximum.reduceat(np.where(finite, v, -np.inf), starts)
+        out = np.maximum.reduceat(np.where(finite, values, -np.inf), starts)
     elif rule == "min":
-        out = np.minimum.reduceat(np.where(finite, v, np.inf), starts)
+        out = np.minimum.reduceat(np.where(finite, values, np.inf), starts)
     else:  # largest |v|, the positive one on a tie
-        mag = np.where(finite, np.abs(v), -1.0)
+        mag = np.where(finite, np.abs(values), -1.0)
         top = np.maximum.reduceat(mag, starts)
-        group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, v.size)))
-        out = np.maximum.reduceat(np.where(finite & (mag == top[group]), v, -np.inf), starts)
+        group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, values.size)))
+        out = np.maximum.reduceat(np.where(finite & (mag == top[group]), values, -np.inf), starts)
     return np.where(has, out, np.nan)
 
 

@@ -60,25 +60,25 @@ Change = tuple[Literal["add", "clear"], dict[str, Any]]
 
 def node_flag_block(layout: StackLayout, blk: StackedBlock) -> tuple[BoolArray, FloatArray]:
     """(codes × nodes × output bins) masks and values of every `CHECKS` code, as `node_flags`."""
-    x, gap = blk.x, blk.gap
-    arr, srv, q = x["arrivals"], x["served"], x["queueDepth"]
+    inputs, gap = blk.x, blk.gap
+    arr, srv, queue = inputs["arrivals"], inputs["served"], inputs["queueDepth"]
     k, n = gap.shape
     mask = np.zeros((len(CODES), k, n), dtype=np.bool_)
     value = np.full((len(CODES), k, n), np.nan)
     not_queue = ~np.isin(layout.kind, QUEUE_KIND_CODES)[:, None]
     with np.errstate(all="ignore"):
-        for c, s in enumerate((arr, srv, q)):
-            mask[c], value[c] = s < -NEGATIVE_TOLERANCE, s
+        for code_index, series in enumerate((arr, srv, queue)):  # the three negative_* checks
+            mask[code_index], value[code_index] = series < -NEGATIVE_TOLERANCE, series
         value[3] = srv - arr
         mask[3] = (value[3] > EXCESS_TOLERANCE) & not_queue
         value[4] = srv - blk.denom
         mask[4] = value[4] > EXCESS_TOLERANCE
-        prev_q = np.concatenate([np.full((k, 1), np.nan), q[:, :-1]], axis=1)
+        prev_queue = np.concatenate([np.full((k, 1), np.nan), queue[:, :-1]], axis=1)
         prev_gap = np.concatenate([np.ones((k, 1), dtype=np.bool_), gap[:, :-1]], axis=1)
-        known = ~prev_gap & np.isfinite(prev_q)
-        value[5] = arr - srv - (q - prev_q)
+        known = ~prev_gap & np.isfinite(prev_queue)
+        value[5] = arr - srv - (queue - prev_queue)
         mask[5] = known & (np.abs(value[5]) > CONSERVATION_TOLERANCE) & layout.conservation[:, None]
-        mask[6], value[6] = _streak(known & ~gap & (q > prev_q)), q
+        mask[6], value[6] = _streak(known & ~gap & (queue > prev_queue)), queue
         mask[7] = _streak(blk.applicable & ~blk.saturated & np.isfinite(blk.cap_value) & ~gap)
     mask[8] = gap
     mask[:7] &= ~gap
@@ -87,13 +87,15 @@ def node_flag_block(layout: StackLayout, blk: StackedBlock) -> tuple[BoolArray, 
 
 def _streak(flags: BoolArray) -> BoolArray:
     out = flags.copy()
-    for d in range(1, STREAK_BINS):
-        out[:, :d] = False
-        out[:, d:] &= flags[:, :-d]
+    for back in range(1, STREAK_BINS):
+        out[:, :back] = False
+        out[:, back:] &= flags[:, :-back]
     return out
 
 
 class DerivedHooks(BinHooks):
+    """Derived metrics, warnings and wire rounding of one live run (entities = node checks, then NaN series)."""
+
     dependent_bins = DEPENDENT_BINS
 
     def __init__(self, plan: Plan, book: WarningBook | None = None, *, done: int = -1) -> None:
@@ -102,14 +104,16 @@ class DerivedHooks(BinHooks):
         self.plan = plan
         self.layout = StackLayout.from_plan(plan)
         kind_of = plan.kind_of
-        self._nan_sids = [s for s in plan.names if s != ZERO and kind_of.get(s) not in ("const", "telemetry", "file")]
-        self._nan_rows = np.array([plan.row[s] for s in self._nan_sids], dtype=np.intp)
+        self._nan_sids = [
+            sid for sid in plan.names if sid != ZERO and kind_of.get(sid) not in ("const", "telemetry", "file")
+        ]
+        self._nan_rows = np.array([plan.row[sid] for sid in self._nan_sids], dtype=np.intp)
         self._n_node = len(CODES) * len(self.layout.ids)
         self.entity_keys: tuple[Key, ...] = (
-            *((c, n, None) for c in CODES for n in self.layout.ids),
+            *((code, node_id, None) for code in CODES for node_id in self.layout.ids),
             *((NAN_CODE, None, sid) for sid in self._nan_sids),
         )
-        self._entity_specs = [key_spec(k) for k in self.entity_keys]
+        self._entity_specs = [key_spec(key) for key in self.entity_keys]
         self._done = done  # highest bin whose warnings were taken
         # bin → flagged entities, values: every flag the book holds for this layout's keys (arrays are
         # replaced, never mutated, so a capture is a shallow copy of this dict)
@@ -119,16 +123,18 @@ class DerivedHooks(BinHooks):
         if book is not None and len(book):
             self.book, self._mirror = build_book(book_state(book, done), self.entity_keys, key_spec)
             at = set(self.entity_keys)
-            self._orphans = tuple(k for k in book if k not in at)
+            self._orphans = tuple(key for key in book if key not in at)
         elif book is not None:
             self.book = book
         self._cache: tuple[int, int, int, BoolArray, FloatArray] | None = None  # t0, t1, hi, masks, values
 
     # -- BinHooks -------------------------------------------------------------------------------
     def wire(self, block: FloatArray) -> FloatArray:
+        """Values as published (`round_wire`)."""
         return round_wire(block)
 
     def derived(self, run: LiveRun, t0: int, t1: int) -> list[dict[str, dict[str, Any]]]:
+        """Per bin of [t0, t1), node id → its wire `derived{}` dict."""
         blk = self.prepare(run, t0, t1)
         stacked = derive_stacked(self.layout, blk, run.grid.bin_minutes, t1 - t0)
         ids = self.layout.ids
@@ -150,12 +156,12 @@ class DerivedHooks(BinHooks):
         rows = np.flatnonzero(mask.any(axis=1)).tolist()
         keys, specs = self.entity_keys, self._entity_specs
         bins, vals = [], []
-        for e in rows:
-            js = np.flatnonzero(mask[e])
-            bins.append((js + t0).tolist())
-            vals.append(value[e, js].tolist())
+        for entity in rows:
+            cols = np.flatnonzero(mask[entity])
+            bins.append((cols + t0).tolist())
+            vals.append(value[entity, cols].tolist())
         self._done = t1 - 1
-        return self.book.append_block([keys[e] for e in rows], bins, vals, [specs[e] for e in rows])
+        return self.book.append_block([keys[entity] for entity in rows], bins, vals, [specs[entity] for entity in rows])
 
     def prepare(self, run: LiveRun, t0: int, t1: int) -> StackedBlock:
         """The flags of bins [t0, t1) and the published ones they reach, as one block for the
@@ -167,37 +173,37 @@ class DerivedHooks(BinHooks):
         return blk
 
     def warnings(self, run: LiveRun, bin_index: int) -> list[Change]:
-        t = bin_index
-        hi = min(t + DEPENDENT_BINS, max(self._done, t)) + 1
+        """The warning changes of a published bin (its flags and those of the later bins it reaches)."""
+        hi = min(bin_index + DEPENDENT_BINS, max(self._done, bin_index)) + 1
         cache = self._cache
-        if cache is not None and cache[0] <= t < cache[1] and hi <= cache[2]:
-            a, b = t - cache[0], hi - cache[0]
-            mask, value = cache[3][:, a:b], cache[4][:, a:b]
-            if t == cache[1] - 1:
+        if cache is not None and cache[0] <= bin_index < cache[1] and hi <= cache[2]:
+            first, stop = bin_index - cache[0], hi - cache[0]
+            mask, value = cache[3][:, first:stop], cache[4][:, first:stop]
+            if bin_index == cache[1] - 1:
                 self._cache = None
         else:
-            blk = self.layout.gather(run.V, run.base, t, hi, run.gaps)
-            mask, value = self._flags(run, blk, t, hi)
-        self._feed(t, hi, mask, value)
-        self._done = max(self._done, t)
-        return [(c.op, c.warning) for c in self.book.take_changes()]
+            blk = self.layout.gather(run.V, run.base, bin_index, hi, run.gaps)
+            mask, value = self._flags(run, blk, bin_index, hi)
+        self._feed(bin_index, hi, mask, value)
+        self._done = max(self._done, bin_index)
+        return [(change.op, change.warning) for change in self.book.take_changes()]
 
     # -- flags ----------------------------------------------------------------------------------
     def _flags(self, run: LiveRun, blk: StackedBlock, t0: int, t1: int) -> tuple[BoolArray, FloatArray]:
         """(entities × bins) masks and values for bins [t0, t1): node checks, then nan_detected."""
-        w = t1 - t0
+        width = t1 - t0
         node_mask, node_value = node_flag_block(self.layout, blk)
         nan_mask = ~np.isfinite(run.V[self._nan_rows, t0 - run.base : t1 - run.base])
-        mask = np.concatenate([node_mask.reshape(self._n_node, w), nan_mask])
-        value = np.concatenate([node_value.reshape(self._n_node, w), np.zeros(nan_mask.shape)])
+        mask = np.concatenate([node_mask.reshape(self._n_node, width), nan_mask])
+        value = np.concatenate([node_value.reshape(self._n_node, width), np.zeros(nan_mask.shape)])
         return mask, value
 
     def _feed(self, t0: int, t1: int, mask: BoolArray, value: FloatArray) -> None:
         """Give the book the cells of bins [t0, t1) that differ from what it holds."""
-        w = t1 - t0
+        width = t1 - t0
         old_mask = np.zeros(mask.shape, dtype=np.bool_)
         old_value = np.full(mask.shape, np.nan)
-        for j in range(w):
+        for j in range(width):
             held = self._mirror.get(t0 + j)
             if held is not None:
                 old_mask[held[0], j] = True
@@ -207,17 +213,24 @@ class DerivedHooks(BinHooks):
         rows = np.flatnonzero(changed.any(axis=1))
         if not rows.size:
             return
-        if w == 1 and t0 > self._done:  # a newly published bin: every changed cell is a new flag
-            rows_l = rows.tolist()
+        if width == 1 and t0 > self._done:  # a newly published bin: every changed cell is a new flag
+            row_list = rows.tolist()
             keys, specs = self.entity_keys, self._entity_specs
-            self.book.append_flags(t0, [keys[e] for e in rows_l], value[rows, 0].tolist(), [specs[e] for e in rows_l])
-        elif w == 1:  # plain Python values, one scalar call per changed key
-            for e, m, v in zip(rows.tolist(), mask[rows, 0].tolist(), value[rows, 0].tolist(), strict=True):
-                self._set_one(e, t0, m, v)
+            self.book.append_flags(
+                t0,
+                [keys[entity] for entity in row_list],
+                value[rows, 0].tolist(),
+                [specs[entity] for entity in row_list],
+            )
+        elif width == 1:  # plain Python values, one scalar call per changed key
+            cells = zip(rows.tolist(), mask[rows, 0].tolist(), value[rows, 0].tolist(), strict=True)
+            for entity, flagged, cell_value in cells:
+                self._set_one(entity, t0, flagged, cell_value)
         else:
             all_bins = np.arange(t0, t1, dtype=np.int64)
-            for e, ch, m, v in zip(rows.tolist(), changed[rows], mask[rows], value[rows], strict=True):
-                self._set(e, all_bins[ch], m[ch], v[ch])
+            blocks = zip(rows.tolist(), changed[rows], mask[rows], value[rows], strict=True)
+            for entity, changed_bins, entity_mask, entity_value in blocks:
+                self._set(entity, all_bins[changed_bins], entity_mask[changed_bins], entity_value[changed_bins])
         for j in np.flatnonzero(changed.any(axis=0)).tolist():
             on = np.flatnonzero(mask[:, j])
             if on.size:
@@ -225,23 +238,37 @@ class DerivedHooks(BinHooks):
             else:
                 self._mirror.pop(t0 + j, None)
 
-    def _set_one(self, e: int, b: int, flagged: bool, value: float) -> None:
-        severity, worst, fn, message = self._entity_specs[e]
+    def _set_one(self, entity: int, bin_index: int, flagged: bool, value: float) -> None:
+        severity, worst, fn, message = self._entity_specs[entity]
         self.book.set_flag(
-            self.entity_keys[e], b, flagged, value, severity=severity, message=message, message_fn=fn, worst=worst
-        )  # type: ignore[arg-type]
+            self.entity_keys[entity],
+            bin_index,
+            flagged,
+            value,
+            severity=severity,
+            message=message,
+            message_fn=fn,
+            worst=worst,  # type: ignore[arg-type]
+        )
 
     def _set(
         self,
-        e: int,
+        entity: int,
         bins: Sequence[int] | NDArray[np.int64],
         mask: Sequence[bool] | BoolArray,
         value: Sequence[float] | FloatArray,
     ) -> None:
-        severity, worst, fn, message = self._entity_specs[e]
+        severity, worst, fn, message = self._entity_specs[entity]
         self.book.set_flags(
-            self.entity_keys[e], bins, mask, value, severity=severity, message=message, message_fn=fn, worst=worst
-        )  # type: ignore[arg-type]
+            self.entity_keys[entity],
+            bins,
+            mask,
+            value,
+            severity=severity,
+            message=message,
+            message_fn=fn,
+            worst=worst,  # type: ignore[arg-type]
+        )
 
     # -- snapshots ------------------------------------------------------------------------------
     def for_plan(self, plan: Plan) -> DerivedHooks:
@@ -254,7 +281,7 @@ class DerivedHooks(BinHooks):
 
     def capture(self) -> HooksCapture:
         """The hooks' state between two records: pointer copies only (`hooks_state`)."""
-        orphans = tuple((k, *self.book.entry_cells(k)) for k in self._orphans)
+        orphans = tuple((key, *self.book.entry_cells(key)) for key in self._orphans)
         return HooksCapture(
             self._done,
             self.entity_keys,
@@ -265,10 +292,12 @@ class DerivedHooks(BinHooks):
         )
 
     def state(self) -> dict[str, Any]:
+        """The hooks' JSON-able state (version `STATE_VERSION`)."""
         return self.capture().to_state()
 
     @classmethod
     def from_state(cls, plan: Plan, state: dict[str, Any] | HooksCapture) -> DerivedHooks:
+        """Hooks restored from `state()` or a capture (version 1 states too)."""
         if isinstance(state, HooksCapture):
             state = state.to_state()
         version = state.get("version")
@@ -279,7 +308,7 @@ class DerivedHooks(BinHooks):
         hooks = cls(plan, done=int(state["done"]))
         hooks.book, hooks._mirror = build_book(state, hooks.entity_keys, key_spec)
         at = set(hooks.entity_keys)
-        hooks._orphans = tuple(k for k in hooks.book if k not in at)
+        hooks._orphans = tuple(key for key in hooks.book if key not in at)
         return hooks
 
     @classmethod
@@ -300,7 +329,7 @@ def key_spec(key: Key) -> tuple[str, str, MessageFn | None, str | None]:
 def book_state(book: WarningBook, done: int) -> dict[str, Any]:
     """A version-2 state holding every key of `book` (to rebuild book + mirror for another layout)."""
     keys = tuple(book.keys())
-    orphans = tuple((k, *book.entry_cells(k)) for k in keys)
+    orphans = tuple((key, *book.entry_cells(key)) for key in keys)
     return HooksCapture(done, (), {}, book.published_view(), book.dirty_keys(), orphans).to_state()
 
 

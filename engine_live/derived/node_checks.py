@@ -46,7 +46,7 @@ QUEUE_KINDS = frozenset({"serviceWithBuffer", "queue", "dlq"})
 
 def _msg(text: str, value_label: str | None = None) -> MessageFn:
     def build(agg: Aggregate) -> str:
-        bins = ", ".join(str(b) for b in agg.bins) + (", …" if agg.count > len(agg.bins) else "")
+        bins = ", ".join(str(bin_index) for bin_index in agg.bins) + (", …" if agg.count > len(agg.bins) else "")
         tail = f"; {value_label} {agg.value:g}" if value_label and agg.value is not None else ""
         return f"{agg.node_id}: {text} in {agg.count} bin(s) ({bins}){tail}"
 
@@ -55,6 +55,8 @@ def _msg(text: str, value_label: str | None = None) -> MessageFn:
 
 @dataclass(frozen=True)
 class CheckSpec:
+    """A check code's severity, worst-value rule and message function."""
+
     severity: str
     worst: Worst
     message: MessageFn
@@ -85,8 +87,8 @@ def _streak(flags: BoolArray) -> BoolArray:
     return result
 
 
-def _previous(x: FloatArray) -> FloatArray:
-    return np.concatenate([[np.nan], x[:-1]]) if len(x) else x
+def _previous(series: FloatArray) -> FloatArray:
+    return np.concatenate([[np.nan], series[:-1]]) if len(series) else series
 
 
 def node_flags(node: NodeInputs, derived: NodeDerived, telemetry_fields: frozenset[str]) -> Flags:
@@ -101,9 +103,9 @@ def node_flags(node: NodeInputs, derived: NodeDerived, telemetry_fields: frozens
     arrivals, served, queue = node.series("arrivals"), node.series("served"), node.series("queueDepth")
     capacity = node.series("capacity")
     with np.errstate(all="ignore"):
-        for code, s in (("arrivals_negative", arrivals), ("served_negative", served), ("queue_negative", queue)):
-            if s is not None:
-                full[code] = (s < -NEGATIVE_TOLERANCE, s)
+        for code, series in (("arrivals_negative", arrivals), ("served_negative", served), ("queue_negative", queue)):
+            if series is not None:
+                full[code] = (series < -NEGATIVE_TOLERANCE, series)
         if served is not None and arrivals is not None and node.kind not in QUEUE_KINDS:
             excess = served - arrivals
             full["served_exceeds_arrivals"] = (excess > EXCESS_TOLERANCE, excess)

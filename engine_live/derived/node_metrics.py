@@ -68,6 +68,8 @@ NUMERIC_FIELDS: tuple[tuple[str, str], ...] = (
 
 @dataclass(frozen=True)
 class NodeInputs:
+    """One node's input series (history included) for `derive`."""
+
     node_id: str
     kind: str
     metrics: Mapping[str, NDArray[Any]]
@@ -79,7 +81,7 @@ class NodeInputs:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"node {self.node_id!r}: unknown kind {self.kind!r}")
-        lengths = {len(v) for v in self.metrics.values()}
+        lengths = {len(series) for series in self.metrics.values()}
         if self.gap is not None:
             lengths.add(len(self.gap))
         if np.ndim(self.parallelism) > 0:
@@ -92,21 +94,23 @@ class NodeInputs:
     @property
     def length(self) -> int:
         """Bins in the inputs, history included (0 when the node has no series at all)."""
-        for v in self.metrics.values():
-            return len(v)
+        for series in self.metrics.values():
+            return len(series)
         if self.gap is not None:
             return len(self.gap)
         return len(np.asarray(self.parallelism)) if np.ndim(self.parallelism) > 0 else 0
 
     def series(self, name: str) -> FloatArray | None:
         """The whole input series (history included) as float64, or None when absent."""
-        v = self.metrics.get(name)
-        return None if v is None else np.asarray(v, dtype=np.float64)
+        series = self.metrics.get(name)
+        return None if series is None else np.asarray(series, dtype=np.float64)
 
     def parallelism_series(self) -> FloatArray:
+        """Parallelism per bin (a constant broadcast)."""
         return np.broadcast_to(np.asarray(self.parallelism, dtype=np.float64), (self.length,))
 
     def gap_series(self) -> BoolArray:
+        """The data-gap mask per bin (all False when none was given)."""
         if self.gap is None:
             return np.zeros(self.length, dtype=np.bool_)
         return np.asarray(self.gap, dtype=np.bool_)
@@ -134,11 +138,14 @@ class NodeDerived:
 
     @property
     def n_bins(self) -> int:
+        """Output bins."""
         return len(self.utilization)
 
     def wire_bin(self, i: int) -> dict[str, Any]:
         """The `derived{}` object of output bin i, rounded for the wire."""
-        out: dict[str, Any] = {w: to_wire_value(float(getattr(self, a)[i])) for w, a in NUMERIC_FIELDS}
+        out: dict[str, Any] = {
+            wire_key: to_wire_value(float(getattr(self, attr)[i])) for wire_key, attr in NUMERIC_FIELDS
+        }
         out["capacityMethod"] = self.capacity_method[i]
         out["capacityConfidence"] = self.capacity_confidence[i]
         out["slaMet"] = bool(self.sla_met[i]) if self.sla_evaluated[i] else None
@@ -149,7 +156,9 @@ class NodeDerived:
     def wire_window(self, start: int = 0, stop: int | None = None) -> dict[str, list[Any]]:
         """Arrays per field over output bins [start, stop) for `/state_window`."""
         sl = slice(start, stop)
-        out: dict[str, list[Any]] = {w: to_wire_list(getattr(self, a)[sl]) for w, a in NUMERIC_FIELDS}
+        out: dict[str, list[Any]] = {
+            wire_key: to_wire_list(getattr(self, attr)[sl]) for wire_key, attr in NUMERIC_FIELDS
+        }
         out["capacityMethod"] = self.capacity_method[sl].tolist()
         out["capacityConfidence"] = self.capacity_confidence[sl].tolist()
         sla: ObjArray = self.sla_met[sl].astype(object)
@@ -195,8 +204,8 @@ def derive(node: NodeInputs, bin_minutes: int) -> NodeDerived:
     missing = np.full(n, np.nan)
 
     def get(name: str) -> FloatArray:
-        s = node.series(name)
-        return missing if s is None else s
+        series = node.series(name)
+        return missing if series is None else series
 
     arrivals, served, queue = get("arrivals"), get("served"), get("queueDepth")
     bin_ms = float(bin_minutes) * 60000.0
@@ -323,9 +332,9 @@ def round_wire(values: Iterable[float] | NDArray[Any]) -> FloatArray:
 
 def to_wire_list(values: Iterable[float] | NDArray[Any]) -> list[float | None]:
     """Vectorized `to_wire_value` as a JSON-ready list."""
-    r = round_wire(values)
-    obj: ObjArray = r.astype(object)
-    obj[np.isnan(r)] = None
+    rounded = round_wire(values)
+    obj: ObjArray = rounded.astype(object)
+    obj[np.isnan(rounded)] = None
     result: list[float | None] = obj.tolist()
     return result
 
@@ -339,10 +348,10 @@ def sla_summary(nodes: Mapping[str, NodeDerived], start: int = 0, stop: int | No
     """
     rows: list[dict[str, Any]] = []
     total_eval = total_met = 0
-    for node_id, d in nodes.items():
-        ev = d.sla_evaluated[start:stop]
-        n_eval = int(np.count_nonzero(ev))
-        n_met = int(np.count_nonzero(d.sla_met[start:stop] & ev))
+    for node_id, derived in nodes.items():
+        evaluated = derived.sla_evaluated[start:stop]
+        n_eval = int(np.count_nonzero(evaluated))
+        n_met = int(np.count_nonzero(derived.sla_met[start:stop] & evaluated))
         total_eval += n_eval
         total_met += n_met
         rows.append(

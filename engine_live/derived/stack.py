@@ -68,17 +68,28 @@ class Binding(Protocol):
     """What the layout needs of a topology node (`series_defs.TopoBinding` has these attributes)."""
 
     @property
-    def id(self) -> str: ...
+    def id(self) -> str:
+        """Node id."""
+
     @property
-    def kind(self) -> str: ...
+    def kind(self) -> str:
+        """Topology kind."""
+
     @property
-    def fields(self) -> dict[str, str]: ...
+    def fields(self) -> dict[str, str]:
+        """Semantic field → series id."""
+
     @property
-    def parallelism(self) -> float | str | None: ...
+    def parallelism(self) -> float | str | None:
+        """A constant, a series id, or None (1)."""
+
     @property
-    def sla_min(self) -> float | None: ...
+    def sla_min(self) -> float | None:
+        """slaMin in minutes, or None."""
+
     @property
-    def telemetry_fields(self) -> frozenset[str]: ...
+    def telemetry_fields(self) -> frozenset[str]:
+        """The fields fed by telemetry."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,7 @@ class StackedDerived:
 
     @property
     def n_bins(self) -> int:
+        """Output bins (w)."""
         return int(self.numeric.shape[2])
 
     def field(self, attr: str) -> FloatArray:
@@ -135,6 +147,8 @@ _ATTR_INDEX = {attr: i for i, (_, attr) in enumerate(NUMERIC_FIELDS)}
 
 @dataclass(frozen=True, eq=False)
 class StackLayout:
+    """Where each node's inputs are in the run matrix, with its kind, parallelism and slaMin."""
+
     ids: tuple[str, ...]
     kind: NDArray[np.int8]  # (k,)
     rows: IntArray  # (fields × k) rows of V; 0 (any row) where absent
@@ -159,11 +173,12 @@ class StackLayout:
     @classmethod
     def from_plan(cls, plan: Any) -> StackLayout:
         """From a compiled `Plan` (its graph's topology, row map and telemetry rows)."""
-        tele = [plan.names[int(r)] for r in plan.telemetry_rows]
+        tele = [plan.names[int(row)] for row in plan.telemetry_rows]
         return cls.build(plan.graph.topo, plan.row, tele)
 
     @classmethod
     def build(cls, topo: Iterable[Binding], row: Mapping[str, int], telemetry_ids: Iterable[str]) -> StackLayout:
+        """From topology bindings, the run matrix's row map and the telemetry series ids (in row order)."""
         nodes = list(topo)
         k = len(nodes)
         tele_index = {sid: i for i, sid in enumerate(telemetry_ids)}
@@ -173,26 +188,27 @@ class StackLayout:
         par_const, par_row = np.ones(k), np.full(k, -1, dtype=np.intp)
         sla, cons = np.full(k, np.nan), np.zeros(k, dtype=np.bool_)
         gaps: list[list[int]] = []
-        for i, b in enumerate(nodes):
-            for f, name in enumerate(STACK_FIELDS):
-                sid = b.fields.get(name)
+        for i, binding in enumerate(nodes):
+            for field_index, name in enumerate(STACK_FIELDS):
+                sid = binding.fields.get(name)
                 if sid is not None and sid in row:
-                    rows[f, i], present[f, i] = row[sid], True
-            if isinstance(b.parallelism, str):
-                par_row[i] = row[b.parallelism]
-            elif isinstance(b.parallelism, int | float):
-                par_const[i] = float(b.parallelism)
-            if b.sla_min is not None:
-                sla[i] = float(b.sla_min)
+                    rows[field_index, i], present[field_index, i] = row[sid], True
+            if isinstance(binding.parallelism, str):
+                par_row[i] = row[binding.parallelism]
+            elif isinstance(binding.parallelism, int | float):
+                par_const[i] = float(binding.parallelism)
+            if binding.sla_min is not None:
+                sla[i] = float(binding.sla_min)
             fields = {"arrivals", "served", "queueDepth"}
-            cons[i] = fields <= {n for n, s in b.fields.items() if s in row} and fields <= b.telemetry_fields
-            gaps.append(sorted({tele_index[s] for s in b.fields.values() if s in tele_index}))
-        width = max((len(g) for g in gaps), default=0) or 1
+            resolved = {name for name, sid in binding.fields.items() if sid in row}
+            cons[i] = fields <= resolved and fields <= binding.telemetry_fields
+            gaps.append(sorted({tele_index[sid] for sid in binding.fields.values() if sid in tele_index}))
+        width = max((len(tele_rows) for tele_rows in gaps), default=0) or 1
         gap_idx = np.full((k, width), n_tele, dtype=np.intp)
-        for i, g in enumerate(gaps):
-            gap_idx[i, : len(g)] = g
-        kind = np.array([KIND_CODES[b.kind] for b in nodes], dtype=np.int8)
-        ids = tuple(b.id for b in nodes)
+        for i, tele_rows in enumerate(gaps):
+            gap_idx[i, : len(tele_rows)] = tele_rows
+        kind = np.array([KIND_CODES[binding.kind] for binding in nodes], dtype=np.int8)
+        ids = tuple(binding.id for binding in nodes)
         return cls(ids, kind, rows, present, par_const, par_row, sla, gap_idx, cons, n_tele)
 
     def gather(
@@ -200,43 +216,43 @@ class StackLayout:
     ) -> StackedBlock:
         """Inputs of bins [t0, t1) plus up to `history` bins before (never before column 0 = bin base);
         the capacity window reads 11 more bins of `served` before the block (again clipped at base)."""
-        s = max(base, t0 - history)
-        c0, c1 = s - base, t1 - base
-        n, k = t1 - s, len(self.ids)
+        start = max(base, t0 - history)
+        c0, c1 = start - base, t1 - base
+        n, k = t1 - start, len(self.ids)
         flat = np.full((len(STACK_FIELDS) * k, n), np.nan)
         flat[self._present_flat] = V[self._present_rows, c0:c1]
-        x = dict(zip(STACK_FIELDS, flat.reshape(len(STACK_FIELDS), k, n), strict=True))
+        inputs = dict(zip(STACK_FIELDS, flat.reshape(len(STACK_FIELDS), k, n), strict=True))
         par = np.broadcast_to(self.par_const[:, None], (k, n))
         if self._par_series.size:
             par = par.copy()
             par[self._par_series] = V[self.par_row[self._par_series], c0:c1]
         gap = np.zeros((k, n), dtype=np.bool_)
         if gaps is not None and self.n_tele:
-            tele_gap = gaps(s, t1)
+            tele_gap = gaps(start, t1)
             if tele_gap.any():
-                g = np.zeros((self.n_tele + 1, n), dtype=np.bool_)
-                g[: self.n_tele] = tele_gap
-                gap = np.any(g[self.gap_idx], axis=1)
-        served = x["served"]
+                padded_gap = np.zeros((self.n_tele + 1, n), dtype=np.bool_)  # last row: "no series"
+                padded_gap[: self.n_tele] = tele_gap
+                gap = np.any(padded_gap[self.gap_idx], axis=1)
+        served = inputs["served"]
         applicable = (~self.present[STACK_FIELDS.index("capacity")] & self.present[1])[:, None]
         with np.errstate(all="ignore"):
-            denom = x["capacity"] * par
-            saturated = ((x["externalDemand"] > served) | (x["queueDepth"] > 0)) & applicable
-            value = np.where(saturated, served, self._rolling_served(V, base, s, t1)) + 0.0  # ±0: as `derive`
+            denom = inputs["capacity"] * par
+            saturated = ((inputs["externalDemand"] > served) | (inputs["queueDepth"] > 0)) & applicable
+            value = np.where(saturated, served, self._rolling_served(V, base, start, t1)) + 0.0  # ±0: as `derive`
         value[~(np.isfinite(value) & applicable)] = np.nan
-        return StackedBlock(s, t0 - s, x, denom, gap, value, saturated, applicable)
+        return StackedBlock(start, t0 - start, inputs, denom, gap, value, saturated, applicable)
 
-    def _rolling_served(self, V: FloatArray, base: int, s: int, t1: int) -> FloatArray:
-        """fmax of `served` over bins t-11..t for t in [s, t1), in the order `derive` reduces it."""
-        n, w = t1 - s, CAPACITY_WINDOW - 1
-        a = max(base, s - w)
-        padded = np.full((len(self.ids), w + n), np.nan)
+    def _rolling_served(self, V: FloatArray, base: int, start: int, t1: int) -> FloatArray:
+        """fmax of `served` over bins t-11..t for t in [start, t1), in the order `derive` reduces it."""
+        n, lead = t1 - start, CAPACITY_WINDOW - 1
+        first = max(base, start - lead)  # the first bin read (never before the matrix)
+        padded = np.full((len(self.ids), lead + n), np.nan)
         rows = self.rows[1]
-        padded[:, w - (s - a) :] = V[rows, a - base : t1 - base]
+        padded[:, lead - (start - first) :] = V[rows, first - base : t1 - base]
         padded[~self.present[1]] = np.nan
         acc = padded[:, :n]
-        for d in range(1, CAPACITY_WINDOW):
-            acc = np.fmax(acc, padded[:, d : d + n])
+        for offset in range(1, CAPACITY_WINDOW):
+            acc = np.fmax(acc, padded[:, offset : offset + n])
         return acc
 
     def derive_block(
@@ -257,10 +273,10 @@ def derive_stacked(
     layout: StackLayout, blk: StackedBlock, bin_minutes: int, n_bins: int | None = None
 ) -> StackedDerived:
     """Derived values of the block's output columns (the first `n_bins` of them, default all)."""
-    o = slice(blk.out, None if n_bins is None else blk.out + n_bins)
-    x = {f: v[:, o] for f, v in blk.x.items()}
-    arrivals, served, queue = x["arrivals"], x["served"], x["queueDepth"]
-    denom, gap = blk.denom[:, o], blk.gap[:, o]
+    cols = slice(blk.out, None if n_bins is None else blk.out + n_bins)
+    inputs = {name: values[:, cols] for name, values in blk.x.items()}
+    arrivals, served, queue = inputs["arrivals"], inputs["served"], inputs["queueDepth"]
+    denom, gap = blk.denom[:, cols], blk.gap[:, cols]
     k, w = served.shape
     bin_ms = float(bin_minutes) * 60000.0
     numeric = np.empty((len(NUMERIC_FIELDS), k, w))
@@ -269,7 +285,7 @@ def derive_stacked(
         per_served = _ratio(queue, served)
         queue_time = numeric[1] = per_served * bin_ms
         latency = numeric[2] = per_served * float(bin_minutes)
-        service_time = numeric[3] = _ratio(x["processingTimeMsSum"], x["servedCount"])
+        service_time = numeric[3] = _ratio(inputs["processingTimeMsSum"], inputs["servedCount"])
         both_missing = np.isnan(queue_time) & np.isnan(service_time)
         cycle = np.where(
             both_missing, np.nan, np.nan_to_num(queue_time, nan=0.0) + np.nan_to_num(service_time, nan=0.0)
@@ -278,10 +294,10 @@ def derive_stacked(
         numeric[4] = cycle
         numeric[5] = _ratio(service_time, cycle)
         numeric[6] = np.clip(_ratio(served, arrivals), 0.0, 1.0)
-        attempts = x["attempts"]
+        attempts = inputs["attempts"]
         numeric[7] = np.maximum(_ratio(attempts - served, attempts), 0.0)
-        cap = numeric[8] = blk.cap_value[:, o]
-        method = np.where(np.isfinite(cap), np.where(blk.saturated[:, o], 2, 1), 0).astype(np.int8)
+        cap = numeric[8] = blk.cap_value[:, cols]
+        method = np.where(np.isfinite(cap), np.where(blk.saturated[:, cols], 2, 1), 0).astype(np.int8)
         is_dlq = (layout.kind == KIND_CODES["dlq"])[:, None]
         sla_eval = np.isfinite(arrivals) & np.isfinite(served) & ~gap & ~is_dlq
         sla_met = sla_eval & ((arrivals == 0) | (_ratio(served, arrivals) >= SLA_RATIO))
@@ -329,7 +345,7 @@ def to_wire_bins(stacked: StackedDerived) -> list[list[dict[str, Any]]]:
     return [
         [
             {
-                "utilization": u,
+                "utilization": util,
                 "queueTimeMs": qt,
                 "latencyMinutes": lat,
                 "serviceTimeMs": st,
@@ -344,7 +360,7 @@ def to_wire_bins(stacked: StackedDerived) -> list[list[dict[str, Any]]]:
                 "color": co,
                 "colorReason": cr,
             }
-            for u, qt, lat, st, ct, fe, tr, rt, ci, cm, cc, sm, co, cr in rows
+            for util, qt, lat, st, ct, fe, tr, rt, ci, cm, cc, sm, co, cr in rows
         ]
         for rows in table.tolist()
     ]

@@ -24,6 +24,8 @@ Fn = Callable[[np.ndarray, int, int, int], np.ndarray]  # (V, base, t0, t1) -> (
 
 @dataclass(frozen=True)
 class Slots:
+    """The slot values of one expression: references, numbers and SHIFT initial values, in order."""
+
     refs: list[str]
     nums: list[float]
     inits: list[float]
@@ -33,25 +35,25 @@ def shape_key(expr: Expr, init_of: Callable[[str], float]) -> tuple[str, Slots]:
     """Structure of `expr` with numbers and references abstracted, plus the slot values."""
     slots = Slots([], [], [])
 
-    def key(e: Expr) -> str:
-        if isinstance(e, Num):
-            slots.nums.append(e.value)
+    def key(node: Expr) -> str:
+        if isinstance(node, Num):
+            slots.nums.append(node.value)
             return "N"
-        if isinstance(e, Ref):
-            slots.refs.append(e.name)
+        if isinstance(node, Ref):
+            slots.refs.append(node.name)
             return "R"
-        if isinstance(e, Unary):
-            return f"({e.op}{key(e.operand)})"
-        if isinstance(e, Binary):
-            return f"({key(e.left)}{e.op}{key(e.right)})"
-        if isinstance(e, ListLit):
-            return repr(e.items)
-        assert isinstance(e, Call)
-        name, args = e.name, e.args
+        if isinstance(node, Unary):
+            return f"({node.op}{key(node.operand)})"
+        if isinstance(node, Binary):
+            return f"({key(node.left)}{node.op}{key(node.right)})"
+        if isinstance(node, ListLit):
+            return repr(node.items)
+        assert isinstance(node, Call)
+        name, args = node.name, node.args
         if name == "SHIFT":
-            x = args[0]
-            slots.inits.append(init_of(x.name) if isinstance(x, Ref) else 0.0)
-            return f"SHIFT({key(x)},{int(_lit(args[1]))})"
+            operand = args[0]
+            slots.inits.append(init_of(operand.name) if isinstance(operand, Ref) else 0.0)
+            return f"SHIFT({key(operand)},{int(_lit(args[1]))})"
         if name in ("ROLLING_MAX", "ROLLING_MEAN"):
             return f"{name}({key(args[0])},{int(_lit(args[1]))})"
         if name == "PULSE":
@@ -59,34 +61,34 @@ def shape_key(expr: Expr, init_of: Callable[[str], float]) -> tuple[str, Slots]:
             phase = int(_lit(args[1])) if len(args) > 1 else 0
             amp = key(args[2]) if len(args) > 2 else key(Num(1.0))
             return f"PULSE({period},{phase},{amp})"
-        return f"{name}({','.join(key(a) for a in args)})"
+        return f"{name}({','.join(key(arg) for arg in args)})"
 
     return key(expr), slots
 
 
-def _lit(e: Expr) -> float:
-    assert isinstance(e, Num)
-    return e.value
+def _lit(expr: Expr) -> float:
+    assert isinstance(expr, Num)
+    return expr.value
 
 
-def _san_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.broadcast_arrays(a, b)
-    out = np.zeros(a.shape)
-    np.divide(a, b, out=out, where=b != 0)
+def _san_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.broadcast_arrays(num, den)
+    out = np.zeros(num.shape)
+    np.divide(num, den, out=out, where=den != 0)
     return out
 
 
-def _round_half_away(v: np.ndarray) -> np.ndarray:
-    tr = np.trunc(v)
-    d = v - tr
-    out: np.ndarray = tr + np.where(d >= 0.5, 1.0, np.where(d <= -0.5, -1.0, 0.0))
+def _round_half_away(values: np.ndarray) -> np.ndarray:
+    truncated = np.trunc(values)
+    frac = values - truncated
+    out: np.ndarray = truncated + np.where(frac >= 0.5, 1.0, np.where(frac <= -0.5, -1.0, 0.0))
     return out
 
 
-def _mod(v: np.ndarray, d: np.ndarray) -> np.ndarray:
-    v, d = np.broadcast_arrays(v, d)
-    zero = d == 0
-    return np.where(zero, 0.0, np.mod(v, np.where(zero, 1.0, d)))
+def _mod(values: np.ndarray, divisor: np.ndarray) -> np.ndarray:
+    values, divisor = np.broadcast_arrays(values, divisor)
+    zero = divisor == 0
+    return np.where(zero, 0.0, np.mod(values, np.where(zero, 1.0, divisor)))
 
 
 _UNARY_FUNCS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -117,34 +119,37 @@ class ShapeCompiler:
         self.rows, self.nums, self.inits = rows, nums, inits
         self.i_ref = self.i_num = self.i_init = 0
 
-    def full(self, x: np.ndarray, width: int) -> np.ndarray:
-        return np.broadcast_to(x, (self.k, width))
+    def full(self, values: np.ndarray, width: int) -> np.ndarray:
+        """`values` broadcast to the group's (k, width) block."""
+        return np.broadcast_to(values, (self.k, width))
 
-    def compile(self, e: Expr) -> Fn:
-        if isinstance(e, Num):
-            c = self.nums[self.i_num]
+    def compile(self, expr: Expr) -> Fn:
+        """The closure of `expr` (the shape), taking the group's slots in order."""
+        if isinstance(expr, Num):
+            const = self.nums[self.i_num]
             self.i_num += 1
-            return lambda V, b, t0, t1: c
-        if isinstance(e, Ref):
+            return lambda V, base, t0, t1: const
+        if isinstance(expr, Ref):
             rows = self.rows[self.i_ref]
             self.i_ref += 1
             if self.k == 1:
-                r = int(rows[0])
-                return lambda V, b, t0, t1: V[r : r + 1, t0 - b : t1 - b]
-            return lambda V, b, t0, t1: V[rows, t0 - b : t1 - b]
-        if isinstance(e, Unary):
-            inner = self.compile(e.operand)
-            if e.op == "-":
-                return lambda V, b, t0, t1: np.negative(inner(V, b, t0, t1))
+                row = int(rows[0])
+                return lambda V, base, t0, t1: V[row : row + 1, t0 - base : t1 - base]
+            return lambda V, base, t0, t1: V[rows, t0 - base : t1 - base]
+        if isinstance(expr, Unary):
+            inner = self.compile(expr.operand)
+            if expr.op == "-":
+                return lambda V, base, t0, t1: np.negative(inner(V, base, t0, t1))
             return inner
-        if isinstance(e, Binary):
-            left, right, op = self.compile(e.left), self.compile(e.right), _OPS[e.op]
-            return lambda V, b, t0, t1: op(left(V, b, t0, t1), right(V, b, t0, t1))
-        assert isinstance(e, Call)
-        return self.call(e)
+        if isinstance(expr, Binary):
+            left, right, op = self.compile(expr.left), self.compile(expr.right), _OPS[expr.op]
+            return lambda V, base, t0, t1: op(left(V, base, t0, t1), right(V, base, t0, t1))
+        assert isinstance(expr, Call)
+        return self.call(expr)
 
-    def call(self, e: Call) -> Fn:
-        name, args = e.name, e.args
+    def call(self, expr: Call) -> Fn:
+        """The closure of a function call."""
+        name, args = expr.name, expr.args
         if name == "SHIFT":
             return self.shift(args[0], int(_lit(args[1])))
         if name == "CONV":
@@ -152,98 +157,104 @@ class ShapeCompiler:
             assert isinstance(kern, ListLit)
             return self.window_sum(args[0], kern.items, mean=False)
         if name == "ROLLING_MEAN":
-            w = int(_lit(args[1]))
-            return self.window_sum(args[0], (1.0,) * w, mean=True)
+            window = int(_lit(args[1]))
+            return self.window_sum(args[0], (1.0,) * window, mean=True)
         if name == "ROLLING_MAX":
             return self.rolling_max(args[0], int(_lit(args[1])))
         if name == "PULSE":
             return self.pulse(args)
-        fns = [self.compile(a) for a in args]
+        fns = [self.compile(arg) for arg in args]
         if name in ("MIN", "MAX"):
-            red = np.minimum if name == "MIN" else np.maximum
+            reduce = np.minimum if name == "MIN" else np.maximum
 
-            def minmax(V: np.ndarray, b: int, t0: int, t1: int) -> np.ndarray:
-                acc = fns[0](V, b, t0, t1)
-                for f in fns[1:]:
-                    acc = red(acc, f(V, b, t0, t1))
+            def minmax(V: np.ndarray, base: int, t0: int, t1: int) -> np.ndarray:
+                acc = fns[0](V, base, t0, t1)
+                for fn in fns[1:]:
+                    acc = reduce(acc, fn(V, base, t0, t1))
                 return acc
 
             return minmax
         if name == "CLAMP":
-            v, lo, hi = fns
-            return lambda V, b, t0, t1: np.minimum(np.maximum(v(V, b, t0, t1), lo(V, b, t0, t1)), hi(V, b, t0, t1))
+            value_fn, lo_fn, hi_fn = fns
+            return lambda V, base, t0, t1: np.minimum(
+                np.maximum(value_fn(V, base, t0, t1), lo_fn(V, base, t0, t1)), hi_fn(V, base, t0, t1)
+            )
         if name in _UNARY_FUNCS:
-            f1, g = fns[0], _UNARY_FUNCS[name]
-            return lambda V, b, t0, t1: g(f1(V, b, t0, t1))
-        f2a, f2b, h = fns[0], fns[1], _BINARY_FUNCS[name]
-        return lambda V, b, t0, t1: h(f2a(V, b, t0, t1), f2b(V, b, t0, t1))
+            operand_fn, unary = fns[0], _UNARY_FUNCS[name]
+            return lambda V, base, t0, t1: unary(operand_fn(V, base, t0, t1))
+        left_fn, right_fn, binary = fns[0], fns[1], _BINARY_FUNCS[name]
+        return lambda V, base, t0, t1: binary(left_fn(V, base, t0, t1), right_fn(V, base, t0, t1))
 
-    def shift(self, x: Expr, lag: int) -> Fn:
+    def shift(self, operand: Expr, lag: int) -> Fn:
+        """SHIFT(operand, lag): bins before 0 read the operand's initial value."""
         init = self.inits[self.i_init]
         self.i_init += 1
-        inner = self.compile(x)
+        inner = self.compile(operand)
         full = self.full
         if lag == 0:
             return inner
 
-        def shifted(V: np.ndarray, b: int, t0: int, t1: int) -> np.ndarray:
+        def shifted(V: np.ndarray, base: int, t0: int, t1: int) -> np.ndarray:
             s0, s1 = t0 - lag, t1 - lag
             if s0 >= 0:
-                return inner(V, b, s0, s1)
+                return inner(V, base, s0, s1)
             if s1 <= 0:
                 return full(init, t1 - t0)
-            return np.concatenate([full(init, -s0), full(inner(V, b, 0, s1), s1)], axis=1)
+            return np.concatenate([full(init, -s0), full(inner(V, base, 0, s1), s1)], axis=1)
 
         return shifted
 
-    def window_sum(self, x: Expr, taps: tuple[float, ...], *, mean: bool) -> Fn:
-        inner, full, k, n = self.compile(x), self.full, self.k, len(taps)
+    def window_sum(self, operand: Expr, taps: tuple[float, ...], *, mean: bool) -> Fn:
+        """CONV(operand, taps), or ROLLING_MEAN (unit taps, divided by the bins available)."""
+        inner, full, k, n = self.compile(operand), self.full, self.k, len(taps)
 
-        def conv(V: np.ndarray, b: int, t0: int, t1: int) -> np.ndarray:
-            w = t1 - t0
+        def conv(V: np.ndarray, base: int, t0: int, t1: int) -> np.ndarray:
+            width = t1 - t0
             lo = max(0, t0 - n + 1)
-            xs = full(inner(V, b, lo, t1), t1 - lo)
-            acc = np.zeros((k, w))
-            for j, kj in enumerate(taps):
+            xs = full(inner(V, base, lo, t1), t1 - lo)
+            acc = np.zeros((k, width))
+            for j, tap in enumerate(taps):
                 i0 = max(0, j - t0)
-                if i0 >= w:
+                if i0 >= width:
                     break
-                a = t0 + i0 - j - lo
-                term = xs[:, a : a + w - i0]
-                acc[:, i0:] += term if mean else term * kj
+                start = t0 + i0 - j - lo
+                term = xs[:, start : start + width - i0]
+                acc[:, i0:] += term if mean else term * tap
             if mean:
                 return acc / np.minimum(n, np.arange(t0 + 1, t1 + 1, dtype=np.float64))
             return acc
 
         return conv
 
-    def rolling_max(self, x: Expr, n: int) -> Fn:
-        inner, full, k = self.compile(x), self.full, self.k
+    def rolling_max(self, operand: Expr, n: int) -> Fn:
+        """ROLLING_MAX(operand, n) over the bins available."""
+        inner, full, k = self.compile(operand), self.full, self.k
 
-        def rmax(V: np.ndarray, b: int, t0: int, t1: int) -> np.ndarray:
-            w = t1 - t0
+        def rmax(V: np.ndarray, base: int, t0: int, t1: int) -> np.ndarray:
+            width = t1 - t0
             lo = max(0, t0 - n + 1)
-            xs = full(inner(V, b, lo, t1), t1 - lo)
-            acc = np.full((k, w), -np.inf)
+            xs = full(inner(V, base, lo, t1), t1 - lo)
+            acc = np.full((k, width), -np.inf)
             for j in range(n):
                 i0 = max(0, j - t0)
-                if i0 >= w:
+                if i0 >= width:
                     break
-                a = t0 + i0 - j - lo
-                acc[:, i0:] = np.maximum(acc[:, i0:], xs[:, a : a + w - i0])
+                start = t0 + i0 - j - lo
+                acc[:, i0:] = np.maximum(acc[:, i0:], xs[:, start : start + width - i0])
             return acc
 
         return rmax
 
     def pulse(self, args: tuple[Expr, ...]) -> Fn:
+        """PULSE(period, phase=0, amplitude=1): the amplitude on bins phase + m·period, else 0."""
         period = int(_lit(args[0]))
         phase = int(_lit(args[1])) if len(args) > 1 else 0
         amp = self.compile(args[2] if len(args) > 2 else Num(1.0))
         full = self.full
 
-        def pulse(V: np.ndarray, b: int, t0: int, t1: int) -> np.ndarray:
+        def pulse(V: np.ndarray, base: int, t0: int, t1: int) -> np.ndarray:
             ts = np.arange(t0, t1)
             mask = (ts >= phase) & ((ts - phase) % period == 0)
-            return np.where(mask, full(amp(V, b, t0, t1), t1 - t0), 0.0)
+            return np.where(mask, full(amp(V, base, t0, t1), t1 - t0), 0.0)
 
         return pulse

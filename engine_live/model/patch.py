@@ -5,6 +5,7 @@ or appends them; nothing is removed, the grid and the set of telemetry-fed serie
 (422 otherwise). Bins before `fromBin` keep the values they had; from `fromBin` on the patched model
 is evaluated, reading the earlier bins as history. A series that did not exist before `fromBin`
 holds 0 there. `flowtime run` applies a run's adjustments the same way, so batch ≡ live holds.
+`V` is a run matrix (`V[row, bin]`, rows as a plan numbers its series).
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ PATCH_KEYS = {"fromBin", "nodes", "topology"}
 
 @dataclass(frozen=True)
 class Adjustment:
+    """One checked patch: the model revision it makes, its first bin and the nodes it replaces or adds."""
+
     model_revision: int
     from_bin: int
     nodes: list[dict[str, Any]]
     topology_nodes: list[dict[str, Any]]
 
     def to_wire(self) -> dict[str, Any]:
+        """The patch as logged (model/adjustments.json)."""
         out: dict[str, Any] = {"modelRevision": self.model_revision, "fromBin": self.from_bin, "nodes": self.nodes}
         if self.topology_nodes:
             out["topology"] = {"nodes": self.topology_nodes}
@@ -42,6 +46,7 @@ class Adjustment:
 
 
 def parse_patch(body: Any, *, model_revision: int, default_from: int) -> Adjustment:
+    """Check a patch body `{fromBin?, nodes, topology?}` (ModelError naming the problem)."""
     if not isinstance(body, dict):
         raise ModelError("patch: must be an object {fromBin?, nodes, topology?}")
     unknown = set(body) - PATCH_KEYS
@@ -52,9 +57,13 @@ def parse_patch(body: Any, *, model_revision: int, default_from: int) -> Adjustm
     if topology is not None and not isinstance(topology, dict):
         raise ModelError("patch.topology: must be an object {nodes: [...]}")
     topo = (topology or {}).get("nodes") or []
-    if not isinstance(nodes, list) or not all(isinstance(n, dict) and isinstance(n.get("id"), str) for n in nodes):
+    if not isinstance(nodes, list) or not all(
+        isinstance(node, dict) and isinstance(node.get("id"), str) for node in nodes
+    ):
         raise ModelError("patch.nodes: must be a list of full node definitions with ids")
-    if not isinstance(topo, list) or not all(isinstance(n, dict) and isinstance(n.get("id"), str) for n in topo):
+    if not isinstance(topo, list) or not all(
+        isinstance(node, dict) and isinstance(node.get("id"), str) for node in topo
+    ):
         raise ModelError("patch.topology.nodes: must be a list of topology nodes with ids")
     if not nodes and not topo:
         raise ModelError("patch: nothing to change (give nodes or topology.nodes)")
@@ -66,17 +75,18 @@ def parse_patch(body: Any, *, model_revision: int, default_from: int) -> Adjustm
 
 def _merge(items: list[Any], updates: Sequence[dict[str, Any]]) -> list[Any]:
     out = list(items)
-    where = {n.get("id"): i for i, n in enumerate(out) if isinstance(n, dict)}
-    for u in updates:
-        if u["id"] in where:
-            out[where[u["id"]]] = u
+    where = {item.get("id"): i for i, item in enumerate(out) if isinstance(item, dict)}
+    for update in updates:
+        if update["id"] in where:
+            out[where[update["id"]]] = update
         else:
-            where[u["id"]] = len(out)
-            out.append(u)
+            where[update["id"]] = len(out)
+            out.append(update)
     return out
 
 
 def patched_data(data: dict[str, Any], adj: Adjustment) -> dict[str, Any]:
+    """A copy of the model data with the patch's nodes (and topology nodes) replaced by id or added."""
     new = copy.deepcopy(data)
     new["nodes"] = _merge(list(new.get("nodes") or []), adj.nodes)
     if adj.topology_nodes:
@@ -87,13 +97,14 @@ def patched_data(data: dict[str, Any], adj: Adjustment) -> dict[str, Any]:
 
 
 def check_compatible(old: ModelGraph, new: ModelGraph) -> None:
+    """A patched graph keeps the grid, the telemetry sources and every series (else ModelError)."""
     if old.grid != new.grid:
         raise ModelError("patch: the grid cannot change")
     if set(old.telemetry_ids()) != set(new.telemetry_ids()):
         changed = sorted(set(old.telemetry_ids()) ^ set(new.telemetry_ids()))
         raise ModelError(f"patch: telemetry sources cannot change ({', '.join(changed)})")
-    old_series = {out for d in old.defs for out in d.outputs}
-    new_series = {out for d in new.defs for out in d.outputs}
+    old_series = {out for definition in old.defs for out in definition.outputs}
+    new_series = {out for definition in new.defs for out in definition.outputs}
     if old_series - new_series:
         raise ModelError(f"patch: series cannot be removed ({', '.join(sorted(old_series - new_series))})")
 
@@ -101,6 +112,7 @@ def check_compatible(old: ModelGraph, new: ModelGraph) -> None:
 def compile_patched(
     data: dict[str, Any], adj: Adjustment, old: ModelGraph, base_dir: Path | None, *, live: bool
 ) -> tuple[dict[str, Any], Plan]:
+    """The patched model data and its plan (checked against the old graph)."""
     new_data = patched_data(data, adj)
     graph = build_model(load_model(new_data, base_dir=base_dir, live=live))
     check_compatible(old, graph)
@@ -109,12 +121,12 @@ def compile_patched(
 
 def rebase(old: Plan, V: np.ndarray, new: Plan) -> np.ndarray:
     """The matrix for the new plan: rows copied by series id, new series zero."""
-    W = np.zeros((new.n_rows, V.shape[1]))
-    for name, r in new.row.items():
-        o = old.row.get(name)
-        if o is not None:
-            W[r] = V[o]
-    return W
+    rebased = np.zeros((new.n_rows, V.shape[1]))
+    for name, row in new.row.items():
+        old_row = old.row.get(name)
+        if old_row is not None:
+            rebased[row] = V[old_row]
+    return rebased
 
 
 def evaluate_with_adjustments(
@@ -132,7 +144,7 @@ def evaluate_with_adjustments(
     done = 0
     for wire in adjustments:
         adj = parse_patch(
-            {k: v for k, v in wire.items() if k != "modelRevision"},
+            {key: value for key, value in wire.items() if key != "modelRevision"},
             model_revision=int(wire.get("modelRevision", 0)),
             default_from=0,
         )

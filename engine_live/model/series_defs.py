@@ -12,34 +12,43 @@ from typing import Any
 import numpy as np
 
 from engine_live.expressions.syntax import Expr
-from engine_live.model.document import Dispatch, EdgeSpec
 from engine_live.model.grid import Grid
+from engine_live.model.node_specs import Dispatch
+from engine_live.model.topology_specs import EdgeSpec
 
 
 @dataclass(frozen=True)
 class ConstDef:
+    """A series of given values: a const node, a `file:` CSV or a pmf's expected value."""
+
     id: str
     values: np.ndarray
     kind: str = "const"  # const | file | pmf (expected value)
 
     @property
     def outputs(self) -> tuple[str, ...]:
+        """The series ids this definition produces."""
         return (self.id,)
 
 
 @dataclass(frozen=True)
 class TelemetryDef:
+    """A series fed by telemetry (ingested bins)."""
+
     id: str
 
     kind = "telemetry"
 
     @property
     def outputs(self) -> tuple[str, ...]:
+        """The series ids this definition produces."""
         return (self.id,)
 
 
 @dataclass(frozen=True)
 class ExprDef:
+    """A series computed by an expression (also routers and retry echo)."""
+
     id: str
     expr: Expr
     initial: float | None = None
@@ -47,11 +56,14 @@ class ExprDef:
 
     @property
     def outputs(self) -> tuple[str, ...]:
+        """The series ids this definition produces."""
         return (self.id,)
 
 
 @dataclass(frozen=True)
 class PmfSampleDef:
+    """A series sampled per bin from a pmf (pcg32, seeded)."""
+
     id: str
     values: tuple[float, ...]
     probabilities: tuple[float, ...]
@@ -61,11 +73,14 @@ class PmfSampleDef:
 
     @property
     def outputs(self) -> tuple[str, ...]:
+        """The series ids this definition produces."""
         return (self.id,)
 
 
 @dataclass(frozen=True)
 class QueueDef:
+    """A queue with its inflow, outflow, loss, WIP limit and dispatch; it also outputs its outflow and overflow."""
+
     id: str
     inflow: str | None
     outflow: str | None
@@ -83,6 +98,7 @@ class QueueDef:
 
     @property
     def outputs(self) -> tuple[str, ...]:
+        """The series ids this definition produces."""
         return (self.id, self.outflow_id, self.overflow_id)
 
 
@@ -98,6 +114,7 @@ class CapDef:
 
     @property
     def outputs(self) -> tuple[str, ...]:
+        """The series ids this definition produces."""
         return tuple(out for out, _ in self.members)
 
 
@@ -120,6 +137,8 @@ class TopoBinding:
 
 @dataclass(frozen=True)
 class ModelGraph:
+    """A model reduced to primitive series definitions, with its topology bindings."""
+
     grid: Grid
     defs: tuple[SeriesDef, ...]
     topo: tuple[TopoBinding, ...]
@@ -130,4 +149,5 @@ class ModelGraph:
     info: tuple[dict[str, Any], ...] = ()
 
     def telemetry_ids(self) -> tuple[str, ...]:
-        return tuple(d.id for d in self.defs if isinstance(d, TelemetryDef))
+        """The ids of the telemetry series, in definition order."""
+        return tuple(definition.id for definition in self.defs if isinstance(definition, TelemetryDef))

@@ -1,18 +1,13 @@
-"""Reading model text: YAML (fast Rust reader, PyYAML fallback) or JSON, into plain Python data."""
+"""Reading model text: YAML (the Rust `ryaml` reader) or JSON, into plain Python data; writing YAML."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
+import ryaml  # YAML 1.2, ~15x faster than PyYAML's C loader on large models
 
 from engine_live.errors import ModelError
-
-_ryaml: Any
-try:  # YAML 1.2, ~15x faster than PyYAML's C loader on large models
-    import ryaml as _ryaml
-except ImportError:  # pragma: no cover - ryaml is a declared dependency
-    _ryaml = None
 
 
 def parse_model_text(text: str) -> Any:
@@ -23,16 +18,9 @@ def parse_model_text(text: str) -> Any:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
             pass  # YAML flow mappings also start with "{"
-    if _ryaml is not None:
-        try:
-            return _ryaml.loads(text)
-        except Exception as exc:  # ryaml raises its own InvalidYamlError and ValueErrors
-            raise ModelError(f"model is not valid YAML: {exc}") from None
-    import yaml  # pragma: no cover
-
-    try:  # pragma: no cover
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:  # pragma: no cover
+    try:
+        return ryaml.loads(text)  # type: ignore[attr-defined]  # the package re-exports it implicitly
+    except Exception as exc:  # ryaml raises its own InvalidYamlError and ValueErrors
         raise ModelError(f"model is not valid YAML: {exc}") from None
 
 

@@ -1,6 +1,7 @@
 """Batch runs: a model (plus optional telemetry) → evaluated series, warnings and a RunResult.
 
 A batch run is the live engine's evaluation over the whole grid at once (SPEC §2: batch ≡ live).
+`V` is the evaluated matrix: `V[row, bin]`, rows as the plan numbers the series.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from engine_live.warnings.book import WarningBook
 
 @dataclass(frozen=True)
 class BatchRun:
+    """A model evaluated over its whole grid: document, graph, plan, matrix and result."""
+
     doc: ModelDoc
     graph: ModelGraph
     plan: Plan
@@ -36,15 +39,18 @@ class BatchRun:
     result: RunResult
 
     def series(self, sid: str) -> np.ndarray:
+        """One evaluated series by id."""
         values: np.ndarray = self.matrix[self.plan.row[sid]]
         return values
 
 
 def scenario_hash(spec_text: str, seed: int) -> str:
+    """sha256 of the model text and the seed (`spec_text + "\\n" + str(seed)`)."""
     return "sha256:" + hashlib.sha256(f"{spec_text}\n{seed}".encode()).hexdigest()
 
 
 def new_run_id(spec_hash: str | None = None, now: datetime | None = None) -> str:
+    """`run_deterministic_<hash prefix>` for a scenario hash, else `run_<UTC stamp>_<random hex>`."""
     if spec_hash is not None:
         return f"run_deterministic_{spec_hash.removeprefix('sha256:')[:8]}"
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
@@ -59,7 +65,8 @@ def spec_text_of(doc: ModelDoc, source_text: str | None) -> str:
 
 
 def node_inputs(binding: TopoBinding, series: Mapping[str, np.ndarray], gap: np.ndarray | None = None) -> NodeInputs:
-    metrics = {f: series[sid] for f, sid in binding.fields.items() if sid in series}
+    """A topology node's inputs for `derive`, from series by id."""
+    metrics = {field_name: series[sid] for field_name, sid in binding.fields.items() if sid in series}
     par: float | np.ndarray = 1.0
     if isinstance(binding.parallelism, str):
         par = series[binding.parallelism]
@@ -74,10 +81,10 @@ def collect_warnings(
     """Warnings of a whole evaluated grid: model info, non-finite values, and per-node checks."""
     book = WarningBook()
     bins = np.arange(V.shape[1], dtype=np.int64)
-    for sid, r in plan.row.items():
+    for sid, row in plan.row.items():
         if sid == ZERO or plan.kind_of.get(sid) in ("const", "telemetry", "file"):
             continue
-        bad = ~np.isfinite(V[r])
+        bad = ~np.isfinite(V[row])
         if bad.any():
             book.set_flags(
                 ("nan_detected", None, sid),
@@ -87,26 +94,31 @@ def collect_warnings(
                 severity="warning",
                 message=f"series '{sid}' has non-finite values",
             )
-    view = {sid: V[r] for sid, r in plan.row.items()}
+    view = {sid: V[row] for sid, row in plan.row.items()}
     for binding in graph.topo:
         gap = gaps.get(binding.id) if gaps else None
         node = node_inputs(binding, view, gap)
         record_node_flags(
             book, binding.id, 0, node_flags(node, derive(node, graph.grid.bin_minutes), binding.telemetry_fields)
         )
-    info = [{**w, "bins": [], "count": 0, "value": w.get("value")} for w in graph.info]
+    info = [{**warning, "bins": [], "count": 0, "value": warning.get("value")} for warning in graph.info]
     return info + book.active()
 
 
 def topology_view(graph: ModelGraph) -> dict[str, Any]:
+    """topology.json: nodes with their resolved semantics, and edges."""
     return {
-        "nodes": [{"id": t.id, "kind": t.kind, "semantics": dict(t.fields), "ui": t.ui} for t in graph.topo],
-        "edges": [{"from": e.source, "to": e.target, "weight": e.weight} for e in graph.edges],
+        "nodes": [
+            {"id": binding.id, "kind": binding.kind, "semantics": dict(binding.fields), "ui": binding.ui}
+            for binding in graph.topo
+        ],
+        "edges": [{"from": edge.source, "to": edge.target, "weight": edge.weight} for edge in graph.edges],
     }
 
 
 def output_series(graph: ModelGraph, plan: Plan, V: np.ndarray) -> list[SeriesOut]:
-    component = {sid: t.id for t in graph.topo for sid in t.fields.values()}
+    """The series a run writes: `outputs` when the model lists them, else every series."""
+    component = {sid: binding.id for binding in graph.topo for sid in binding.fields.values()}
     chosen: list[tuple[str, str | None]]
     if graph.outputs is not None:
         chosen = [(sid, name) for sid, name in graph.outputs if sid is not None]

@@ -25,7 +25,7 @@ def evaluate_batch(
         raise ValueError("an open-ended model needs an explicit number of bins")
     V = np.zeros((plan.n_rows, n))
     for sid, values in (telemetry or {}).items():
-        m = min(n, len(values))
-        V[plan.row[sid], :m] = values[:m]
+        given = min(n, len(values))
+        V[plan.row[sid], :given] = values[:given]
     evaluate_range(plan, V, 0, 0, n)
     return V

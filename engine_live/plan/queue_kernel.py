@@ -57,10 +57,10 @@ def queue_series(
     pos, prev = 0, float(q0)
     while pos < n:
         if prev == 0.0:
-            s = int(next_busy[pos])
-            if s > pos:
-                q[pos:s] = 0.0
-                pos = s
+            busy_from = int(next_busy[pos])
+            if busy_from > pos:
+                q[pos:busy_from] = 0.0
+                pos = busy_from
                 continue
         # a short busy spell: plain float steps (the same IEEE operations, in the same order)
         stop = min(n, pos + SCALAR_BINS)

@@ -4,6 +4,8 @@ A stage reads only rows of earlier stages (any bin ≤ t1-1) and its own rows at
 running the stages in order over the whole grid (batch), over one bin (live), or over a suffix
 (after a correction) gives the same bits. Recurrences (queues, SHIFT loops) step one bin at a
 time, all members of a stage together as vectors.
+
+`V` is the run matrix: `V[row, t - base]` holds series `row` at bin `t`.
 """
 
 from __future__ import annotations
@@ -21,19 +23,25 @@ SHORT_RANGE = 8  # bins; longer ranges use the accumulate kernel
 
 
 class Stage:
+    """One step of a plan: computes its rows for bins [t0, t1)."""
+
     rows: np.ndarray  # rows this stage writes
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:  # pragma: no cover - abstract
+        """Write this stage's rows for bins [t0, t1) into V."""
         raise NotImplementedError
 
 
 @dataclass
 class ExprGroup(Stage):
+    """Expressions of one shape, evaluated together by their compiled closure."""
+
     rows: np.ndarray
     fn: Fn
     shape: str
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
+        """Evaluate the closure over [t0, t1) (NaN normalised to one bit pattern)."""
         res = self.fn(V, base, t0, t1)
         if res.size and np.isnan(res.min()):  # a reduction: no bool array on the common NaN-free path
             # one NaN bit pattern: which operand's NaN survives differs between numpy loops
@@ -46,10 +54,13 @@ class ExprGroup(Stage):
 
 @dataclass
 class ConstStage(Stage):
+    """Every const series, copied from the values given for the whole grid."""
+
     rows: np.ndarray
     values: np.ndarray  # (k, n) for the whole grid; bins past n read as 0
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
+        """Copy the given values; bins past them read 0."""
         n = self.values.shape[1]
         hi = min(t1, n)
         if t0 < hi:
@@ -60,17 +71,20 @@ class ConstStage(Stage):
 
 @dataclass
 class PmfStage(Stage):
+    """A pmf sampled per bin (pcg32 draws from the node's seed)."""
+
     rows: np.ndarray
     values: tuple[float, ...]
     probabilities: tuple[float, ...]
     seed: int
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
+        """Draw bins [t0, t1) (the draws depend only on seed and bin)."""
         V[int(self.rows[0]), t0 - base : t1 - base] = pmf_draws(self.values, self.probabilities, self.seed, t0, t1 - t0)
 
 
-def _san(x: np.ndarray) -> np.ndarray:
-    return np.where(np.isfinite(x), x, 0.0)
+def _san(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(values), values, 0.0)
 
 
 @dataclass
@@ -93,6 +107,7 @@ class QueueGroup(Stage):
     cap_rows: np.ndarray  # -1 = none
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
+        """Step the queues over [t0, t1): bin by bin when short, cumulative sums when long."""
         c0, c1 = t0 - base, t1 - base
         inn = _san(V[self.in_rows, c0:c1])
         for extra in self.extra_rows:
@@ -113,14 +128,14 @@ class QueueGroup(Stage):
         prev = V[self.q_rows, c0 - 1] if t0 > 0 else self.initial
         V[self.out_rows, c0:c1] = out
         if t1 - t0 <= SHORT_RANGE:
-            q, ovf = step_bins(prev, inn, out, loss, limit)
-            V[self.q_rows, c0:c1] = q
+            queues, ovf = step_bins(prev, inn, out, loss, limit)
+            V[self.q_rows, c0:c1] = queues
             V[self.ovf_rows, c0:c1] = ovf
             return
         for i in range(len(self.q_rows)):
-            q1, ovf1 = queue_series(float(prev[i]), inn[i], out[i], loss[i], limit[i])
-            V[self.q_rows[i], c0:c1] = q1
-            V[self.ovf_rows[i], c0:c1] = ovf1
+            queue, queue_ovf = queue_series(float(prev[i]), inn[i], out[i], loss[i], limit[i])
+            V[self.q_rows[i], c0:c1] = queue
+            V[self.ovf_rows[i], c0:c1] = queue_ovf
 
 
 @dataclass
@@ -132,20 +147,21 @@ class CapStage(Stage):
     cap_row: int
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
+        """Cap each member's demand to its share of the capacity when the total exceeds it."""
         c0, c1 = t0 - base, t1 - base
         raw = V[self.demand_rows, c0:c1]
-        d = np.where(np.isfinite(raw) & (raw > 0), raw, 0.0)
-        total = d[0].copy()
-        for i in range(1, len(d)):
-            total = total + d[i]
+        demand = np.where(np.isfinite(raw) & (raw > 0), raw, 0.0)
+        total = demand[0].copy()
+        for i in range(1, len(demand)):
+            total = total + demand[i]
         cap = V[self.cap_row, c0:c1]
-        V[self.rows, c0:c1] = np.where(total > cap, _div(cap * d, total), raw)
+        V[self.rows, c0:c1] = np.where(total > cap, _div(cap * demand, total), raw)
 
 
-def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.broadcast_arrays(a, b)
-    out = np.zeros(a.shape)
-    np.divide(a, b, out=out, where=b != 0)
+def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.broadcast_arrays(num, den)
+    out = np.zeros(num.shape)
+    np.divide(num, den, out=out, where=den != 0)
     return out
 
 
@@ -157,7 +173,8 @@ class BinLoop(Stage):
     members: Sequence[Stage]
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
+        """Run every member one bin at a time, in order."""
         members = self.members
         for t in range(t0, t1):
-            for m in members:
-                m.run(V, base, t, t + 1)
+            for member in members:
+                member.run(V, base, t, t + 1)

@@ -16,7 +16,7 @@ evaluation (it reads `plan.lookback` bins before that) can touch a bin any more:
 a segment, `mark_persisted(b)` (after its commit) lets those columns go. With `persisted_before`
 None (a run nothing persists: the pure engine in tests and benches) the window slides as before.
 
-`apply_record` takes one ingestion-log record's validated frames and returns the events it
+`apply` takes one ingestion-log record's values (a `FrameBatch`) and returns the events it
 causes, seq +1 each: first the republished bins of a correction (one `evaluate_range` over
 t..lastBin, only bins whose bits or gap state changed, `revision` raised once per record), then
 every bin the record lets close, in ascending order. Bin t closes when all telemetry series have
@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,26 +52,10 @@ from engine_live.protocol import (
     warning_event,
 )
 from engine_live.state.cell_writes import write_distinct, write_in_order
+from engine_live.state.frame_batch import FrameBatch
+from engine_live.state.run_window import FloatArray, RunWindow
 
-OPEN_ENDED_RETENTION = 8640
 DEFAULT_GRACE_BINS = 2
-FloatArray = NDArray[np.float64]
-
-
-class ValidFrame(NamedTuple):
-    """One validated value: bin, telemetry series id, value (finite)."""
-
-    bin: int
-    series: str
-    value: float
-
-
-class FrameColumns(NamedTuple):
-    """A record's frames as columns: bins, telemetry index (`LiveRun.series_index`), finite values."""
-
-    bins: NDArray[np.int64]
-    idx: NDArray[np.intp]
-    values: NDArray[np.float64]
 
 
 @dataclass
@@ -105,9 +89,8 @@ class BinHooks:
         return []
 
 
-class LiveRun:
-    MIN_SLACK = 32  # columns beyond the kept ones, so a slide (a copy) happens at most every slack bins
-    INITIAL_COLUMNS = 256  # grown by doubling up to keep + slack
+class LiveRun(RunWindow):
+    """One live run (see the module docstring); its matrix window is `RunWindow`'s."""
 
     def __init__(
         self,
@@ -120,33 +103,19 @@ class LiveRun:
         hooks: BinHooks | None = None,
         persisted_before: int | None = None,
     ) -> None:
-        grid = plan.graph.grid
-        self.plan, self.grid, self.run_id, self.epoch = plan, grid, run_id, epoch
+        super().__init__(plan, retention_bins, persisted_before)
+        self.run_id, self.epoch = run_id, epoch
         self.grace_bins = grace_bins
-        self.retention_bins = retention_bins or grid.bins or OPEN_ENDED_RETENTION
         self.hooks = hooks or BinHooks()
-        self.persisted_before = persisted_before  # bins below are in committed segments (None: not tracked)
         self.status = RunStatus.CREATED
         self.seq = self.revision = self.model_revision = 0
         self.watermark = self.last_bin = -1
-        self.telemetry_ids: tuple[str, ...] = tuple(plan.names[int(r)] for r in plan.telemetry_rows)
         self._tele_index = {sid: i for i, sid in enumerate(self.telemetry_ids)}
-        self._tele_rows = [int(r) for r in plan.telemetry_rows]
         self._tele_rows_a = np.asarray(self._tele_rows, dtype=np.intp)
         # the last series sequence, its index and whether that index has no repeats
         self._series_cache: tuple[tuple[str, ...], NDArray[np.intp], bool] | None = None
-        self._keep = self.retention_bins + plan.lookback
-        self._slack = max(self.MIN_SLACK, self._keep // 8)
-        cols = min(self._keep + self._slack, self.INITIAL_COLUMNS)
-        self.base = 0
-        self.V: FloatArray = np.zeros((plan.n_rows, cols))
-        self.P: NDArray[np.bool_] = np.zeros((len(self._tele_rows), cols), dtype=bool)
-        self._start = grid.start_dt()
+        self._start = self.grid.start_dt()
         self._build_delta_layout()
-        # Incremental capture (`live_state.CaptureMirror`): the lowest bin written since the owner's
-        # last capture; every write to V/P lowers it. A different (or no) owner means "copy all".
-        self.dirty_from = 0
-        self.capture_owner: object | None = None
         # Quiet (recovery of a long log tail): bins are evaluated and seq numbers and hooks advance
         # exactly as when publishing, but no event is built (the events returned are only statuses).
         # Bins a quiet record lets close wait in `_pending` and are evaluated together, as one range,
@@ -206,50 +175,14 @@ class LiveRun:
     def progress(self) -> Event:
         return progress_event(self.run_id, self.epoch, self.seq, self.watermark, self.last_bin)
 
-    @property
-    def lowest_correctable(self) -> int:
-        return max(0, self.last_bin - self.retention_bins + 1)
-
-    # -- persistence ----------------------------------------------------------------------------
-    @property
-    def immutable_before(self) -> int:
-        """Evaluated bins below this can never change again nor be read by an evaluation."""
-        return max(0, self.lowest_correctable - self.plan.lookback)
-
-    def unpersisted_range(self) -> tuple[int, int]:
-        """[from, to): the immutable evaluated bins not yet in a committed segment (empty when from ≥ to)."""
-        return self.persisted_before or 0, self.immutable_before
-
-    def mark_persisted(self, before: int) -> None:
-        """A committed snapshot holds every bin below `before` in segments: those columns may go."""
-        self.persisted_before = max(self.persisted_before or 0, before)
-
-    def held_columns(self) -> tuple[int, FloatArray, NDArray[np.bool_]]:
-        """(first bin, V, P): copies of the evaluated columns still in memory, bins first..last_bin."""
-        n = self.last_bin + 1 - self.base
-        return self.base, self.V[:, :n].copy(), self.P[:, :n].copy()
-
-    def _touch(self, bin_index: int) -> None:
-        """Bins ≥ bin_index of V/P were (or may have been) written since the last incremental capture."""
-        if bin_index < self.dirty_from:
-            self.dirty_from = bin_index
-
-    def invalidate_capture(self) -> None:
-        """The next incremental capture copies everything (rows changed, or a capture was lost)."""
-        self.capture_owner = None
-
     # -- ingestion ------------------------------------------------------------------------------
-    def apply_record(self, frames: Sequence[ValidFrame]) -> ApplyResult:
-        """Apply one log record's frames (all-or-nothing checks first), then publish what changed."""
+    def apply(self, batch: FrameBatch) -> ApplyResult:
+        """Apply one log record's values (all-or-nothing checks first), then publish what changed."""
         if not self.status.is_open:
             raise RunClosedError(f"run '{self.run_id}' is {self.status.value}", runId=self.run_id)
-        n = len(frames)
-        if n == 0:
+        if len(batch) == 0:
             return ApplyResult()
-        idx = self.series_index([f.series for f in frames])
-        bins = np.fromiter((f.bin for f in frames), dtype=np.int64, count=n)
-        values = np.fromiter((f.value for f in frames), dtype=np.float64, count=n)
-        return self.apply_columns(bins, idx, values)
+        return self.apply_columns(batch.bins, self.series_index(batch.series), batch.values)
 
     def series_index(self, series: Sequence[str]) -> NDArray[np.intp]:
         """Telemetry index (rows of P) of each series id; IngestError naming the first unknown one.
@@ -272,7 +205,7 @@ class LiveRun:
         return idx
 
     def apply_columns(self, bins: NDArray[np.int64], idx: NDArray[np.intp], values: NDArray[np.float64]) -> ApplyResult:
-        """`apply_record` on columns: frame i is (bins[i], telemetry series idx[i], values[i]), finite.
+        """`apply` on resolved columns: frame i is (bins[i], telemetry series idx[i], values[i]), finite.
 
         Frames apply in order (last wins). When no cell repeats within the record (the usual case)
         the duplicate/accepted/corrected split and the writes are one vector operation each;
@@ -397,26 +330,6 @@ class LiveRun:
             self._publish(t0, t1, events, t0 - 1)
 
     # -- columns --------------------------------------------------------------------------------
-    def _ensure_columns(self, hi: int) -> None:
-        """Make bin `hi` addressable, sliding out bins no evaluation or correction can read and
-        (when persistence is tracked) that a committed segment holds; growing otherwise."""
-        cols = self.V.shape[1]
-        if hi < self.base + cols:
-            return
-        lo = self.immutable_before
-        if self.persisted_before is not None:
-            lo = min(lo, self.persisted_before)
-        lo = max(self.base, lo)
-        need = hi - lo + 1
-        grow = need if need <= self._keep + self._slack else need + self._slack  # amortise a blocked slide
-        new_cols = cols if need <= cols else max(grow, min(self._keep + self._slack, 2 * cols))
-        V = np.zeros((self.V.shape[0], new_cols))
-        P = np.zeros((self.P.shape[0], new_cols), dtype=bool)
-        keep = self.base + cols - lo
-        V[:, :keep] = self.V[:, lo - self.base :]
-        P[:, :keep] = self.P[:, lo - self.base :]
-        self.V, self.P, self.base = V, P, lo
-
     # -- events ---------------------------------------------------------------------------------
     def _build_delta_layout(self) -> None:
         plan, graph = self.plan, self.plan.graph
@@ -473,52 +386,3 @@ class LiveRun:
             for op, warning in self.hooks.warnings(self, t):
                 self.seq += 1
                 events.append(warning_event(self.run_id, self.epoch, self.seq, op, warning))
-
-    # -- reads ----------------------------------------------------------------------------------
-    def retained_range(self) -> tuple[int, int]:
-        """[lo, hi) of evaluated bins still in memory and readable."""
-        return max(self.base, self.lowest_correctable), self.last_bin + 1
-
-    def _col(self, bin_index: int) -> int:
-        lo, hi = self.retained_range()
-        if not lo <= bin_index < hi:
-            raise OutsideRetentionError(f"bin {bin_index} is not retained (retained: {lo}..{hi - 1})", bin=bin_index)
-        return bin_index - self.base
-
-    def state_at(self, bin_index: int) -> FloatArray:
-        """Every series (plan.names order) at an evaluated, retained bin."""
-        return self.V[:, self._col(bin_index)].copy()
-
-    def series(self, series_id: str) -> FloatArray:
-        """The retained evaluated values of one series (bins retained_range())."""
-        lo, hi = self.retained_range()
-        return self.V[self.plan.row[series_id], lo - self.base : hi - self.base].copy()
-
-    def gaps(self, t0: int, t1: int) -> NDArray[np.bool_]:
-        """(telemetry series × bins) True where an evaluated bin was zero-filled."""
-        return ~self.P[:, t0 - self.base : t1 - self.base]
-
-    def node_gaps(self, t0: int, t1: int) -> dict[str, NDArray[np.bool_]]:
-        """Per topology node, the bins of [t0, t1) where any of its telemetry inputs was zero-filled."""
-        return node_gap_masks(self.plan, self.telemetry_ids, self.gaps(t0, t1))
-
-    def final_series(self) -> dict[str, FloatArray]:
-        """Every series over bins 0..last_bin; requires the whole evaluated range to be retained."""
-        lo, hi = self.retained_range()
-        if lo != 0:
-            raise OutsideRetentionError(f"bins before {lo} have left memory", bin=0)
-        V = self.V[:, -self.base : hi - self.base]
-        return {name: V[i].copy() for i, name in enumerate(self.plan.names) if name != ZERO}
-
-
-def node_gap_masks(
-    plan: Plan, telemetry_ids: Sequence[str], missing: NDArray[np.bool_]
-) -> dict[str, NDArray[np.bool_]]:
-    """Per topology node, OR of the `missing` rows (telemetry series × bins) of its telemetry inputs."""
-    tele = {sid: missing[i] for i, sid in enumerate(telemetry_ids)}
-    out: dict[str, NDArray[np.bool_]] = {}
-    for b in plan.graph.topo:
-        masks = [tele[sid] for sid in b.fields.values() if sid in tele]
-        if masks:
-            out[b.id] = np.logical_or.reduce(masks)
-    return out

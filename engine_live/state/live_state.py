@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine_live.derived.hooks_state import jsonable
-from engine_live.errors import FlowTimeError
+from engine_live.errors import StateMismatchError
 from engine_live.plan.compiler import Plan
 from engine_live.protocol import RunStatus
 from engine_live.state.live_run import BinHooks, LiveRun
@@ -44,15 +44,17 @@ STATE_VERSION = 1
 Reload = Callable[[], tuple[NDArray[np.float64], NDArray[np.bool_]]]
 
 
-class StateMismatchError(FlowTimeError):
-    code = "snapshot_mismatch"
-
-
 @runtime_checkable
 class StatefulHooks(Protocol):
-    def state(self) -> Any: ...
+    """Hooks whose state a snapshot carries (e.g. the derived-metrics hooks)."""
 
-    def from_state(self, *args: Any) -> Any: ...
+    def state(self) -> Any:
+        """The hooks' state as plain data."""
+        ...
+
+    def from_state(self, *args: Any) -> Any:
+        """Hooks restored from `state()`'s data."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class RunState:
 
     @classmethod
     def from_counters(cls, c: dict[str, Any], V: NDArray[np.float64], P: NDArray[np.bool_]) -> RunState:
+        """A RunState from its counters record and matrices; StateMismatchError for another version."""
         if c.get("version") != STATE_VERSION:
             raise StateMismatchError(f"unsupported snapshot state version {c.get('version')!r}")
         return cls(
@@ -240,6 +243,7 @@ class CaptureMirror:
         self.force_full = True
 
     def capture(self, run: LiveRun) -> RunState:
+        """The run's state: incremental when this mirror took the previous capture, else full."""
         n = _held(run)
         full = self.force_full or run.capture_owner is not self
         k = 0 if full else min(max(run.dirty_from - run.base, 0), n)
@@ -354,4 +358,4 @@ def restore(plan: Plan, state: RunState, hooks: BinHooks | None = None, *, adopt
     return run
 
 
-__all__ = ["CaptureMirror", "RunState", "StateDelta", "StateMismatchError", "StatefulHooks", "capture", "restore"]
+__all__ = ["CaptureMirror", "RunState", "StateDelta", "StatefulHooks", "capture", "restore"]

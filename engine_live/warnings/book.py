@@ -48,35 +48,39 @@ _SMALL = 64  # up to this many unflagged bins per call are checked one by one
 
 
 class WarningChange(NamedTuple):
+    """One diff of `take_changes`: `add` (new or changed warning) or `clear` (as last published)."""
+
     op: Literal["add", "clear"]
     warning: dict[str, Any]
 
 
-def _visible(w: dict[str, Any]) -> tuple[Any, ...]:
+def _visible(warning: dict[str, Any]) -> tuple[Any, ...]:
     """What makes a published warning stale: its first bins, worst value or severity. A count that
     only grows (a persistent warning on every new bin) is not re-sent on its own — that would be
     one event per warning per bin; clients read the current count from state and snapshots."""
-    return (w["bins"], w["value"], w["severity"])
+    return (warning["bins"], warning["value"], warning["severity"])
 
 
 def sort_key(key: Key) -> tuple[str, str, str]:
+    """Order of keys: (code, nodeId, seriesId), None as ""."""
     return (key[0], key[1] or "", key[2] or "")
 
 
-_sort_key = sort_key
+def _enc(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
-def _enc(v: float) -> float | str:
-    if math.isfinite(v):
-        return v
-    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-
-
-def _dec(v: float | str) -> float:
-    return float({"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}.get(v, v)) if isinstance(v, str) else float(v)
+def _dec(value: float | str) -> float:
+    if isinstance(value, str):
+        return float({"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}.get(value, value))
+    return float(value)
 
 
 class WarningBook(AppendPaths):
+    """The flags of one run per warning key, their aggregated warnings and the diffs to publish."""
+
     def __init__(self) -> None:
         self._entries: dict[Key, Entry] = {}
         self._published: dict[Key, dict[str, Any]] = {}
@@ -122,7 +126,7 @@ class WarningBook(AppendPaths):
     def set_flag(
         self,
         key: Key,
-        b: int,
+        bin_index: int,
         flagged: bool,
         value: float,
         *,
@@ -136,9 +140,9 @@ class WarningBook(AppendPaths):
         if got is None:
             return
         entry, changed = got
-        if entry.packed is not None and entry.packed_past(b):
+        if entry.packed is not None and entry.packed_past(bin_index):
             entry.unpack()
-        changed = (entry.put(b, value) if flagged else entry.drop(b)) or changed
+        changed = (entry.put(bin_index, value) if flagged else entry.drop(bin_index)) or changed
         if changed:
             entry.cached = None
             self._dirty.add(key)
@@ -171,16 +175,16 @@ class WarningBook(AppendPaths):
     def _update(entry: Entry, on_bins: list[int], on_vals: list[float], off: NDArray[np.int64]) -> bool:
         changed = False
         values, order = entry.values, entry.order
-        for b, v in zip(on_bins, on_vals, strict=True):
-            changed = entry.put(b, v) or changed
+        for bin_index, value in zip(on_bins, on_vals, strict=True):
+            changed = entry.put(bin_index, value) or changed
         if len(off) <= _SMALL:
-            gone = [b for b in off.tolist() if b in values]
+            gone = [bin_index for bin_index in off.tolist() if bin_index in values]
         else:
             existing = np.fromiter(values.keys(), dtype=np.int64, count=len(values))
             gone = np.intersect1d(existing, off).tolist()
-        for b in gone:
-            entry.retire(values.pop(b))
-            del order[bisect.bisect_left(order, b)]
+        for bin_index in gone:
+            entry.retire(values.pop(bin_index))
+            del order[bisect.bisect_left(order, bin_index)]
             changed = True
         return changed
 
@@ -194,17 +198,17 @@ class WarningBook(AppendPaths):
                 entry.message = entry.message_fn(agg)
             elif entry.message is None:
                 entry.message = f"{code}: {agg.count} bin(s)"
-            w: dict[str, Any] = {"code": code, "severity": entry.severity, "nodeId": node_id}
+            warning: dict[str, Any] = {"code": code, "severity": entry.severity, "nodeId": node_id}
             if series_id is not None:
-                w["seriesId"] = series_id
-            w.update(bins=bins, count=agg.count, value=value, message=entry.message)
-            entry.cached = w
+                warning["seriesId"] = series_id
+            warning.update(bins=bins, count=agg.count, value=value, message=entry.message)
+            entry.cached = warning
         return entry.cached
 
     def take_changes(self) -> list[WarningChange]:
         """Diffs since the last call, sorted by (code, nodeId, seriesId)."""
         changes: list[WarningChange] = []
-        for key in sorted(self._dirty, key=_sort_key):
+        for key in sorted(self._dirty, key=sort_key):
             change = self._take(key)
             if change is not None:
                 changes.append(change)
@@ -230,7 +234,7 @@ class WarningBook(AppendPaths):
 
     def active(self) -> list[dict[str, Any]]:
         """Every current warning, sorted by key (run.json `warnings`)."""
-        return [_copy(self._warning(k, self._entries[k])) for k in sorted(self._entries, key=_sort_key)]
+        return [_copy(self._warning(key, self._entries[key])) for key in sorted(self._entries, key=sort_key)]
 
     def flagged_bins(self, key: Key) -> list[int]:
         """All flagged bins of a key, ascending (empty when the key is not active)."""
@@ -244,28 +248,30 @@ class WarningBook(AppendPaths):
         return len(self._entries)
 
     def to_state(self) -> dict[str, Any]:
+        """The plain JSON-able form of the whole book (version 1; message functions not kept)."""
         entries = []
-        for key in sorted(self._entries, key=_sort_key):
-            e = self._entries[key]
-            e.unpack()
-            w = self._warning(key, e)
+        for key in sorted(self._entries, key=sort_key):
+            entry = self._entries[key]
+            entry.unpack()
+            warning = self._warning(key, entry)
             entries.append(
                 {
                     "key": list(key),
-                    "severity": e.severity,
-                    "worst": e.worst,
-                    "message": w["message"],
-                    "bins": list(e.order),
-                    "values": [_enc(e.values[b]) for b in e.order],
+                    "severity": entry.severity,
+                    "worst": entry.worst,
+                    "message": warning["message"],
+                    "bins": list(entry.order),
+                    "values": [_enc(entry.values[bin_index]) for bin_index in entry.order],
                 }
             )
+        published = [
+            {"key": list(key), "warning": _copy(self._published[key])} for key in sorted(self._published, key=sort_key)
+        ]
         return {
             "version": 1,
             "entries": entries,
-            "published": [
-                {"key": list(k), "warning": _copy(self._published[k])} for k in sorted(self._published, key=_sort_key)
-            ],
-            "dirty": [list(k) for k in sorted(self._dirty, key=_sort_key)],
+            "published": published,
+            "dirty": [list(key) for key in sorted(self._dirty, key=sort_key)],
         }
 
     # -- snapshot parts (`hooks_state`): O(1) or O(keys) views on the loop, bulk loads on restore ----
@@ -274,9 +280,11 @@ class WarningBook(AppendPaths):
         return dict(self._published)
 
     def dirty_keys(self) -> tuple[Key, ...]:
+        """The keys touched since the last `take_changes`."""
         return tuple(self._dirty)
 
     def keys(self) -> list[Key]:
+        """The active keys (insertion order)."""
         return list(self._entries)
 
     def __iter__(self) -> Iterator[Key]:
@@ -288,7 +296,7 @@ class WarningBook(AppendPaths):
         if entry is None:
             return [], []
         bins, vals = (entry.packed[0].tolist(), entry.packed[1].tolist()) if entry.packed is not None else ([], [])
-        return bins + entry.order, vals + [entry.values[b] for b in entry.order]
+        return bins + entry.order, vals + [entry.values[bin_index] for bin_index in entry.order]
 
     def load_entry(
         self,
@@ -306,33 +314,38 @@ class WarningBook(AppendPaths):
         computed), packed as arrays: O(1) here, unpacked only when a change reaches back into them."""
         if not len(bins):
             return
-        e = Entry(severity, worst)
-        e.packed, e.packed_n, e.packed_last = (bins, values), len(bins), int(bins[-1])
-        e.worst_value, e.stale = worst_value, False
-        e.message, e.message_fn = message, message_fn
-        self._entries[key] = e
+        entry = Entry(severity, worst)
+        entry.packed, entry.packed_n, entry.packed_last = (bins, values), len(bins), int(bins[-1])
+        entry.worst_value, entry.stale = worst_value, False
+        entry.message, entry.message_fn = message, message_fn
+        self._entries[key] = entry
 
     def load_published(self, key: Key, warning: dict[str, Any]) -> None:
+        """Restore what was last published for a key."""
         self._published[key] = _copy(warning)
 
     def mark_dirty(self, key: Key) -> None:
+        """Restore a key as touched since the last `take_changes`."""
         self._dirty.add(key)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> WarningBook:
+        """A book from its `to_state` form (ValueError for another version)."""
         if state.get("version") != 1:
             raise ValueError(f"unsupported warning book state version {state.get('version')!r}")
         book = cls()
         for item in state["entries"]:
-            e = Entry(item["severity"], item["worst"])
-            e.values = {int(b): _dec(v) for b, v in zip(item["bins"], item["values"], strict=True)}
-            e.order = sorted(e.values)
-            e.stale = True
-            e.message = item["message"]
-            book._entries[_key(item["key"])] = e
+            entry = Entry(item["severity"], item["worst"])
+            entry.values = {
+                int(bin_index): _dec(value) for bin_index, value in zip(item["bins"], item["values"], strict=True)
+            }
+            entry.order = sorted(entry.values)
+            entry.stale = True
+            entry.message = item["message"]
+            book._entries[_key(item["key"])] = entry
         for item in state["published"]:
             book._published[_key(item["key"])] = _copy(item["warning"])
-        book._dirty = {_key(k) for k in state["dirty"]}
+        book._dirty = {_key(key) for key in state["dirty"]}
         return book
 
 
@@ -341,9 +354,9 @@ def _key(raw: Sequence[Any]) -> Key:
     return (str(code), node_id, series_id)
 
 
-def _copy(w: dict[str, Any]) -> dict[str, Any]:
-    out = dict(w)
-    out["bins"] = list(w["bins"])
+def _copy(warning: dict[str, Any]) -> dict[str, Any]:
+    out = dict(warning)
+    out["bins"] = list(warning["bins"])
     return out
 
 

@@ -40,16 +40,18 @@ class Aggregate:
 MessageFn = Callable[[Aggregate], str]
 
 
-def rank(v: float, worst: str) -> tuple[float, float]:
+def rank(value: float, worst: str) -> tuple[float, float]:
+    """Sort key under a worst rule: the larger rank is worse (absmax: the positive one on a tie)."""
     if worst == "min":
-        return (-v, 0.0)
+        return (-value, 0.0)
     if worst == "absmax":
-        return (abs(v), v)
-    return (v, 0.0)
+        return (abs(value), value)
+    return (value, 0.0)
 
 
-def same(a: float, b: float) -> bool:
-    return a == b or (math.isnan(a) and math.isnan(b))
+def same(left: float, right: float) -> bool:
+    """Equal, NaN equal to NaN."""
+    return left == right or (math.isnan(left) and math.isnan(right))
 
 
 class Entry:
@@ -93,33 +95,38 @@ class Entry:
         self.message_fn: MessageFn | None = None
         self.cached: dict[str, Any] | None = None
 
-    def offer(self, v: float) -> None:
+    def offer(self, value: float) -> None:
+        """A value was flagged: it becomes the worst value when it is worse (unless stale)."""
         if (
             not self.stale
-            and math.isfinite(v)
-            and (math.isnan(self.worst_value) or rank(v, self.worst) > rank(self.worst_value, self.worst))
+            and math.isfinite(value)
+            and (math.isnan(self.worst_value) or rank(value, self.worst) > rank(self.worst_value, self.worst))
         ):
-            self.worst_value = v
+            self.worst_value = value
 
-    def retire(self, v: float) -> None:
-        if not self.stale and same(v, self.worst_value):
+    def retire(self, value: float) -> None:
+        """A value was unflagged: the worst value is stale when it was that value."""
+        if not self.stale and same(value, self.worst_value):
             self.stale = True
 
     def count(self) -> int:
+        """Flagged bins (packed ones included)."""
         return len(self.order) + self.packed_n
 
     def first_bins(self) -> list[int]:
+        """The first FIRST_BINS flagged bins, ascending."""
         if self.packed is None:
             return self.order[:FIRST_BINS]
         if len(self.packed[0]) >= FIRST_BINS:
             return self.packed[0][:FIRST_BINS].tolist()  # type: ignore[no-any-return]
         return (self.packed[0].tolist() + self.order)[:FIRST_BINS]  # type: ignore[no-any-return]
 
-    def packed_past(self, b: int) -> bool:
-        """True when bin `b` is not after the packed bins (the entry must be unpacked to touch it)."""
-        return b <= self.packed_last
+    def packed_past(self, bin_index: int) -> bool:
+        """True when the bin is not after the packed bins (the entry must be unpacked to touch it)."""
+        return bin_index <= self.packed_last
 
     def unpack(self) -> None:
+        """Move the packed flags back into `values` and `order`."""
         if self.packed is not None:
             bins, vals = self.packed[0].tolist(), self.packed[1].tolist()
             self.values = {**dict(zip(bins, vals, strict=True)), **self.values}
@@ -134,48 +141,49 @@ class Entry:
         if n < PACK_MIN or n < self.packed_n:
             return
         bins = np.asarray(self.order, dtype=np.int64)
-        vals = np.fromiter((self.values[b] for b in self.order), dtype=np.float64, count=n)
+        vals = np.fromiter((self.values[bin_index] for bin_index in self.order), dtype=np.float64, count=n)
         if self.packed is not None:
             bins, vals = np.concatenate([self.packed[0], bins]), np.concatenate([self.packed[1], vals])
         self.packed, self.packed_n, self.packed_last = (bins, vals), len(bins), int(bins[-1])
         self.values, self.order = {}, []
 
-    def put(self, b: int, v: float) -> bool:
-        """Flag bin `b` with `v` (unpacked entries); True when that changed anything."""
+    def put(self, bin_index: int, value: float) -> bool:
+        """Flag a bin with `value` (unpacked entries); True when that changed anything."""
         values, order = self.values, self.order
-        old = values.get(b)
+        old = values.get(bin_index)
         if old is None:
-            values[b] = v
-            if not order or b > order[-1]:
-                order.append(b)
+            values[bin_index] = value
+            if not order or bin_index > order[-1]:
+                order.append(bin_index)
             else:
-                bisect.insort(order, b)
-            self.offer(v)
+                bisect.insort(order, bin_index)
+            self.offer(value)
             return True
-        if same(old, v):
+        if same(old, value):
             return False
-        values[b] = v
+        values[bin_index] = value
         self.retire(old)
-        self.offer(v)
+        self.offer(value)
         return True
 
-    def drop(self, b: int) -> bool:
-        """Unflag bin `b` (unpacked entries); True when it was flagged."""
-        old = self.values.pop(b, None)
+    def drop(self, bin_index: int) -> bool:
+        """Unflag a bin (unpacked entries); True when it was flagged."""
+        old = self.values.pop(bin_index, None)
         if old is None:
             return False
         self.retire(old)
-        del self.order[bisect.bisect_left(self.order, b)]
+        del self.order[bisect.bisect_left(self.order, bin_index)]
         return True
 
     def wire_worst(self) -> float | None:
         """`to_wire_value(worst_now())`, rounded again only when the worst value changed."""
-        w = self.worst_now()
-        if w is not self.wire_of:
-            self.wire, self.wire_of = to_wire_value(w), w
+        worst = self.worst_now()
+        if worst is not self.wire_of:
+            self.wire, self.wire_of = to_wire_value(worst), worst
         return self.wire
 
     def worst_now(self) -> float:
+        """The worst value, recomputed over every flag when stale (NaN: no finite value)."""
         if self.stale:
             self.unpack()
             finite = [v for v in self.values.values() if math.isfinite(v)]
@@ -187,10 +195,14 @@ class Entry:
 Spec = tuple[str, str, "MessageFn | None", "str | None"]  # severity, worst rule, message function, message
 
 
-def matches(e: Entry, sp: Spec) -> bool:
-    severity, worst, fn, message = sp
+def matches(entry: Entry, spec: Spec) -> bool:
+    """Whether an entry already has this (severity, worst rule, message function, message)."""
+    severity, worst, fn, message = spec
     return (
-        e.severity == severity and e.worst == worst and e.message_fn is fn and (fn is not None or e.message == message)
+        entry.severity == severity
+        and entry.worst == worst
+        and entry.message_fn is fn
+        and (fn is not None or entry.message == message)
     )
 
 

@@ -14,9 +14,7 @@ from fastapi.testclient import TestClient
 
 from compat_api.app import create_app
 from compat_api.auth import (
-    InsecureBindError,
     TokenAuthenticator,
-    TokenConfigError,
     check_bind,
     grant,
     is_loopback,
@@ -27,7 +25,7 @@ from compat_api.auth import (
 )
 from compat_api.context import AllowAll, AppContext
 from compat_api.settings import Settings
-from engine_live.errors import ForbiddenError, UnauthenticatedError
+from engine_live.errors import ForbiddenError, InsecureBindError, TokenConfigError, UnauthenticatedError
 
 SECRET = "s3cret-Token-value"
 NOW = datetime(2025, 10, 7, 12, 0, tzinfo=UTC)

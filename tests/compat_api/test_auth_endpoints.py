@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Mount
 
 from compat_api.app import ROUTERS, create_app
 from compat_api.batch_runs import MODEL_EXAMPLE
-from compat_api.server import build_context
+from compat_api.compose import build_context
 from compat_api.settings import Settings
 
 ADMIN_ROUTER = "compat_api.routes.admin"

@@ -13,10 +13,11 @@ import httpx
 import pytest
 from rich.console import Console
 
-from compat_api.cli.client import Api, BadInputError, ServerError, replay, retry_after
+from compat_api.cli.client import Api, replay, retry_after
 from compat_api.cli.demo import pick_run_id
 from compat_api.cli.main import build_parser, main
 from compat_api.cli.stream import StreamTail, TailView, parse_cursor, render_table, stream_url
+from engine_live.errors import BadInputError, ServerError
 
 MODEL = """schemaVersion: 1
 grid: {{bins: 4, binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}}

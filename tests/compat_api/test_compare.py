@@ -12,7 +12,8 @@ import pytest
 from compat_runs_support import GOLDEN_MODEL, make_client, post_model, series_model
 from fastapi.testclient import TestClient
 
-from compat_api.compare import ComparedRun, CompareMismatchError, compare_runs, series_stats
+from compat_api.compare import ComparedRun, compare_runs, series_stats
+from engine_live.errors import CompareMismatchError
 
 A = [10.0, 20.0, 30.0, 40.0]
 B = [12.0, 18.0, 30.0, 50.0]

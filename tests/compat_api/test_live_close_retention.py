@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from compat_api.live_service import LiveService
+from compat_api.compose import build_live_service
 from compat_api.settings import Settings
 from engine_live.plan.batch_run import run_model
 from engine_live.protocol import RunStatus
+from engine_live.runtime.service import LiveService
 from snapshot_writer.artifact_reader import read_run_series
 from snapshot_writer.artifacts import write_run_artifacts
 from snapshot_writer.segments import SEGMENTS
@@ -50,7 +51,7 @@ class Clock:
 
 
 async def start(data_dir: Path) -> LiveService:
-    svc = LiveService(Settings(data_dir=data_dir, snapshot_every_seconds=1e9), hub=Hub(), clock=Clock())
+    svc = build_live_service(Settings(data_dir=data_dir, snapshot_every_seconds=1e9), hub=Hub(), clock=Clock())
     await svc.start()
     return svc
 
@@ -65,7 +66,7 @@ def frames(b: int) -> list[dict[str, Any]]:
 async def feed(svc: LiveService, bodies: list[list[dict[str, Any]]]) -> None:
     for body in bodies:
         await svc.ingest("r1", orjson.dumps(body))
-        cp = svc.runs["r1"].checkpoint
+        cp = svc.runs["r1"].files.checkpoint
         assert cp is not None
         await cp.drain()  # each commit lands before the next request
 
@@ -73,13 +74,13 @@ async def feed(svc: LiveService, bodies: list[list[dict[str, Any]]]) -> None:
 async def abandon(svc: LiveService) -> None:
     """Leave the service as a killed process would: no drain, no final snapshot."""
     for h in svc.runs.values():
-        if h.worker is not None:
-            h.worker.cancel()
-            await asyncio.gather(h.worker, return_exceptions=True)
-        if h.log is not None:
-            await h.log.close()
-        if h.events_fh is not None:
-            h.events_fh.close()
+        if h.work.task is not None:
+            h.work.task.cancel()
+            await asyncio.gather(h.work.task, return_exceptions=True)
+        if h.files.log is not None:
+            await h.files.log.close()
+        if h.files.events is not None:
+            h.files.events.close()
 
 
 def plan_of_requests(sent: int, bins: int) -> tuple[list[list[dict[str, Any]]], dict[str, np.ndarray]]:
@@ -114,7 +115,7 @@ async def test_the_repro_closes_short_retention_run(tmp_path: Path) -> None:
     await feed(svc, bodies)
     assert svc.runs["r1"].run.lowest_correctable > 0
     res = await svc.close_run("r1")
-    assert res["status"] == "completed"
+    assert res.run.status is RunStatus.COMPLETED
     await svc.stop()
     assert_series_equal_batch(d, tmp_path, inputs, 20)
 
@@ -126,11 +127,11 @@ async def test_a_run_whose_bins_left_memory_closes_with_every_bin(tmp_path: Path
     bodies, inputs = plan_of_requests(100, BINS)
     await feed(svc, bodies)
     h = svc.runs["r1"]
-    assert h.segments and h.run.base > 0  # early bins did leave memory, into segments
+    assert h.durable.segments and h.run.base > 0  # early bins did leave memory, into segments
     persisted = h.run.persisted_before
-    assert persisted is not None and h.run.base <= persisted == h.segments[-1].to_bin
+    assert persisted is not None and h.run.base <= persisted == h.durable.segments[-1].to_bin
     res = await svc.close_run("r1")
-    assert res["status"] == "completed" and h.run.status is RunStatus.COMPLETED
+    assert res is h and h.run.status is RunStatus.COMPLETED
     await svc.stop()
     assert_series_equal_batch(d, tmp_path, inputs, BINS)
 
@@ -141,14 +142,14 @@ async def test_crash_and_recovery_keep_the_segments_and_the_series(tmp_path: Pat
     await svc.create_run({"model": model(BINS), "options": OPTIONS})
     bodies, inputs = plan_of_requests(100, BINS)
     await feed(svc, bodies[:70])
-    segs = svc.runs["r1"].segments
+    segs = svc.runs["r1"].durable.segments
     assert segs
     await abandon(svc)
     svc = await start(d)
     h = svc.runs["r1"]
-    assert h.segments == segs and h.run.persisted_before == segs[-1].to_bin
+    assert h.durable.segments == segs and h.run.persisted_before == segs[-1].to_bin
     await feed(svc, bodies[70:])
-    assert len(h.segments) > len(segs) and h.segments[: len(segs)] == segs  # appended, never rewritten
+    assert len(h.durable.segments) > len(segs) and h.durable.segments[: len(segs)] == segs  # appended, never rewritten
     await svc.close_run("r1")
     assert h.run.status is RunStatus.COMPLETED
     await svc.stop()
@@ -159,15 +160,15 @@ async def test_a_close_that_cannot_assemble_the_series_fails_the_run(tmp_path: P
     svc = await start(tmp_path)
     await svc.create_run({"model": model(BINS), "options": OPTIONS})
     seen: list[dict[str, Any]] = []
-    hub = svc.hub
+    hub = svc.ctx.sink
     assert isinstance(hub, Hub)
     hub.add_listener(lambda run_id, ev: seen.append(orjson.loads(ev.data)) if ev.type == "status" else None)
     await feed(svc, [frames(b) for b in range(80)])
     h = svc.runs["r1"]
     assert h.run.base > 0
-    (h.folder / SEGMENTS / h.segments[0].file).unlink()
+    (h.folder / SEGMENTS / h.durable.segments[0].file).unlink()
     res = await svc.close_run("r1")
-    assert res["status"] == "failed" and h.run.status is RunStatus.FAILED
+    assert res is h and h.run.status is RunStatus.FAILED
     assert seen[-1]["status"] == "failed" and seen[-1]["reason"].startswith("artifacts_failed: SegmentError")
     assert seen[-1]["seq"] == h.run.seq  # not seq'd: a failure is not a function of the log
     assert not (tmp_path / "runs/r1/manifest.json").exists()

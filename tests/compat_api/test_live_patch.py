@@ -9,7 +9,7 @@ import orjson
 from fastapi.testclient import TestClient
 
 from compat_api.app import create_app
-from compat_api.server import build_context
+from compat_api.compose import build_context
 from compat_api.settings import Settings
 from engine_live.plan.batch_run import run_model
 from snapshot_writer.artifact_reader import read_run_series

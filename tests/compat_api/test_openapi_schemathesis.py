@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 
 from compat_api.app import ROUTERS, create_app
 from compat_api.batch_runs import MODEL_EXAMPLE
-from compat_api.server import build_context
+from compat_api.compose import build_context
 from compat_api.settings import Settings
 
 MAX_EXAMPLES = 12

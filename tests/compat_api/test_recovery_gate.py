@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-import compat_api.live_recovery as live_recovery
 from compat_api.app import create_app
-from compat_api.server import build_context
+from compat_api.compose import build_context
 from compat_api.settings import Settings
+from engine_live.runtime.recovery import RecoveredRun, Recovery
 
 
 async def test_readyz_is_503_until_recovery_is_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     release = asyncio.Event()
     entered = asyncio.Event()
-    real = live_recovery.recover_runs
+    real = Recovery.recover_each
 
-    async def slow_recovery(service: Any, progress: dict[str, int]) -> None:
-        progress["runs"] = 3
+    async def slow_recovery(self: Recovery, dirs: list[Path]) -> AsyncIterator[RecoveredRun]:
+        self.progress.runs = 3
         entered.set()
         await release.wait()
-        await real(service, progress)
+        async for recovered in real(self, dirs):
+            yield recovered
 
-    monkeypatch.setattr(live_recovery, "recover_runs", slow_recovery)
+    monkeypatch.setattr(Recovery, "recover_each", slow_recovery)
     settings = Settings.model_validate({"data_dir": tmp_path / "data"})
     app = create_app(settings, build_context(settings))
     transport = httpx.ASGITransport(app=app)

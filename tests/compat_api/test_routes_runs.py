@@ -236,6 +236,8 @@ class FakeLive:
     def __init__(self) -> None:
         self.created: list[dict[str, Any]] = []
 
+    ready = True  # recovery is done
+
     async def start(self) -> None:
         return None
 
@@ -276,8 +278,8 @@ def test_live_mode_is_delegated(tmp_path: Path) -> None:
         items = c.get("/v1/runs").json()["items"]
         assert [i["mode"] for i in items] == ["live", "simulation"]  # merged, newest first
         assert c.get("/v1/runs", params={"mode": "live"}).json()["total"] == 1
-        r = c.post("/v1/runs", json={"mode": "telemetry", "model": GOLDEN_MODEL})
-        assert r.status_code == 422 and r.json()["error"] == "unsupported_mode"
+        r = c.post("/v1/runs", json={"mode": "telemetry", "model": GOLDEN_MODEL})  # evaluated here, not by the engine
+        assert r.status_code == 422 and "telemetry.bundle" in r.json()["message"]
 
 
 # ---- lists and details -------------------------------------------------------------------------

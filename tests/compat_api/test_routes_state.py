@@ -208,6 +208,8 @@ class FakeLive:
         self.src = StateSource("live1", graph, series, first_bin=10)
         self.calls: list[tuple[Any, ...]] = []
 
+    ready = True  # recovery is done
+
     async def start(self) -> None:
         return None
 

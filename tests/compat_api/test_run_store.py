@@ -11,8 +11,8 @@ import pytest
 from compat_runs_support import GOLDEN_MODEL
 
 from compat_api.run_store import RunStore, filter_runs, gap_masks, paginate
-from compat_api.state_view import InvalidRequestError, state_body
-from engine_live.errors import NotFoundError
+from compat_api.state_view import state_body
+from engine_live.errors import InvalidRequestError, NotFoundError
 from engine_live.model.grid import Grid
 from engine_live.plan.batch_run import run_model
 from snapshot_writer.artifacts import write_run_artifacts

@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compat_api.state_view import (
-    InvalidRequestError,
-    StateSource,
-    data_quality,
-    metrics_body,
-    node_arrays,
-    state_body,
-    state_window_body,
-)
-from engine_live.errors import TooLargeError
+from compat_api.state_view import StateSource, data_quality, metrics_body, node_arrays, state_body, state_window_body
+from engine_live.errors import InvalidRequestError, TooLargeError
 from engine_live.model.build import load_graph
 from engine_live.model.grid import Grid
 

@@ -12,16 +12,8 @@ from fastapi.testclient import TestClient
 from compat_api.app import create_app
 from compat_api.routes import templates as routes_templates
 from compat_api.settings import Settings
-from compat_api.templates.catalog import (
-    BUNDLE_DIR,
-    TemplateParameterError,
-    get_template,
-    instantiate,
-    list_templates,
-    parse_template,
-    render,
-)
-from engine_live.errors import NotFoundError
+from compat_api.templates.catalog import BUNDLE_DIR, get_template, instantiate, list_templates, parse_template, render
+from engine_live.errors import NotFoundError, TemplateParameterError
 from engine_live.model.build import load_graph
 from engine_live.model.text import parse_model_text
 from engine_live.plan.batch_run import run_model

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine_live.expressions.parser import parse_expr, refs_of
-from engine_live.model.build import load_graph, snake_case
+from engine_live.model.build import load_graph
+from engine_live.model.topology_builder import snake_case
 from engine_live.plan.compiler import Plan, compile_model
 from engine_live.plan.evaluator import evaluate_batch, evaluate_range
 from engine_live.plan.queue_kernel import queue_series, step_bins

@@ -13,11 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine_live.errors import StateMismatchError
 from engine_live.model.build import load_graph
 from engine_live.plan.compiler import Plan, compile_model
-from engine_live.state.live_run import LiveRun, ValidFrame
-from engine_live.state.live_state import CaptureMirror, RunState, StateMismatchError, capture, restore
-from tests.engine_live.live_support import TinyRun, draw_records
+from engine_live.state.live_run import LiveRun
+from engine_live.state.live_state import CaptureMirror, RunState, capture, restore
+from tests.engine_live.live_support import TinyRun, apply_frames, draw_records
 from tests.engine_live.test_live_state import feed, make_hooks, models, models_fixed, values
 
 
@@ -99,31 +100,31 @@ def test_correction_slide_and_patch_restore_bit_identically() -> None:
         assert np.array_equal(restored.V.view(np.uint64), run.V.view(np.uint64))
         assert (restored.base, restored.V.shape, restored.seq) == (run.base, run.V.shape, run.seq)
 
-    run.apply_record([ValidFrame(b, "t0", float(b)) for b in range(8)])
+    apply_frames(run, [(b, "t0", float(b)) for b in range(8)])
     check()
     assert mirror.capture(run).V.shape[1] == 0  # nothing written since: an empty delta
     mirror.invalidate()
     check()  # full again after an invalidation
-    run.apply_record([ValidFrame(run.last_bin, "t0", 41.5)])  # a correction of an evaluated bin
+    apply_frames(run, [(run.last_bin, "t0", 41.5)])  # a correction of an evaluated bin
     state = mirror.capture(run)
     assert state.delta is not None and not state.delta.full and state.delta.from_bin == run.last_bin
     assert_same(mirror.materialize(state), capture(run))
-    run.apply_record([ValidFrame(run.lowest_correctable, "t0", -0.0)])  # the oldest correctable bin
+    apply_frames(run, [(run.lowest_correctable, "t0", -0.0)])  # the oldest correctable bin
     check()
     base = run.base
     for lo in range(8, 40, 4):  # slides (and grows) the window; a capture between some of them
         run.mark_persisted(run.immutable_before)
-        run.apply_record([ValidFrame(b, "t0", 2.0 * b) for b in range(lo, lo + 4)])
+        apply_frames(run, [(b, "t0", 2.0 * b) for b in range(lo, lo + 4)])
         if lo % 8:
             check()
     assert run.base > base
-    run.apply_record([ValidFrame(run.lowest_correctable, "t0", 0.5)])  # the oldest correctable bin
+    apply_frames(run, [(run.lowest_correctable, "t0", 0.5)])  # the oldest correctable bin
     check()
     run.replace_plan(patched(model), run.last_bin - 2)  # PATCH: rows change, a full copy
     state = mirror.capture(run)
     assert state.delta is not None and state.delta.full
     assert_same(mirror.materialize(state), capture(run))
-    run.apply_record([ValidFrame(run.last_bin - 1, "t0", 7.25)])
+    apply_frames(run, [(run.last_bin - 1, "t0", 7.25)])
     check()
     run.close()
     check()
@@ -134,11 +135,11 @@ def test_a_delta_after_a_lost_capture_is_refused() -> None:
     run = LiveRun(plan, run_id="r", epoch="e")
     run.start()
     mirror = CaptureMirror()
-    run.apply_record([ValidFrame(0, "t0", 1.0)])
+    apply_frames(run, [(0, "t0", 1.0)])
     mirror.materialize(mirror.capture(run))
-    run.apply_record([ValidFrame(1, "t0", 1.0)])
+    apply_frames(run, [(1, "t0", 1.0)])
     mirror.capture(run)  # never materialized
-    run.apply_record([ValidFrame(2, "t0", 1.0)])
+    apply_frames(run, [(2, "t0", 1.0)])
     with pytest.raises(StateMismatchError):
         mirror.materialize(mirror.capture(run))
     with pytest.raises(StateMismatchError):

@@ -20,8 +20,8 @@ from engine_live.errors import OutsideRetentionError
 from engine_live.model.build import load_graph
 from engine_live.plan.compiler import compile_model
 from engine_live.plan.evaluator import evaluate_batch
-from engine_live.state.live_run import LiveRun, ValidFrame
-from tests.engine_live.live_support import TinyRun
+from engine_live.state.live_run import LiveRun
+from tests.engine_live.live_support import TinyRun, apply_frames
 
 EXPRS = (
     "{a} + {b}",
@@ -102,7 +102,7 @@ def test_live_run_equals_batch_of_final_inputs(model: dict[str, Any], data: st.D
     tele = plan.graph.telemetry_ids()
     cells = [(b, s) for b in range(bins) for s in tele]
     present = data.draw(st.lists(st.sampled_from(cells), unique=True, max_size=len(cells)), "present")
-    frames = [ValidFrame(b, s, data.draw(values)) for b, s in present]
+    frames = [(b, s, data.draw(values)) for b, s in present]
     # duplicates and late corrections of already written cells
     extra = (
         data.draw(
@@ -113,12 +113,12 @@ def test_live_run_equals_batch_of_final_inputs(model: dict[str, Any], data: st.D
     )
     for i, same, v in extra:
         f = frames[i]
-        frames.append(f if same else ValidFrame(f.bin, f.series, v))
+        frames.append(f if same else (f[0], f[1], v))
     if data.draw(st.booleans(), "shuffled"):
         order = data.draw(st.permutations(range(len(frames))), "order")
     else:  # roughly in bin order, a few bins of jitter: corrections stay inside retention
         jitter = data.draw(st.lists(st.integers(0, 3), min_size=len(frames), max_size=len(frames)), "jitter")
-        order = sorted(range(len(frames)), key=lambda k: (frames[k].bin + jitter[k], k))
+        order = sorted(range(len(frames)), key=lambda k: (frames[k][0] + jitter[k], k))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(frames)), max_size=8), "cuts"))
     retention = data.draw(st.sampled_from([bins, max(1, bins // 2), 3]), "retention")
     grace = data.draw(st.integers(0, 3), "grace")
@@ -132,18 +132,18 @@ def test_live_run_equals_batch_of_final_inputs(model: dict[str, Any], data: st.D
         record = [frames[order[k]] for k in range(lo, hi)]
         seq = run.seq
         try:
-            events += run.apply_record(record).events
+            events += apply_frames(run, record).events
         except OutsideRetentionError:
             assert run.seq == seq
-            record = [f for f in record if f.bin >= run.lowest_correctable]
-            events += run.apply_record(record).events
+            record = [f for f in record if f[0] >= run.lowest_correctable]
+            events += apply_frames(run, record).events
         for f in record:
-            applied[(f.bin, f.series)] = f.value
+            applied[(f[0], f[1])] = f[2]
         if run.last_bin >= 0 and data.draw(st.booleans(), "edge correction"):
             # a correction at the oldest correctable bin reads the deepest history
-            fix = ValidFrame(run.lowest_correctable, data.draw(st.sampled_from(tele)), data.draw(values))
-            events += run.apply_record([fix]).events
-            applied[(fix.bin, fix.series)] = fix.value
+            fix = (run.lowest_correctable, data.draw(st.sampled_from(tele)), data.draw(values))
+            events += apply_frames(run, [fix]).events
+            applied[(fix[0], fix[1])] = fix[2]
         assert_retained_equal_batch(run, applied)
     events += run.close()
     events += run.complete()

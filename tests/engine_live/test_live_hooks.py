@@ -18,7 +18,8 @@ from engine_live.plan.batch_run import collect_warnings, node_inputs
 from engine_live.plan.compiler import ZERO, Plan, compile_model
 from engine_live.plan.evaluator import evaluate_batch
 from engine_live.protocol import decode_event, encode_event
-from engine_live.state.live_run import LiveRun, ValidFrame
+from engine_live.state.live_run import LiveRun
+from tests.engine_live.live_support import Frame, apply_frames
 
 BINS = 30
 MODEL = f"""
@@ -85,8 +86,8 @@ def replay(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [active[k] for k in sorted(active)]
 
 
-def frames_for(run: LiveRun, b: int, values: dict[str, float]) -> list[ValidFrame]:
-    return [ValidFrame(b, sid, values.get(sid, 5.0)) for sid in run.telemetry_ids]
+def frames_for(run: LiveRun, b: int, values: dict[str, float]) -> list[Frame]:
+    return [(b, sid, values.get(sid, 5.0)) for sid in run.telemetry_ids]
 
 
 def test_run_updates_carry_derived_and_warnings_add_then_clear_after_a_correction() -> None:
@@ -94,7 +95,7 @@ def test_run_updates_carry_derived_and_warnings_add_then_clear_after_a_correctio
     events: list[dict[str, Any]] = []
     for b in range(6):
         bad = {"Svc.arrivals": -3.0} if b == 3 else {}
-        events += run.apply_record(frames_for(run, b, bad)).events
+        events += apply_frames(run, frames_for(run, b, bad)).events
     updates = [e for e in events if e["type"] == "run_update"]
     assert [u["binIndex"] for u in updates] == list(range(6))
     svc = updates[0]["deltas"][0]
@@ -108,7 +109,7 @@ def test_run_updates_carry_derived_and_warnings_add_then_clear_after_a_correctio
     assert "arrivals_negative" in adds and "served_exceeds_arrivals" in adds
     assert [e["seq"] for e in events] == list(range(2, 2 + len(events)))
     # a correction of bin 3 clears them
-    fix = run.apply_record([ValidFrame(3, "Svc.arrivals", 5.0)]).events
+    fix = apply_frames(run, [(3, "Svc.arrivals", 5.0)]).events
     clears = {e["warning"]["code"] for e in fix if e["type"] == "warning_update" and e["op"] == "clear"}
     assert {"arrivals_negative", "served_exceeds_arrivals"} <= clears
     assert all(w["code"] not in clears for w in hooks.active())
@@ -123,7 +124,7 @@ def test_derived_of_in_order_bins_equals_batch_derive() -> None:
     events: list[dict[str, Any]] = []
     for b in range(BINS):
         vals = {sid: float(rng.choice(VALUES[:-1])) for sid in run.telemetry_ids}
-        events += run.apply_record(frames_for(run, b, vals)).events
+        events += apply_frames(run, frames_for(run, b, vals)).events
     V, gaps = final_matrix(run)
     view = {sid: V[r] for sid, r in plan.row.items()}
     for i, binding in enumerate(plan.graph.topo):
@@ -138,7 +139,7 @@ def feeds(draw: st.DrawFn) -> dict[str, Any]:
     cells = [(b, s) for b in range(BINS) for s in tele]
     present = draw(st.lists(st.booleans(), min_size=len(cells), max_size=len(cells)))
     final = [
-        ValidFrame(b, s, draw(st.sampled_from(VALUES)))
+        (b, s, draw(st.sampled_from(VALUES)))
         for (b, s), p in zip(cells, present, strict=True)
         if p or draw(st.booleans())
     ]
@@ -146,7 +147,7 @@ def feeds(draw: st.DrawFn) -> dict[str, Any]:
     frames = list(order)
     for f in draw(st.lists(st.sampled_from(final), max_size=40)) if final else []:  # wrong values sent earlier
         pos = frames.index(f)
-        frames.insert(draw(st.integers(0, pos)), ValidFrame(f.bin, f.series, draw(st.sampled_from(VALUES))))
+        frames.insert(draw(st.integers(0, pos)), (f[0], f[1], draw(st.sampled_from(VALUES))))
     cuts = sorted(draw(st.lists(st.integers(0, len(frames)), max_size=25)))
     records = [frames[a:b] for a, b in zip([0, *cuts], [*cuts, len(frames)], strict=True)]
     return {"records": [r for r in records if r], "swap": draw(st.integers(0, 30))}
@@ -162,7 +163,7 @@ def test_final_warnings_equal_collect_warnings_of_the_final_series(feed: dict[st
             part, cells = split_cells(hooks.capture().to_state())  # as a snapshot stores it: JSON + arrays
             state = join_cells(json.loads(json.dumps(part)), {k: a.copy() for k, a in cells.items()})
             run.hooks = hooks = DerivedHooks.from_state(plan, state)
-        events += run.apply_record(record).events
+        events += apply_frames(run, record).events
     events += run.close()
     expected = expected_warnings(run)
     assert hooks.active() == expected
@@ -189,11 +190,11 @@ def test_short_retention_and_sliding_matrix_still_end_equal_to_batch(feed: dict[
     applied: dict[tuple[int, str], float] = {}
     for record in feed["records"]:
         try:
-            events += run.apply_record(record).events
+            events += apply_frames(run, record).events
         except OutsideRetentionError:
-            record = [f for f in record if f.bin >= run.lowest_correctable]
-            events += run.apply_record(record).events
-        applied.update({(f.bin, f.series): f.value for f in record})
+            record = [f for f in record if f[0] >= run.lowest_correctable]
+            events += apply_frames(run, record).events
+        applied.update({(f[0], f[1]): f[2] for f in record})
     events += run.close()
     telemetry = {s: np.zeros(BINS) for s in run.telemetry_ids}
     missing = {s: np.ones(BINS, dtype=np.bool_) for s in run.telemetry_ids}
@@ -214,10 +215,10 @@ def test_nan_detected_for_an_evaluated_series_and_cleared_when_fixed() -> None:
     run, _, hooks = make()
     events: list[dict[str, Any]] = []
     for b in range(3):
-        events += run.apply_record(frames_for(run, b, {"Svc.arrivals": 0.0 if b == 1 else 4.0})).events
+        events += apply_frames(run, frames_for(run, b, {"Svc.arrivals": 0.0 if b == 1 else 4.0})).events
     nan = [e for e in events if e["type"] == "warning_update" and e["warning"]["code"] == "nan_detected"]
     assert [(e["op"], e["warning"]["seriesId"], e["warning"]["bins"]) for e in nan] == [("add", "ratio", [1])]
-    fix = run.apply_record([ValidFrame(1, "Svc.arrivals", 4.0)]).events
+    fix = apply_frames(run, [(1, "Svc.arrivals", 4.0)]).events
     assert [e["op"] for e in fix if e["type"] == "warning_update" and e["warning"]["code"] == "nan_detected"] == [
         "clear"
     ]
@@ -235,7 +236,7 @@ nodes:
     hooks = DerivedHooks(plan)
     run = LiveRun(plan, run_id="r", epoch="e", hooks=hooks)
     run.start()
-    events = run.apply_record([ValidFrame(0, "x", 3.0), ValidFrame(1, "x", 0.0)]).events
+    events = apply_frames(run, [(0, "x", 3.0), (1, "x", 0.0)]).events
     ups = [e for e in events if e["type"] == "run_update"]
     ys = [u["deltas"][0]["series"]["y"] for u in ups]
     assert ys[0] == 1.0 and np.isnan(ys[1])  # non-finite → NaN on the wire rounding → null in JSON
@@ -251,7 +252,7 @@ def test_a_capture_is_not_changed_by_later_records(feed: dict[str, Any]) -> None
     run, plan, hooks = make()
     taken: list[tuple[Any, Any]] = []
     for record in feed["records"]:
-        run.apply_record(record)
+        apply_frames(run, record)
         taken.append((hooks.capture(), jsonable(hooks.state())))
     run.close()
     for cap, at_the_time in taken:
@@ -264,7 +265,7 @@ def test_legacy_json_state_restores_the_same_book() -> None:
     """Snapshots written before hooks.bin (state version 1: the whole book as JSON) still restore."""
     run, plan, hooks = make()
     for b in range(12):
-        run.apply_record(frames_for(run, b, {"Svc.arrivals": -3.0} if b % 3 == 0 else {"Q.queueDepth": b * 2.0}))
+        apply_frames(run, frames_for(run, b, {"Svc.arrivals": -3.0} if b % 3 == 0 else {"Q.queueDepth": b * 2.0}))
     legacy = {"version": 1, "done": hooks._done, "book": hooks.book.to_state()}
     restored = DerivedHooks.from_state(plan, json.loads(json.dumps(legacy)))
     assert jsonable(restored.state()) == jsonable(hooks.state())
@@ -276,7 +277,7 @@ def test_patch_keeps_the_book_clears_what_no_longer_holds_and_restores_orphans()
     removed node stay (orphans), and a capture/restore after the PATCH keeps all of it."""
     run, _plan, hooks = make()
     for b in range(8):
-        run.apply_record(frames_for(run, b, {"Svc.served": 9.0, "Inf.served": 9.0}))  # served > arrivals
+        apply_frames(run, frames_for(run, b, {"Svc.served": 9.0, "Inf.served": 9.0}))  # served > arrivals
     keys = {(w["code"], w["nodeId"]) for w in hooks.active()}
     assert ("served_exceeds_arrivals", "Svc") in keys and ("served_exceeds_arrivals", "Inf") in keys
     patched = MODEL.replace(
@@ -290,8 +291,8 @@ def test_patch_keeps_the_book_clears_what_no_longer_holds_and_restores_orphans()
     run.replace_plan(new_plan, 0, new_hooks)
     assert ("served_exceeds_arrivals", "Inf") in {(w["code"], w["nodeId"]) for w in new_hooks.active()}  # orphan
     for b in range(8, 10):
-        run.apply_record(frames_for(run, b, {"Svc.served": 5.0}))  # served == arrivals from here on
-    run.apply_record([ValidFrame(b, "Svc.served", 5.0) for b in range(8)])  # a correction: no excess anywhere
+        apply_frames(run, frames_for(run, b, {"Svc.served": 5.0}))  # served == arrivals from here on
+    apply_frames(run, [(b, "Svc.served", 5.0) for b in range(8)])  # a correction: no excess anywhere
     active = {(w["code"], w["nodeId"]) for w in new_hooks.active()}
     assert ("served_exceeds_arrivals", "Svc") not in active
     assert ("served_exceeds_arrivals", "Inf") in active
@@ -315,7 +316,7 @@ def test_quiet_records_advance_seq_and_hooks_exactly_as_publishing_ones(
         hush.quiet = i < quiet  # turning it off flushes
         if not hush.quiet:
             assert (hush.seq, hush.last_bin, hush.revision) == (loud.seq, loud.last_bin, loud.revision)
-        want, got = loud.apply_record(record).events, hush.apply_record(record).events
+        want, got = apply_frames(loud, record).events, apply_frames(hush, record).events
         if not hush.quiet:
             assert [encode_event(e) for e in got] == [encode_event(e) for e in want]
         else:

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine_live.errors import IngestError, OutsideRetentionError, RunClosedError
+from engine_live.errors import IllegalTransitionError, IngestError, OutsideRetentionError, RunClosedError
 from engine_live.model.build import load_graph
 from engine_live.plan.compiler import Plan, compile_model
 from engine_live.plan.evaluator import evaluate_batch
-from engine_live.protocol import IllegalTransitionError, RunStatus, decode_event, encode_event, validate_event
-from engine_live.state.live_run import ApplyResult, LiveRun, ValidFrame
-from tests.engine_live.live_support import TinyRun
+from engine_live.protocol import RunStatus, decode_event, encode_event, validate_event
+from engine_live.state.live_run import ApplyResult, LiveRun
+from tests.engine_live.live_support import Frame, TinyRun, apply_frames
 
 BINS = 8
 QUEUE_MODEL = f"""
@@ -51,15 +51,15 @@ def updates(res: ApplyResult | list[dict[str, Any]]) -> list[int]:
     return [e["binIndex"] for e in events if e["type"] == "run_update"]
 
 
-def both(b: int, arr: float, err: float = 0.0) -> list[ValidFrame]:
-    return [ValidFrame(b, "arr", arr), ValidFrame(b, "Svc.errors", err)]
+def both(b: int, arr: float, err: float = 0.0) -> list[Frame]:
+    return [(b, "arr", arr), (b, "Svc.errors", err)]
 
 
 def test_bin_closes_when_every_telemetry_series_has_a_value() -> None:
     run, _ = make_run()
-    res = run.apply_record([ValidFrame(0, "arr", 7.0)])
+    res = apply_frames(run, [(0, "arr", 7.0)])
     assert updates(res) == [] and run.last_bin == -1 and run.watermark == 0
-    res = run.apply_record([ValidFrame(0, "Svc.errors", 1.0)])
+    res = apply_frames(run, [(0, "Svc.errors", 1.0)])
     assert updates(res) == [0] and run.last_bin == 0
     ev = res.events[0]
     validate_event(ev)
@@ -78,14 +78,14 @@ def test_bin_closes_when_every_telemetry_series_has_a_value() -> None:
 
 def test_grace_closes_with_zero_fill_and_a_late_value_replaces_the_placeholder() -> None:
     run, plan = make_run()
-    assert updates(run.apply_record([ValidFrame(0, "arr", 9.0), ValidFrame(1, "arr", 9.0)])) == []
-    res = run.apply_record([ValidFrame(2, "arr", 9.0)])  # watermark 2 >= 0 + grace 2
+    assert updates(apply_frames(run, [(0, "arr", 9.0), (1, "arr", 9.0)])) == []
+    res = apply_frames(run, [(2, "arr", 9.0)])  # watermark 2 >= 0 + grace 2
     assert updates(res) == [0] and res.accepted == 1
     assert run.gaps(0, 1)[:, 0].tolist() == [False, True]  # arr present, Svc.errors zero-filled
     assert res.events[0]["deltas"][0]["metrics"]["errors"] == 0.0
     q_before = run.state_at(0)[plan.row["svc_queue"]]
     assert q_before == 4.0
-    res = run.apply_record([ValidFrame(0, "Svc.errors", 0.0)])  # same value as the placeholder
+    res = apply_frames(run, [(0, "Svc.errors", 0.0)])  # same value as the placeholder
     assert (res.accepted, res.duplicates, res.corrected) == (0, 0, 1)
     assert updates(res) == [0] and run.revision == 1 and res.events[0]["revision"] == 1
     assert not run.gaps(0, 1).any()
@@ -93,11 +93,11 @@ def test_grace_closes_with_zero_fill_and_a_late_value_replaces_the_placeholder()
 
 def test_duplicates_change_nothing_and_last_write_wins_before_evaluation() -> None:
     run, _ = make_run()
-    res = run.apply_record([ValidFrame(0, "arr", 3.0), ValidFrame(0, "arr", 4.0), ValidFrame(0, "arr", 4.0)])
+    res = apply_frames(run, [(0, "arr", 3.0), (0, "arr", 4.0), (0, "arr", 4.0)])
     assert (res.accepted, res.duplicates, res.corrected) == (2, 1, 0)
-    run.apply_record([ValidFrame(0, "Svc.errors", 0.0)])
+    apply_frames(run, [(0, "Svc.errors", 0.0)])
     seq = run.seq
-    res = run.apply_record(both(0, 4.0))
+    res = apply_frames(run, both(0, 4.0))
     assert (res.accepted, res.duplicates, res.corrected) == (0, 2, 0)
     assert res.events == [] and run.seq == seq and run.revision == 0
     assert run.series("arr").tolist() == [4.0]
@@ -106,10 +106,10 @@ def test_duplicates_change_nothing_and_last_write_wins_before_evaluation() -> No
 def test_correction_recomputes_the_suffix_and_republishes_changed_bins_once_per_record() -> None:
     run, plan = make_run()
     for b in range(5):
-        run.apply_record(both(b, 3.0))
+        apply_frames(run, both(b, 3.0))
     assert run.last_bin == 4
     # arrivals 3 <= capacity 5: queue stays 0. A correction at bin 1 to 9 fills the queue at 1..4
-    res = run.apply_record([ValidFrame(1, "arr", 9.0), ValidFrame(3, "Svc.errors", 1.0)])
+    res = apply_frames(run, [(1, "arr", 9.0), (3, "Svc.errors", 1.0)])
     assert res.corrected == 2 and run.revision == 1
     assert updates(res) == [1, 2, 3, 4]
     assert all(e["revision"] == 1 and e["lastBin"] == 4 for e in res.events)
@@ -119,37 +119,37 @@ def test_correction_recomputes_the_suffix_and_republishes_changed_bins_once_per_
 
 def test_correction_republishes_only_bins_whose_values_changed() -> None:
     run, _ = make_run(PLAIN_MODEL)
-    run.apply_record([ValidFrame(b, "x", float(b)) for b in range(6)])
+    apply_frames(run, [(b, "x", float(b)) for b in range(6)])
     assert run.last_bin == 5
-    res = run.apply_record([ValidFrame(2, "x", 20.0)])
+    res = apply_frames(run, [(2, "x", 20.0)])
     assert updates(res) == [2]
     assert res.events[0]["deltas"] == [{"series": {"x": 20.0, "y": 40.0}}]
     assert run.revision == 1
-    res = run.apply_record([ValidFrame(4, "x", 40.0), ValidFrame(5, "x", 50.0), ValidFrame(6, "x", 6.0)])
+    res = apply_frames(run, [(4, "x", 40.0), (5, "x", 50.0), (6, "x", 6.0)])
     assert updates(res) == [4, 5, 6] and run.revision == 2 and res.events[-1]["lastBin"] == 6
 
 
 def test_outside_retention_is_rejected_before_anything_is_applied() -> None:
     run, _ = make_run(PLAIN_MODEL, retention_bins=3)
-    run.apply_record([ValidFrame(b, "x", 1.0) for b in range(6)])
+    apply_frames(run, [(b, "x", 1.0) for b in range(6)])
     assert run.lowest_correctable == 3
     seq, wm = run.seq, run.watermark
     with pytest.raises(OutsideRetentionError) as info:
-        run.apply_record([ValidFrame(7, "x", 1.0), ValidFrame(2, "x", 5.0)])
+        apply_frames(run, [(7, "x", 1.0), (2, "x", 5.0)])
     assert info.value.details["frame"] == 1 and info.value.http_status == 409
     assert run.seq == seq and run.watermark == wm and run.last_bin == 5
-    res = run.apply_record([ValidFrame(3, "x", 5.0)])
+    res = apply_frames(run, [(3, "x", 5.0)])
     assert updates(res) == [3]
     with pytest.raises(IngestError):
-        run.apply_record([ValidFrame(0, "nope", 1.0)])
+        apply_frames(run, [(0, "nope", 1.0)])
 
 
 def test_seq_is_contiguous_from_one_and_close_zero_fills_the_rest() -> None:
     run, _ = make_run()
     events: list[dict[str, Any]] = [{"seq": 1}]  # start()
-    events += run.apply_record(both(0, 1.0)).events
-    events += run.apply_record([ValidFrame(2, "arr", 1.0)]).events  # grace closes bin 0? already; 1 pending
-    events += run.apply_record(both(0, 2.0)).events  # correction
+    events += apply_frames(run, both(0, 1.0)).events
+    events += apply_frames(run, [(2, "arr", 1.0)]).events  # grace closes bin 0? already; 1 pending
+    events += apply_frames(run, both(0, 2.0)).events  # correction
     closing = run.close()
     events += closing
     assert closing[0]["type"] == "status" and closing[0]["status"] == "closing"
@@ -158,7 +158,7 @@ def test_seq_is_contiguous_from_one_and_close_zero_fills_the_rest() -> None:
     assert run.status is RunStatus.CLOSING and run.last_bin == BINS - 1
     assert run.close() == []  # repeated close: no-op
     with pytest.raises(RunClosedError):
-        run.apply_record(both(3, 1.0))
+        apply_frames(run, both(3, 1.0))
     events += run.complete()
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     for e in events[1:]:
@@ -170,7 +170,7 @@ def test_seq_is_contiguous_from_one_and_close_zero_fills_the_rest() -> None:
 def test_open_ended_run_closes_through_the_watermark() -> None:
     text = PLAIN_MODEL.replace(f"bins: {BINS}, ", "")
     run, _ = make_run(text)
-    run.apply_record([ValidFrame(0, "x", 1.0), ValidFrame(4, "x", 4.0)])
+    apply_frames(run, [(0, "x", 1.0), (4, "x", 4.0)])
     assert run.last_bin == 2
     closing = run.close()
     assert updates(closing) == [3, 4] and run.last_bin == 4
@@ -189,8 +189,8 @@ nodes:
     rng = np.random.default_rng(1)
     xs = rng.normal(size=600)
     for b in range(0, 600, 7):
-        run.apply_record([ValidFrame(t, "x", float(xs[t])) for t in range(b, min(600, b + 7))])
-    run.apply_record([ValidFrame(590, "x", 1.5)])
+        apply_frames(run, [(t, "x", float(xs[t])) for t in range(b, min(600, b + 7))])
+    apply_frames(run, [(590, "x", 1.5)])
     xs[590] = 1.5
     run.close()
     assert run.V.shape[1] < 200 and run.base > 0
@@ -236,10 +236,10 @@ nodes:
     run = TinyRun(plan, run_id="r", epoch="e", retention_bins=3)
     xs = np.arange(60.0) % 17
     for b in range(60):
-        run.apply_record([ValidFrame(b, "x", float(xs[b]))])
+        apply_frames(run, [(b, "x", float(xs[b]))])
         lc = run.lowest_correctable
         xs[lc] += 0.5
-        assert updates(run.apply_record([ValidFrame(lc, "x", float(xs[lc]))]))[0] == lc
+        assert updates(apply_frames(run, [(lc, "x", float(xs[lc]))]))[0] == lc
         lo, hi = run.retained_range()
         assert hi == b + 1 and lo == lc
         batch = evaluate_batch(plan, {"x": xs[: b + 1]}, b + 1)
@@ -271,7 +271,7 @@ def test_vector_writes_equal_frame_by_frame_writes(records: list[list[tuple[int,
     def feed(run: LiveRun) -> list[tuple[int, int, int, list[bytes], bytes, bytes, int]]:
         out = []
         for rec in records:
-            r = run.apply_record([ValidFrame(*f) for f in rec])
+            r = apply_frames(run, [tuple(f) for f in rec])
             out.append(
                 (
                     r.accepted,

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 
 from engine_live.derived.hooks_state import jsonable
 from engine_live.derived.live_hooks import DerivedHooks
-from engine_live.errors import OutsideRetentionError
+from engine_live.errors import OutsideRetentionError, StateMismatchError
 from engine_live.model.build import load_graph
 from engine_live.plan.compiler import Plan, compile_model
 from engine_live.protocol import Event
-from engine_live.state.live_run import BinHooks, LiveRun, ValidFrame
-from engine_live.state.live_state import RunState, StateMismatchError, capture, restore
-from tests.engine_live.live_support import TinyRun, draw_records
+from engine_live.state.live_run import BinHooks, LiveRun
+from engine_live.state.live_state import RunState, capture, restore
+from tests.engine_live.live_support import Frame, TinyRun, apply_frames, draw_records
 
 EXPRS = (
     "{a} + {b}",
@@ -97,12 +97,12 @@ values = st.one_of(
 )
 
 
-def feed(run: LiveRun, records: list[list[ValidFrame]]) -> list[Event]:
+def feed(run: LiveRun, records: list[list[Frame]]) -> list[Event]:
     """Apply records as the service would: a record rejected whole changes nothing."""
     events: list[Event] = []
     for record in records:
         try:
-            events += run.apply_record(record).events
+            events += apply_frames(run, record).events
         except OutsideRetentionError:
             continue
     return events
@@ -144,7 +144,7 @@ def test_restored_run_continues_bit_identically(model: dict[str, Any], data: st.
     part = new_run()
     feed(part, records[:at])
     state = capture(part)
-    feed(part, [[ValidFrame(0, tele[0], 99.0)]])  # the capture is a copy: later changes do not leak in
+    feed(part, [[(0, tele[0], 99.0)]])  # the capture is a copy: later changes do not leak in
     restored = restore(plan, json_round_trip(state), make_hooks(hooks_kind, plan))
     got = feed(restored, records[at:]) + restored.close() + restored.complete()
 
@@ -160,7 +160,7 @@ def test_capture_keeps_only_held_columns_and_the_counters() -> None:
     plan = compile_model(load_graph(models_fixed(), live=True))
     run = LiveRun(plan, run_id="r", epoch="e", hooks=FlagHooks())
     run.start()
-    run.apply_record([ValidFrame(0, "t0", 12.0), ValidFrame(1, "t0", 3.0), ValidFrame(5, "t0", -0.0)])
+    apply_frames(run, [(0, "t0", 12.0), (1, "t0", 3.0), (5, "t0", -0.0)])
     state = capture(run)
     assert state.V.shape == (plan.n_rows, 6) and state.columns == run.V.shape[1]
     assert (state.seq, state.watermark, state.last_bin) == (run.seq, 5, run.last_bin)
@@ -181,7 +181,7 @@ def test_hooks_restored_by_a_classmethod_constructor() -> None:
     plan = compile_model(load_graph(models_fixed(), live=True))
     run = LiveRun(plan, run_id="r", epoch="e", hooks=DerivedHooks(plan))
     run.start()
-    run.apply_record([ValidFrame(b, "t0", float(b * 7 % 5)) for b in range(6)])
+    apply_frames(run, [(b, "t0", float(b * 7 % 5)) for b in range(6)])
     restored = restore(plan, capture(run), DerivedHooks(plan))
     assert isinstance(restored.hooks, DerivedHooks) and restored.hooks is not run.hooks
     assert jsonable(restored.hooks.state()) == jsonable(run.hooks.state())  # type: ignore[attr-defined]

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from engine_live.errors import ModelError
-from engine_live.model.build import load_graph, snake_case
+from engine_live.model.build import load_graph
 from engine_live.model.pcg32 import Pcg32
 from engine_live.model.series_defs import ModelGraph
+from engine_live.model.topology_builder import snake_case
 from engine_live.plan.compiler import compile_model
 from engine_live.plan.evaluator import evaluate_batch, evaluate_range
 

@@ -11,21 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine_live.errors import NotFoundError
+from engine_live.errors import BundleError, BundlePathError, GridMismatchError, NotFoundError
 from engine_live.model.build import load_graph
 from engine_live.model.text import parse_model_text
 from engine_live.plan.batch_run import run_model
-from ingestion.bundle import (
-    BundleError,
-    BundlePathError,
-    GridMismatchError,
-    bundle_telemetry,
-    gap_masks,
-    iter_frames,
-    load_bundle,
-    resolve_bundle,
-    telemetry_model,
-)
+from ingestion.bundle import bundle_telemetry, gap_masks, iter_frames, load_bundle, resolve_bundle, telemetry_model
 
 MODEL = """\
 schemaVersion: 1

@@ -7,10 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
-from engine_live.errors import IngestError
+from engine_live.errors import IngestError, MalformedBodyError
 from engine_live.model.build import load_graph
-from engine_live.state.live_run import ValidFrame
-from ingestion.frames import FrameValidator, MalformedBodyError, parse_body
+from ingestion.frames import FrameValidator, parse_body
 
 MODEL = """
 grid: {bins: 100, binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}
@@ -32,8 +31,8 @@ def validator() -> FrameValidator:
     return FrameValidator(load_graph(text, live=True), "r1", max_bins_ahead=10)
 
 
-def check(v: FrameValidator, frames: list[Any], last_bin: int = 50) -> list[ValidFrame]:
-    return v.validate(frames, last_bin=last_bin)
+def check(v: FrameValidator, frames: list[Any], last_bin: int = 50) -> list[tuple[int, str, float]]:
+    return v.validate(frames, last_bin=last_bin).frames()
 
 
 def reject(v: FrameValidator, frames: list[Any], code: str, frame: int, field: str | None) -> None:
@@ -63,10 +62,10 @@ def test_node_and_series_forms_give_one_value_each(validator: FrameValidator) ->
         {"bin": 13, "ts": "2025-10-07T01:05:00+00:00", "series": "OrderService.errors", "value": -1},
     ]
     assert check(validator, frames) == [
-        ValidFrame(12, "live_in", 35.0),
-        ValidFrame(12, "OrderService.errors", 2.0),
-        ValidFrame(12, "live_in", 17.5),
-        ValidFrame(13, "OrderService.errors", -1.0),
+        (12, "live_in", 35.0),
+        (12, "OrderService.errors", 2.0),
+        (12, "live_in", 17.5),
+        (13, "OrderService.errors", -1.0),
     ]
 
 

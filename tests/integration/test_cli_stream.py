@@ -172,7 +172,7 @@ async def test_tail_resumes_from_its_cursor_after_dropped_connections() -> None:
 
 
 async def test_tail_gives_up_when_the_server_stays_away() -> None:
-    from compat_api.cli.client import ServerError
+    from engine_live.errors import ServerError
 
     tail = StreamTail(f"http://127.0.0.1:{_free_port()}", "r1", retry_seconds=0.3)
     async with asyncio.timeout(20):
@@ -181,7 +181,7 @@ async def test_tail_gives_up_when_the_server_stays_away() -> None:
 
 
 async def test_tail_gives_up_on_a_server_that_keeps_closing_at_once() -> None:
-    from compat_api.cli.client import ServerError
+    from engine_live.errors import ServerError
 
     async def handler(ws: ServerConnection) -> None:
         await ws.close(1011, "broken")

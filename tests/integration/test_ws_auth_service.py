@@ -28,8 +28,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from compat_api.app import ROUTERS, create_app
+from compat_api.compose import build_context
 from compat_api.logging_setup import JsonFormatter, TokenMaskingFilter
-from compat_api.server import build_context
 from compat_api.settings import Settings
 from stream_hub.ws_endpoint import StreamSettings
 
@@ -78,7 +78,7 @@ async def service(tmp_path: Path, uvicorn_server: Callable[..., Any]) -> AsyncIt
 @pytest.fixture(autouse=True)
 def short_auth_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        "compat_api.stream_wiring.StreamSettings", functools.partial(StreamSettings, auth_timeout_s=AUTH_TIMEOUT_S)
+        "compat_api.routes.stream.StreamSettings", functools.partial(StreamSettings, auth_timeout_s=AUTH_TIMEOUT_S)
     )
 
 

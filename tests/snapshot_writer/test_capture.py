@@ -9,13 +9,13 @@ import numpy as np
 import orjson
 import pytest
 
-from engine_live.errors import ConflictError, NotFoundError
+from engine_live.errors import CaptureError, ConflictError, NotFoundError
 from engine_live.model.build import load_graph
 from engine_live.model.text import parse_model_text
 from engine_live.plan.batch_run import run_model
 from ingestion.bundle import bundle_telemetry, load_bundle, telemetry_model
 from snapshot_writer.artifacts import write_run_artifacts
-from snapshot_writer.capture import BUNDLE_HEADER, CaptureError, capture_run
+from snapshot_writer.capture import BUNDLE_HEADER, capture_run
 
 CREATED = "2025-10-08T12:00:00Z"
 ORDER_SYSTEM = Path(__file__).parents[2] / "compat_api" / "examples" / "order_system.yaml"

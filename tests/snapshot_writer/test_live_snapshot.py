@@ -20,16 +20,21 @@ import numpy as np
 import orjson
 import pytest
 
-from compat_api.live_service import LiveService
+from compat_api.compose import build_live_service
 from compat_api.settings import Settings
 from engine_live.model.build import load_graph
 from engine_live.plan.compiler import compile_model
-from engine_live.state.live_run import LiveRun, ValidFrame
+from engine_live.runtime.service import LiveService
+from engine_live.runtime.snapshot_types import SnapshotJob
+from engine_live.state.live_run import LiveRun
 from engine_live.state.live_state import capture
+from ingestion.log_segments import list_segments, scan_log, segment_path
 from snapshot_writer.event_log import read_event_log
-from snapshot_writer.live_snapshot import STEPS, SnapshotJob, SnapshotWriter, load_current, read_current
-from snapshot_writer.log_segments import list_segments, scan_log, segment_path
+from snapshot_writer.live_snapshot import STEPS, SnapshotWriter
+from snapshot_writer.snapshot_files import read_current
+from snapshot_writer.snapshot_loader import load_current
 from stream_hub.hub import Hub
+from tests.engine_live.live_support import apply_frames
 
 BINS = 40
 MODEL = f"""
@@ -106,8 +111,7 @@ async def start(
         snapshot_every_seconds=kw.pop("every_s", 1e9),
         **kw,
     )
-    svc = LiveService(settings, hub=Hub(), clock=clock or Clock())
-    svc.snapshot_fault = fault
+    svc = build_live_service(settings, hub=Hub(), clock=clock or Clock(), snapshot_fault=fault)
     await svc.start()
     return svc
 
@@ -115,22 +119,22 @@ async def start(
 async def crash(svc: LiveService) -> None:
     """Abandon the service as a killed process would: no drain, no final snapshot."""
     for h in svc.runs.values():
-        if h.worker is not None:
-            h.worker.cancel()
-            await asyncio.gather(h.worker, return_exceptions=True)
-        if h.checkpoint is not None and h.checkpoint.task is not None:
-            await asyncio.gather(h.checkpoint.task, return_exceptions=True)
-        if h.log is not None:
-            await h.log.close()
-        if h.events_fh is not None:
-            h.events_fh.close()
+        if h.work.task is not None:
+            h.work.task.cancel()
+            await asyncio.gather(h.work.task, return_exceptions=True)
+        if h.files.checkpoint is not None and h.files.checkpoint.task is not None:
+            await asyncio.gather(h.files.checkpoint.task, return_exceptions=True)
+        if h.files.log is not None:
+            await h.files.log.close()
+        if h.files.events is not None:
+            h.files.events.close()
 
 
 async def feed(svc: LiveService, reqs: list[bytes], *, settle: bool = True) -> None:
     for body in reqs:
         await svc.ingest("r1", body)
         if settle:  # each commit finishes before the next request: a deterministic crash point
-            cp = svc.runs["r1"].checkpoint
+            cp = svc.runs["r1"].files.checkpoint
             assert cp is not None
             await cp.drain()
 
@@ -244,7 +248,7 @@ async def test_unreadable_acknowledged_log_continues_with_a_new_epoch_and_says_s
     svc = await start(d)
     h = svc.runs["r1"]
     assert h.run.epoch != epoch and h.run.seq == state.seq
-    hub = svc.hub
+    hub = svc.ctx.sink
     assert isinstance(hub, Hub) and hub.head("r1") == (h.run.epoch, h.run.seq)
     after = load_current(live)
     assert after is not None and after[0].epoch == h.run.epoch  # the hole is behind CURRENT now
@@ -275,7 +279,7 @@ async def test_snapshot_request_writes_the_artifacts_and_publishes_snapshot_writ
     svc = await start(tmp_path, every_bins=1000)
     await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
     seen: list[dict[str, Any]] = []
-    hub = svc.hub
+    hub = svc.ctx.sink
     assert isinstance(hub, Hub)
     hub.add_listener(lambda run_id, ev: seen.append(orjson.loads(ev.data)) if ev.type == "snapshot_written" else None)
     await feed(svc, bodies(2)[:10])
@@ -295,7 +299,7 @@ async def test_log_offsets_stay_absolute_across_truncation(tmp_path: Path) -> No
     offsets = []
     for body in bodies(4)[:20]:
         offsets.append((await svc.ingest("r1", body))["logOffset"])
-        cp = svc.runs["r1"].checkpoint
+        cp = svc.runs["r1"].files.checkpoint
         assert cp is not None
         await cp.drain()
     await svc.stop()
@@ -310,9 +314,9 @@ def test_writer_round_trip_keeps_every_bit(tmp_path: Path) -> None:
     plan = compile_model(load_graph(MODEL, live=True))
     run = LiveRun(plan, run_id="r1", epoch="e")
     run.start()
-    run.apply_record(
-        [ValidFrame(b, "arr", v) for b, v in enumerate([-0.0, 1e-300, 7.25, 3.0])]
-        + [ValidFrame(b, "Svc.errors", 0.0) for b in range(3)]
+    apply_frames(
+        run,
+        [(b, "arr", v) for b, v in enumerate([-0.0, 1e-300, 7.25, 3.0])] + [(b, "Svc.errors", 0.0) for b in range(3)],
     )
     steps: list[str] = []
     writer = SnapshotWriter(tmp_path, after_step=steps.append)
@@ -345,15 +349,15 @@ async def test_a_long_replay_is_quiet_but_for_its_last_records(tmp_path: Path, e
     svc = await start(d, every_bins=every_bins, recovery_history_records=3)
     h = svc.runs["r1"]
     assert (h.run.epoch, h.run.seq) == (epoch, head)
-    hub = svc.hub
+    hub = svc.ctx.sink
     assert isinstance(hub, Hub)
     first = hub._runs["r1"].history.first_seq
     assert 1 < first <= head  # the history holds only the events of the last 3 records
     assert [e["seq"] for e, _ in read_event_log(d / "runs/r1/live/events.log").events] == list(range(first, head + 1))
-    assert h.checkpoint is not None
+    assert h.files.checkpoint is not None
     for _ in range(100):  # the worker snapshots right after a quiet replay (woken by recovery)
         await asyncio.sleep(0)
-        await h.checkpoint.drain()
+        await h.files.checkpoint.drain()
         current = read_current(d / "runs/r1/live")
         if current is not None and current[0] == str(head):
             break
@@ -377,17 +381,21 @@ async def test_the_first_snapshot_after_recovery_is_incremental_and_complete(tmp
     await crash(svc)
     svc = await start(d, every_bins=10**9)
     h = svc.runs["r1"]
-    assert h.checkpoint is not None and h.run.capture_owner is h.checkpoint.mirror  # seeded, not a full copy
+    assert (
+        h.files.checkpoint is not None and h.run.capture_owner is h.files.checkpoint.mirror
+    )  # seeded, not a full copy
     await feed(svc, reqs[12:20])
-    job = svc.snapshot_job(h)
+    job = svc.checkpoints.job(h)
     assert job.state.delta is not None and not job.state.delta.full
     assert job.state.V.shape[1] < capture(h.run).V.shape[1]  # only the new columns were copied
     full = capture(h.run)
-    assert h.checkpoint.mirror._reload is not None  # the run adopted the loaded arrays: the mirror decodes its own
-    got = h.checkpoint.mirror.materialize(job.state)
-    assert h.checkpoint.mirror._reload is None
+    assert (
+        h.files.checkpoint.mirror._reload is not None
+    )  # the run adopted the loaded arrays: the mirror decodes its own
+    got = h.files.checkpoint.mirror.materialize(job.state)
+    assert h.files.checkpoint.mirror._reload is None
     assert got.V.tobytes() == full.V.tobytes() and (got.P == full.P).all() and got.base == full.base
-    h.checkpoint.mirror.invalidate()
+    h.files.checkpoint.mirror.invalidate()
     await svc.stop()
 
 
@@ -398,7 +406,7 @@ def test_restore_adopts_window_wide_arrays_and_copies_otherwise(tmp_path: Path) 
     plan = compile_model(load_graph(MODEL, live=True))
     run = LiveRun(plan, run_id="r1", epoch="e1")
     run.start()
-    run.apply_record([ValidFrame(b, "arr", float(b)) for b in range(6)] + [ValidFrame(2, "Svc.errors", 1.0)])
+    apply_frames(run, [(b, "arr", float(b)) for b in range(6)] + [(2, "Svc.errors", 1.0)])
     state = capture(run)
     data = encode_retained(state.V, state.P, state.base, state.names, state.telemetry_ids)
     V, P = decode_retained(data, state.base, state.names, state.telemetry_ids, width=state.columns)
@@ -410,28 +418,6 @@ def test_restore_adopts_window_wide_arrays_and_copies_otherwise(tmp_path: Path) 
     assert copied.V is not state.V and np.shares_memory(copied.V, state.V) is False
     for r in (adopted, copied):
         assert r.V.tobytes() == run.V.tobytes() and (r.P == run.P).all()
-
-
-def test_log_records_of_both_formats_replay_to_the_same_columns() -> None:
-    """Records are logged as columns (`cols`, the bin once when all frames share it); logs written
-    before hold `frames` lists. Both replay to the same columns; malformed columns are refused."""
-    from compat_api.live_recovery import record_columns
-    from compat_api.live_service import frames_record
-
-    plan = compile_model(load_graph(MODEL, live=True))
-    run = LiveRun(plan, run_id="r1", epoch="e1")
-    one_bin = [ValidFrame(3, "arr", 1.5), ValidFrame(3, "Svc.errors", -0.0)]
-    two_bins = [ValidFrame(3, "arr", 1.5), ValidFrame(7, "Svc.errors", 2.0), ValidFrame(3, "arr", 4.0)]
-    for frames in (one_bin, two_bins, []):
-        rec = orjson.loads(orjson.dumps(frames_record(frames)))
-        assert isinstance(rec["b"], int) == (len({f.bin for f in frames}) == 1)
-        old = orjson.loads(orjson.dumps({"t": "frames", "f": [[f.bin, f.series, f.value] for f in frames]}))
-        got, want = record_columns(run, rec), record_columns(run, old)
-        for a, b in zip(got, want, strict=True):
-            assert a.tobytes() == b.tobytes()
-        assert got.values.tolist() == [f.value for f in frames] and got.bins.tolist() == [f.bin for f in frames]
-    with pytest.raises(ValueError):
-        record_columns(run, {"t": "cols", "b": [1, 2], "s": ["arr"], "v": [1.0]})
 
 
 async def test_a_quiet_replay_across_patches_equals_the_uninterrupted_run(tmp_path: Path) -> None:

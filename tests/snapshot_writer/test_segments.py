@@ -9,22 +9,25 @@ import numpy as np
 import orjson
 import pytest
 
+from engine_live.errors import SegmentError
 from engine_live.model.build import load_graph
 from engine_live.plan.compiler import ZERO, compile_model
 from engine_live.plan.evaluator import evaluate_batch
-from engine_live.state.live_run import LiveRun, ValidFrame
+from engine_live.runtime.snapshot_types import SnapshotJob
+from engine_live.state.live_run import LiveRun
 from engine_live.state.live_state import capture, restore
-from snapshot_writer.live_snapshot import SnapshotJob, SnapshotWriter, load_current
+from snapshot_writer.live_snapshot import SnapshotWriter
 from snapshot_writer.segments import (
     SEGMENTS,
     Segment,
-    SegmentError,
     assemble,
     parse_segments,
     read_segment,
     segments_end,
     write_segment,
 )
+from snapshot_writer.snapshot_loader import load_current
+from tests.engine_live.live_support import apply_frames
 
 BINS = 120
 MODEL = f"""
@@ -46,11 +49,11 @@ class TinyRun(LiveRun):
 def feed(run: LiveRun, xs: np.ndarray, bins: range, *, fix_oldest: bool = True) -> None:
     """One record per bin, then a correction at the oldest correctable bin (the deepest history)."""
     for b in bins:
-        run.apply_record([ValidFrame(b, "x", float(xs[b]))])
+        apply_frames(run, [(b, "x", float(xs[b]))])
         if fix_oldest:
             lc = run.lowest_correctable
             xs[lc] += 0.25
-            run.apply_record([ValidFrame(lc, "x", float(xs[lc]))])
+            apply_frames(run, [(lc, "x", float(xs[lc]))])
 
 
 def held_equal_batch(run: LiveRun, xs: np.ndarray) -> None:

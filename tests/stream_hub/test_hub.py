@@ -7,8 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
+from engine_live.errors import IllegalTransitionError
 from stream_hub.hub import Hub, HubLimits
-from stream_hub.lifecycle import ClientLifecycle, ClientState, IllegalTransitionError
+from stream_hub.lifecycle import ClientLifecycle, ClientState
 from stream_hub.subscription import Close, Control, Delivery, Heartbeat, Outgoing, Resync, Subscription
 
 RUN = "r1"

@@ -5,8 +5,9 @@ The full series of bins 0..lastBin are assembled from the run's committed segmen
 `take_view` copies everything needed on the event loop, between two records (the columns, the
 counters, the segment list, the model); `build_result` reads the segments and builds the RunResult
 and may run in a worker thread, so a slow disk never blocks the loop and later records cannot
-tear the view. A damaged or missing segment raises `SegmentError` (the service then fails the
-close with that reason instead of leaving the run `closing`).
+tear the view. Segments are read and artifacts written through the `SnapshotStore` port. A damaged
+or missing segment raises `SegmentError` (the close then fails the run with that reason instead of
+leaving it `closing`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,12 +26,10 @@ from engine_live.plan.batch_run import collect_warnings, output_series, topology
 from engine_live.plan.compiler import ZERO, Plan
 from engine_live.plan.run_result import RunResult
 from engine_live.protocol import RunStatus
-from engine_live.state.live_run import node_gap_masks
-from snapshot_writer.artifacts import write_run_artifacts
-from snapshot_writer.segments import Segment, assemble
-
-if TYPE_CHECKING:
-    from compat_api.live_service import RunHandle
+from engine_live.runtime.handle import RunHandle
+from engine_live.runtime.ports import ArtifactsWritten, SnapshotStore
+from engine_live.runtime.snapshot_types import Segment
+from engine_live.state.run_window import node_gap_masks
 
 
 @dataclass(frozen=True)
@@ -67,32 +66,32 @@ def take_view(h: RunHandle) -> LiveView:
         run_id=h.run_id,
         live_dir=h.folder,
         plan=run.plan,
-        graph=h.graph,
+        graph=h.model.graph,
         telemetry_ids=run.telemetry_ids,
         first=first,
         V=V,
         P=P,
-        segments=tuple(h.segments),
+        segments=tuple(h.durable.segments),
         status=run.status,
         epoch=run.epoch,
         seq=run.seq,
         last_bin=run.last_bin,
         watermark=run.watermark,
         revision=run.revision,
-        model_text=h.model_text,
-        provenance=h.provenance,
+        model_text=h.model.text,
+        provenance=h.model.provenance,
         created_utc=h.created_utc,
-        adjustments=tuple(h.adjustments),
+        adjustments=tuple(h.model.adjustments),
         grid=run.grid,
     )
 
 
-def build_result(view: LiveView) -> RunResult:
+def build_result(view: LiveView, store: SnapshotStore) -> RunResult:
     """Segments + the copied columns → the RunResult of bins 0..lastBin (reads files: off the loop)."""
     plan = view.plan
     n = view.last_bin + 1
     if n > 0:
-        V, P = assemble(view.live_dir, view.segments, plan.names, view.telemetry_ids, view.first, view.V, view.P)
+        V, P = store.assemble(view.live_dir, view.segments, plan.names, view.telemetry_ids, view.first, view.V, view.P)
     else:
         V, P = np.zeros((plan.n_rows, 0)), np.zeros((len(view.telemetry_ids), 0), dtype=bool)
     V[plan.row[ZERO]] = 0.0  # as a batch run has it
@@ -125,14 +124,15 @@ def build_result(view: LiveView) -> RunResult:
     )
 
 
-def live_result(h: RunHandle) -> RunResult:
+def live_result(h: RunHandle, store: SnapshotStore) -> RunResult:
     """The RunResult of the run as it is now (synchronous: reads the segments on the calling thread)."""
-    return build_result(take_view(h))
+    return build_result(take_view(h), store)
 
 
-async def write_live_artifacts(h: RunHandle) -> Any:
+async def write_live_artifacts(h: RunHandle, store: SnapshotStore) -> ArtifactsWritten:
+    """Write the run's canonical artifacts (SPEC §4) into its run folder, off the event loop."""
     view = take_view(h)
-    return await asyncio.to_thread(lambda: write_run_artifacts(build_result(view), h.folder.parent))
+    return await asyncio.to_thread(lambda: store.write_artifacts(build_result(view, store), h.folder.parent))
 
 
 __all__ = ["LiveView", "build_result", "live_result", "take_view", "write_live_artifacts"]

@@ -28,9 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingestion.ingest_log import IngestLog, cut_tail, read_records
-from snapshot_writer.atomic_files import fsync_dir
 
 FIRST_SEGMENT = "ingest.log"
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a folder, so that deleted and new segment files stay so after a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def segment_path(live_dir: Path, base: int) -> Path:

@@ -1,0 +1,225 @@
+"""Series definitions from a model's `nodes` list (SPEC §2), and the registry they go into.
+
+`SeriesBuilder` keeps every series definition with the series it produces (a series id has one
+producer), turns each node kind into its primitive definition (const values or a `file:` CSV,
+telemetry, expression, pmf, serviceWithBuffer queue, router), synthesizes router targets from the
+routes' weights and finally checks that every reference names an existing series. Errors and
+info warnings are collected; `engine_live.model.build` raises them together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine_live.errors import ExprSyntaxError
+from engine_live.expressions.parser import parse_expr, refs_of
+from engine_live.expressions.syntax import Binary, Expr, Num, Ref
+from engine_live.model.document import ModelDoc
+from engine_live.model.node_specs import NodeSpec
+from engine_live.model.series_csv import read_series_csv, resolve_inside
+from engine_live.model.series_defs import (
+    ConstDef,
+    ExprDef,
+    PmfSampleDef,
+    QueueDef,
+    SeriesDef,
+    TelemetryDef,
+)
+
+
+def expected_value(values: list[float], probabilities: list[float]) -> float:
+    """Σ value·probability, summed in order (a pmf node that is not sampled)."""
+    total = 0.0
+    for value, probability in zip(values, probabilities, strict=True):
+        total += float(value) * float(probability)
+    return total
+
+
+class SeriesBuilder:
+    """The series definitions of one document, keyed by id, with their problems."""
+
+    def __init__(self, doc: ModelDoc) -> None:
+        self.doc = doc
+        self.bins = doc.grid.bins
+        self.defs: dict[str, SeriesDef] = {}
+        self.owner: dict[str, str] = {}  # series id -> def id producing it
+        self.errors: list[str] = []
+        self.info: list[dict[str, Any]] = list(doc.info)
+        self.hidden: set[str] = set()
+
+    def err(self, where: str, msg: str) -> None:
+        """Record an error naming the node and field (`where`)."""
+        self.errors.append(f"{where}: {msg}")
+
+    def add(self, definition: SeriesDef, where: str) -> None:
+        """Register a definition; an error when one of its outputs already has a producer."""
+        for out in definition.outputs:
+            if out in self.owner:
+                self.err(where, f"series '{out}' already exists")
+                return
+        self.defs[definition.id] = definition
+        for out in definition.outputs:
+            self.owner[out] = definition.id
+
+    def exists(self, series_id: str) -> bool:
+        """Whether some definition produces `series_id`."""
+        return series_id in self.owner
+
+    # -- nodes list -----------------------------------------------------------------------------
+    def const_values(self, where: str, raw: list[Any]) -> np.ndarray:
+        """The `values` of a const node as float64 (one per grid bin)."""
+        try:
+            values = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            self.err(where, "values: must be numbers")
+            return np.zeros(self.bins or 0)
+        if values.ndim != 1:
+            self.err(where, "values: must be a flat list of numbers")
+        elif self.bins is not None and len(values) != self.bins:
+            self.err(where, f"values: expected exactly {self.bins} numbers (grid.bins), got {len(values)}")
+        return values
+
+    def file_values(self, where: str, ref: str, node_id: str) -> np.ndarray:
+        """The values of a `file:<path>` CSV under the model folder, zero-filled/truncated to the grid."""
+        base = self.doc.base_dir
+        n = self.bins or 0
+        if base is None:
+            self.err(where, f"'{ref}': file sources need a model folder")
+            return np.zeros(n)
+        try:
+            csv = read_series_csv(resolve_inside(base, ref[5:]))
+        except (OSError, ValueError) as exc:
+            self.err(where, f"'{ref}': {exc}")
+            return np.zeros(n)
+        values = csv.values
+        if self.bins is not None and len(values) != self.bins:
+            self.info.append(
+                {
+                    "code": "length_mismatch",
+                    "severity": "warning",
+                    "nodeId": node_id,
+                    "message": f"{ref}: {len(values)} values for {self.bins} bins (zero-filled/truncated)",
+                    "value": float(len(values)),
+                }
+            )
+            fixed = np.zeros(self.bins)
+            fixed[: min(len(values), self.bins)] = values[: self.bins]
+            values = fixed
+        return values
+
+    def node(self, spec: NodeSpec) -> None:
+        """Add the definition of one `nodes` entry."""
+        where, data = f"node '{spec.id}'", spec.data
+        if spec.kind == "const":
+            source = data.get("source")
+            if source == "telemetry":
+                self.add(TelemetryDef(spec.id), where)
+            elif isinstance(source, str):
+                self.add(ConstDef(spec.id, self.file_values(where, source, spec.id), "file"), where)
+            else:
+                self.add(ConstDef(spec.id, self.const_values(where, data["values"])), where)
+        elif spec.kind == "expr":
+            try:
+                expr = parse_expr(str(data["expr"]))
+            except ExprSyntaxError as exc:
+                self.err(where, f"expr: {exc.message}")
+                return
+            initial = float(data["initial"]) if "initial" in data else None
+            self.add(ExprDef(spec.id, expr, initial), where)
+        elif spec.kind == "pmf":
+            self.pmf(spec, where)
+        elif spec.kind == "serviceWithBuffer":
+            self.add(
+                QueueDef(
+                    spec.id,
+                    data.get("inflow"),
+                    data.get("outflow"),
+                    data.get("loss"),
+                    float(data.get("initial", 0.0)),
+                    float(data["wipLimit"]) if "wipLimit" in data else None,
+                    data.get("wipLimitSeries"),
+                    data.get("wipOverflow"),
+                    data.get("dispatchSchedule"),
+                    f"{spec.id}_outflow",
+                    f"{spec.id}_overflow",
+                ),
+                where,
+            )
+        elif spec.kind == "router":
+            self.add(ExprDef(spec.id, Ref(data["inputs"]["queue"]), None, "router"), where)
+
+    def pmf(self, spec: NodeSpec, where: str) -> None:
+        """A pmf node: sampled per bin (`sample: true`), else its expected value in every bin."""
+        pmf = spec.data["pmf"]
+        values = [float(value) for value in pmf["values"]]
+        probabilities = [float(probability) for probability in pmf["probabilities"]]
+        if pmf.get("sample"):
+            self.add(
+                PmfSampleDef(spec.id, tuple(values), tuple(probabilities), self.doc.seed + spec.index),
+                where,
+            )
+        else:
+            mean = expected_value(values, probabilities)
+            self.add(ConstDef(spec.id, np.full(self.bins or 0, mean), "pmf"), where)
+
+    def routers(self, specs: tuple[NodeSpec, ...]) -> None:
+        """Each route target becomes the sum of its weighted shares of the routers' queues."""
+        contributions: dict[str, list[Expr]] = {}
+        for spec in specs:
+            if spec.kind != "router":
+                continue
+            source = spec.data["inputs"]["queue"]
+            routes = spec.data["routes"]
+            total = 0.0
+            for route in routes:
+                if "weight" in route:
+                    total += float(route["weight"])
+            for route in routes:
+                target = route["target"]
+                if "weight" not in route:
+                    self.info.append(
+                        {
+                            "code": "route_without_weight",
+                            "severity": "info",
+                            "nodeId": spec.id,
+                            "message": f"node '{spec.id}': route to '{target}' has no weight "
+                            "(class routing is not evaluated); it carries 0",
+                        }
+                    )
+                    contributions.setdefault(target, [])
+                    continue
+                share = Binary("/", Binary("*", Ref(source), Num(float(route["weight"]))), Num(total))
+                contributions.setdefault(target, []).append(share)
+        for target, parts in contributions.items():
+            if self.exists(target):
+                self.err(f"router target '{target}'", "names an existing series")
+                continue
+            expr: Expr = parts[0] if parts else Num(0.0)
+            for part in parts[1:]:
+                expr = Binary("+", expr, part)
+            self.add(ExprDef(target, expr, None, "router"), f"router target '{target}'")
+
+    def check_refs(self) -> None:
+        """Every reference of an expression or queue names an existing series; a self-SHIFT has `initial`."""
+        for definition in self.defs.values():
+            where = f"node '{definition.id}'"
+            if isinstance(definition, ExprDef):
+                same, shifted = refs_of(definition.expr)
+                for name in sorted(same | shifted):
+                    if not self.exists(name):
+                        self.err(where, f"unknown reference '{name}'")
+                if definition.id in shifted and definition.initial is None and definition.kind == "expr":
+                    self.err(where, "initial: required because the expression SHIFTs itself")
+            elif isinstance(definition, QueueDef):
+                dispatch = definition.dispatch
+                for field_name, ref in (
+                    ("inflow", definition.inflow),
+                    ("outflow", definition.outflow),
+                    ("loss", definition.loss),
+                    ("wipLimitSeries", definition.wip_series),
+                    ("dispatchSchedule.capacitySeries", dispatch.capacity if dispatch else None),
+                ):
+                    if ref is not None and not self.exists(ref):
+                        self.err(where, f"{field_name}: unknown reference '{ref}'")

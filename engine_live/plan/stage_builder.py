@@ -1,0 +1,113 @@
+"""Building the execution stages of a plan from series definitions (the compiler's back end).
+
+`StageBuilder` knows the matrix row of every series and the initial value of every expression or
+queue; it turns expressions into shape groups (one compiled closure per expression shape), queues
+into one vectorized `QueueGroup`, constraints into `CapStage`s, sampled pmfs into `PmfStage`s and
+all const series into one `ConstStage`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import numpy as np
+
+from engine_live.expressions.kernels import ShapeCompiler, Slots, shape_key
+from engine_live.model.series_defs import CapDef, ConstDef, ExprDef, PmfSampleDef, QueueDef, SeriesDef
+from engine_live.plan.stages import CapStage, ConstStage, ExprGroup, PmfStage, QueueGroup, Stage
+
+
+class StageBuilder:
+    """Stages over the matrix rows `row` (series id → row); `owner` maps a series to its definition."""
+
+    def __init__(self, row: dict[str, int], owner: dict[str, str], initial: dict[str, float]) -> None:
+        self.row = row
+        self.owner = owner
+        self.initial = initial  # definition id -> initial value (expressions and queues that have one)
+
+    def rows_of(self, ids: Iterable[str]) -> np.ndarray:
+        """The rows of some series ids, in order."""
+        return np.array([self.row[series_id] for series_id in ids], dtype=np.intp)
+
+    def init_of(self, name: str) -> float:
+        """The value SHIFT reads before bin 0: a definition's initial, else 0."""
+        return self.initial.get(name, 0.0) if self.owner.get(name) == name else 0.0
+
+    def expr_groups(self, members: list[ExprDef]) -> list[Stage]:
+        """One ExprGroup per expression shape among `members` (first-seen shape order)."""
+        by_shape: dict[str, list[tuple[ExprDef, Slots]]] = defaultdict(list)
+        for definition in members:
+            key, slots = shape_key(definition.expr, self.init_of)
+            by_shape[key].append((definition, slots))
+        out: list[Stage] = []
+        for key, items in by_shape.items():
+            first = items[0][1]
+            n_ref, n_num, n_init = len(first.refs), len(first.nums), len(first.inits)
+            refs = [self.rows_of(slots.refs[i] for _, slots in items) for i in range(n_ref)]
+            nums = [np.array([[slots.nums[i]] for _, slots in items]) for i in range(n_num)]
+            inits = [np.array([[slots.inits[i]] for _, slots in items]) for i in range(n_init)]
+            fn = ShapeCompiler(len(items), refs, nums, inits).compile(items[0][0].expr)
+            out.append(ExprGroup(self.rows_of(definition.id for definition, _ in items), fn, key))
+        return out
+
+    def queue_group(self, members: list[QueueDef]) -> QueueGroup:
+        """All `members` stepped together as vectors."""
+        row = self.row
+        max_extra = max((len(queue.extra_inflows) for queue in members), default=0)
+        extra = np.zeros((max_extra, len(members)), dtype=np.intp)
+        for j, queue in enumerate(members):
+            for i, source in enumerate(queue.extra_inflows):
+                extra[i, j] = row[source]
+
+        def optional_row(ref: str | None) -> int:
+            return row[ref] if ref else 0
+
+        q_rows = self.rows_of(queue.id for queue in members)
+        out_rows = self.rows_of(queue.outflow_id for queue in members)
+        ovf_rows = self.rows_of(queue.overflow_id for queue in members)
+        return QueueGroup(
+            rows=np.concatenate([q_rows, out_rows, ovf_rows]),
+            q_rows=q_rows,
+            out_rows=out_rows,
+            ovf_rows=ovf_rows,
+            in_rows=np.array([optional_row(queue.inflow) for queue in members], dtype=np.intp),
+            extra_rows=extra,
+            outflow_src=np.array([optional_row(queue.outflow) for queue in members], dtype=np.intp),
+            loss_src=np.array([optional_row(queue.loss) for queue in members], dtype=np.intp),
+            initial=np.array([queue.initial for queue in members]),
+            wip_num=np.array([queue.wip_limit if queue.wip_limit is not None else np.nan for queue in members]),
+            wip_rows=np.array([row[queue.wip_series] if queue.wip_series else -1 for queue in members], dtype=np.intp),
+            period=np.array([queue.dispatch.period if queue.dispatch else 0 for queue in members], dtype=np.int64),
+            phase=np.array([queue.dispatch.phase if queue.dispatch else 0 for queue in members], dtype=np.int64),
+            cap_rows=np.array(
+                [
+                    row[queue.dispatch.capacity] if queue.dispatch and queue.dispatch.capacity else -1
+                    for queue in members
+                ],
+                dtype=np.intp,
+            ),
+        )
+
+    def single(self, definition: SeriesDef) -> list[Stage]:
+        """The stages of one definition on its own (none for const and telemetry series)."""
+        if isinstance(definition, ExprDef):
+            return self.expr_groups([definition])
+        if isinstance(definition, QueueDef):
+            return [self.queue_group([definition])]
+        if isinstance(definition, CapDef):
+            demands = self.rows_of(demand for _, demand in definition.members)
+            return [CapStage(self.rows_of(definition.outputs), demands, self.row[definition.capacity])]
+        if isinstance(definition, PmfSampleDef):
+            return [
+                PmfStage(self.rows_of([definition.id]), definition.values, definition.probabilities, definition.seed)
+            ]
+        return []
+
+    def const_stage(self, consts: list[ConstDef]) -> ConstStage:
+        """Every const series in one stage; shorter series are zero-padded to the longest."""
+        width = max(len(definition.values) for definition in consts)
+        values = np.zeros((len(consts), width))
+        for i, definition in enumerate(consts):
+            values[i, : len(definition.values)] = definition.values
+        return ConstStage(self.rows_of(definition.id for definition in consts), values)
