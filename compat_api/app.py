@@ -34,6 +34,7 @@ ROUTERS = (
 
 
 def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
+    """Build the FastAPI app: routers, middleware, error handlers and a lifespan that starts and stops the service."""
     settings = settings or Settings()
     ctx = ctx or AppContext(settings)
 

@@ -26,6 +26,8 @@ class KafkaWiring:
         self._source_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """When Kafka is configured: re-send recovered history to a new event sink and start it, then start
+        the frame source in the background (retrying while the broker is down)."""
         s, live = self.settings, self.live
         if not s.kafka_bootstrap:
             return
@@ -87,6 +89,7 @@ class KafkaWiring:
         await self.live.ingest(run_id, frame, source=(partition, offset))
 
     async def stop(self) -> None:
+        """Stop the frame source (or its pending start), then the event sink."""
         if self._source_task is not None and not self._source_task.done():
             self._source_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

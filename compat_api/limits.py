@@ -55,6 +55,7 @@ class BodyLimitMiddleware:
         self.limit = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass an HTTP request on with its body counted; answer 413 once it is over the limit."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -48,6 +48,7 @@ class TokenMaskingFilter(logging.Filter):
     """Formats the message once and masks tokens in it, in string extras and in exception text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Format the message once and mask tokens in it and in string extras; never drops a record."""
         record.msg = mask_secrets(record.getMessage())
         record.args = None
         for key, value in list(record.__dict__.items()):
@@ -60,6 +61,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: ts, level, logger, msg, extras (run_id, ...), exc."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line: ts, level, logger, msg, extras and the masked exception text."""
         ts = datetime.fromtimestamp(record.created, UTC)
         out: dict[str, Any] = {
             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",

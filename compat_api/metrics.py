@@ -169,6 +169,7 @@ class Metrics:
         self._snapshot_age.committed_at[run_id] = self._clock()
 
     def set_position(self, run_id: str, watermark: int, last_bin: int) -> None:
+        """Set the run's bins-behind gauge to watermark − lastBin (at least 0)."""
         self.bins_behind.labels(run_id=run_id).set(max(0, watermark - last_bin))
 
     def forget_run(self, run_id: str) -> None:
@@ -183,6 +184,7 @@ class Metrics:
         self._refreshers.append(refresh)
 
     def refresh(self) -> None:
+        """Call every registered refresher (they copy live values into the metrics)."""
         for refresh in self._refreshers:
             refresh()
 

@@ -59,6 +59,7 @@ class MetricsWiring:
 
     # -- scrape-time values -------------------------------------------------------------------------
     def refresh(self) -> None:
+        """Copy live-run, hub and Kafka values into the metrics; a part that fails is logged and skipped."""
         for part in (self._refresh_live, self._refresh_hub, self._refresh_kafka):
             try:
                 part()

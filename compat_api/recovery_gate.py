@@ -19,10 +19,13 @@ RECOVERY_WAIT_SECONDS = 30.0
 
 
 class RecoveryGate:
+    """ASGI middleware: while recovery runs, requests wait for it, then get 503 (WebSocket: close 1013)."""
+
     def __init__(self, app: ASGIApp, ctx: AppContext) -> None:
         self.app, self.ctx = app, ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on at once when it may, else once the service is ready; refuse it on timeout."""
         live = self.ctx.live
         path = scope.get("path", "")
         if (

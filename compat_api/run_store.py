@@ -39,10 +39,12 @@ SUMMARY_CACHE_SIZE = 4096
 
 
 def model_series_id(artifact_id: str) -> str:
+    """The model series id of an artifact series id (its part before the first `@`)."""
     return artifact_id.split("@", 1)[0]
 
 
 def run_links(run_id: str) -> dict[str, str]:
+    """The API links of a finished run."""
     base = f"/v1/runs/{run_id}"
     return {
         "self": base,
@@ -68,14 +70,17 @@ class LoadedRun:
 
     @property
     def grid(self) -> Grid:
+        """The run's grid, with `bins` from run.json when it has them."""
         g = self.run_json.get("grid") or {}
         graph_grid = self.graph.grid
         return Grid(g.get("bins", graph_grid.bins), graph_grid.bin_size, graph_grid.bin_unit, graph_grid.start)
 
     def telemetry_series(self) -> dict[str, NDArray[np.float64]]:
+        """The run's series of the model's telemetry-fed ids."""
         return {sid: self.series[sid] for sid in self.graph.telemetry_ids() if sid in self.series}
 
     def source(self) -> StateSource:
+        """The run as a `StateSource` for the state views (gap masks from its `data_gap` warnings)."""
         return StateSource(
             self.run_id,
             self.graph,
@@ -87,10 +92,12 @@ class LoadedRun:
         )
 
     def compared(self) -> ComparedRun:
+        """The run as a `ComparedRun` for `/v1/compare`."""
         return ComparedRun(self.run_id, self.grid.bin_minutes, self.grid.start, self.series, node_arrays(self.source()))
 
 
 def gap_masks(run_json: Mapping[str, Any], grid: Grid) -> dict[str, NDArray[np.bool_]]:
+    """Per node id, a mask over the grid's bins of the bins its `data_gap` warnings name."""
     n = grid.bins or 0
     out: dict[str, NDArray[np.bool_]] = {}
     for w in run_json.get("warnings") or ():
@@ -126,6 +133,7 @@ def load_run_dir(run_dir: Path, inputs_dir: Path | None = None) -> LoadedRun:
 
 
 def summary_of(run_dir: Path) -> dict[str, Any]:
+    """The list summary of a complete run folder, from its run.json and manifest."""
     run, manifest = read_run_json(run_dir), read_manifest(run_dir)
     run_id = str(run.get("runId", run_dir.name))
     grid = run.get("grid") or {}
@@ -145,6 +153,7 @@ def summary_of(run_dir: Path) -> dict[str, Any]:
 
 
 def parse_created_after(text: str | None) -> datetime | None:
+    """A `createdAfter` filter as a UTC datetime (None stays None); InvalidRequestError if malformed."""
     if text is None:
         return None
     try:
@@ -186,6 +195,7 @@ def _created_after(created: Any, after: datetime) -> bool:
 
 
 def paginate(items: list[dict[str, Any]], page: int, page_size: int) -> dict[str, Any]:
+    """Page `page` (1-based) of `items`, with the total count and the paging fields."""
     start = (page - 1) * page_size
     return {
         "items": items[start : start + page_size],
@@ -215,6 +225,7 @@ class RunStore:
         raise NotFoundError(f"run {run_id!r} not found", runId=run_id)
 
     def exists(self, run_id: str) -> bool:
+        """True when `run_id` names a complete run."""
         try:
             self.run_dir(run_id)
         except NotFoundError:
@@ -238,6 +249,7 @@ class RunStore:
         return out
 
     def summary(self, run_id: str) -> dict[str, Any]:
+        """The run's list summary (cached until its manifest changes); NotFoundError when absent."""
         run_dir = self.run_dir(run_id)
         stamp = self._stamp(run_dir)
         with self._lock:
@@ -253,6 +265,7 @@ class RunStore:
         return dict(summary)
 
     def detail(self, run_id: str) -> dict[str, Any]:
+        """The run's summary with its warnings, series list and manifest."""
         run_dir = self.run_dir(run_id)
         run = read_run_json(run_dir)
         return {
@@ -263,6 +276,7 @@ class RunStore:
         }
 
     def load(self, run_id: str) -> LoadedRun:
+        """The run read back as a `LoadedRun` (LRU-cached until its manifest changes)."""
         run_dir = self.run_dir(run_id)
         stamp = self._stamp(run_dir)
         with self._lock:
@@ -278,6 +292,7 @@ class RunStore:
         return loaded
 
     def read_json(self, run_id: str, relpath: str) -> dict[str, Any]:
+        """A JSON file of the run folder by relative path; NotFoundError when it is missing."""
         path = self.run_dir(run_id) / relpath
         if not path.is_file():
             raise NotFoundError(f"run {run_id!r} has no {relpath}", runId=run_id)
@@ -285,6 +300,7 @@ class RunStore:
         return data
 
     def model_text(self, run_id: str) -> str:
+        """The model the run ran (its `spec.yaml`)."""
         return (self.run_dir(run_id) / "spec.yaml").read_text(encoding="utf-8")
 
     def series_entry(self, run_id: str, series_id: str) -> dict[str, Any]:

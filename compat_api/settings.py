@@ -17,6 +17,8 @@ SECRET_FIELDS = ("tokens",)
 
 
 class Settings(BaseSettings):
+    """The service settings; `load_settings` merges flags, `FLOWTIME_*` environment and config file."""
+
     model_config = SettingsConfigDict(env_prefix="FLOWTIME_", extra="forbid")
 
     host: str = "127.0.0.1"
@@ -59,6 +61,7 @@ class Settings(BaseSettings):
     fsync: bool = True
 
     def masked(self) -> dict[str, Any]:
+        """The settings as JSON values, secrets replaced by `***` (for `--print-config`)."""
         out = self.model_dump(mode="json")
         for key in SECRET_FIELDS:
             if out.get(key):

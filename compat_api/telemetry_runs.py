@@ -16,6 +16,7 @@ from ingestion.bundle import bundle_telemetry, load_bundle, resolve_bundle, tele
 
 
 def telemetry_job(req: RunRequest, ctx: AppContext) -> BatchJob:
+    """The batch job of a telemetry-mode run request: its model or template bound to the bundle's telemetry."""
     if (req.model is None) == (req.template is None):
         raise InvalidRequestError("give exactly one of model or template", code="invalid_request")
     ref = (req.telemetry or {}).get("bundle")
@@ -48,6 +49,7 @@ def telemetry_job(req: RunRequest, ctx: AppContext) -> BatchJob:
 
 
 async def create_telemetry_run(body: dict[str, Any], ctx: AppContext) -> dict[str, Any]:
+    """Evaluate a telemetry-mode run request and write its artifacts; returns the run's summary."""
     req = RunRequest.model_validate(body)
     job = telemetry_job(req, ctx)
     run, info = await asyncio.to_thread(execute, job, ctx.runs_dir, fsync=ctx.settings.fsync)

@@ -34,6 +34,7 @@ MAX_RECORD = 256 * 1024 * 1024  # a larger length field can only be corruption
 
 
 def encode_record(payload: bytes) -> bytes:
+    """`payload` as one log record (length and CRC32 header first); ValueError when it exceeds MAX_RECORD."""
     if len(payload) > MAX_RECORD:
         raise ValueError(f"log record of {len(payload)} bytes exceeds {MAX_RECORD}")
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
@@ -79,6 +80,7 @@ class LogScan:
 
 
 def read_records(path: str | os.PathLike[str], from_offset: int = 0) -> LogScan:
+    """A scan of the records of `path` from `from_offset` on (iterate it once; see `LogScan`)."""
     return LogScan(Path(path), from_offset)
 
 
@@ -125,9 +127,11 @@ class IngestLog:
 
     @property
     def durable_offset(self) -> int:
+        """The end of the records already fsynced: everything before it survives a crash."""
         return self._durable
 
     def statistics(self) -> dict[str, int]:
+        """Counters for metrics and tests: pending appends, appends, fsyncs, end and durable offsets."""
         return {
             "pending": len(self._pending),
             "appends": self.appends,

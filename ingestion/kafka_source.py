@@ -37,6 +37,8 @@ CapacityWait = Callable[[], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class KafkaSourceSettings:
+    """Broker, topics, consumer group and polling settings of the Kafka frame source."""
+
     bootstrap: str = "127.0.0.1:9092"
     topic: str = "flowtime.telemetry"
     dlq_topic: str = "flowtime.telemetry.dlq"
@@ -49,6 +51,8 @@ class KafkaSourceSettings:
 
 @dataclass(frozen=True, slots=True)
 class KafkaSourceStats:
+    """The source's counters, and whether its partitions are paused for backpressure."""
+
     ingested: int
     skipped: int
     dead_lettered: int
@@ -57,6 +61,8 @@ class KafkaSourceStats:
 
 
 class KafkaFrameSource:
+    """Hands each record of the telemetry topic to `ingest` in order (see the module docstring)."""
+
     def __init__(
         self,
         settings: KafkaSourceSettings,
@@ -77,6 +83,7 @@ class KafkaFrameSource:
         self._paused = False
 
     async def start(self) -> None:
+        """Start the consumer and the dead-letter producer, then the consume loop as a task."""
         s = self.settings
         self._consumer = AIOKafkaConsumer(
             s.topic,
@@ -91,6 +98,7 @@ class KafkaFrameSource:
         self._task = asyncio.create_task(self._run(), name="kafka-frame-source")
 
     async def stop(self) -> None:
+        """Cancel the consume loop, commit the handled offsets (best effort), stop consumer and producer."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

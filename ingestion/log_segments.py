@@ -42,6 +42,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def segment_path(live_dir: Path, base: int) -> Path:
+    """The file of the segment whose first byte is absolute offset `base`."""
     return live_dir / (FIRST_SEGMENT if base == 0 else f"{FIRST_SEGMENT}.{base}")
 
 
@@ -60,6 +61,8 @@ def list_segments(live_dir: Path) -> list[tuple[int, Path]]:
 
 @dataclass
 class SegmentScan:
+    """What `scan_log` found: records by absolute offset, where appends go on, a cut torn tail and losses."""
+
     records: list[tuple[int, bytes]] = field(default_factory=list)  # (absolute offset, payload)
     end_offset: int = 0  # where the next record goes
     append_base: int = 0  # base of the segment appends continue in
@@ -120,27 +123,33 @@ class SegmentedLog:
 
     @classmethod
     def open_tail(cls, live_dir: Path) -> SegmentedLog:
+        """An appender on the newest segment of `live_dir` (the first one when there is none)."""
         segs = list_segments(live_dir)
         return cls(live_dir, segs[-1][0] if segs else 0)
 
     @property
     def path(self) -> Path:
+        """The file of the segment being appended to."""
         return self._log.path
 
     @property
     def end_offset(self) -> int:
+        """Absolute offset where the next record will start (including records not yet durable)."""
         return self.base + self._log.end_offset
 
     @property
     def durable_offset(self) -> int:
+        """Absolute offset up to which the records are fsynced."""
         return self.base + self._log.durable_offset
 
     def statistics(self) -> dict[str, int]:
+        """The current segment's counters, with absolute offsets and its `segmentBase`."""
         stats = self._log.statistics()
         stats.update(endOffset=self.end_offset, durableOffset=self.durable_offset, segmentBase=self.base)
         return stats
 
     async def append(self, payload: bytes) -> int:
+        """Append one record; returns its absolute offset once it is durable."""
         return self.base + await self._log.append(payload)
 
     async def roll(self) -> int:
@@ -155,6 +164,7 @@ class SegmentedLog:
         return end
 
     async def close(self) -> None:
+        """Wait for queued appends, then close the current segment."""
         await self._log.close()
 
 

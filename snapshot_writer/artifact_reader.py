@@ -31,14 +31,17 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:
+    """The run folder's `run.json`."""
     return _read_json(Path(run_dir) / "run.json")
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run folder's `manifest.json`."""
     return _read_json(Path(run_dir) / MANIFEST)
 
 
 def read_series_index(run_dir: Path) -> dict[str, Any]:
+    """The run folder's `series/index.json`."""
     return _read_json(Path(run_dir) / "series" / "index.json")
 
 

@@ -62,6 +62,7 @@ def write_file(path: str | os.PathLike[str], chunks: Iterable[Chunk], *, fsync: 
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:
+    """fsync an existing file, so that its contents survive a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

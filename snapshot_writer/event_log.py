@@ -34,6 +34,7 @@ log = logging.getLogger("flowtime.snapshots")
 
 
 def start_path(path: Path) -> Path:
+    """The sidecar of event log `path` (`events.start`) that holds its first readable frame."""
     return path.with_suffix(START_SUFFIX)
 
 
@@ -48,6 +49,8 @@ def read_start(path: Path, size: int) -> int:
 
 @dataclass
 class EventLogScan:
+    """What `read_event_log` read: (event, bytes) pairs, where the last whole frame ends, any problem."""
+
     events: list[tuple[Event, bytes]] = field(default_factory=list)
     end_offset: int = 0  # end of the last whole, decodable frame
     problem: str | None = None
@@ -229,6 +232,7 @@ def _punch(fd: int, offset: int, length: int) -> bool:
 
 
 def frame(data: bytes) -> bytes:
+    """`data` as one event-log frame: its length as a little-endian u32, then the bytes."""
     return len(data).to_bytes(_LEN, "little") + data
 
 

@@ -40,6 +40,8 @@ OnCommit = Callable[[SnapshotJob, SnapshotMeta], None]
 
 
 class RunCheckpoint:
+    """One live run's snapshot cadence and background commits (see the module docstring)."""
+
     def __init__(
         self,
         live_dir: Path,
@@ -81,15 +83,19 @@ class RunCheckpoint:
         self.last_bin = -(1 << 62)
 
     def due(self, run: LiveRun, applied_offset: int) -> bool:
+        """True when the run is open, the log moved since the last capture, and since then `every_bins`
+        bins were evaluated or `every_seconds` passed."""
         if not run.status.is_open or applied_offset == self.last_offset:
             return False
         return run.last_bin - self.last_bin >= self.every_bins or self.clock() - self.last_time >= self.every_seconds
 
     @property
     def busy(self) -> bool:
+        """True while a commit task is running."""
         return self.task is not None and not self.task.done()
 
     def request(self) -> asyncio.Future[SnapshotMeta]:
+        """Ask for a snapshot at the next `run_due`; the future resolves with its committed `SnapshotMeta`."""
         fut: asyncio.Future[SnapshotMeta] = asyncio.get_running_loop().create_future()
         self.requests.append(fut)
         return fut

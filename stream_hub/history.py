@@ -37,6 +37,7 @@ class HubEvent:
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any], data: bytes, *, seqd: bool) -> HubEvent:
+        """Wrap an event and its encoded bytes (`bin_index` is kept for `run_update` events only)."""
         bin_index = event.get("binIndex") if event.get("type") == "run_update" else None
         return cls(
             epoch=str(event["epoch"]),
@@ -103,6 +104,7 @@ class RunHistory:
 
     @property
     def size_bytes(self) -> int:
+        """Encoded bytes of the events held."""
         return self._bytes
 
     @property
@@ -111,6 +113,7 @@ class RunHistory:
         return self._events[0].seq if self._events else self.head + 1
 
     def reset(self, epoch: str, head: int = 0) -> None:
+        """Empty the history and start `epoch`, whose last published seq is `head`."""
         self.epoch = epoch
         self.head = head
         self._events.clear()
@@ -136,6 +139,7 @@ class RunHistory:
         return after_seq == self.head or self.first_seq <= after_seq + 1
 
     def get(self, epoch: str, seq: int) -> HubEvent | None:
+        """The event of `epoch` with `seq`, or None when the history does not hold it."""
         if epoch != self.epoch or not self._events or not self.first_seq <= seq <= self.head:
             return None
         return self._events[seq - self.first_seq]

@@ -14,6 +14,8 @@ __all__ = ["Authenticator", "Clock", "RunLookup", "SystemClock"]
 
 
 class RunLookup(Protocol):
+    """What the stream endpoint reads about runs (the live-run registry, adapted by the API layer)."""
+
     def exists(self, run_id: str) -> bool:
         """True for a live run (or a completed one still served from its event log)."""
         ...
@@ -32,20 +34,32 @@ class RunLookup(Protocol):
 
 
 class Authenticator(Protocol):
+    """Checks a client's token for a scope on a run (the token store, adapted by the API layer)."""
+
     def check(self, token: str | None, scope: str, run_id: str) -> None:
         """Return when allowed; raise UnauthenticatedError (bad/missing token) or ForbiddenError."""
         ...
 
 
 class Clock(Protocol):
-    def monotonic(self) -> float: ...
+    """Monotonic time and sleeping, injected so that tests can drive heartbeats and timeouts fast."""
 
-    async def sleep(self, seconds: float) -> None: ...
+    def monotonic(self) -> float:
+        """Seconds on a monotonic clock (only differences between readings mean anything)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Return once `seconds` have passed on this clock."""
+        ...
 
 
 class SystemClock:
+    """The real `Clock`: `time.monotonic` and `asyncio.sleep`."""
+
     def monotonic(self) -> float:
+        """Seconds from `time.monotonic()`."""
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        """Sleep with `asyncio.sleep`."""
         await asyncio.sleep(seconds)

@@ -26,6 +26,7 @@ def _read_model(path: str) -> tuple[str, Path]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`flowtime run`: evaluate a model offline and write its artifacts."""
     from engine_live.plan.batch_run import run_model
     from snapshot_writer.artifacts import write_run_artifacts
 
@@ -58,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """`flowtime validate`: build and compile a model, print its warnings and a one-line summary."""
     from engine_live.model.build import build_model
     from engine_live.model.document import load_model
     from engine_live.plan.compiler import compile_model
@@ -90,6 +92,7 @@ def _serve_flags(args: argparse.Namespace) -> dict[str, object]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`flowtime serve`: run the service, or print the merged settings with `--print-config`."""
     import orjson
 
     from compat_api.server import run_server
@@ -116,6 +119,7 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `flowtime` command with all its subcommands."""
     p = argparse.ArgumentParser(prog="flowtime", description="FlowTime Live: the live engine of FlowTime")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="evaluate a model offline and write its artifacts")
@@ -145,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `flowtime` command line and return its exit code (errors are printed, not raised)."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

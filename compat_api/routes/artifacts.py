@@ -54,6 +54,7 @@ def _json_file(path: Path) -> dict[str, Any] | None:
 
 
 def run_items(ctx: AppContext) -> list[dict[str, Any]]:
+    """Registry items of every complete run folder."""
     out = []
     for s in ctx.run_store.summaries():
         rid = s["runId"]
@@ -74,6 +75,7 @@ def run_items(ctx: AppContext) -> list[dict[str, Any]]:
 
 
 def bundle_items(ctx: AppContext) -> list[dict[str, Any]]:
+    """Registry items of every telemetry bundle with a manifest under `<dataDir>/bundles/`."""
     out = []
     root = ctx.bundles_dir
     for folder in sorted(root.iterdir()) if root.is_dir() else ():
@@ -99,6 +101,7 @@ def bundle_items(ctx: AppContext) -> list[dict[str, Any]]:
 
 
 def model_items(ctx: AppContext) -> list[dict[str, Any]]:
+    """Registry items of every model file under `<dataDir>/models/`."""
     out = []
     root = ctx.data_dir / "models"
     for path in sorted(root.iterdir()) if root.is_dir() else ():
@@ -148,6 +151,7 @@ def _matches(item: dict[str, Any], search: str | None, template_id: str | None, 
 def list_artifacts(
     ctx: AppContext, kind: str | None, search: str | None, template_id: str | None, created_after: str | None
 ) -> list[dict[str, Any]]:
+    """Registry items of the given type that match the filters, newest first, then by id."""
     after = parse_created_after(created_after)
     items = [i for k, fn in COLLECTORS.items() if kind in (None, k) for i in fn(ctx)]
     items = [i for i in items if _matches(i, search, template_id, after)]
@@ -157,6 +161,7 @@ def list_artifacts(
 
 
 def artifact_detail(ctx: AppContext, artifact_id: str, kind: str | None) -> dict[str, Any]:
+    """One registry item with its files, manifest or model text; NotFoundError when there is none."""
     for k, fn in COLLECTORS.items():
         if kind not in (None, k):
             continue

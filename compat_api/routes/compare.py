@@ -51,6 +51,8 @@ DIFF_EXAMPLE = {
 
 
 class CompareRequest(BaseModel):
+    """The two finished runs to compare."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -68,6 +70,7 @@ class CompareRequest(BaseModel):
 
 
 def compare_id(base: str, other: str) -> str:
+    """The compare id of a (base, compare) run pair: `cmp_` and 16 hex digits of a SHA-256."""
     return "cmp_" + hashlib.sha256(f"{base}\n{other}".encode()).hexdigest()[:16]
 
 

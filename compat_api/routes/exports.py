@@ -41,6 +41,8 @@ EXPORT_EXAMPLE = {
 
 
 class CaptureRequest(BaseModel):
+    """A finished run to capture as a telemetry bundle: output name, gaps to inject, dry-run and overwrite flags."""
+
     model_config = ConfigDict(extra="forbid")
 
     runId: str = Field(examples=["run_20251007T000000Z_1a2b3c4d"])

@@ -22,6 +22,7 @@ METRICS_EXAMPLE = (
     "/healthz", tags=["operations"], responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}}
 )
 async def healthz() -> dict[str, str]:
+    """Liveness check: answers ok while the process serves requests."""
     return {"status": "ok"}
 
 
@@ -41,6 +42,7 @@ async def healthz() -> dict[str, str]:
     },
 )
 async def readyz(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    """Readiness check: ready once recovery has finished, 503 with its progress until then."""
     live = ctx.live
     if live is not None and not live.ready:
         return JSONResponse({"status": "recovering", "progress": live.recovery_progress()}, status_code=503)
@@ -55,6 +57,7 @@ async def readyz(ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B
     responses={200: {"content": {"text/plain": {"example": METRICS_EXAMPLE}}}},
 )
 async def metrics(ctx: AppContext = Depends(get_ctx)) -> Response:  # noqa: B008
+    """The Prometheus metrics in the text exposition format."""
     if ctx.metrics is None:
         return Response(b"", media_type="text/plain; version=0.0.4")
     body, content_type = ctx.metrics.render()
@@ -63,6 +66,7 @@ async def metrics(ctx: AppContext = Depends(get_ctx)) -> Response:  # noqa: B008
 
 @router.get("/", include_in_schema=False)
 async def dashboard() -> Response:
+    """The dashboard page, or a pointer to the API docs when it is not installed."""
     if INDEX_HTML.is_file():
         return FileResponse(INDEX_HTML)
     return JSONResponse({"service": "FlowTime Live", "docs": "/docs"})

@@ -96,6 +96,7 @@ def _live(ctx: AppContext) -> LiveApi:
     responses=_example(202, INGEST_ANSWER),
 )
 async def ingest_bins(run_id: str, request: Request, ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    """Ingest telemetry bins (JSON or NDJSON) into a live run; answers once they are durably logged."""
     live = _live(ctx)
     body = await request.body()
     return JSONResponse(await live.ingest(run_id, body), status_code=202)
@@ -108,6 +109,7 @@ async def ingest_bins(run_id: str, request: Request, ctx: AppContext = Depends(g
     responses=_example(202, {**LIVE_DETAIL, "status": "completed"}),
 )
 async def close_run(run_id: str, ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    """Close a live run, evaluating its remaining bins, and return the run's detail."""
     return JSONResponse(await _live(ctx).close_run(run_id), status_code=202)
 
 
@@ -115,6 +117,7 @@ async def close_run(run_id: str, ctx: AppContext = Depends(get_ctx)) -> JSONResp
     "/v1/runs/{run_id}/state/live", dependencies=[Depends(require("read"))], responses=_example(200, STATE_LIVE_EXAMPLE)
 )
 async def state_live(run_id: str, ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    """The live run's state at its last evaluated bin, with its position and a window of recent bins."""
     return JSONResponse(_live(ctx).state_live(run_id))
 
 
@@ -126,6 +129,7 @@ async def state_live(run_id: str, ctx: AppContext = Depends(get_ctx)) -> JSONRes
     responses=_example(202, PATCH_ANSWER),
 )
 async def patch_model(run_id: str, request: Request, ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    """Adjust an open live run's model from a given bin on and return its new model revision."""
     import orjson
 
     from engine_live.errors import FlowTimeError

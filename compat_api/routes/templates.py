@@ -36,12 +36,16 @@ PARAMETER_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class GenerateRequest(BaseModel):
+    """Template parameter values; parameters left out take their defaults."""
+
     model_config = ConfigDict(extra="forbid")
 
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
 class GenerateResponse(BaseModel):
+    """A generated model: its YAML text, the resolved parameters and any warnings."""
+
     templateId: str
     model: str
     parameters: dict[str, Any]
@@ -85,6 +89,7 @@ TEMPLATE_DETAIL = {
     responses={200: {"content": {"application/json": {"example": {"templates": [TEMPLATE_SUMMARY]}}}}},
 )
 async def templates_list() -> dict[str, Any]:
+    """A summary of every available template."""
     return {"templates": [t.summary() for t in list_templates()]}
 
 
@@ -94,6 +99,7 @@ async def templates_list() -> dict[str, Any]:
     responses={200: {"content": {"application/json": {"example": TEMPLATE_DETAIL}}}, 404: PARAMETER_ERRORS[404]},
 )
 async def template_detail(template_id: str) -> dict[str, Any]:
+    """One template with its parameter definitions."""
     return get_template(template_id).to_wire()
 
 
@@ -103,6 +109,7 @@ async def template_generate(
     body: GenerateRequest | None = None,
     ctx: AppContext = Depends(get_ctx),  # noqa: B008
 ) -> GenerateResponse:
+    """Generate a model from a template and the given parameter values."""
     given = body.parameters if body is not None else {}
     model, resolved, warnings = instantiate(template_id, given, data_dir=ctx.data_dir)
     return GenerateResponse(templateId=template_id, model=model, parameters=resolved, warnings=warnings)

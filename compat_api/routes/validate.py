@@ -57,6 +57,7 @@ def compile_source(source: str | dict[str, Any], ctx: AppContext) -> tuple[Plan,
 
 
 def validate_source(source: str | dict[str, Any], ctx: AppContext) -> dict[str, Any]:
+    """The `/v1/validate` answer for a model: valid, every error, and the info warnings."""
     try:
         _, warnings = compile_source(source, ctx)
     except ModelError as exc:
@@ -65,6 +66,7 @@ def validate_source(source: str | dict[str, Any], ctx: AppContext) -> dict[str, 
 
 
 def graph_body(source: str | dict[str, Any], ctx: AppContext) -> dict[str, Any]:
+    """The `/v1/graph` answer for a model: grid, topology, series and info warnings; ModelError if invalid."""
     plan, warnings = compile_source(source, ctx)
     graph = plan.graph
     series = [

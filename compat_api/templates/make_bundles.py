@@ -31,10 +31,12 @@ GAPS: dict[str, dict[tuple[str, str | None], range]] = {
 
 
 def number(v: float) -> str:
+    """A value as CSV text (integral values without a decimal point)."""
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
 def gap_bins(template_id: str, node: str, metric: str) -> set[int]:
+    """The bins left out of a node's metric series (the simulated collector outage)."""
     out: set[int] = set()
     for (gnode, gmetric), bins in GAPS.get(template_id, {}).items():
         if gnode == node and gmetric in (None, metric):
@@ -43,6 +45,7 @@ def gap_bins(template_id: str, node: str, metric: str) -> set[int]:
 
 
 def make_bundle(template_id: str, target: Path) -> None:
+    """Write the template's telemetry bundle into `target`: one CSV per node metric and a manifest."""
     text, _, _ = instantiate(template_id, {}, data_dir=target.parent)
     run = run_model(text, deterministic_run_id=True, created_utc=CAPTURED_AT)
     grid = run.graph.grid
@@ -102,6 +105,7 @@ def make_bundle(template_id: str, target: Path) -> None:
 
 
 def main() -> None:
+    """Regenerate the bundle of every template."""
     for template in list_templates():
         make_bundle(template.id, BUNDLE_DIR / template.id)
         print(f"wrote {BUNDLE_DIR / template.id}")

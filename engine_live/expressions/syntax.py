@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Num:
+    """A number literal."""
+
     value: float
     pos: int = 0
 
@@ -21,6 +23,8 @@ class Ref:
 
 @dataclass(frozen=True)
 class Unary:
+    """A sign applied to one operand (`op` is `-` or `+`)."""
+
     op: str  # "-" or "+"
     operand: Expr
     pos: int = 0
@@ -28,6 +32,8 @@ class Unary:
 
 @dataclass(frozen=True)
 class Binary:
+    """An arithmetic operation on two operands (`op` is one of `+ - * /`)."""
+
     op: str  # "+", "-", "*", "/"
     left: Expr
     right: Expr
@@ -46,6 +52,8 @@ class Call:
 
 @dataclass(frozen=True)
 class ListLit:
+    """A list of number literals (CONV's kernel)."""
+
     items: tuple[float, ...]
     pos: int = 0
 

@@ -25,6 +25,7 @@ def parse_utc(text: str) -> datetime:
 
 
 def format_utc(dt: datetime) -> str:
+    """Format a datetime as an RFC 3339 UTC timestamp to the second, ending in `Z`."""
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -39,16 +40,20 @@ class Grid:
 
     @property
     def bin_minutes(self) -> int:
+        """Length of one bin in minutes."""
         return self.bin_size * UNIT_MINUTES[self.bin_unit]
 
     @property
     def bin_ms(self) -> int:
+        """Length of one bin in milliseconds."""
         return self.bin_minutes * 60_000
 
     def start_dt(self) -> datetime | None:
+        """The start as a UTC datetime, or None when the grid has no start."""
         return parse_utc(self.start) if self.start is not None else None
 
     def bin_start(self, index: int) -> str | None:
+        """The UTC timestamp at which bin `index` starts, or None when the grid has no start."""
         start = self.start_dt()
         if start is None:
             return None
@@ -66,9 +71,11 @@ class Grid:
         return int(minutes // self.bin_minutes)
 
     def with_bins(self, bins: int | None) -> Grid:
+        """A copy of this grid with `bins` replaced."""
         return Grid(bins, self.bin_size, self.bin_unit, self.start)
 
     def to_wire(self) -> dict[str, Any]:
+        """The grid as its JSON wire object (`bins`, `binSize`, `binUnit`, and `start` when set)."""
         out: dict[str, Any] = {"bins": self.bins, "binSize": self.bin_size, "binUnit": self.bin_unit}
         if self.start is not None:
             out["start"] = self.start

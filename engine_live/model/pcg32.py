@@ -35,6 +35,7 @@ class Pcg32:
         self.next()  # creation step, output discarded
 
     def next(self) -> int:
+        """Advance the generator one step and return its next 32-bit output."""
         old = self.state
         self.state = (old * MULTIPLIER + INCREMENT) & MASK64
         return _output(old)

@@ -25,11 +25,14 @@ class SeriesOut:
 
     @property
     def series_id(self) -> str:
+        """The artifact series id, `<node_id>@<NODE_ID UPPER>@DEFAULT`."""
         return f"{self.node_id}@{self.node_id.upper()}@DEFAULT"
 
 
 @dataclass(frozen=True)
 class RunResult:
+    """Everything the artifact writer needs about one run: grid, model text, series, warnings and provenance."""
+
     run_id: str
     mode: str  # simulation | telemetry | overlay | live
     status: str  # completed | live | ...

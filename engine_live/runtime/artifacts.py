@@ -124,15 +124,10 @@ def build_result(view: LiveView, store: SnapshotStore) -> RunResult:
     )
 
 
-def live_result(h: RunHandle, store: SnapshotStore) -> RunResult:
-    """The RunResult of the run as it is now (synchronous: reads the segments on the calling thread)."""
-    return build_result(take_view(h), store)
-
-
 async def write_live_artifacts(h: RunHandle, store: SnapshotStore) -> ArtifactsWritten:
     """Write the run's canonical artifacts (SPEC §4) into its run folder, off the event loop."""
     view = take_view(h)
     return await asyncio.to_thread(lambda: store.write_artifacts(build_result(view, store), h.folder.parent))
 
 
-__all__ = ["LiveView", "build_result", "live_result", "take_view", "write_live_artifacts"]
+__all__ = ["LiveView", "build_result", "take_view", "write_live_artifacts"]

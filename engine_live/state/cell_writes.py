@@ -21,6 +21,8 @@ IntArray = NDArray[np.int64] | NDArray[np.intp]
 
 @dataclass(frozen=True)
 class Written:
+    """Counts of one record's cell writes, the bins it corrected and the lowest bin it wrote."""
+
     accepted: int
     duplicates: int
     corrected: int
@@ -38,6 +40,7 @@ def write_distinct(
     values: NDArray[np.float64],
     last_bin: int,
 ) -> Written:
+    """Write the frames with vector operations; only valid when no cell repeats within the record."""
     cur = V[rows, cols]
     dup = P[idx, cols] & (cur == values) & (np.signbit(cur) == np.signbit(values))
     write = ~dup
@@ -62,6 +65,7 @@ def write_in_order(
     values: NDArray[np.float64],
     last_bin: int,
 ) -> Written:
+    """Write the frames one by one, each compared with what the frames before it left (cells may repeat)."""
     accepted = duplicates = corrected = 0
     fixed: list[int] = []
     lowest: int | None = None

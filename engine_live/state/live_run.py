@@ -60,6 +60,8 @@ DEFAULT_GRACE_BINS = 2
 
 @dataclass
 class ApplyResult:
+    """What one applied log record gave: value counts (accepted, duplicates, corrected) and its events."""
+
     accepted: int = 0
     duplicates: int = 0
     corrected: int = 0
@@ -126,10 +128,12 @@ class LiveRun(RunWindow):
     # -- quiet replay ---------------------------------------------------------------------------
     @property
     def quiet(self) -> bool:
+        """True while replaying quietly: bins are evaluated and seq and hooks advance, but no event is built."""
         return self._quiet
 
     @quiet.setter
     def quiet(self, on: bool) -> None:
+        """Turn quiet replay on or off; turning it off first evaluates the bins still pending (`flush`)."""
         if not on:
             self.flush()
         self._quiet = on
@@ -173,6 +177,7 @@ class LiveRun(RunWindow):
         return [self.set_status(RunStatus.COMPLETED)]
 
     def progress(self) -> Event:
+        """A `progress` event with the watermark and lagBins at the current seq (it consumes no seq)."""
         return progress_event(self.run_id, self.epoch, self.seq, self.watermark, self.last_bin)
 
     # -- ingestion ------------------------------------------------------------------------------

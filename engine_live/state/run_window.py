@@ -48,6 +48,7 @@ class RunWindow:
 
     @property
     def lowest_correctable(self) -> int:
+        """The lowest bin a correction may still reach (the last `retention_bins` evaluated bins are correctable)."""
         return max(0, self.last_bin - self.retention_bins + 1)
 
     # -- persistence ----------------------------------------------------------------------------

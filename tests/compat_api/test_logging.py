@@ -96,3 +96,21 @@ def test_parse_level() -> None:
 
 def test_mask_secrets_leaves_other_text_alone() -> None:
     assert mask_secrets("closed bin 12 for run r1") == "closed bin 12 for run r1"
+
+
+def test_configure_resets_what_an_earlier_uvicorn_set() -> None:
+    """An in-process uvicorn (the WebSocket tests) sets its loggers' level: a later configure must
+    undo it, or uvicorn's records vanish depending on test order."""
+    access = logging.getLogger("uvicorn.access")
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    access.setLevel(logging.WARNING)
+    access.disabled = True
+    try:
+        out = io.StringIO()
+        configure_logging("debug", out)
+        access.info("GET /healthz 200")
+        assert [r["logger"] for r in lines(out)] == ["uvicorn.access"]
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)

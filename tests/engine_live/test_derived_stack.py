@@ -89,6 +89,7 @@ def bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_stacked_equals_derive_per_node(case: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -153,6 +154,7 @@ def feeds(draw: st.DrawFn) -> dict[str, Any]:
     return {"records": [r for r in records if r], "swap": draw(st.integers(0, 30))}
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(feeds())
 def test_final_warnings_equal_collect_warnings_of_the_final_series(feed: dict[str, Any]) -> None:
@@ -245,6 +247,7 @@ nodes:
     assert warns == [("add", "y", [1])]
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(feeds())
 def test_a_capture_is_not_changed_by_later_records(feed: dict[str, Any]) -> None:
@@ -301,6 +304,7 @@ def test_patch_keeps_the_book_clears_what_no_longer_holds_and_restores_orphans()
     assert jsonable(restored.state()) == jsonable(new_hooks.state())
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(feeds(), st.integers(0, 40), st.integers(1, 300))
 def test_quiet_records_advance_seq_and_hooks_exactly_as_publishing_ones(

@@ -262,6 +262,7 @@ async def crash_scenario(c: Crash, model: GroupModel, plan: list[list[Frame]]) -
         await asyncio.gather(watch, feed, return_exceptions=True)
 
 
+@pytest.mark.slow
 def test_kill_9_loses_nothing(tmp_path: Path) -> None:
     started = time.monotonic()
     rng = random.Random(SEED)

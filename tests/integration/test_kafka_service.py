@@ -292,6 +292,7 @@ async def series_csvs(client: httpx.AsyncClient, run_id: str) -> dict[str, bytes
     return out
 
 
+@pytest.mark.slow
 async def test_kafka_drives_a_live_run_through_a_crash(tmp_path: Path) -> None:
     async with tansu_behind_proxy(tmp_path / "tansu.log") as (bootstrap, proxy):
         server = ServerProcess(

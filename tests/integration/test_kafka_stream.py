@@ -99,6 +99,7 @@ async def test_hub_events_reach_the_topic_in_order(tansu_broker: Any) -> None:
     assert len({r.partition for r in records if r.key == b"r1"}) == 1  # key = runId keeps a run together
 
 
+@pytest.mark.slow
 async def test_broker_outage_never_blocks_and_the_sink_catches_up(tansu_broker: Any) -> None:
     await create_topics(tansu_broker.bootstrap, EVENTS)
     hub = Hub()
@@ -135,6 +136,7 @@ async def test_broker_outage_never_blocks_and_the_sink_catches_up(tansu_broker: 
         await sink.stop()
 
 
+@pytest.mark.slow
 async def test_frames_reach_the_callback_and_bad_records_go_to_the_dlq(tansu_broker: Any) -> None:
     bootstrap = tansu_broker.bootstrap
     await create_topics(bootstrap, TELEMETRY, DLQ, partitions=1)

@@ -152,9 +152,11 @@ def scenario(tmp_path: Path, *, kill: bool) -> None:
     assert_equal_batch(run_dir, model, final, tmp_path)
 
 
+@pytest.mark.slow
 def test_short_retention_run_closes_equal_to_batch(tmp_path: Path) -> None:
     scenario(tmp_path, kill=False)
 
 
+@pytest.mark.slow
 def test_short_retention_run_survives_kill_9_and_closes_equal_to_batch(tmp_path: Path) -> None:
     scenario(tmp_path, kill=True)

@@ -235,6 +235,7 @@ async def produce(bootstrap: str, frames: list[dict[str, Any]]) -> None:
         await producer.stop()
 
 
+@pytest.mark.slow
 def test_kafka_metrics(tansu_broker: Any, tmp_path: Path) -> None:
     """With Kafka: frames from the telemetry topic are counted, events sent to Kafka, the lag drains to 0."""
     env = {"FLOWTIME_KAFKA_BOOTSTRAP": tansu_broker.bootstrap, "FLOWTIME_KAFKA_IDEMPOTENCE": "false"}

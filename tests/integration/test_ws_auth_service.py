@@ -129,6 +129,7 @@ async def test_stream_accepts_the_right_tokens(tmp_path: Path, uvicorn_server: A
                 await subscribed(ws)
 
 
+@pytest.mark.slow
 async def test_stream_closes_4408_without_auth_in_time(tmp_path: Path, uvicorn_server: Any) -> None:
     async with service(tmp_path, uvicorn_server) as (addr, _), connect(f"ws://{addr}/v1/runs/a1/stream") as ws:
         assert await close_code(ws) == 4408
