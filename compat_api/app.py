@@ -33,14 +33,14 @@ ROUTERS = (
 )
 
 
-def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, ctx: AppContext | None = None, *, freeze_gc: bool = False) -> FastAPI:
     """Build the FastAPI app: routers, middleware, error handlers and a lifespan that starts and stops the service."""
     settings = settings or Settings()
     ctx = ctx or AppContext(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        lifecycle = Lifecycle(ctx)
+        lifecycle = Lifecycle(ctx, freeze_gc=freeze_gc)
         await lifecycle.start()
         try:
             yield

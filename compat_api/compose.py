@@ -9,8 +9,10 @@ Build (`build_context`, in this order):
 4. its HTTP face (`compat_api.live_api.LiveApi`) and the scrape-time metrics wiring.
 
 Start (`start`, from the app's lifespan): the data folders, then recovery of every unfinished run
-(in the background: `/readyz` answers 503 with progress until it is done), then Kafka (the sink
-re-sends the recovered history before any new event; the source skips what the logs hold).
+(in the background: `/readyz` answers 503 with progress until it is done), then — in the service
+process only (`freeze_gc`, set by `flowtime serve` and the demo, never by tests) — `gc.freeze()` of
+everything built so far, then Kafka (the sink re-sends the recovered history before any new event;
+the source skips what the logs hold).
 
 Stop (`stop`, reverse order): Kafka, then every WebSocket client (1001), then the runtime (queued
 requests drain, a last snapshot of each open run, files closed).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Callable
 
@@ -105,8 +108,9 @@ def build_context(settings: Settings) -> AppContext:
 class Lifecycle:
     """Starts and stops what `build_context` built, in the documented order."""
 
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: AppContext, *, freeze_gc: bool = False) -> None:
         self.ctx = ctx
+        self.freeze_gc = freeze_gc  # the service process (not tests): freeze what start-up built
         self._startup: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -120,6 +124,11 @@ class Lifecycle:
         ctx = self.ctx
         assert ctx.live is not None
         await ctx.live.start()  # recovery: /readyz answers 503 with progress until it is done
+        if self.freeze_gc:
+            # everything built so far (modules, recovered runs) lives as long as the process: keep it
+            # out of every later full collection, which otherwise stalls the loop for tens of ms
+            gc.collect()
+            gc.freeze()
         if ctx.hub is not None and ctx.settings.kafka_bootstrap:
             ctx.kafka = KafkaWiring(ctx.settings, ctx.live, ctx.hub)
             await ctx.kafka.start()

@@ -36,6 +36,6 @@ def run_server(settings: Settings) -> int:
     configure_logging(settings.log_level)
     ctx = build_context(settings)
     log.info(check_bind(settings, ctx.auth))
-    server = uvicorn.Server(server_config(settings, create_app(settings, ctx)))
+    server = uvicorn.Server(server_config(settings, create_app(settings, ctx, freeze_gc=True)))
     server.run()
     return 0

@@ -52,7 +52,7 @@ class ServerThread:
 
         configure_logging(settings.log_level)
         self.settings = settings
-        app = create_app(settings, build_context(settings))
+        app = create_app(settings, build_context(settings), freeze_gc=True)
         self.server = uvicorn.Server(server_config(settings, app, ws="websockets-sansio"))
         self.thread = threading.Thread(target=self._serve, name="flowtime-demo-server", daemon=True)
         self.error: BaseException | None = None

@@ -77,7 +77,6 @@ class LiveService:
             self.publisher.recovering = False
             if collecting:
                 gc.enable()
-                gc.freeze()  # recovered state is long-lived: keep it out of every later full collection
         self.ready = True
         self.ready_event.set()
         self._ticker = asyncio.create_task(self._tick(), name="live-ticker")
