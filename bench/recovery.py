@@ -14,9 +14,10 @@ Measured on fresh copies of the fixture (page cache warm: the copy just wrote it
             whether a 503 "recovering" answer was ever seen is reported too), and the same for an
             empty data folder (the fixed cost of starting the process);
   inproc    `build_context` + `LiveService.start()` in a fresh child process, with the steps of
-            `engine_live.runtime.recovery` timed by wrappers: snapshot load (`SnapshotStore.load`), log scan
-            (`scan_log`), handle (`handle_from_snapshot`: model compile + `restore`), hub refill
-            (`refill_history`, of which `read_event_log`), replay (`replay_records`), attach;
+            `engine_live.runtime.recovery` timed by wrappers: snapshot load (`SnapshotStore.load`),
+            log scan (`LogStore.scan`), handle (`Recovery.from_snapshot`: model compile + `restore`),
+            hub refill (`Recovery.refill_history`, of which `read_events`), replay
+            (`Recovery.replay`), adopt;
             `--profile` adds a cProfile of the same.
 
   python bench/recovery.py                   # 1,000 nodes, 8,640 + 1,000 bins (fixture ~3 min)
@@ -259,14 +260,14 @@ def main() -> int:
     print()
     print(f"{'in-process LiveService.start()':<40} {'seconds':>8}")
     order = [
-        "snapshot load (load_current)",
-        "log scan (scan_log)",
+        "snapshot load (SnapshotStore.load)",
+        "log scan (LogStore.scan)",
         "handle (compile + restore)",
-        "hub refill (refill_history)",
-        "  of which read_event_log",
-        "  of which cut_event_log",
-        "log replay (replay_records)",
-        "attach",
+        "hub refill (Recovery.refill_history)",
+        "  of which read_events",
+        "  of which cut_events",
+        "log replay (Recovery.replay)",
+        "adopt",
     ]
     for k in order:
         if k in times:
@@ -274,7 +275,7 @@ def main() -> int:
     total = times.get("LiveService.start total", 0.0)
     named = sum(times.get(k, 0.0) for k in order if not k.startswith("  "))
     print(f"  {'other (record decode, events.log open, …)':<38} {total - named:>8.2f}")
-    print(f"  {'total (recover_runs + ticker start)':<38} {total:>8.2f}   (target ≤ 2 s)")
+    print(f"  {'total (recovery + ticker start)':<38} {total:>8.2f}   (target ≤ 2 s)")
     print(
         f"  (build_context before it: {times.get('build_context', 0):.2f} s; run back at lastBin "
         f"{int(times.get('_lastBin', -1))}, seq {int(times.get('_seq', -1))})"

@@ -127,7 +127,6 @@ class Lifecycle:
         if self.freeze_gc:
             # everything built so far (modules, recovered runs) lives as long as the process: keep it
             # out of every later full collection, which otherwise stalls the loop for tens of ms
-            gc.collect()
             gc.freeze()
         if ctx.hub is not None and ctx.settings.kafka_bootstrap:
             ctx.kafka = KafkaWiring(ctx.settings, ctx.live, ctx.hub)

@@ -15,8 +15,7 @@ corrupt record (short header, short payload, oversized length, CRC mismatch); af
 reports `end_offset` (the end of the last valid record) and `problem`. `cut_tail(path, end)`
 truncates a torn tail away before the log is reopened for appending.
 
-TODO: `truncate_before(offset)` (drop records a committed snapshot covers) — rewrite the kept tail
-into a new file with a base-offset header, or keep segment files; offsets must stay absolute.
+Truncation works on whole segment files (`ingestion.log_segments`), so offsets stay absolute.
 """
 
 from __future__ import annotations

@@ -18,7 +18,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
 
 from engine_live.model.series_defs import ModelGraph
 from engine_live.plan.run_result import RunResult
@@ -29,7 +32,6 @@ from engine_live.state.frame_batch import FrameBatch
 from engine_live.state.live_run import LiveRun
 from engine_live.state.live_state import CaptureMirror, RunState
 
-FloatMatrix = Any  # numpy float64 (series × bins); kept loose here so ports stay free of numpy typing
 OnCommit = Callable[[SnapshotJob, SnapshotMeta], None]
 
 
@@ -206,9 +208,9 @@ class SnapshotStore(Protocol):
         names: Sequence[str],
         telemetry_ids: Sequence[str],
         first: int,
-        values: FloatMatrix,
-        present: FloatMatrix,
-    ) -> tuple[FloatMatrix, FloatMatrix]:
+        values: NDArray[np.float64],
+        present: NDArray[np.bool_],
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """The full series of bins 0.. from the segments plus the columns still in memory."""
 
     def write_artifacts(self, result: RunResult, run_folder: Path) -> ArtifactsWritten:

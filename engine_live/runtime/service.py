@@ -34,6 +34,7 @@ from engine_live.runtime.context import RuntimeContext
 from engine_live.runtime.handle import QueuedRecord, RunHandle
 from engine_live.runtime.records import CloseRecord, CreateRecord, FramesRecord, PatchRecord
 from engine_live.runtime.recovery import Recovery, RecoveryProgress
+from engine_live.runtime.snapshot_types import SnapshotMeta
 from engine_live.runtime.worker import IngestQueue, RunWorker
 
 log = logging.getLogger("flowtime.live")
@@ -246,7 +247,7 @@ class LiveService:
         """POST /v1/runs/{id}/snapshots: a committed snapshot now, plus the full §4 artifacts."""
         return await self.checkpoints.snapshot_with_artifacts(self.ensure_open(run_id))
 
-    async def request_snapshot(self, h: RunHandle) -> object:
+    async def request_snapshot(self, h: RunHandle) -> SnapshotMeta:
         """A snapshot of the run now; resolves with its metadata once committed."""
         return await self.checkpoints.request(h)
 
