@@ -12,7 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine_live.errors import BackpressureError, FlowTimeError, InvalidRequestError, NotFoundError, TooLargeError
+from engine_live.errors import (
+    BackpressureError,
+    FlowTimeError,
+    InvalidRequestError,
+    NotFoundError,
+    StorageUnavailableError,
+    TooLargeError,
+)
 
 log = logging.getLogger("flowtime.http")
 
@@ -47,8 +54,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_response(exc: FlowTimeError, retry_after: int = 1) -> JSONResponse:
-    """The response for an error: its table status and body (`Retry-After` on backpressure)."""
-    headers = {"Retry-After": str(retry_after)} if isinstance(exc, BackpressureError) else None
+    """The response for an error: its table status and body (`Retry-After` on backpressure and storage failures)."""
+    retry = isinstance(exc, BackpressureError | StorageUnavailableError)
+    headers = {"Retry-After": str(retry_after)} if retry else None
     return JSONResponse(exc.to_body(), status_code=exc.http_status, headers=headers)
 
 

@@ -31,7 +31,7 @@ MASK = "***"
 _SECRET_PATTERNS = (
     (re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+"), rf"\g<1>{MASK}"),
     (re.compile(r"(?i)(\"token\"\s*:\s*\")[^\"]*(\")"), rf"\g<1>{MASK}\g<2>"),
-    (re.compile(r"(?i)(\btokens?=)[^\s&\"',;]+"), rf"\g<1>{MASK}"),
+    (re.compile(r"(?i)(\b(?:access_)?tokens?=)[^\s&\"',;]+"), rf"\g<1>{MASK}"),
 )
 # attributes every LogRecord has; anything else on a record came from `extra`
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}

@@ -29,6 +29,7 @@
     ├── RecoveryError                     recovery_failed
     │   └── SegmentError                  invalid_segment     (also a ValueError)
     ├── StateMismatchError                snapshot_mismatch
+    ├── StorageUnavailableError           storage_unavailable
     ├── StreamError                       stream_error
     │   ├── SlowConsumerError             too_slow
     │   ├── UnauthenticatedError          unauthenticated
@@ -250,6 +251,12 @@ class StateMismatchError(FlowTimeError):
 
 
 # -- stream ---------------------------------------------------------------------------------------
+class StorageUnavailableError(FlowTimeError):
+    """A durable write failed (full disk, I/O error, failing fsync): nothing was acknowledged; retry later."""
+
+    code = "storage_unavailable"
+
+
 class StreamError(FlowTimeError):
     """A client message, `since` cursor or `nodes` filter that breaks the stream protocol."""
 
@@ -339,6 +346,7 @@ ERROR_TABLE: Final[dict[type[FlowTimeError], tuple[int, int | None]]] = {
     RecoveryError: (500, 1011),
     SegmentError: (500, 1011),
     StateMismatchError: (400, None),
+    StorageUnavailableError: (503, None),
     StreamError: (400, 1008),
     SlowConsumerError: (400, 4008),
     UnauthenticatedError: (401, 4401),
@@ -353,46 +361,3 @@ ERROR_TABLE: Final[dict[type[FlowTimeError], tuple[int, int | None]]] = {
 for _error_class, (_status, _close_code) in ERROR_TABLE.items():
     _error_class.http_status = _status
     _error_class.ws_close_code = _close_code
-
-
-__all__ = [
-    "ERROR_TABLE",
-    "AuthTimeoutError",
-    "BackpressureError",
-    "BadInputError",
-    "BodyTooLargeError",
-    "BundleError",
-    "BundlePathError",
-    "CaptureError",
-    "CompareMismatchError",
-    "ConflictError",
-    "CycleError",
-    "ExprSyntaxError",
-    "FlowTimeError",
-    "ForbiddenError",
-    "GridMismatchError",
-    "IllegalTransitionError",
-    "IngestError",
-    "InsecureBindError",
-    "InvalidRequestError",
-    "MalformedBodyError",
-    "MissingParameterError",
-    "ModelError",
-    "NotFoundError",
-    "OutOfRangeError",
-    "OutsideRetentionError",
-    "ParameterTypeMismatchError",
-    "RecoveryError",
-    "RunClosedError",
-    "SegmentError",
-    "ServerError",
-    "SlowConsumerError",
-    "StateMismatchError",
-    "StreamError",
-    "TemplateParameterError",
-    "TokenConfigError",
-    "TooLargeError",
-    "UnauthenticatedError",
-    "UnknownParameterError",
-    "UnsafeParameterValueError",
-]

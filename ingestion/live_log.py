@@ -6,8 +6,10 @@ It puts together the segmented write-ahead log (`ingestion.log_segments`), the r
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from engine_live.errors import ConflictError
 from engine_live.model.series_defs import ModelGraph
 from engine_live.runtime.ports import LogTail
 from engine_live.runtime.records import LogRecord
@@ -39,6 +41,19 @@ class FileLogStore:
     def open_tail(self, live_dir: Path) -> SegmentedLog:
         """The appender on the newest segment."""
         return SegmentedLog.open_tail(live_dir)
+
+    def create(self, live_dir: Path) -> SegmentedLog:
+        """A new run's folder (`runs/<id>/live`, made here: a second create of the id gets ConflictError)."""
+        try:
+            live_dir.parent.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise ConflictError(f"run '{live_dir.parent.name}' already exists", runId=live_dir.parent.name) from None
+        live_dir.mkdir()
+        return SegmentedLog(live_dir, 0)
+
+    def discard(self, live_dir: Path) -> None:
+        """Remove the run folder of a create that failed (best effort: what is left holds nothing acked)."""
+        shutil.rmtree(live_dir.parent, ignore_errors=True)
 
     def open_at(self, live_dir: Path, base: int) -> SegmentedLog:
         """The appender on the segment starting at `base`."""

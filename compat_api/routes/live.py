@@ -113,6 +113,26 @@ async def close_run(run_id: str, ctx: AppContext = Depends(get_ctx)) -> JSONResp
     return JSONResponse(await _live(ctx).close_run(run_id), status_code=202)
 
 
+SNAPSHOT_ANSWER = {
+    "runId": "r1",
+    "seq": 42,
+    "lastBin": 10,
+    "path": "live/snapshots/00000000000000000042",
+    "manifestHash": "sha256:…",
+}
+
+
+@router.post(
+    "/v1/runs/{run_id}/snapshots",
+    status_code=201,
+    dependencies=[Depends(require("ingest"))],
+    responses=_example(201, SNAPSHOT_ANSWER),
+)
+async def snapshot_run(run_id: str, ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
+    """Commit a snapshot of a live run now and write its full canonical artifacts."""
+    return JSONResponse(await _live(ctx).snapshot(run_id), status_code=201)
+
+
 @router.get(
     "/v1/runs/{run_id}/state/live", dependencies=[Depends(require("read"))], responses=_example(200, STATE_LIVE_EXAMPLE)
 )

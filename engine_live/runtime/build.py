@@ -16,6 +16,8 @@ from engine_live.runtime.handle import RunDurability, RunHandle, RunModel
 from engine_live.runtime.records import CreateRecord
 from engine_live.state.live_run import LiveRun
 
+MAX_OPTION_BINS = 1_000_000_000  # far beyond any grid; keeps every bin count an exact int64
+MAX_OPTION_SECONDS = 1e9  # about 31 years; finite, so a cadence never overflows the clock
 OPTION_KEYS = frozenset(
     {"runId", "graceBins", "retentionBins", "snapshotEveryBins", "snapshotEverySeconds", "idleCloseSeconds"}
 )
@@ -40,8 +42,18 @@ def parse_create(body: dict[str, Any]) -> tuple[str | dict[str, Any], dict[str, 
     for key in ("graceBins", "retentionBins", "snapshotEveryBins"):
         value = options.get(key)
         lowest = 0 if key == "graceBins" else 1
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < lowest):
-            raise ModelError(f"options.{key}: must be a non-negative integer")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= MAX_OPTION_BINS
+        ):
+            raise ModelError(f"options.{key}: must be an integer from {lowest} to {MAX_OPTION_BINS}", option=key)
+    for key in ("snapshotEverySeconds", "idleCloseSeconds"):
+        value = options.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_OPTION_SECONDS
+        ):
+            raise ModelError(
+                f"options.{key}: must be a number of seconds above 0, at most {MAX_OPTION_SECONDS}", option=key
+            )
     return model, options
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from engine_live.errors import IngestError, TooLargeError
+from engine_live.errors import ConflictError, IngestError, TooLargeError
 from engine_live.model.series_defs import ModelGraph
 from engine_live.plan.run_result import RunResult
 from engine_live.protocol import Event
@@ -88,6 +88,7 @@ class MemoryLogStore:
         self.logs: dict[Path, list[tuple[int, bytes]]] = {}
         self.appenders: dict[Path, MemoryLog] = {}
         self._records: dict[bytes, LogRecord] = {}
+        self.fail_next_create: OSError | None = None  # tests: the create record of the next run fails
         self._keys = itertools.count()
 
     def live_dirs(self, runs_dir: Path) -> list[Path]:
@@ -99,6 +100,21 @@ class MemoryLogStore:
         appender = MemoryLog(self.logs.setdefault(live_dir, []))
         self.appenders[live_dir] = appender
         return appender
+
+    def create(self, live_dir: Path) -> MemoryLog:
+        """A new, empty log for the folder (ConflictError when it has one)."""
+        if self.logs.get(live_dir):
+            raise ConflictError(f"run '{live_dir.parent.name}' already exists")
+        self.logs[live_dir] = []
+        appender = self.open_tail(live_dir)
+        if self.fail_next_create is not None:
+            appender.fail_next, self.fail_next_create = self.fail_next_create, None
+        return appender
+
+    def discard(self, live_dir: Path) -> None:
+        """Forget the folder's log."""
+        self.logs.pop(live_dir, None)
+        self.appenders.pop(live_dir, None)
 
     def open_at(self, live_dir: Path, base: int) -> MemoryLog:
         """The folder's log."""

@@ -75,6 +75,12 @@ class LogStore(Protocol):
     def open_tail(self, live_dir: Path) -> AppendLog:
         """The appender on the newest segment of `live_dir` (a new log when there is none)."""
 
+    def create(self, live_dir: Path) -> AppendLog:
+        """A new run's folder and log; ConflictError when the folder exists already."""
+
+    def discard(self, live_dir: Path) -> None:
+        """Remove a run folder whose create never became durable (nothing in it was acknowledged)."""
+
     def open_at(self, live_dir: Path, base: int) -> AppendLog:
         """The appender on the segment starting at `base` (after recovery read the log)."""
 

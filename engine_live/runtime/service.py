@@ -24,6 +24,7 @@ from engine_live.errors import (
     NotFoundError,
     OutsideRetentionError,
     RunClosedError,
+    StorageUnavailableError,
     TooLargeError,
 )
 from engine_live.protocol import RunStatus
@@ -174,11 +175,20 @@ class LiveService:
         series, keep = h.run.plan.n_rows, h.run.retention_bins + h.run.plan.lookback
         if keep * series * 8 > self.settings.max_live_bytes:
             raise ConflictError("run too large for memory", retainedBins=keep, series=series)
-        h.folder.mkdir(parents=True, exist_ok=True)
-        self.adopt(h)
-        assert h.files.log is not None
+        # Atomic: the run exists (is registered, takes frames) only once its create record is
+        # durable; a failure on the way removes the folder, so nothing is left behind.
         payload = self.ctx.logs.encode(create)
-        offset = await h.files.log.append(payload)
+        log_ = self.ctx.logs.create(h.folder)
+        try:
+            offset = await log_.append(payload)
+        except BaseException as exc:
+            await asyncio.gather(log_.close(), return_exceptions=True)
+            self.ctx.logs.discard(h.folder)
+            if isinstance(exc, OSError):
+                raise StorageUnavailableError(f"the run's create record could not be written: {exc}") from None
+            raise
+        h.files.log = log_
+        self.adopt(h)
         self.publisher.emit(h, h.run.start())
         h.durable.applied_offset = self.ctx.logs.record_end(offset, payload)
         return h

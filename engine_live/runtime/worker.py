@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import Any
 
-from engine_live.errors import FlowTimeError
+from engine_live.errors import FlowTimeError, StorageUnavailableError
 from engine_live.runtime.apply import Applier
 from engine_live.runtime.checkpoints import Checkpoints
 from engine_live.runtime.context import RuntimeContext
@@ -103,7 +103,7 @@ class RunWorker:
                     for item in batch:
                         self.queue.release(item.values)
                         item.future.set_exception(
-                            FlowTimeError(f"ingestion log write failed: {exc}", code="log_unavailable")
+                            StorageUnavailableError(f"ingestion log write failed: {exc}", runId=h.run_id)
                         )
                     continue
                 for item, offset in zip(batch, offsets, strict=True):

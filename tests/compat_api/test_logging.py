@@ -114,3 +114,11 @@ def test_configure_resets_what_an_earlier_uvicorn_set() -> None:
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_access_token_query_parameters_are_masked(stream: io.StringIO) -> None:
+    """`?access_token=` (how browsers authenticate the WebSocket) must not reach the access log."""
+    request_line = '127.0.0.1 - "GET /v1/runs/r1/stream?access_token=%s HTTP/1.1" 101'
+    logging.getLogger("uvicorn.access").info(request_line, SECRET)
+    assert SECRET not in stream.getvalue()
+    assert mask_secrets(f"/x?a=1&access_token={SECRET}&b=2").endswith("&b=2")

@@ -6,7 +6,7 @@ the scrape must expose every metric documented in `docs/operations.md` with valu
 the test did: frames counted = frames sent, bins behind ≥ 0, a latency histogram with observations,
 the WebSocket clients gauge equal to the connected clients, snapshot size/age/duration after a
 snapshot, recovery progress after a restart, runs by status.
-(The snapshot is the periodic one: `POST /v1/runs/{id}/snapshots` is not routed yet.)
+(The snapshot is the periodic one.)
 With a Tansu broker: frames consumed from Kafka are counted, every event reaches the Kafka sink, and
 the consumer lag gauge drains to 0.
 """

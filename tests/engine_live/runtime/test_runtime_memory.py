@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_live.errors import IngestError, NotFoundError, RunClosedError
+from engine_live.errors import IngestError, ModelError, NotFoundError, RunClosedError, StorageUnavailableError
 from engine_live.model.build import load_graph
 from engine_live.plan.compiler import compile_model
 from engine_live.plan.evaluator import evaluate_batch
@@ -135,4 +135,54 @@ async def test_crash_recovered_equals_batch(
         assert live[name].tobytes() == batch[plan.row[name]].tobytes()
     seqs = [e["seq"] for e in stores.sink.seqd("r1")]  # what the restarted process's hub holds
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and seqs[-1] == h.run.seq
+    await svc.stop()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("graceBins", 2**70),
+        ("snapshotEveryBins", 2**70),
+        ("retentionBins", 0),
+        ("snapshotEverySeconds", 0),
+        ("idleCloseSeconds", 1e12),
+        ("graceBins", True),
+    ],
+)
+async def test_create_options_are_bounded(tmp_path: Path, option: str, value: object) -> None:
+    """Issue 12 #2: an unbounded option used to fail after the run was registered (a ghost run)."""
+    stores = Stores(tmp_path)
+    svc = await stores.service()
+    with pytest.raises(ModelError) as info:
+        await svc.create_run({"model": MODEL, "options": {"runId": "r1", option: value}})
+    assert info.value.http_status == 422 and info.value.details["option"] == option
+    assert not svc.runs and not stores.logs.logs
+    await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})  # the id is still free
+    await svc.stop()
+
+
+async def test_a_create_that_cannot_be_logged_leaves_nothing(tmp_path: Path) -> None:
+    """Issue 12 #2: a create during a full disk used to leave a run that took frames and was lost at restart."""
+    stores = Stores(tmp_path)
+    svc = await stores.service()
+    stores.logs.fail_next_create = OSError(28, "No space left on device")
+    with pytest.raises(StorageUnavailableError) as info:
+        await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})
+    assert info.value.http_status == 503
+    assert "r1" not in svc.runs and not stores.logs.logs and not stores.sink.events
+    with pytest.raises(NotFoundError):
+        await svc.ingest("r1", body((0, 1.0)))
+    h = await svc.create_run({"model": MODEL, "options": {"runId": "r1"}})  # the id is free again
+    assert h.run.status is RunStatus.LIVE
+    await svc.stop()
+
+
+async def test_a_failed_log_write_answers_503_and_applies_nothing(tmp_path: Path) -> None:
+    stores = Stores(tmp_path)
+    svc = await stores.service()
+    h = await svc.create_run({"model": MODEL, "options": {"runId": "r1", "graceBins": 0}})
+    stores.logs.appenders[h.folder].fail_next = OSError(5, "Input/output error")
+    with pytest.raises(StorageUnavailableError) as info:
+        await svc.ingest("r1", body((0, 7.0)))
+    assert info.value.http_status == 503 and h.run.last_bin == -1
     await svc.stop()
