@@ -7,9 +7,9 @@ addresses values either as `node` + metric fields (resolved through the topology
 the first problem raises an IngestError (422) naming the frame index, the field and a code;
 otherwise the values come back as one `FrameBatch` (columns, in frame order; counts are of values).
 
-Codes: `malformed_body` (400), `invalid_frame`, `run_id_mismatch`, `missing_bin`, `invalid_bin`,
-`ts_not_aligned`, `bin_ts_mismatch`, `bin_out_of_range`, `bin_too_far_ahead`, `unknown_node`,
-`not_telemetry`, `ambiguous_frame`, `no_values`, `unknown_field`, `invalid_value`.
+Codes: `malformed_body` (400), `no_frames` (an empty array), `invalid_frame`, `run_id_mismatch`,
+`missing_bin`, `invalid_bin`, `ts_not_aligned`, `bin_ts_mismatch`, `bin_out_of_range`,
+`bin_too_far_ahead`, `unknown_node`, `not_telemetry`, `ambiguous_frame`, `no_values`, `unknown_field`, `invalid_value`.
 """
 
 from __future__ import annotations
@@ -105,6 +105,8 @@ class FrameValidator:
     def read(self, body: bytes, *, last_bin: int, max_frames: int) -> FrameBatch:
         """Parse and validate a request body (the `FrameReader` port of the live runtime)."""
         raw = parse_body(body)
+        if not raw:  # nothing to log: refused rather than an fsynced record of nothing
+            raise IngestError("the body holds no frames", code="no_frames")
         if len(raw) > max_frames:
             raise TooLargeError(f"{len(raw)} frames exceed the limit of {max_frames}")
         return self.validate(raw, last_bin=last_bin)

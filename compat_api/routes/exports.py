@@ -16,12 +16,13 @@ Decisions where the spec is silent:
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from compat_api.auth import bearer_token, require
 from compat_api.context import AppContext, get_ctx
@@ -40,6 +41,11 @@ EXPORT_EXAMPLE = {
 }
 
 
+# a bundle folder under <dataDir>/bundles/: plain name parts (no control characters, no absolute path),
+# each at most 255 characters (a longer one is a filesystem error, not a folder)
+BUNDLE_NAME = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
+
+
 class CaptureRequest(BaseModel):
     """A finished run to capture as a telemetry bundle: output name, gaps to inject, dry-run and overwrite flags."""
 
@@ -50,8 +56,8 @@ class CaptureRequest(BaseModel):
     gaps: dict[str, Any] | list[Any] | str | None = Field(
         default=None, examples=[{"gaps": [{"nodeId": "OrderService", "bins": [3, 4], "fill": "zero"}]}]
     )
-    dryRun: bool = False
-    overwrite: bool = False
+    dryRun: StrictBool = False
+    overwrite: StrictBool = False  # "yes" or 1 is not a yes: only JSON true overwrites
 
 
 def _export_body(run_id: str, catalog: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +125,7 @@ async def create_capture(req: CaptureRequest, request: Request, ctx: Ctx) -> JSO
     name = req.output if req.output is not None else req.runId
     bundles = ctx.bundles_dir
     try:
-        if not name or name.startswith("/"):
+        if not BUNDLE_NAME.fullmatch(name) or any(len(part) > 255 or part in (".", "..") for part in name.split("/")):
             raise ValueError(name)
         output = resolve_inside(bundles, name)
     except ValueError:

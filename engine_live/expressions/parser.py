@@ -62,6 +62,11 @@ def _tokenize(text: str) -> list[_Tok]:
     return toks
 
 
+MAX_LITERAL_INT = 10_000_000
+"""The largest literal lag, period, phase or window: 10 million bins (95 years of 5-minute bins).
+Larger ones validated before but could not be evaluated (an overflow, or gigabytes of taps)."""
+
+
 def _literal_int(arg: Expr, minimum: int) -> bool:
     return isinstance(arg, Num) and float(arg.value).is_integer() and arg.value >= minimum
 
@@ -249,6 +254,8 @@ class _Parser:
             rule = _LITERAL_INTS.get((name, index))
             if rule is not None and not _literal_int(arg, rule[0]):
                 raise ExprSyntaxError(f"{name} expects {rule[1]}", start)
+            if rule is not None and isinstance(arg, Num) and arg.value > MAX_LITERAL_INT:
+                raise ExprSyntaxError(f"{name} expects a literal integer of at most {MAX_LITERAL_INT}", start)
         if name == "CONV" and not isinstance(args[1], ListLit):
             raise ExprSyntaxError("CONV expects a kernel list [k0, k1, ...] as its second argument", starts[1])
 

@@ -7,6 +7,7 @@ a node too broken to describe comes back as None.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,11 @@ def _check_pmf(problems: Problems, where: str, pmf: Any) -> None:
     elif all(check_number(problems, f"{where}: pmf", number) is not None for number in values + probabilities):
         if len(set(values)) != len(values):
             problems.error(where, "pmf.values: must be unique")
+        if not all(math.isfinite(float(number)) for number in values):
+            problems.error(where, "pmf.values: must be finite")
+        if not all(math.isfinite(float(p)) and float(p) >= 0 for p in probabilities):
+            problems.error(where, "pmf.probabilities: must be finite and at least 0")
+            return
         total = 0.0
         for probability in probabilities:
             total += float(probability)

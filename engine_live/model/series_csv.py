@@ -68,7 +68,9 @@ def parse_series_csv(text: str, name: str = "csv") -> CsvSeries:
 
 
 def read_series_csv(path: Path) -> CsvSeries:
-    """`parse_series_csv` of a UTF-8 file."""
+    """`parse_series_csv` of a UTF-8 regular file (a FIFO or device would block the reader: refused)."""
+    if not path.is_file():
+        raise ValueError(f"{path.name}: not a regular file")
     return parse_series_csv(path.read_text(encoding="utf-8"), path.name)
 
 

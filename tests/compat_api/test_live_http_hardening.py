@@ -53,3 +53,15 @@ def test_an_unbounded_option_is_refused_and_leaves_no_ghost_run(tmp_path: Path) 
         assert not (settings.data_dir / "runs" / "g1").exists()
         created = c.post("/v1/runs", json={"mode": "live", "model": MODEL, "options": {"runId": "g1"}})
         assert created.status_code == 202  # the id was never taken
+
+
+def test_an_empty_array_is_refused_and_logs_nothing(tmp_path: Path) -> None:
+    """Issue 12 #10: `[]` used to append (and fsync) an empty record."""
+    app, settings = client(tmp_path)
+    with app as c:
+        assert c.post("/v1/runs", json={"mode": "live", "model": MODEL, "options": {"runId": "e1"}}).status_code == 202
+        log = settings.data_dir / "runs" / "e1" / "live" / "ingest.log"
+        size = log.stat().st_size
+        r = c.post("/v1/runs/e1/bins", content=b"[]")
+        assert r.status_code == 422 and r.json()["error"] == "no_frames", r.text
+        assert log.stat().st_size == size

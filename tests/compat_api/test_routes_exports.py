@@ -132,6 +132,10 @@ def test_capture_dry_run_and_default_output(client: TestClient, tmp_path: Path) 
         ({"runId": "{run}", "output": "../escape"}, 400, "invalid_bundle_path"),
         ({"runId": "{run}", "output": "/tmp/abs"}, 400, "invalid_bundle_path"),
         ({"runId": "{run}", "output": "."}, 400, "invalid_bundle_path"),
+        ({"runId": "{run}", "output": "two\nlines"}, 400, "invalid_bundle_path"),  # issue 12 #10
+        ({"runId": "{run}", "output": "x" * 256}, 400, "invalid_bundle_path"),  # issue 12 #9: was a 500
+        ({"runId": "{run}", "overwrite": "yes"}, 422, "invalid_request"),  # issue 12 #10: only true overwrites
+        ({"runId": "{run}", "dryRun": 1}, 422, "invalid_request"),
         ({"runId": "{run}", "gaps": [{"nodeId": "Nope", "bins": [0]}]}, 422, "invalid_gaps"),
         ({"runId": "{run}", "gaps": [{"nodeId": "Svc", "bins": [99]}]}, 422, "invalid_gaps"),
         ({"output": "x"}, 422, "invalid_request"),

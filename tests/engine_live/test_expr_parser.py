@@ -183,6 +183,11 @@ def test_every_function_parses() -> None:
         ("ROLLING_MAX(x, 0)", "ROLLING_MAX expects a literal integer window >= 1", 15),
         ("rolling_mean(x, w)", "ROLLING_MEAN expects a literal integer window >= 1", 16),
         ("ROLLING_MEAN(x)", "ROLLING_MEAN expects 2 arguments, got 1", 0),
+        # issue 12 #5: these validated but could not be evaluated
+        ("PULSE(1e30)", "PULSE expects a literal integer of at most 10000000", 6),
+        ("PULSE(2, 1e30)", "PULSE expects a literal integer of at most 10000000", 9),
+        ("ROLLING_MEAN(a, 1e30)", "ROLLING_MEAN expects a literal integer of at most 10000000", 16),
+        ("SHIFT(a, 10000001)", "SHIFT expects a literal integer of at most 10000000", 9),
     ],
 )
 def test_errors(text: str, message: str, position: int) -> None:

@@ -354,3 +354,29 @@ def test_upstream_style_model_loads_and_runs() -> None:
     assert s("side_queue_queue") == [0] * 6  # 2.5 in, 5 out
     assert graph.topo[1].fields["queueDepth"] == "batch"
     assert np.all(V[plan.row["__zero__"]] == 0)
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "fragment"),
+    [
+        ([float("nan"), 1.0], "must be finite and at least 0"),  # NaN used to pass the sum check
+        ([-0.5, 1.5], "must be finite and at least 0"),
+        ([float("inf"), 0.0], "must be finite and at least 0"),
+    ],
+)
+def test_pmf_probabilities_must_be_finite_and_not_negative(probabilities: list[float], fragment: str) -> None:
+    """Issue 12 #10: NaN or negative probabilities were accepted."""
+    pmf = {"id": "p", "kind": "pmf", "pmf": {"values": [1, 2], "probabilities": probabilities}}
+    errs = messages(model([pmf]))
+    assert any("node 'p'" in e and fragment in e for e in errs), errs
+
+
+def test_a_file_source_that_is_not_a_regular_file_is_refused(tmp_path: Any) -> None:
+    """Issue 12 #10: `file:` naming a FIFO used to block a worker thread forever on read."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.csv")
+    text = 'grid: {bins: 3, binSize: 5, binUnit: minutes}\nnodes:\n  - {id: a, kind: const, source: "file:pipe.csv"}\n'
+    with pytest.raises(ModelError) as info:
+        compile_model(load_graph(text, base_dir=tmp_path))
+    assert any("not a regular file" in e for e in info.value.errors), info.value.errors

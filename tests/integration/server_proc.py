@@ -1,6 +1,6 @@
 """A real `flowtime serve` subprocess for integration tests and benchmarks.
 
-`ServerProcess(data_dir)` starts `python -m compat_api.cli.main serve` on a free loopback port with the
+`ServerProcess(data_dir)` starts `python -m compat_api.cli serve` on a free loopback port with the
 given data folder, waits (bounded polling) until `/readyz` answers 200, and can `kill()` it with
 SIGKILL (a crash), `stop()` it with SIGTERM, or `restart()` it on the same data folder (and the same
 port when it is still free). Used as a context manager it is always torn down, even when a test

@@ -304,3 +304,9 @@ def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
     batch = run_model(model.live_text, telemetry=inputs)
     for s in batch.result.series:
         assert live[s.series_id].tobytes() == s.values.tobytes(), s.node_id
+
+
+def test_sigterm_shuts_down_cleanly_with_exit_0(tmp_path: Path) -> None:
+    """Issue 12 #10: after a clean shutdown uvicorn re-raised SIGTERM and the process died of it (−15)."""
+    with ServerProcess(tmp_path / "data") as srv:
+        assert srv.stop() == 0, srv.log_tail()
