@@ -3,7 +3,7 @@
 `wire_metrics(ctx)` (called by `build_context`) connects `ctx.metrics` to what the service runs:
 
 - at scrape time (`Metrics.add_refresher`, run by `render()` before the exposition), it reads
-  the ingest queue (`LiveService.queued_frames`, `settings.ingest_queue_frames`), each run's
+  the ingest queue (`IngestQueue.depth` and its capacity), each run's
   watermark − lastBin and status, the hub's clients and slow-client counters (`Hub.stats()`),
   recovery progress, the Kafka sink's `sent` count and the Kafka consumer's lag — nothing is added
   to the ingest or publish hot paths for these;

@@ -1,8 +1,9 @@
 """Run routes: create batch runs, list and describe runs, and serve their artifacts (SPEC §4, §8, §12.3).
 
-Simulation and overlay runs are evaluated here (off the event loop); `live` and `telemetry` runs are
-handed to the live engine (`ctx.live.create_run` / `ctx.live.create_telemetry_run`), else 422
-`unsupported_mode`. Lists merge finished run folders, live runs and async runs still in progress.
+Simulation and overlay runs are evaluated here (off the event loop); `live` runs are handed to the
+live engine (`ctx.live.create_run`) and `telemetry` runs to `compat_api.telemetry_runs`; both need a
+service that runs the live engine, else 422 `unsupported_mode`. Lists merge finished run folders,
+live runs and async runs still in progress.
 
 Decisions where the spec is silent:
 - `POST /v1/run` answers 200 with values rounded for the wire (§12.5); `/series?format=json` is an
