@@ -265,7 +265,8 @@ class LiveService:
         """§12.9: stop a live run (status `failed`, reason `deleted`, WebSocket 1000) and forget it.
 
         None when the engine does not hold the run. New ingest is refused at once (the run is
-        closing); what is already queued drains first, as on shutdown. The caller removes the folder.
+        closing); what is already queued drains first, as on shutdown, and a snapshot commit or
+        artifact write in flight finishes before this returns. The caller removes the folder.
         """
         h = self.runs.get(run_id)
         if h is None:
@@ -273,6 +274,12 @@ class LiveService:
         h.work.closing = True
         await self.worker.drain(h)
         await self.worker.stop(h)
+        # nothing may write into the folder once this returns (the caller removes it): wait for a
+        # snapshot commit in flight and for a close's artifact writer
+        if h.files.checkpoint is not None:
+            await h.files.checkpoint.drain()
+        async with h.files.artifacts_lock:
+            pass
         was = h.run.status
         if not was.is_terminal:  # not caused by a log record: repeats the current seq
             self.publisher.status(h, RunStatus.FAILED, "deleted")

@@ -8,6 +8,9 @@ and a close whose segments are unreadable marks the run `failed` instead of leav
 from __future__ import annotations
 
 import asyncio
+import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import orjson
 
 from compat_api.compose import build_live_service
 from compat_api.settings import Settings
+from engine_live.errors import RunClosedError
 from engine_live.plan.batch_run import run_model
 from engine_live.protocol import RunStatus
 from engine_live.runtime.service import LiveService
@@ -173,3 +177,40 @@ async def test_a_close_that_cannot_assemble_the_series_fails_the_run(tmp_path: P
     assert seen[-1]["seq"] == h.run.seq  # not seq'd: a failure is not a function of the log
     assert not (tmp_path / "runs/r1/manifest.json").exists()
     await svc.stop()
+
+
+async def test_delete_waits_for_queued_requests_and_the_snapshot_writer(tmp_path: Path) -> None:
+    """Issue 12 #7: a DELETE during ingest raced the snapshot writer (a 500, a folder left behind)
+    and left queued requests unanswered. Now every queued request is answered (logged and applied,
+    or refused as closed) and no commit step writes into the folder after delete returned. The
+    snapshot commit runs on a slow disk (a 0.2 s stall in its first step, in the commit thread)."""
+    committing, deleted = threading.Event(), threading.Event()
+    late_steps: list[str] = []
+
+    def slow_disk(step: str) -> None:
+        if step == "temp_written":
+            committing.set()
+            time.sleep(0.2)  # a slow disk in the commit thread, not a synchronisation of the test
+        if deleted.is_set():
+            late_steps.append(step)
+
+    settings = Settings(data_dir=tmp_path / "d", snapshot_every_bins=1)
+    svc = build_live_service(settings, hub=Hub(), clock=Clock(), snapshot_fault=slow_disk)
+    await svc.start()
+    await svc.create_run({"model": model(40), "options": {"runId": "r1", "snapshotEveryBins": 1}})
+    await svc.ingest("r1", orjson.dumps(frames(0)))
+    checkpoint = svc.runs["r1"].files.checkpoint
+    assert checkpoint is not None
+    assert await asyncio.to_thread(committing.wait, 30)  # bin 0's snapshot commit is in its first step
+    sent = [asyncio.ensure_future(svc.ingest("r1", orjson.dumps(frames(b)))) for b in range(1, 12)]
+    body = await svc.delete_run("r1")
+    deleted.set()
+    assert body is not None and body["deleted"] and body["status"] == "failed"
+    assert all(task.done() for task in sent)
+    for task in sent:
+        assert task.exception() is None or isinstance(task.exception(), RunClosedError)
+    shutil.rmtree(tmp_path / "d" / "runs" / "r1")
+    await checkpoint.drain()  # (already drained by delete; before the fix the commit was still running)
+    await svc.stop()
+    assert late_steps == []  # nothing was written into the folder after delete returned
+    assert not (tmp_path / "d" / "runs" / "r1").exists()
