@@ -18,9 +18,6 @@ from ingestion.frames import MAX_BINS_AHEAD, FrameValidator
 from ingestion.ingest_log import HEADER
 from ingestion.log_segments import SegmentedLog, list_segments, scan_log
 
-CURRENT = "CURRENT"  # a snapshot pointer (written by the snapshot store) also marks a run folder
-SNAPSHOTS = "snapshots"
-
 
 class FileLogStore:
     """Ingestion logs of `runs/<id>/live` folders (see the module docstring)."""
@@ -29,14 +26,8 @@ class FileLogStore:
         self.max_bins_ahead = max_bins_ahead
 
     def live_dirs(self, runs_dir: Path) -> list[Path]:
-        """Every `runs/<id>/live` folder with a log, a CURRENT pointer or snapshots."""
-
-        def has_run(folder: Path) -> bool:
-            return folder.is_dir() and bool(
-                list_segments(folder) or (folder / CURRENT).exists() or (folder / SNAPSHOTS).is_dir()
-            )
-
-        return sorted(folder for folder in runs_dir.glob("*/live") if has_run(folder))
+        """Every `runs/<id>/live` folder with ingestion-log segments."""
+        return sorted(folder for folder in runs_dir.glob("*/live") if folder.is_dir() and list_segments(folder))
 
     def open_tail(self, live_dir: Path) -> SegmentedLog:
         """The appender on the newest segment."""

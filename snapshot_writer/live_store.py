@@ -23,7 +23,7 @@ from snapshot_writer.artifacts import ArtifactsInfo, write_run_artifacts
 from snapshot_writer.event_log import cut_event_log, read_event_log
 from snapshot_writer.live_checkpoint import RunCheckpoint
 from snapshot_writer.segments import assemble
-from snapshot_writer.snapshot_files import EVENTS_LOG
+from snapshot_writer.snapshot_files import CURRENT, EVENTS_LOG, SNAPSHOTS
 from snapshot_writer.snapshot_loader import load_current
 
 TruncateLog = Callable[[Path, int], object]  # (live_dir, offset): drop log segments that end at or before offset
@@ -81,6 +81,12 @@ class FileSnapshotStore:
             mirror=mirror,
             on_commit=on_commit,
             truncate_log=self.truncate_log,
+        )
+
+    def live_dirs(self, runs_dir: Path) -> list[Path]:
+        """Every `runs/<id>/live` folder with a CURRENT pointer or a snapshots folder."""
+        return sorted(
+            folder for folder in runs_dir.glob("*/live") if (folder / CURRENT).exists() or (folder / SNAPSHOTS).is_dir()
         )
 
     def load(self, live_dir: Path) -> LoadedSnapshot | None:

@@ -15,7 +15,6 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -37,7 +36,7 @@ from engine_live.runtime.records import LogRecord
 from engine_live.runtime.snapshot_types import Segment, SnapshotJob, SnapshotMeta
 from engine_live.state.frame_batch import FrameBatch
 from engine_live.state.live_run import LiveRun
-from engine_live.state.live_state import CaptureMirror
+from engine_live.state.live_state import CaptureMirror, RunState
 
 
 class MemoryLog:
@@ -260,6 +259,10 @@ class MemorySnapshotStore:
         """A checkpoint that snapshots on request."""
         return MemoryCheckpoint(live_dir, self, on_commit, mirror or CaptureMirror())
 
+    def live_dirs(self, runs_dir: Path) -> list[Path]:
+        """Folders with a snapshot, under `runs_dir`."""
+        return sorted(folder for folder in self.snapshots if folder.parent.parent == runs_dir)
+
     def load(self, live_dir: Path) -> LoadedSnapshot | None:
         """The folder's last snapshot (a copy of its state, as a load from disk would give)."""
         loaded = self.snapshots.get(live_dir)
@@ -309,7 +312,7 @@ class MemorySnapshotStore:
         return WrittenInMemory(f"memory:{result.run_id}")
 
 
-def capture_copy(loaded: LoadedSnapshot) -> Any:
+def capture_copy(loaded: LoadedSnapshot) -> RunState:
     """A snapshot state with its own matrices."""
     state = loaded.state
     return replace(state, V=state.V.copy(), P=state.P.copy())

@@ -70,7 +70,7 @@ class LogStore(Protocol):
     """Run folders' ingestion logs, their record codec and the frame reader."""
 
     def live_dirs(self, runs_dir: Path) -> list[Path]:
-        """Every `runs/<id>/live` folder holding a run to recover (a log, CURRENT or snapshots)."""
+        """Every `runs/<id>/live` folder holding an ingestion log."""
 
     def open_tail(self, live_dir: Path) -> AppendLog:
         """The appender on the newest segment of `live_dir` (a new log when there is none)."""
@@ -194,6 +194,9 @@ class SnapshotStore(Protocol):
         after_step: Callable[[str], None] | None,
     ) -> Checkpoint:
         """The checkpoint of one run (commits truncate the log through the store's injected truncation)."""
+
+    def live_dirs(self, runs_dir: Path) -> list[Path]:
+        """Every `runs/<id>/live` folder holding a CURRENT pointer or snapshots."""
 
     def load(self, live_dir: Path) -> LoadedSnapshot | None:
         """CURRENT's snapshot, or the newest valid one; None without one (the matrix decodes in the background)."""

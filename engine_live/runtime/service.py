@@ -63,7 +63,8 @@ class LiveService:
     async def start(self) -> None:
         """Recover every unfinished run, then start the snapshot ticker (readiness follows)."""
         self.ctx.settings.runs_dir.mkdir(parents=True, exist_ok=True)
-        dirs = self.ctx.logs.live_dirs(self.ctx.settings.runs_dir)
+        runs_dir = self.ctx.settings.runs_dir
+        dirs = sorted(set(self.ctx.logs.live_dirs(runs_dir)) | set(self.ctx.snapshots.live_dirs(runs_dir)))
         # Recovery builds large long-lived state (matrices, warning books, hub history): with the
         # collector on, every few thousand allocations would trigger full passes over all of it
         # (decoding the log alone took 10x longer). It makes no cyclic garbage worth chasing.
