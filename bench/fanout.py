@@ -369,9 +369,10 @@ def main() -> int:
         return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="fanout-"))
-    server, base, ws_url = start_server(
-        tmp / "data", tmp / "server.log", {"FLOWTIME_FSYNC": "false"} if args.no_fsync else {}
-    )
+    env = {"FLOWTIME_FSYNC": "false"} if args.no_fsync else {}
+    # every client is on loopback: one address, whose default limit (100 connections) is too low here
+    env["FLOWTIME_WS_MAX_CONNECTIONS_PER_TOKEN"] = "1000"
+    server, base, ws_url = start_server(tmp / "data", tmp / "server.log", env)
     out: list[dict[str, Any]] = []
     client_cpu: dict[int, float] = {}
     try:

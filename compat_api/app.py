@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import import_module
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from compat_api.browser_guard import BrowserGuard
 from compat_api.compose import Lifecycle
 from compat_api.context import AppContext
 from compat_api.dashboard import ASSETS_DIR
 from compat_api.http_errors import install_error_handlers
 from compat_api.limits import BodyLimitMiddleware
+from compat_api.openapi_links import add_links
 from compat_api.recovery_gate import RecoveryGate
 from compat_api.settings import Settings
 
@@ -58,7 +61,15 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None, 
     install_error_handlers(app)
     app.add_middleware(RecoveryGate, ctx=ctx)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BrowserGuard, ctx=ctx)  # added last: runs first (Host, Origin, content type)
     for name in ROUTERS:
         app.include_router(import_module(name).router)
     app.mount("/dashboard", StaticFiles(directory=ASSETS_DIR), name="dashboard")
+
+    def openapi_with_links() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_links(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi_with_links  # type: ignore[method-assign]
     return app

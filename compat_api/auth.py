@@ -1,8 +1,10 @@
 """Bearer tokens (SPEC §10, §12.15): who may read, ingest or administer which runs.
 
-Scopes nest: `admin` ⊇ `ingest` ⊇ `read` (an admin token may also ingest and read). A token may
-carry run-id globs (`fnmatch`, e.g. `a*`); it then reaches only matching runs, and a check without
-a run id (listing, templates, creating a run whose id the route checks itself) needs the scope only.
+Scopes nest: `admin` ⊇ `ingest` ⊇ `read` (an admin token may also ingest and read); `metrics`
+(`GET /metrics`) stands apart: implied by `admin` only, never by `read` or `ingest`. A token may
+carry run-id globs (`fnmatch`, e.g. `a*`); it then reaches only matching runs. `authorize` is the one
+check: routes apply it to every run id a request touches (`compat_api.access`); a check without a
+run id (listing, templates) needs the scope only, and lists are filtered to the runs it admits.
 Tokens are kept as SHA-256 digests and compared with `hmac.compare_digest`; the plain text is never
 stored, logged or echoed in an error.
 
@@ -10,7 +12,7 @@ Configuration (either or both):
 
 * `tokens_file` — JSON (a list, or `{"tokens": [...]}`) or TOML (`[[tokens]]` tables; chosen by
   the `.toml` suffix). Each entry: `token` (plain) or `tokenSha256` (hex digest), `scopes`
-  (`read` | `ingest` | `admin`), optional `runs` (globs), optional `expires` (RFC 3339), `name`.
+  (`read` | `ingest` | `admin` | `metrics`), optional `runs` (globs), optional `expires` (RFC 3339), `name`.
 * `tokens` (env `FLOWTIME_TOKENS`) — `secret:read,ingest:a*|demo-*;other:admin`: entries split by
   `;`, fields by `:` — the token (or `sha256=<hex>`), comma-separated scopes, optional `|`-separated
   run globs. Tokens themselves cannot contain `:` or `;`.
@@ -39,7 +41,13 @@ from compat_api.settings import Settings
 from engine_live.errors import ForbiddenError, InsecureBindError, TokenConfigError, UnauthenticatedError
 from engine_live.model.grid import parse_utc
 
-SCOPES = ("read", "ingest", "admin")  # each scope implies the ones before it
+SCOPES = ("read", "ingest", "admin", "metrics")
+IMPLIED: dict[str, frozenset[str]] = {  # what each scope grants
+    "read": frozenset({"read"}),
+    "ingest": frozenset({"read", "ingest"}),
+    "admin": frozenset({"read", "ingest", "admin", "metrics"}),
+    "metrics": frozenset({"metrics"}),
+}
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
@@ -59,9 +67,8 @@ class TokenGrant:
     name: str = "token"
 
     def allows_scope(self, scope: str) -> bool:
-        """Whether the grant's scopes include `scope` (each scope implies the ones before it)."""
-        need = SCOPES.index(scope) if scope in SCOPES else len(SCOPES)
-        return any(SCOPES.index(s) >= need for s in self.scopes)
+        """Whether the grant's scopes include `scope` (admin ⊇ ingest ⊇ read; admin ⊇ metrics)."""
+        return any(scope in IMPLIED[s] for s in self.scopes)
 
     def allows_run(self, run_id: str | None) -> bool:
         """Whether the grant's run patterns admit `run_id` (None: no run involved)."""
@@ -238,12 +245,21 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
+def authorize(auth: Authenticator, token: str | None, scope: str, run_ids: Iterable[str | None] = (None,)) -> None:
+    """THE authorization check (SPEC §10): `token` must grant `scope` on every run id in `run_ids`
+    (None: no run). Raises UnauthenticatedError (401) or ForbiddenError (403) naming the first run
+    refused. Every route, the WebSocket and the list filters go through here (`compat_api.access`)."""
+    for run_id in run_ids:
+        auth.check(token, scope, run_id)
+
+
 def require(scope: str) -> Callable[..., Awaitable[None]]:
-    """Route dependency: the request's bearer token must grant `scope` on the path's `run_id`."""
+    """Route dependency: the request's bearer token must grant `scope` (on the path's `run_id`, if any).
+    Run ids in bodies and queries, and ids the server generates, are checked by the route itself."""
 
     async def check(request: Request, ctx: AppContext = Depends(get_ctx)) -> None:  # noqa: B008
         # async: a sync dependency would cost every request a thread-pool hop
-        ctx.auth.check(bearer_token(request), scope, request.path_params.get("run_id"))
+        authorize(ctx.auth, bearer_token(request), scope, (request.path_params.get("run_id"),))
 
     return check
 
@@ -252,6 +268,7 @@ __all__ = [
     "SCOPES",
     "TokenAuthenticator",
     "TokenGrant",
+    "authorize",
     "bearer_token",
     "check_bind",
     "digest",

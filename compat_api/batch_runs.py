@@ -33,6 +33,8 @@ from engine_live.model.build import build_model, load_graph
 from engine_live.model.document import load_model
 from engine_live.model.text import parse_model_text
 from engine_live.plan.batch_run import BatchRun, new_run_id, run_model, scenario_hash, spec_text_of
+from engine_live.plan.budget import check_cells
+from engine_live.plan.compiler import compile_model
 from snapshot_writer.artifact_reader import read_manifest
 from snapshot_writer.artifacts import ArtifactsInfo, write_run_artifacts
 
@@ -59,7 +61,9 @@ class RunOptions(BaseModel):
 
     deterministicRunId: bool = Field(False, description="run_deterministic_<8 hex of scenarioHash>")
     run_async: bool = Field(False, alias="async", description="202 + Location, evaluated in the background")
-    runId: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="live: the run id (409 if taken)")
+    runId: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="the run id (409 if taken; default: generated)"
+    )
     graceBins: StrictInt = Field(2, ge=0, description="live: bins to wait for late series before zero-filling")
     retentionBins: StrictInt | None = Field(None, ge=1, description="live: bins kept in memory (default: the grid)")
     snapshotEveryBins: StrictInt | None = Field(None, ge=1, description="live: snapshot every N bins (default 60)")
@@ -168,6 +172,10 @@ def simulation_job(req: RunRequest, inputs_dir: Path, max_model_bytes: int, data
     else:
         assert req.model is not None
         source = req.model
+        check_model_size(source, max_model_bytes)
+        rendered = model_template_source(source, req.parameters, data_dir)  # upstream template text (§13)
+        if rendered is not None:
+            source, warnings = rendered
     check_model_size(source, max_model_bytes)
     return BatchJob(
         source,
@@ -192,6 +200,26 @@ def template_source(
         raise ModelError(f"template '{template_id}' did not produce a model mapping")
     data.setdefault("provenance", {"generator": GENERATOR, "templateId": template_id, "parameters": resolved})
     return data, [_as_warning(w) for w in warnings or []]
+
+
+def model_template_source(
+    model: str | dict[str, Any], parameters: dict[str, Any], data_dir: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """A model that is a template (parameters or placeholders) rendered with `parameters`, else None."""
+    render_model = getattr(_catalog(), "render_model", None)
+    if render_model is None:
+        if parameters:
+            raise InvalidRequestError("templates are not available", code="unsupported_template")
+        return None
+    out: tuple[dict[str, Any], list[dict[str, Any]]] | None = render_model(model, parameters, data_dir=data_dir)
+    return out
+
+
+def _catalog() -> Any:
+    try:
+        return import_module("compat_api.templates.catalog")
+    except ImportError:
+        return None
 
 
 def _as_warning(w: Any) -> dict[str, Any]:
@@ -269,19 +297,21 @@ def apply_topology_override(nodes: list[Any], override: TopologyOverride) -> lis
     return out
 
 
-def planned_run_id(job: BatchJob) -> str:
+def planned_run_id(job: BatchJob, *, max_cells: int | None = None) -> str:
     """The run id a job will get, decided before evaluation (async runs answer with it at once).
-    Validates the model fully, so a bad model fails here with 422."""
+    Validates the model fully, so a bad model fails here with 422 (413 over the cell budget)."""
     doc = load_model(job.source, base_dir=job.base_dir)
-    build_model(doc)
+    check_cells(compile_model(build_model(doc)), doc.grid.bins, max_cells)
     if job.deterministic:
         spec = spec_text_of(doc, job.source if isinstance(job.source, str) else None)
         return new_run_id(scenario_hash(spec, doc.seed))
     return new_run_id()
 
 
-def execute(job: BatchJob, runs_dir: Path, *, fsync: bool = True) -> tuple[BatchRun, ArtifactsInfo]:
-    """Evaluate the job and write its artifacts to `<runs_dir>/<runId>/`."""
+def execute(
+    job: BatchJob, runs_dir: Path, *, fsync: bool = True, max_cells: int | None = None
+) -> tuple[BatchRun, ArtifactsInfo]:
+    """Evaluate the job and write its artifacts to `<runs_dir>/<runId>/` (413 over `max_cells`)."""
     run = run_model(
         job.source,
         base_dir=job.base_dir,
@@ -289,6 +319,7 @@ def execute(job: BatchJob, runs_dir: Path, *, fsync: bool = True) -> tuple[Batch
         mode=job.mode,
         run_id=job.run_id,
         deterministic_run_id=job.deterministic,
+        max_cells=max_cells,
     )
     if job.extra_warnings:
         run.result.warnings.extend(job.extra_warnings)

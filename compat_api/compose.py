@@ -5,7 +5,9 @@ Build (`build_context`, in this order):
 2. the stream hub (`stream_hub.hub.Hub`);
 3. the live runtime (`engine_live.runtime.service.LiveService`) on its ports: the ingestion log
    (`ingestion.live_log.FileLogStore`), the snapshot store (`snapshot_writer.live_store.
-   FileSnapshotStore`, given the log's truncation), the hub as its event sink, metrics;
+   FileSnapshotStore`, given the log's truncation), the hub as its event sink, metrics; both stores
+   write through one `FsOps` (`engine_live.runtime.storage`: the real `os` calls, or a failing one
+   a test injects);
 4. its HTTP face (`compat_api.live_api.LiveApi`) and the scrape-time metrics wiring.
 
 Start (`start`, from the app's lifespan): the data folders, then recovery of every unfinished run
@@ -34,7 +36,9 @@ from compat_api.metrics import Metrics
 from compat_api.metrics_wiring import wire_metrics
 from compat_api.settings import Settings
 from engine_live.runtime.context import RuntimeContext, RuntimeSettings
+from engine_live.runtime.records import LogRecord
 from engine_live.runtime.service import LiveService
+from engine_live.runtime.storage import REAL_FS, FsOps
 from ingestion.live_log import FileLogStore
 from ingestion.log_segments import truncate_log_before
 from snapshot_writer.live_store import FileSnapshotStore
@@ -69,18 +73,22 @@ def build_live_service(
     metrics: Metrics | None = None,
     clock: Callable[[], float] = time.monotonic,
     snapshot_fault: Callable[[str], None] | None = None,
+    fs: FsOps = REAL_FS,
+    evaluate_fault: Callable[[str, LogRecord], None] | None = None,
 ) -> LiveService:
     """The live runtime on the file-backed ports (and the hub and metrics, when given).
 
-    `clock` drives the snapshot cadence and `snapshot_fault` is called after each commit step
-    (tests inject a clock they step and crashes).
+    `clock` drives the snapshot cadence and close retries, `snapshot_fault` is called after each
+    commit step, `fs` makes every write of the stores, `evaluate_fault` sees every record applied
+    (tests inject a clock they step, crashes, failing writes and a failing evaluator).
     """
     ctx = RuntimeContext(
         runtime_settings(settings),
-        FileLogStore(max_bins_ahead=settings.max_bins_ahead),
-        FileSnapshotStore(truncate_log=truncate_log_before),
+        FileLogStore(max_bins_ahead=settings.max_bins_ahead, fs=fs),
+        FileSnapshotStore(truncate_log=lambda live_dir, offset: truncate_log_before(live_dir, offset, fs), fs=fs),
         clock=clock,
         snapshot_fault=snapshot_fault,
+        evaluate_fault=evaluate_fault,
     )
     if hub is not None:
         ctx.sink = hub
@@ -89,11 +97,24 @@ def build_live_service(
     return LiveService(ctx)
 
 
-def build_context(settings: Settings) -> AppContext:
-    """Everything the service runs, built and wired (nothing started yet)."""
+def build_context(
+    settings: Settings, *, fs: FsOps = REAL_FS, evaluate_fault: Callable[[str, LogRecord], None] | None = None
+) -> AppContext:
+    """Everything the service runs, built and wired (nothing started yet; tests may inject `fs` and
+    `evaluate_fault`, see `build_live_service`)."""
     metrics = Metrics()
-    hub = Hub(HubLimits(settings.hub_history_events, settings.hub_history_bytes, settings.client_queue_events))
-    service = build_live_service(settings, hub=hub, metrics=metrics)
+    hub = Hub(
+        HubLimits(
+            settings.hub_history_events,
+            settings.hub_history_bytes,
+            settings.client_queue_events,
+            encoding_cache_bytes=settings.ws_encoding_cache_bytes,
+            snapshot_cache_bytes=settings.ws_snapshot_cache_bytes,
+            max_connections=settings.ws_max_connections,
+            max_connections_per_key=settings.ws_max_connections_per_token,
+        )
+    )
+    service = build_live_service(settings, hub=hub, metrics=metrics, fs=fs, evaluate_fault=evaluate_fault)
     ctx = AppContext(
         settings,
         auth=load_authenticator(settings),

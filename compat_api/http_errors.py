@@ -5,12 +5,14 @@ and the body `exc.to_body()` = `{"error", "message", ...}`; 429 adds `Retry-Afte
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine_live.errors import (
     BackpressureError,
@@ -57,7 +59,53 @@ def error_response(exc: FlowTimeError, retry_after: int = 1) -> JSONResponse:
     """The response for an error: its table status and body (`Retry-After` on backpressure and storage failures)."""
     retry = isinstance(exc, BackpressureError | StorageUnavailableError)
     headers = {"Retry-After": str(retry_after)} if retry else None
-    return JSONResponse(exc.to_body(), status_code=exc.http_status, headers=headers)
+    return JSONResponse(json_safe(exc.to_body()), status_code=exc.http_status, headers=headers)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, ±inf — which JSON cannot carry) as its text, so an
+    error naming a client's `NaN` can always be answered (issue 12 #9: it was a 500)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+INTERNAL_BODY = b'{"error":"internal","message":"internal server error"}'
+
+
+class InternalErrorGuard:
+    """The innermost middleware: an exception no handler answered becomes the 500 error body here,
+    and is *not* re-raised — Starlette's outer `ServerErrorMiddleware` re-raises after answering,
+    which made uvicorn drop the client's keep-alive connection (issue 12 #9)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; answer 500 (logged with its traceback) if it raises before responding."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception:
+            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(INTERNAL_BODY)).encode())]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": INTERNAL_BODY})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -96,3 +144,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
+    app.add_middleware(InternalErrorGuard)  # added first: the innermost middleware

@@ -45,6 +45,10 @@ class LiveApi:
         """How far recovery is, as `/readyz` shows it."""
         return self.service.recovery_progress().to_wire()
 
+    async def storage_status(self) -> dict[str, object] | None:
+        """None while storage takes writes, else the failing kinds of write (`/readyz`)."""
+        return await self.service.storage_status()
+
     def knows(self, run_id: str) -> bool:
         """Whether the engine holds the run."""
         return self.service.knows(run_id)
@@ -86,10 +90,12 @@ class LiveApi:
         h = self.service.handle(run_id)
         run = h.run
         base = f"/v1/runs/{run_id}"
+        reason = {"reason": h.reason} if h.reason is not None else {}
         return {
             "runId": run_id,
             "mode": "live",
             "status": run.status.value,
+            **reason,
             "epoch": run.epoch,
             "seq": run.seq,
             "lastBin": run.last_bin,

@@ -32,6 +32,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from engine_live.protocol import RunStatus
+from engine_live.runtime.failures import CAUSES
+from engine_live.runtime.storage import STORAGE_KINDS
 
 SINKS = ("websocket", "kafka", "log")
 DROP_REASONS = ("superseded", "resync", "too_slow")
@@ -124,6 +126,16 @@ class Metrics:
             registry=r,
         )
         self.live_runs = Gauge("flowtime_live_runs", "Runs in memory by status", ["status"], registry=r)
+        self.run_failures = Counter(
+            "flowtime_run_failures", "Live runs that became failed, by cause", ["cause"], registry=r
+        )
+        # storage
+        self.storage_failures = Counter(
+            "flowtime_storage_failures", "Failed durable writes (ENOSPC, EIO, fsync) by kind", ["kind"], registry=r
+        )
+        self.storage_failing = Gauge(
+            "flowtime_storage_failing", "1 while the last write of this kind failed", ["kind"], registry=r
+        )
         self._refreshers: list[Callable[[], None]] = []
         self._touch_label_sets()
 
@@ -138,6 +150,11 @@ class Metrics:
             self.recovery_bins.labels(state=state)
         for status in RunStatus:
             self.live_runs.labels(status=status.value)
+        for cause in CAUSES:
+            self.run_failures.labels(cause=cause)
+        for kind in STORAGE_KINDS:
+            self.storage_failures.labels(kind=kind)
+            self.storage_failing.labels(kind=kind)
 
     # -- helpers for the labelled per-run series ----------------------------------------------------
     def observe_ingest(self, run_id: str, frames: int, events: Sequence[Mapping[str, Any]]) -> None:

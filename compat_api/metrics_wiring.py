@@ -5,8 +5,9 @@
 - at scrape time (`Metrics.add_refresher`, run by `render()` before the exposition), it reads
   the ingest queue (`IngestQueue.depth` and its capacity), each run's
   watermark − lastBin and status, the hub's clients and slow-client counters (`Hub.stats()`),
-  recovery progress, the Kafka sink's `sent` count and the Kafka consumer's lag — nothing is added
-  to the ingest or publish hot paths for these;
+  recovery progress, storage health and failed runs (`StorageHealth`, `RunFailures`), the Kafka
+  sink's `sent` count and the Kafka consumer's lag — nothing is added to the ingest or publish hot
+  paths for these;
 - synchronously, as events happen, it counts seq'd events handed to the hub (the WebSocket
   fan-out, through a hub listener). Events written to `events.log` and the bins re-evaluated
   while recovery replays are observed by the runtime itself (`Metrics` is its `RuntimeMetrics` port).
@@ -89,6 +90,7 @@ class MetricsWiring:
         for gone in self._seen_runs - set(runs):
             m.forget_run(gone)
         self._seen_runs = set(runs)
+        self._refresh_failures()
         progress = live.recovery_progress()
         total, done = progress["runs"], progress["runsDone"]
         m.recovery_runs.labels(state="done").set(done)
@@ -96,6 +98,17 @@ class MetricsWiring:
         # bins still to replay are not known ahead (the logs are read run by run): 0 once ready
         if live.ready:
             m.recovery_bins.labels(state="todo").set(0)
+
+    def _refresh_failures(self) -> None:
+        """Storage health per kind of write, and failed runs per cause (cumulative counts → counters)."""
+        live, m = self.ctx.live, self.metrics
+        assert live is not None
+        health = live.service.ctx.storage
+        for kind, state in health.kinds.items():
+            m.storage_failing.labels(kind=kind).set(1 if state.failing else 0)
+            m.storage_failures.labels(kind=kind).inc(self._increase(f"storage:{kind}", state.failures))
+        for cause, total in live.service.failures.counts.items():
+            m.run_failures.labels(cause=cause).inc(self._increase(f"failures:{cause}", total))
 
     def _refresh_hub(self) -> None:
         hub = self.ctx.hub

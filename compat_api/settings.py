@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine_live.plan.budget import DEFAULT_MAX_CELLS
+
 SECRET_FIELDS = ("tokens",)
 
 
@@ -27,6 +29,9 @@ class Settings(BaseSettings):
     config: Path | None = None
     tokens_file: Path | None = None
     tokens: str | None = None  # "token:scopes[:patterns];..." — for tests and containers
+    # browser guard (docs/security.md): a list, or one comma-separated string (env)
+    allowed_origins: list[str] | str = Field(default_factory=list)  # besides the service's own origin
+    allowed_hosts: list[str] | str = Field(default_factory=list)  # besides loopback names; "*": any
     kafka_bootstrap: str | None = None
     kafka_telemetry_topic: str = "flowtime.telemetry"
     kafka_events_topic: str = "flowtime.events"
@@ -37,6 +42,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 16 * 1024 * 1024
     max_frames_per_request: int = 10_000
     max_model_bytes: int = 8 * 1024 * 1024
+    max_batch_cells: int = Field(default=DEFAULT_MAX_CELLS, ge=1)  # series × bins of one batch evaluation
     max_ws_message_bytes: int = 64 * 1024
     hub_history_events: int = 10_000
     hub_history_bytes: int = 64 * 1024 * 1024
@@ -44,6 +50,14 @@ class Settings(BaseSettings):
     ingest_queue_frames: int = 100_000
     heartbeat_seconds: float = 5.0
     ws_auth_timeout_seconds: float = 5.0
+    # stream resources (SPEC §10, docs/stream-protocol.md): connections in total and per token (per
+    # client address with auth off), time to subscribe, the shared encodings and snapshots (bytes)
+    ws_max_connections: int = Field(default=1000, ge=1)
+    ws_max_connections_per_token: int = Field(default=100, ge=1)
+    ws_idle_seconds: float = Field(default=30.0, gt=0)
+    ws_encoding_cache_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    ws_snapshot_cache_bytes: int = Field(default=128 * 1024 * 1024, ge=0)
+    ws_snapshot_max_age_seconds: float = Field(default=5.0, ge=0)
     retry_after_seconds: int = 1
     state_window_max_bins: int = 500
     page_size: int = 50

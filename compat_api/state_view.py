@@ -105,7 +105,8 @@ def state_body(src: StateSource, bin_index: int) -> dict[str, Any]:
         for binding in src.graph.topo:
             derived = _derive(src, binding, bin_index, bin_index)
             metrics = {f: to_wire_value(float(src.series[sid][c])) for f, sid in _fields(src, binding)}
-            nodes.append({"id": binding.id, "kind": binding.kind, "metrics": metrics, "derived": derived.wire_bin(0)})
+            node = {"id": binding.id, "kind": binding.kind, "metrics": metrics, "derived": derived.wire_bin(0)}
+            nodes.append(node | binding.extras())
         body["nodes"] = nodes
     else:
         body["series"] = {sid: to_wire_value(float(v[c])) for sid, v in src.series.items()}
@@ -140,7 +141,8 @@ def state_window_body(
         for binding in src.graph.topo:
             derived = _derive(src, binding, start, end)
             metrics = {f: to_wire_list(src.series[sid][a:b]) for f, sid in _fields(src, binding)}
-            nodes.append({"id": binding.id, "kind": binding.kind, "metrics": metrics, "derived": derived.wire_window()})
+            node = {"id": binding.id, "kind": binding.kind, "metrics": metrics, "derived": derived.wire_window()}
+            nodes.append(node | binding.extras())
         body["nodes"] = nodes
     else:
         body["series"] = {sid: to_wire_list(v[a:b]) for sid, v in src.series.items()}

@@ -4,6 +4,7 @@ once through the engine's evaluator (batch ≡ live, so the series equal a live 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from compat_api.batch_runs import BatchJob, RunRequest, execute, template_source
@@ -48,11 +49,18 @@ def telemetry_job(req: RunRequest, ctx: AppContext) -> BatchJob:
     )
 
 
-async def create_telemetry_run(body: dict[str, Any], ctx: AppContext) -> dict[str, Any]:
-    """Evaluate a telemetry-mode run request and write its artifacts; returns the run's summary."""
+async def create_telemetry_run(
+    body: dict[str, Any], ctx: AppContext, claim: Callable[[BatchJob], Awaitable[None]] | None = None
+) -> dict[str, Any]:
+    """Evaluate a telemetry-mode run request and write its artifacts; returns the run's summary.
+    `claim` gives the job its authorized run id first (`compat_api.run_claims`)."""
     req = RunRequest.model_validate(body)
     job = telemetry_job(req, ctx)
-    run, info = await asyncio.to_thread(execute, job, ctx.runs_dir, fsync=ctx.settings.fsync)
+    if claim is not None:
+        await claim(job)
+    run, info = await asyncio.to_thread(
+        execute, job, ctx.runs_dir, fsync=ctx.settings.fsync, max_cells=ctx.settings.max_batch_cells
+    )
     res = run.result
     return {
         "runId": res.run_id,

@@ -32,11 +32,15 @@
     ├── StorageUnavailableError           storage_unavailable
     ├── StreamError                       stream_error
     │   ├── SlowConsumerError             too_slow
+    │   ├── TooManyConnectionsError       too_many_connections
+    │   ├── IdleTimeoutError              idle_timeout
     │   ├── UnauthenticatedError          unauthenticated
     │   │   └── AuthTimeoutError          auth_timeout
     │   └── ForbiddenError                forbidden
     ├── TokenConfigError                  invalid_tokens
     ├── InsecureBindError                 insecure_bind
+    ├── BadHostError                      bad_host
+    ├── UnsupportedMediaTypeError         unsupported_media_type
     ├── BadInputError                     bad_input           (CLI)
     └── ServerError                       server_error        (CLI)
 
@@ -269,6 +273,18 @@ class SlowConsumerError(StreamError):
     code = "too_slow"
 
 
+class TooManyConnectionsError(StreamError):
+    """A stream connection over the total or per-token (per-address with auth off) limit."""
+
+    code = "too_many_connections"
+
+
+class IdleTimeoutError(StreamError):
+    """A stream connection that did not subscribe within the idle timeout."""
+
+    code = "idle_timeout"
+
+
 class UnauthenticatedError(StreamError):
     """A missing, unknown or expired token (HTTP and WebSocket alike)."""
 
@@ -285,6 +301,19 @@ class ForbiddenError(StreamError):
     """A valid token without the scope or run pattern the request needs."""
 
     code = "forbidden"
+
+
+# -- browser guard (compat_api/browser_guard.py; a foreign Origin is ForbiddenError `forbidden_origin`)
+class BadHostError(FlowTimeError):
+    """A `Host` header that is not a loopback name nor an allowed host (DNS rebinding)."""
+
+    code = "bad_host"
+
+
+class UnsupportedMediaTypeError(FlowTimeError):
+    """A write whose body is not sent as JSON, NDJSON or YAML."""
+
+    code = "unsupported_media_type"
 
 
 # -- start-up and command line --------------------------------------------------------------------
@@ -315,7 +344,8 @@ class ServerError(FlowTimeError):
 # -- the one table ----------------------------------------------------------------------------------
 # class → (HTTP status, WebSocket close code). Every class has its own row. Close codes are
 # `engine_live.protocol.CloseCode` members: 1008 policy violation, 1009 message too big, 1011 internal
-# error, 4008 too slow, 4401 unauthenticated, 4403 forbidden, 4404 unknown run, 4408 no auth in time.
+# error, 1013 try again later, 4008 too slow, 4401 unauthenticated, 4403 forbidden, 4404 unknown run,
+# 4408 no auth (or no subscribe) in time.
 ERROR_TABLE: Final[dict[type[FlowTimeError], tuple[int, int | None]]] = {
     FlowTimeError: (400, None),
     ModelError: (422, None),
@@ -356,6 +386,10 @@ ERROR_TABLE: Final[dict[type[FlowTimeError], tuple[int, int | None]]] = {
     InsecureBindError: (500, None),
     BadInputError: (400, None),
     ServerError: (502, None),
+    BadHostError: (421, 1008),
+    UnsupportedMediaTypeError: (415, None),
+    TooManyConnectionsError: (429, 1013),
+    IdleTimeoutError: (408, 4408),
 }
 
 for _error_class, (_status, _close_code) in ERROR_TABLE.items():

@@ -65,11 +65,12 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008  # malformed message, `since` or `nodes` (StreamError)
     MESSAGE_TOO_BIG = 1009  # TooLargeError
     INTERNAL_ERROR = 1011  # RecoveryError
+    TRY_AGAIN_LATER = 1013  # TooManyConnectionsError (and the recovery gate)
     TOO_SLOW = 4008  # SlowConsumerError
     UNAUTHENTICATED = 4401  # UnauthenticatedError
     FORBIDDEN = 4403  # ForbiddenError
     UNKNOWN_RUN = 4404  # NotFoundError
-    AUTH_TIMEOUT = 4408  # AuthTimeoutError
+    AUTH_TIMEOUT = 4408  # AuthTimeoutError, IdleTimeoutError (no subscribe in time)
 
 
 def close_code_for(error: FlowTimeError | type[FlowTimeError]) -> CloseCode:

@@ -77,7 +77,11 @@ def _grid(manifest: dict[str, Any]) -> Grid:
             parse_utc(str(start))
         except ValueError:
             raise BundleError(f"manifest.json: start {start!r} is not a UTC timestamp") from None
-    return Grid(bins, size, str(unit), str(start) if start is not None else None)
+    grid = Grid(bins, size, str(unit), str(start) if start is not None else None)
+    capacity = grid.capacity()
+    if capacity is not None and bins > capacity:
+        raise BundleError("manifest.json: the grid runs past the year 9999", grid=raw)
+    return grid
 
 
 def _ranges(bins: list[int], grid: Grid) -> str:

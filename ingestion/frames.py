@@ -96,6 +96,7 @@ class FrameValidator:
 
     def __init__(self, graph: ModelGraph, run_id: str, *, max_bins_ahead: int = MAX_BINS_AHEAD) -> None:
         self.grid, self.run_id, self.max_bins_ahead = graph.grid, run_id, max_bins_ahead
+        self.capacity = graph.grid.capacity()
         self.telemetry = frozenset(graph.telemetry_ids())
         self.all_series = frozenset(out for d in graph.defs for out in d.outputs)
         self.nodes: dict[str, dict[str, str]] = {}  # node → field → series (all fields)
@@ -177,6 +178,8 @@ class FrameValidator:
         assert isinstance(b, int)
         if self.grid.bins is not None and b >= self.grid.bins:
             raise _fail(i, "bin", "bin_out_of_range", f"bin {b} is past the grid ({self.grid.bins} bins)")
+        if self.capacity is not None and b >= self.capacity:
+            raise _fail(i, "bin", "bin_out_of_range", f"bin {b} would end after the year 9999")
         if b > last_bin + self.max_bins_ahead:
             ahead = f"bin {b} is more than {self.max_bins_ahead} bins past lastBin {last_bin}"
             raise _fail(i, "bin", "bin_too_far_ahead", ahead)

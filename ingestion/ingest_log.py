@@ -6,9 +6,12 @@ offset is the byte position of its header; offsets are assigned in append order.
 `IngestLog.append(payload)` returns the record's offset once it is durable. Appends that arrive
 while a write is in flight are queued and written together, then share ONE `os.fsync`; the
 write + fsync runs in a worker thread (`asyncio.to_thread`), so the event loop never blocks on
-the disk. When a write fails (a full disk), every queued append fails with the OSError, the file
-is cut back to the last durable end and the log stays usable. A cancelled append may still become
-durable (the caller cannot know; recovery replays it like any record).
+the disk. When a write or its fsync fails (a full disk, an I/O error), every queued append fails
+with the OSError, the file is cut back to the last durable end and the log stays usable; if even
+the cut fails, the torn tail is cut before the next write (which fails rather than append behind
+it) or by recovery's scan. A cancelled append may still become durable (the caller cannot know;
+recovery replays it like any record). Every call that writes goes through an injected `FsOps`
+(`engine_live.runtime.storage`; tests fail chosen calls).
 
 `read_records(path, from_offset)` iterates `(offset, payload)` and stops at the first torn or
 corrupt record (short header, short payload, oversized length, CRC mismatch); afterwards the scan
@@ -21,12 +24,15 @@ Truncation works on whole segment files (`ingestion.log_segments`), so offsets s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from engine_live.runtime.storage import REAL_FS, FsOps
 
 HEADER = struct.Struct("<II")
 MAX_RECORD = 256 * 1024 * 1024  # a larger length field can only be corruption
@@ -83,37 +89,36 @@ def read_records(path: str | os.PathLike[str], from_offset: int = 0) -> LogScan:
     return LogScan(Path(path), from_offset)
 
 
-def cut_tail(path: str | os.PathLike[str], end_offset: int) -> None:
+def cut_tail(path: str | os.PathLike[str], end_offset: int, fs: FsOps = REAL_FS) -> None:
     """Truncate the file to `end_offset` (a torn tail found by a scan) and make it durable."""
-    fd = os.open(path, os.O_WRONLY)
+    fd = fs.open(path, os.O_WRONLY)
     try:
-        os.ftruncate(fd, end_offset)
-        os.fsync(fd)
+        fs.ftruncate(fd, end_offset)
+        fs.fsync(fd)
     finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+        fs.close(fd)
 
 
 class IngestLog:
     """Append-only, group-committed log file. Create it inside the event loop that uses it."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str], fs: FsOps = REAL_FS, *, valid_size: int | None = None) -> None:
+        """Open (or create) the log file. `valid_size`: where its records end when a scan found a torn
+        tail it could not cut; the tail is cut before the first write."""
+        self.path, self.fs = Path(path), fs
         created = not self.path.exists()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = fs.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if created:
-            dfd = os.open(self.path.parent, os.O_RDONLY)
             try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        self._durable = self._end = os.fstat(self._fd).st_size
+                fs.fsync_dir(self.path.parent)
+            except OSError:  # the new file is not durably there: remove it, the caller sees the error
+                fs.close(self._fd)
+                with contextlib.suppress(OSError):
+                    fs.unlink(self.path, missing_ok=True)
+                raise
+        size = os.fstat(self._fd).st_size
+        self._durable = self._end = size if valid_size is None else min(size, valid_size)
+        self._dirty = size > self._durable  # bytes past `_durable` are in the file (a failed write not yet cut)
         self._pending: list[tuple[bytes, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
@@ -160,15 +165,15 @@ class IngestLog:
             data = b"".join(rec for rec, _ in batch)
             try:
                 await asyncio.to_thread(self._write_sync, data)
-            except OSError as exc:
+            except Exception as exc:  # nothing of the batch is durable: fail it and what queued behind
                 failed = batch + self._pending
                 self._pending = []
                 self._end = self._durable
-                await asyncio.to_thread(os.ftruncate, self._fd, self._durable)
+                await asyncio.to_thread(self._cut_sync)
                 for _, fut in failed:
                     if not fut.done():
                         fut.set_exception(exc)
-                return
+                continue  # appends queued during the cut are written next
             offset = self._durable
             self._durable += len(data)
             for rec, fut in batch:
@@ -177,18 +182,40 @@ class IngestLog:
                 offset += len(rec)
 
     def _write_sync(self, data: bytes) -> None:
-        _write_all(self._fd, data)
-        os.fsync(self._fd)
+        if self._dirty:  # a failed write whose cut failed too: cut it now, or fail this write
+            self._cut_or_raise()
+        self._dirty = True  # until the fsync returns
+        self.fs.write_all(self._fd, data)
+        self.fs.fsync(self._fd)
+        self._dirty = False
         self.fsyncs += 1
 
+    def _cut_or_raise(self) -> None:
+        self.fs.ftruncate(self._fd, self._durable)
+        self._dirty = False
+
+    async def settle(self) -> None:
+        """Cut the tail a failed write left behind, if any (OSError when that still fails)."""
+        if self._dirty:
+            await asyncio.to_thread(self._cut_or_raise)
+
+    def _cut_sync(self) -> None:
+        """Cut what a failed write may have left past the durable end (kept dirty when that fails too)."""
+        try:
+            self._cut_or_raise()
+        except OSError:
+            self._dirty = True
+
     async def close(self) -> None:
-        """Wait for queued appends, then close the file."""
+        """Wait for queued appends, then close the file (cutting a failed write's tail first)."""
         if self._closed:
             return
         self._closed = True
         if self._flusher is not None:
             await self._flusher
-        os.close(self._fd)
+        if self._dirty:
+            await asyncio.to_thread(self._cut_sync)
+        self.fs.close(self._fd)
 
 
 __all__ = ["HEADER", "IngestLog", "LogScan", "cut_tail", "encode_record", "read_records"]

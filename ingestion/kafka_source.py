@@ -3,6 +3,8 @@
 Each record is handed to an injected `ingest(run_id, frame_bytes, partition, offset)` coroutine:
 - `BackpressureError` → every assigned partition is paused, the source waits for the injected
   `capacity_available()` and retries the same record (nothing is skipped, order is kept);
+- `StorageUnavailableError` (a full disk: the record was not logged) → the same, waiting
+  `storage_retry_s` between tries, so a storage outage never dead-letters good records;
 - `IngestError`, a value that is not JSON, or a record without a run id → the record goes to
   `flowtime.telemetry.dlq` (same key and value; headers `error`, `error-message`, `source-topic`,
   `source-partition`, `source-offset`) and is counted; an unexpected exception is logged and
@@ -25,7 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from engine_live.errors import BackpressureError, IngestError
+from engine_live.errors import BackpressureError, IngestError, StorageUnavailableError
 
 __all__ = ["CapacityWait", "IngestCallback", "KafkaFrameSource", "KafkaSourceSettings", "KafkaSourceStats"]
 
@@ -47,6 +49,7 @@ class KafkaSourceSettings:
     max_records: int = 500
     poll_timeout_ms: int = 200
     retry_backoff_s: float = 0.5
+    storage_retry_s: float = 1.0  # between tries of a record storage refused (503 storage_unavailable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +179,9 @@ class KafkaFrameSource:
             except BackpressureError:
                 await self._wait_for_capacity()
                 continue
+            except StorageUnavailableError:
+                await self._wait_for_capacity(self._storage_retry)
+                continue
             except IngestError as exc:
                 await self._dead_letter(tp, record, exc.code, exc.message)
             except Exception as exc:
@@ -185,7 +191,10 @@ class KafkaFrameSource:
                 self._ingested += 1
             return
 
-    async def _wait_for_capacity(self) -> None:
+    async def _storage_retry(self) -> None:
+        await asyncio.sleep(self.settings.storage_retry_s)
+
+    async def _wait_for_capacity(self, wait: CapacityWait | None = None) -> None:
         consumer = self._consumer
         assert consumer is not None
         self._waits += 1
@@ -194,7 +203,7 @@ class KafkaFrameSource:
         consumer.pause(*assigned)
         self._paused = True
         try:
-            await self._capacity_available()
+            await (wait or self._capacity_available)()
         finally:
             consumer.resume(*[tp for tp in assigned if tp in consumer.assignment()])
             self._paused = False

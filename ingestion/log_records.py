@@ -8,6 +8,7 @@ Records are orjson objects (the log adds its `[length][crc32]` header, `ingestio
   `{"t": "frames", "f": [[bin, series, value], ...]}`, still decoded
 - `{"t": "patch", "modelRevision", "fromBin", "nodes", "topology"?}`
 - `{"t": "close"}`
+- `{"t": "fail", "reason"}` — the run failed (a record could not be evaluated)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from engine_live.runtime.records import CloseRecord, CreateRecord, FramesRecord, LogRecord, PatchRecord
+from engine_live.runtime.records import CloseRecord, CreateRecord, FailRecord, FramesRecord, LogRecord, PatchRecord
 from engine_live.state.frame_batch import FrameBatch
 
 CLOSE = b'{"t":"close"}'
@@ -31,6 +32,8 @@ def encode(record: LogRecord) -> bytes:
         return orjson.dumps(record.to_dict())
     if isinstance(record, PatchRecord):
         return orjson.dumps({"t": "patch", **record.body})
+    if isinstance(record, FailRecord):
+        return orjson.dumps({"t": "fail", "reason": record.reason})
     return CLOSE
 
 
@@ -65,6 +68,8 @@ def decode(payload: bytes) -> LogRecord:
         return PatchRecord({k: v for k, v in fields.items() if k != "t"})
     if kind == "close":
         return CloseRecord()
+    if kind == "fail":
+        return FailRecord(str(fields.get("reason") or "failed"))
     raise ValueError(f"unknown log record type {kind!r}")
 
 

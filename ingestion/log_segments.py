@@ -7,12 +7,14 @@ Segments are contiguous: each one starts where the previous one ends.
 
 - `SegmentedLog` is the appender (an `IngestLog` on the newest segment, offsets shifted by its
   base). `roll()` starts a new segment at the current end; the service rolls at every snapshot
-  capture, between two records, so a snapshot's log offset is always a segment base.
+  capture, between two records, so a snapshot's log offset is always a segment base. A roll that
+  cannot create the new segment (a full disk) raises and leaves the appender on the old one.
 - `truncate_log_before(live_dir, offset)` deletes whole segments that end at or before `offset`
   (never the newest one), then fsyncs the folder. Nothing is rewritten or renamed, so a crash
   in the middle leaves a prefix deleted and every remaining offset valid.
 - `scan_log(live_dir, from_offset)` reads the records from `from_offset` on across segments. A torn
-  tail of the newest segment is cut (it was never acknowledged); anything else that cannot be read
+  tail of the newest segment is cut (it was never acknowledged; so is one an older segment holds
+  just before the next segment's base); anything else that cannot be read
   (a missing segment, a gap, a corrupt record in an older segment, no segment holding
   `from_offset` — a committed snapshot's offset always is one, since the log rolls before the
   commit) is reported in `lost`: records there were acknowledged and are gone. Readable records
@@ -27,18 +29,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine_live.runtime.storage import REAL_FS, FsOps
 from ingestion.ingest_log import IngestLog, cut_tail, read_records
 
 FIRST_SEGMENT = "ingest.log"
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path, fs: FsOps = REAL_FS) -> None:
     """fsync a folder, so that deleted and new segment files stay so after a crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fs.fsync_dir(path)
 
 
 def segment_path(live_dir: Path, base: int) -> Path:
@@ -70,7 +69,7 @@ class SegmentScan:
     lost: list[str] = field(default_factory=list)  # acknowledged bytes that cannot be read
 
 
-def scan_log(live_dir: Path, from_offset: int = 0, *, cut: bool = True) -> SegmentScan:
+def scan_log(live_dir: Path, from_offset: int = 0, *, cut: bool = True, fs: FsOps = REAL_FS) -> SegmentScan:
     """Records at or after `from_offset`; see the module docstring for torn tails and losses."""
     segs = list_segments(live_dir)
     scan = SegmentScan(end_offset=from_offset, append_base=from_offset)
@@ -87,10 +86,13 @@ def scan_log(live_dir: Path, from_offset: int = 0, *, cut: bool = True) -> Segme
         scan.records.extend((base + off, payload) for off, payload in rs)
         pos = base + rs.end_offset
         if rs.problem is not None:
-            if last:
+            if last or pos == segs[i + 1][0]:  # the newest segment's, or a failed write's never cut
                 scan.torn_tail = rs.problem
                 if cut:
-                    cut_tail(path, rs.end_offset)
+                    try:
+                        cut_tail(path, rs.end_offset, fs)
+                    except OSError as exc:  # the appender cuts it before its first write (`valid_size`)
+                        scan.torn_tail += f" (not cut yet: {exc})"
             else:
                 scan.lost.append(f"{path.name}: {rs.problem}; bytes {pos}..{seg_end - 1} unreadable")
                 pos = seg_end
@@ -101,31 +103,32 @@ def scan_log(live_dir: Path, from_offset: int = 0, *, cut: bool = True) -> Segme
     return scan
 
 
-def truncate_log_before(live_dir: Path, offset: int) -> list[Path]:
+def truncate_log_before(live_dir: Path, offset: int, fs: FsOps = REAL_FS) -> list[Path]:
     """Delete every segment that ends at or before `offset` (never the newest); returns them."""
     segs = list_segments(live_dir)
     gone: list[Path] = []
     for (_, path), (next_base, _) in itertools.pairwise(segs):
         if next_base <= offset:
-            path.unlink(missing_ok=True)
+            fs.unlink(path, missing_ok=True)
             gone.append(path)
     if gone:
-        fsync_dir(live_dir)
+        fsync_dir(live_dir, fs)
     return gone
 
 
 class SegmentedLog:
     """Appender on the newest segment; offsets are absolute. Create it inside its event loop."""
 
-    def __init__(self, live_dir: Path, base: int = 0) -> None:
-        self.live_dir, self.base = live_dir, base
-        self._log = IngestLog(segment_path(live_dir, base))
+    def __init__(self, live_dir: Path, base: int = 0, fs: FsOps = REAL_FS, *, valid_end: int | None = None) -> None:
+        self.live_dir, self.base, self.fs = live_dir, base, fs
+        valid_size = None if valid_end is None else valid_end - base
+        self._log = IngestLog(segment_path(live_dir, base), fs, valid_size=valid_size)
 
     @classmethod
-    def open_tail(cls, live_dir: Path) -> SegmentedLog:
+    def open_tail(cls, live_dir: Path, fs: FsOps = REAL_FS) -> SegmentedLog:
         """An appender on the newest segment of `live_dir` (the first one when there is none)."""
         segs = list_segments(live_dir)
-        return cls(live_dir, segs[-1][0] if segs else 0)
+        return cls(live_dir, segs[-1][0] if segs else 0, fs)
 
     @property
     def path(self) -> Path:
@@ -153,14 +156,17 @@ class SegmentedLog:
         return self.base + await self._log.append(payload)
 
     async def roll(self) -> int:
-        """Start a new segment at the current end (waits for queued appends); returns its base."""
+        """Start a new segment at the current end (call between two records); returns its base.
+
+        The new segment is created first: when that fails (OSError) the appender stays on the old
+        one, unchanged, and no empty segment is left behind (`IngestLog` removes what it created)."""
         end = self.end_offset
         if end == self.base:
             return end
-        old = self._log
+        await self._log.settle()  # never leave a failed write's tail inside an older segment
+        new = await asyncio.to_thread(IngestLog, segment_path(self.live_dir, end), self.fs)
+        old, self._log, self.base = self._log, new, end
         await old.close()
-        self._log = await asyncio.to_thread(IngestLog, segment_path(self.live_dir, end))
-        self.base = end
         return end
 
     async def close(self) -> None:

@@ -26,8 +26,6 @@ Decisions (where SPEC leaves room):
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,8 +38,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine_live.model.checking import file_name_problem
 from engine_live.model.grid import Grid
 from engine_live.plan.run_result import RunResult, SeriesOut
+from engine_live.runtime.storage import REAL_FS, FsOps
 from snapshot_writer.atomic_files import (
     TEMP_MARK,
     atomic_path,
@@ -59,7 +59,6 @@ MANIFEST = "manifest.json"
 DEFAULT_RNG_KIND = "pcg32"
 _IO_THREADS = 8
 _OLD_MARK = ".old-"
-_BAD_NAME = re.compile(r"[/\\\x00]")
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def model_hash(model_yaml: bytes, adjustments_json: bytes | None = None) -> str:
 def csv_file_name(series: SeriesOut) -> str:
     """`outputs[].as` when given, else `<series id>.csv`; a plain file name, never a path."""
     name = series.path_name if series.path_name is not None else f"{series.series_id}.csv"
-    if not name or name.startswith(".") or _BAD_NAME.search(name) or name == "index.json":
+    if file_name_problem(name) is not None:
         raise ValueError(f"series {series.series_id!r}: {name!r} is not a valid file name")
     return name
 
@@ -134,20 +133,20 @@ def parquet_row_groups(series: Sequence[SeriesOut]) -> Iterator[pa.Table]:
         yield pa.table([pa.array(index), ids, pa.array(values)], schema=PARQUET_SCHEMA)
 
 
-def _write_parquet(path: Path, series: Sequence[SeriesOut], fsync: bool) -> None:
+def _write_parquet(path: Path, series: Sequence[SeriesOut], fsync: bool, fs: FsOps = REAL_FS) -> None:
     options: dict[str, Any] = {"compression": "zstd", "use_dictionary": True, "write_statistics": False}
     with (
-        atomic_path(path, fsync=fsync) as tmp,
+        atomic_path(path, fsync=fsync, fs=fs) as tmp,
         pa.OSFile(str(tmp), "wb") as sink,
         pq.ParquetWriter(sink, PARQUET_SCHEMA, **options) as writer,
     ):
         for table in parquet_row_groups(series):
-            writer.write_table(table, row_group_size=table.num_rows)
+            writer.write_table(table, row_group_size=max(1, table.num_rows))  # 0 rows: a live run with no bin yet
 
 
-def _hash_and_write(body: CsvBody, path: Path | None, fsync: bool) -> str:
+def _hash_and_write(body: CsvBody, path: Path | None, fsync: bool, fs: FsOps = REAL_FS) -> str:
     if path is not None:
-        write_file(path, body.chunks(), fsync=fsync)
+        write_file(path, body.chunks(), fsync=fsync, fs=fs)
     return body.sha256()
 
 
@@ -159,16 +158,17 @@ def _write_series_dir(
     formats: frozenset[str],
     grid: dict[str, Any],
     fsync: bool,
+    fs: FsOps = REAL_FS,
 ) -> dict[str, str]:
     """Format every series once: hash it, write its CSV into a temporary folder (when "csv" is
     among `formats`), add index.json, then swap the folder in as `series/`."""
     tmp_dir = run_dir / f".series{TEMP_MARK}{secrets.token_hex(6)}"
-    tmp_dir.mkdir()
+    fs.mkdir(tmp_dir)
     jobs: list[Future[str]] = []
     try:
         csv = "csv" in formats
         for name, body in zip(names, iter_csv_bodies([one.values for one in series]), strict=True):
-            jobs.append(pool.submit(_hash_and_write, body, tmp_dir / name if csv else None, fsync))
+            jobs.append(pool.submit(_hash_and_write, body, tmp_dir / name if csv else None, fsync, fs))
         hashes = {one.series_id: job.result() for one, job in zip(series, jobs, strict=True)}
         index = {
             "schemaVersion": SCHEMA_VERSION,
@@ -188,17 +188,17 @@ def _write_series_dir(
                 for one, name in zip(series, names, strict=True)
             ],
         }
-        write_file(tmp_dir / "index.json", [json_bytes(index)], fsync=fsync)
+        write_file(tmp_dir / "index.json", [json_bytes(index)], fsync=fsync, fs=fs)
         if fsync:
-            fsync_dir(tmp_dir)
+            fsync_dir(tmp_dir, fs=fs)
         final = run_dir / "series"
         old = run_dir / f".series{_OLD_MARK}{secrets.token_hex(6)}"
         had_old = final.exists()
         if had_old:
-            os.rename(final, old)
-        os.rename(tmp_dir, final)
+            fs.rename(final, old)
+        fs.rename(tmp_dir, final)
         if fsync:
-            fsync_dir(run_dir)
+            fsync_dir(run_dir, fs=fs)
         if had_old:
             shutil.rmtree(old, ignore_errors=True)
         return hashes
@@ -237,10 +237,10 @@ def _check(result: RunResult, formats: frozenset[str]) -> list[str]:
     return names
 
 
-def _clear_old_set(run_dir: Path, model_dir: Path, fsync: bool) -> None:
+def _clear_old_set(run_dir: Path, model_dir: Path, fsync: bool, fs: FsOps = REAL_FS) -> None:
     """Make `run_dir` an incomplete set first: its manifest and any leftovers of a crashed write go."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    remove_file(run_dir / MANIFEST, fsync=fsync)
+    fs.mkdir(model_dir, parents=True, exist_ok=True)
+    remove_file(run_dir / MANIFEST, fsync=fsync, fs=fs)
     _remove_leftovers(run_dir)
     _remove_leftovers(model_dir)
 
@@ -297,20 +297,23 @@ def _write_files(
     formats: frozenset[str],
     grid: dict[str, Any],
     fsync: bool,
+    fs: FsOps = REAL_FS,
 ) -> dict[str, str]:
     """Write every file but the manifest (in parallel); the series hashes. A None file is removed."""
     if "parquet" not in formats:
-        remove_file(run_dir / "series.parquet", fsync=fsync)
+        remove_file(run_dir / "series.parquet", fsync=fsync, fs=fs)
     for path, data in files.items():
         if data is None:
-            remove_file(path, fsync=fsync)
+            remove_file(path, fsync=fsync, fs=fs)
     with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="artifacts") as pool:
         jobs = [
-            pool.submit(write_bytes_atomic, path, data, fsync=fsync) for path, data in files.items() if data is not None
+            pool.submit(write_bytes_atomic, path, data, fsync=fsync, fs=fs)
+            for path, data in files.items()
+            if data is not None
         ]
         if "parquet" in formats:
-            jobs.append(pool.submit(_write_parquet, run_dir / "series.parquet", result.series, fsync))
-        hashes = _write_series_dir(pool, run_dir, result.series, names, formats, grid, fsync)
+            jobs.append(pool.submit(_write_parquet, run_dir / "series.parquet", result.series, fsync, fs))
+        hashes = _write_series_dir(pool, run_dir, result.series, names, formats, grid, fsync, fs)
         for job in jobs:
             job.result()
     return hashes
@@ -322,17 +325,20 @@ def write_run_artifacts(
     *,
     formats: frozenset[str] = FORMATS,
     fsync: bool = True,
+    fs: FsOps = REAL_FS,
 ) -> ArtifactsInfo:
     """Write (or safely rewrite) the §4 artifact set of `result` into `run_dir`; manifest.json last.
 
     `formats` picks the series files: "csv" (per-series CSVs) and/or "parquet" (series.parquet);
     everything else is always written. `fsync=False` skips the fsyncs (tests, throw-away output).
+    Every write goes through `fs` (tests inject failing ones); a failed one raises its OSError and
+    leaves the folder without a manifest (an incomplete set).
     """
     formats = frozenset(formats)
     names = _check(result, formats)
     run_dir = Path(run_dir)
     model_dir = run_dir / "model"
-    _clear_old_set(run_dir, model_dir, fsync)
+    _clear_old_set(run_dir, model_dir, fsync, fs)
 
     spec = result.spec_text.encode()
     adjustments = json_bytes(result.adjustments) if result.adjustments else None
@@ -350,7 +356,7 @@ def write_run_artifacts(
         run_dir / "topology.json": json_bytes(result.topology),
         run_dir / "run.json": json_bytes(_run_json(result, names, grid, m_hash, s_hash)),
     }
-    hashes = _write_files(run_dir, files, result, names, formats, grid, fsync)
+    hashes = _write_files(run_dir, files, result, names, formats, grid, fsync, fs)
     manifest = _manifest_json(result, m_hash, s_hash, hashes)
-    write_bytes_atomic(run_dir / MANIFEST, manifest, fsync=fsync)
+    write_bytes_atomic(run_dir / MANIFEST, manifest, fsync=fsync, fs=fs)
     return ArtifactsInfo(run_dir, sha256_hex(manifest), m_hash, s_hash, hashes)

@@ -27,6 +27,7 @@ from pathlib import Path
 import orjson
 
 from engine_live.protocol import Event
+from engine_live.runtime.storage import REAL_FS, FsOps
 
 _LEN = 4
 START_SUFFIX = ".start"  # events.log → events.start
@@ -151,23 +152,23 @@ def _read_tail(path: Path, limit: int | None, max_events: int | None, max_bytes:
     return scan
 
 
-def cut_event_log(path: Path, size: int) -> None:
+def cut_event_log(path: Path, size: int, fs: FsOps = REAL_FS) -> None:
     """Truncate (or create empty) `path` to `size` bytes and make it durable."""
     if read_start(path, size) == 0:
-        start_path(path).unlink(missing_ok=True)  # a cut below the readable start empties what is readable
+        fs.unlink(start_path(path), missing_ok=True)  # a cut below the readable start empties what is readable
     if size == 0 and path.exists():
         # start over: rename the old file away and free its blocks in the background (truncating a
         # multi-GB file took ~0.5 s of recovery); a crash leaves only the `.old` file, removed next time
         old = path.with_suffix(".log.old")
-        old.unlink(missing_ok=True)
-        os.replace(path, old)
+        fs.unlink(old, missing_ok=True)
+        fs.rename(path, old)
         threading.Thread(target=old.unlink, kwargs={"missing_ok": True}, name="events-log-unlink", daemon=True).start()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    fd = fs.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        os.ftruncate(fd, size)
-        os.fsync(fd)
+        fs.ftruncate(fd, size)
+        fs.fsync(fd)
     finally:
-        os.close(fd)
+        fs.close(fd)
 
 
 def release_before(path: Path, offset: int, *, keep_events: int, keep_bytes: int) -> int:

@@ -17,9 +17,10 @@ on the injected clock since the last capture, and the log moved) or was requeste
 
 Commits are serialised by the writer's lock (FIFO). A periodic snapshot is skipped while another
 commit is in flight; a requested one (`request()`, e.g. POST /snapshots) always gets its own
-capture and resolves with the committed `SnapshotMeta`. A failed commit is logged, its requesters
-get the error, and the next batch tries again (the log is only truncated by a committed snapshot,
-so a failure never loses data).
+capture and resolves with the committed `SnapshotMeta`. A failed commit (a full disk: CURRENT is
+untouched) is logged and reported to `on_error`, its requesters get the error, and the next due
+check tries again (the log is only truncated by a committed snapshot, so a failure never loses
+data).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from engine_live.runtime.ports import AppendLog
 from engine_live.runtime.snapshot_types import SnapshotJob, SnapshotMeta
+from engine_live.runtime.storage import REAL_FS, FsOps
 from engine_live.state.live_run import LiveRun
 from engine_live.state.live_state import CaptureMirror
 from snapshot_writer.live_snapshot import SnapshotWriter
@@ -55,6 +57,8 @@ class RunCheckpoint:
         events_keep: tuple[int, int] | None = None,
         mirror: CaptureMirror | None = None,
         truncate_log: Callable[[Path, int], object] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        fs: FsOps = REAL_FS,
     ) -> None:
         self.writer = SnapshotWriter(
             live_dir,
@@ -63,9 +67,10 @@ class RunCheckpoint:
             clock=clock,
             events_keep=events_keep,
             truncate_log=truncate_log,
+            fs=fs,
         )
         self.every_bins, self.every_seconds, self.clock = every_bins, every_seconds, clock
-        self.on_commit = on_commit
+        self.on_commit, self.on_error = on_commit, on_error
         self.last_offset, self.last_bin, self.last_time = -1, -1, clock()
         self.requests: list[asyncio.Future[SnapshotMeta]] = []
         self.task: asyncio.Task[None] | None = None
@@ -138,9 +143,15 @@ class RunCheckpoint:
             self.mirror.invalidate()  # the mirror may not have taken this capture: the next one is full
             self.failures += 1
             self.last_offset = -1  # try again after the next batch
-            log.exception(
-                "run %s: snapshot at seq %d failed", job.state.run_id, job.state.seq, extra={"run_id": job.state.run_id}
-            )
+            run_id = job.state.run_id
+            if isinstance(exc, OSError):  # storage: CURRENT untouched, tried again later
+                log.warning(
+                    "run %s: snapshot at seq %d failed: %s", run_id, job.state.seq, exc, extra={"run_id": run_id}
+                )
+            else:
+                log.exception("run %s: snapshot at seq %d failed", run_id, job.state.seq, extra={"run_id": run_id})
+            if self.on_error is not None:
+                self.on_error(exc)
             for fut in requests:
                 if not fut.done():
                     fut.set_exception(exc)

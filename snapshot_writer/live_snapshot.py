@@ -19,6 +19,11 @@ Commit order of `SnapshotWriter.commit(job)` (all of it in a worker thread):
                      events.log's bytes before what a history refill from that snapshot reads are
                      released (`event_log.release_before`: a punched hole, offsets unchanged).
 
+A failed write (ENOSPC, EIO, a failing fsync; every write goes through the injected `FsOps`) in
+steps 1-4 fails the commit: CURRENT still names the previous snapshot, the temporary folder is
+removed (best effort) and the caller retries later. Steps 5-6 only free space: their failure is
+logged and the commit stands (the next commit prunes and truncates again).
+
 Failure cases (a crash after step k; recovery always starts from what CURRENT names):
 1-2: CURRENT still names the previous snapshot, whose log segments are all still there; the new
 folder is an orphan that the next prune removes. 3: same, events.log is merely synced early.
@@ -39,8 +44,9 @@ Folder names and CURRENT: `snapshot_writer.snapshot_files`; loading snapshots ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -50,6 +56,7 @@ import orjson
 
 from engine_live.derived.hooks_state import split_cells
 from engine_live.runtime.snapshot_types import Segment, SnapshotJob, SnapshotMeta, segments_end
+from engine_live.runtime.storage import REAL_FS, FsOps
 from snapshot_writer.atomic_files import Chunk, fsync_dir, fsync_file, json_bytes, write_file, write_json_atomic
 from snapshot_writer.event_log import release_before
 from snapshot_writer.retained_table import encode_cells, encode_retained
@@ -68,6 +75,7 @@ from snapshot_writer.snapshot_files import (
     snapshot_names,
 )
 
+log = logging.getLogger("flowtime.snapshots")
 STEPS = ("temp_written", "renamed", "events_synced", "current_switched", "pruned", "log_truncated")
 
 
@@ -83,8 +91,9 @@ class SnapshotWriter:
         clock: Callable[[], float] | None = None,
         events_keep: tuple[int, int] | None = None,
         truncate_log: Callable[[Path, int], object] | None = None,
+        fs: FsOps = REAL_FS,
     ) -> None:
-        self.live_dir, self.keep = live_dir, max(1, keep)
+        self.live_dir, self.keep, self.fs = live_dir, max(1, keep), fs
         # drops ingestion-log segments a committed snapshot covers (injected: the log is `ingestion`'s)
         self.truncate_log = truncate_log or (lambda live_dir, offset: None)
         self.events_keep = events_keep  # (events, bytes) of events.log a history refill reads; None: keep all
@@ -104,7 +113,7 @@ class SnapshotWriter:
         if job.state.delta is not None:  # an incremental capture: the full matrix is rebuilt here, off the loop
             job = replace(job, state=job.state.delta.mirror.materialize(job.state))
         snaps = self.live_dir / SNAPSHOTS
-        snaps.mkdir(parents=True, exist_ok=True)
+        self.fs.mkdir(snaps, parents=True, exist_ok=True)
         name = self._name(job, snaps)
         if isinstance(name, SnapshotMeta):
             return name  # nothing happened since: the same state is already committed
@@ -116,41 +125,63 @@ class SnapshotWriter:
         if cells is not None:
             files.append((HOOKS, cells))
         state = json_bytes(_state_body(job, hooks, files, segments))
-        tmp = snaps / f".tmp-{name}-{secrets.token_hex(4)}"
-        tmp.mkdir()
-        for file_name, chunks in (*files, (STATE, (state,))):
-            write_file(tmp / file_name, chunks)
-        fsync_dir(tmp)
-        self.after_step("temp_written")
-        tmp.rename(snaps / name)
-        fsync_dir(snaps)
-        self.after_step("renamed")
+        self._write_folder(snaps, name, [*files, (STATE, (state,))])
         events = self.live_dir / EVENTS_LOG
         if events.exists():
-            fsync_file(events)
+            fsync_file(events, fs=self.fs)
         self.after_step("events_synced")
-        write_json_atomic(self.live_dir / CURRENT, {"snapshot": name, "stateHash": sha256_digest(state)})
+        write_json_atomic(self.live_dir / CURRENT, {"snapshot": name, "stateHash": sha256_digest(state)}, fs=self.fs)
         self.segments = segments
         self.after_step("current_switched")
-        kept = self.prune(name)
-        if job.segment_to is not None:
-            prune_segments(self.live_dir, segments)
-        self.after_step("pruned")
-        metas = [m for m in (_read_meta(self.live_dir, n) for n in kept) if m is not None]
-        self.truncate_log(self.live_dir, min([job.log_offset, *(m.log_offset for m in metas)]))
-        if self.events_keep is not None and job.state.epoch == self._events_epoch(metas):
-            n_events, n_bytes = self.events_keep
-            release_before(
-                events,
-                min([job.events_offset, *(m.events_offset for m in metas)]),
-                keep_events=n_events,
-                keep_bytes=n_bytes,
-            )
-        self.after_step("log_truncated")
+        self._free_space(name, job, segments)
         size = sum(memoryview(chunk).nbytes for _, chunks in files for chunk in chunks) + len(state)
         meta = self._meta(name, job, sha256_digest(state))
         took = (self.clock() - started) if self.clock else 0.0
         return replace(meta, duration_s=took, size_bytes=size, segments=segments)
+
+    def _write_folder(self, snaps: Path, name: str, files: list[tuple[str, tuple[Chunk, ...]]]) -> None:
+        """Steps 1-2: the files into a temporary folder (each fsynced), the folder fsynced and renamed
+        to `snapshots/<name>`. On failure the temporary folder is removed (best effort)."""
+        tmp = snaps / f".tmp-{name}-{secrets.token_hex(4)}"
+        self.fs.mkdir(tmp)
+        try:
+            for file_name, chunks in files:
+                write_file(tmp / file_name, chunks, fs=self.fs)
+            fsync_dir(tmp, fs=self.fs)
+            self.after_step("temp_written")
+            self.fs.rename(tmp, snaps / name)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.fs.rmtree(tmp)
+            raise
+        fsync_dir(snaps, fs=self.fs)
+        self.after_step("renamed")
+
+    def _free_space(self, name: str, job: SnapshotJob, segments: tuple[Segment, ...]) -> None:
+        """Steps 5-6 after CURRENT switched: prune, truncate the log, release events.log. They only
+        free space, so a failed write here is logged and the commit stands."""
+        kept = self.kept(name)
+        try:
+            self.prune(kept)
+            if job.segment_to is not None:
+                prune_segments(self.live_dir, segments, fs=self.fs)
+        except OSError as exc:
+            log.warning("run folder %s: pruning after a snapshot failed: %s", self.live_dir, exc)
+        self.after_step("pruned")
+        metas = [m for m in (_read_meta(self.live_dir, n) for n in kept) if m is not None]
+        try:
+            self.truncate_log(self.live_dir, min([job.log_offset, *(m.log_offset for m in metas)]))
+            if self.events_keep is not None and job.state.epoch == self._events_epoch(metas):
+                n_events, n_bytes = self.events_keep
+                release_before(
+                    self.live_dir / EVENTS_LOG,
+                    min([job.events_offset, *(m.events_offset for m in metas)]),
+                    keep_events=n_events,
+                    keep_bytes=n_bytes,
+                )
+        except OSError as exc:
+            log.warning("run folder %s: truncating after a snapshot failed: %s", self.live_dir, exc)
+        self.after_step("log_truncated")
 
     @staticmethod
     def _events_epoch(metas: list[SnapshotMeta]) -> str | None:
@@ -174,7 +205,7 @@ class SnapshotWriter:
             )
         cols = slice(start - state.base, end - state.base)
         segment = write_segment(
-            self.live_dir, state.V[:, cols], state.P[:, cols], start, state.names, state.telemetry_ids
+            self.live_dir, state.V[:, cols], state.P[:, cols], start, state.names, state.telemetry_ids, fs=self.fs
         )
         return (*held, segment)
 
@@ -192,7 +223,8 @@ class SnapshotWriter:
                 and (held.log_offset, held.epoch) == (job.log_offset, job.state.epoch)
             ):
                 return held
-        shutil.rmtree(snaps / name, ignore_errors=True)  # a leftover of a crashed commit (or another epoch)
+        with contextlib.suppress(OSError):  # a leftover of a crashed commit (or another epoch)
+            self.fs.rmtree(snaps / name)
         return name
 
     def _meta(self, name: str, job: SnapshotJob, state_hash: str) -> SnapshotMeta:
@@ -209,23 +241,25 @@ class SnapshotWriter:
             job.state.epoch,
         )
 
-    def prune(self, current: str) -> list[str]:
-        """Keep `current` and the newest keep-1 older snapshots; remove the rest and temp folders."""
+    def kept(self, current: str) -> list[str]:
+        """`current` and the newest keep-1 older snapshots: what a commit of `current` keeps."""
+        older = [name for name in snapshot_names(self.live_dir / SNAPSHOTS) if order_key(name) < order_key(current)]
+        return [current, *older[: self.keep - 1]]
+
+    def prune(self, kept: list[str]) -> None:
+        """Remove every snapshot folder (and temp folder or stray file) `kept` does not name."""
         snaps = self.live_dir / SNAPSHOTS
-        older = [name for name in snapshot_names(snaps) if order_key(name) < order_key(current)]
-        kept = [current, *older[: self.keep - 1]]
         removed = False
         for entry in snaps.iterdir():
             if entry.name in kept:
                 continue
             if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
+                self.fs.rmtree(entry)
             else:
-                entry.unlink(missing_ok=True)
+                self.fs.unlink(entry, missing_ok=True)
             removed = True
         if removed:
-            fsync_dir(snaps)
-        return kept
+            fsync_dir(snaps, fs=self.fs)
 
 
 def _state_body(

@@ -4,11 +4,14 @@ It puts together the checkpoint cadence and snapshot writer (`snapshot_writer.li
 `snapshot_writer.live_snapshot`), `events.log` (`snapshot_writer.event_log`), segments of bins
 that left memory (`snapshot_writer.segments`) and the canonical artifacts
 (`snapshot_writer.artifacts`) for `engine_live.runtime`. Truncating the ingestion log after a
-commit is not this package's business: the composition root injects it (`truncate_log`).
+commit is not this package's business: the composition root injects it (`truncate_log`). Every
+write goes through the injected `FsOps` (`engine_live.runtime.storage`; tests fail chosen calls).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from numpy.typing import NDArray
 from engine_live.plan.run_result import RunResult
 from engine_live.runtime.ports import AppendLog, CheckpointPolicy, EventHistory, LoadedSnapshot, OnCommit
 from engine_live.runtime.snapshot_types import Segment
+from engine_live.runtime.storage import REAL_FS, FsOps
 from engine_live.state.live_state import CaptureMirror
 from snapshot_writer.artifacts import ArtifactsInfo, write_run_artifacts
 from snapshot_writer.event_log import cut_event_log, read_event_log
@@ -30,33 +34,63 @@ TruncateLog = Callable[[Path, int], object]  # (live_dir, offset): drop log segm
 
 
 class EventLogFile:
-    """`events.log` opened for appending."""
+    """`events.log` opened for appending: `write` buffers frames, `flush` writes them (one write).
 
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "ab")  # noqa: SIM115 - lives as long as the run
+    A flush that fails (ENOSPC, EIO) cuts the file back to its last good end — never a torn frame in
+    the middle — drops the frames and raises the OSError. The ingestion log, not events.log, is the
+    truth: a history refill that finds the gap starts the history at the snapshot's seq instead
+    (clients with an older cursor get a snapshot, never a partial replay)."""
+
+    def __init__(self, path: Path, fs: FsOps = REAL_FS) -> None:
+        self.fs = fs
+        self._fd = fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._end = os.fstat(self._fd).st_size  # end of the frames written whole
+        self._buffer = bytearray()
+        self._dirty = False  # bytes past `_end` may be in the file (a failed write whose cut failed)
 
     def write(self, data: bytes) -> None:
         """Append bytes (buffered)."""
-        self._file.write(data)
+        self._buffer += data
 
     def flush(self) -> None:
-        """Hand the buffer to the OS."""
-        self._file.flush()
+        """Hand the buffer to the OS (OSError when the write failed; the buffer is dropped)."""
+        if not self._buffer:
+            return
+        data, self._buffer = bytes(self._buffer), bytearray()
+        try:
+            if self._dirty:
+                self._cut()
+            self._dirty = True
+            self.fs.write_all(self._fd, data)
+        except OSError:
+            with contextlib.suppress(OSError):  # else cut before the next write
+                self._cut()
+            raise
+        self._dirty = False
+        self._end += len(data)
+
+    def _cut(self) -> None:
+        self.fs.ftruncate(self._fd, self._end)
+        self._dirty = False
 
     def tell(self) -> int:
-        """Bytes in the file so far."""
-        return self._file.tell()
+        """Bytes in the file so far (written and buffered)."""
+        return self._end + len(self._buffer)
 
     def close(self) -> None:
-        """Close the file."""
-        self._file.close()
+        """Write what is buffered (best effort) and close the file."""
+        try:
+            with contextlib.suppress(OSError):
+                self.flush()
+        finally:
+            self.fs.close(self._fd)
 
 
 class FileSnapshotStore:
     """Snapshots, `events.log`, segments and artifacts of `runs/<id>/live` folders."""
 
-    def __init__(self, truncate_log: TruncateLog) -> None:
-        self.truncate_log = truncate_log
+    def __init__(self, truncate_log: TruncateLog, *, fs: FsOps = REAL_FS) -> None:
+        self.truncate_log, self.fs = truncate_log, fs
 
     def checkpoint(
         self,
@@ -68,6 +102,7 @@ class FileSnapshotStore:
         mirror: CaptureMirror | None,
         on_commit: OnCommit,
         after_step: Callable[[str], None] | None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> RunCheckpoint:
         """The run's checkpoint (its commits truncate the log with the injected `truncate_log`)."""
         return RunCheckpoint(
@@ -81,6 +116,8 @@ class FileSnapshotStore:
             mirror=mirror,
             on_commit=on_commit,
             truncate_log=self.truncate_log,
+            on_error=on_error,
+            fs=self.fs,
         )
 
     def live_dirs(self, runs_dir: Path) -> list[Path]:
@@ -96,11 +133,11 @@ class FileSnapshotStore:
 
     def open_events(self, live_dir: Path) -> EventLogFile:
         """`events.log` opened for appending."""
-        return EventLogFile(live_dir / EVENTS_LOG)
+        return EventLogFile(live_dir / EVENTS_LOG, self.fs)
 
     def cut_events(self, live_dir: Path, size: int) -> None:
         """Cut `events.log` to `size` bytes."""
-        cut_event_log(live_dir / EVENTS_LOG, size)
+        cut_event_log(live_dir / EVENTS_LOG, size, self.fs)
 
     def read_events(self, live_dir: Path, end: int, *, tail_events: int, tail_bytes: int) -> EventHistory:
         """The newest events below byte `end` that fit the bounds."""
@@ -122,4 +159,4 @@ class FileSnapshotStore:
 
     def write_artifacts(self, result: RunResult, run_folder: Path) -> ArtifactsInfo:
         """The canonical artifacts (SPEC §4) of `result`."""
-        return write_run_artifacts(result, run_folder)
+        return write_run_artifacts(result, run_folder, fs=self.fs)

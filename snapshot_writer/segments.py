@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from engine_live.errors import SegmentError
 from engine_live.runtime.snapshot_types import Segment, segments_end
+from engine_live.runtime.storage import REAL_FS, FsOps
 from snapshot_writer.atomic_files import TEMP_MARK, fsync_dir, write_bytes_atomic
 from snapshot_writer.retained_table import BIN_COLUMN, encode_retained
 
@@ -54,7 +55,14 @@ def _sha(data: bytes | memoryview) -> str:
 
 
 def write_segment(
-    live_dir: Path, V: FloatArray, P: BoolArray, from_bin: int, names: Sequence[str], telemetry_ids: Sequence[str]
+    live_dir: Path,
+    V: FloatArray,
+    P: BoolArray,
+    from_bin: int,
+    names: Sequence[str],
+    telemetry_ids: Sequence[str],
+    *,
+    fs: FsOps = REAL_FS,
 ) -> Segment:
     """Write bins from_bin .. from_bin + V.shape[1] - 1 as one segment file: temp file, fsync,
     rename, folder fsync. An existing file of that name is an uncommitted orphan and is replaced."""
@@ -63,11 +71,11 @@ def write_segment(
         raise SegmentError("a segment needs at least one bin and matching V/P columns")
     folder = live_dir / SEGMENTS
     if not folder.is_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        fsync_dir(live_dir)
+        fs.mkdir(folder, parents=True, exist_ok=True)
+        fsync_dir(live_dir, fs=fs)
     data = encode_retained(V, P, from_bin, names, telemetry_ids)
     seg = Segment(from_bin, from_bin + n, _sha(data), len(data))
-    write_bytes_atomic(folder / seg.file, data)
+    write_bytes_atomic(folder / seg.file, data, fs=fs)
     return seg
 
 
@@ -124,7 +132,7 @@ def check_segments(live_dir: Path, segments: Sequence[Segment]) -> None:
             raise SegmentError(f"segment {seg.file} has {size} bytes, expected {seg.size}")
 
 
-def prune_segments(live_dir: Path, keep: Sequence[Segment]) -> bool:
+def prune_segments(live_dir: Path, keep: Sequence[Segment], *, fs: FsOps = REAL_FS) -> bool:
     """Remove segment files (and temp files) that `keep` does not name; True when any was removed."""
     folder = live_dir / SEGMENTS
     if not folder.is_dir():
@@ -133,10 +141,10 @@ def prune_segments(live_dir: Path, keep: Sequence[Segment]) -> bool:
     removed = False
     for p in folder.iterdir():
         if p.name not in names and (p.name.endswith(".parquet") or TEMP_MARK in p.name):
-            p.unlink(missing_ok=True)
+            fs.unlink(p, missing_ok=True)
             removed = True
     if removed:
-        fsync_dir(folder)
+        fsync_dir(folder, fs=fs)
     return removed
 
 

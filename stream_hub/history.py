@@ -1,30 +1,32 @@
 """Hub events and the per-run history ring of seq'd events.
 
 `HubEvent` wraps one published event: the envelope fields the hub needs and the bytes encoded once
-by the publisher (the rare per-client re-encodings — a `nodes` filter, coalescing's `skipped` —
-decode them again). `RunHistory` holds the seq'd events of the current epoch, contiguous in seq,
-bounded by a count and a byte budget; the oldest leave first.
+by the publisher (per-client re-encodings live in `stream_hub.encodings`). `RunHistory` holds the
+seq'd events of the current epoch, contiguous in seq, bounded by a count and a byte budget; the
+oldest leave first.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 __all__ = ["HistoryRead", "HubEvent", "RunHistory"]
 
+_uids = itertools.count(1)
 
-@dataclass(slots=True, eq=False)
+
+@dataclass(frozen=True, slots=True, eq=False)
 class HubEvent:
     """One published event: the envelope fields the hub needs and `data`, the shared encoding.
 
     The event dict itself is not kept: the history holds hundreds of `run_update`s, and the dict of
-    one for 1,000 nodes is ~2 MB of Python objects against ~150 KB of bytes. The rare per-client
-    re-encodings (a `nodes` filter, coalescing's `skipped`) decode `data` instead (~1 ms)."""
+    one for 1,000 nodes is ~2 MB of Python objects against ~150 KB of bytes. Nothing derived from
+    it is kept here either: per-client re-encodings (a `nodes` filter, the decoded text) live in
+    the hub's bounded `EventEncodings`, keyed by `uid` (unique in the process, never reused)."""
 
     epoch: str
     seq: int
@@ -32,8 +34,7 @@ class HubEvent:
     bin_index: int | None
     data: bytes
     seqd: bool
-    _text: str | None = field(default=None, repr=False)
-    _filtered: dict[frozenset[str], bytes] = field(default_factory=dict, repr=False)
+    uid: int = field(default_factory=lambda: next(_uids))
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any], data: bytes, *, seqd: bool) -> HubEvent:
@@ -47,34 +48,6 @@ class HubEvent:
             data=data,
             seqd=seqd,
         )
-
-    @property
-    def text(self) -> str:
-        """`data` decoded once and shared by every client that receives text frames."""
-        if self._text is None:
-            self._text = self.data.decode()
-        return self._text
-
-    def encode_for(self, nodes: frozenset[str] | None, skipped: tuple[int, ...] = ()) -> bytes:
-        """The bytes one client receives: shared unless a filter trims deltas or `skipped` is set."""
-        trims = nodes is not None and self.type == "run_update"
-        if not trims and not skipped:
-            return self.data
-        if trims and not skipped and nodes is not None:
-            cached = self._filtered.get(nodes)
-            if cached is not None:
-                return cached
-        body = orjson.loads(self.data)
-        if trims and nodes is not None:
-            keep = nodes
-            deltas = body.get("deltas") or []
-            body["deltas"] = [d for d in deltas if isinstance(d, Mapping) and d.get("nodeId") in keep]
-        if skipped:
-            body["skipped"] = sorted({*body.get("skipped", ()), *skipped})
-        encoded = orjson.dumps(body)
-        if trims and not skipped and nodes is not None:
-            self._filtered[nodes] = encoded
-        return encoded
 
 
 @dataclass(frozen=True, slots=True)

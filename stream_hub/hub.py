@@ -12,6 +12,11 @@ Resume rules of `subscribe(run_id, since, nodes)`:
 - an unknown epoch, a negative seq or a seq beyond the head → `recovered=False`.
 
 Listeners (the Kafka sink) get every published event synchronously and must not block.
+
+The hub also holds what every stream connection shares, each bounded (issue 12): the encodings of
+events for `nodes` filters and text frames (`EventEncodings`, by bytes), the snapshots for new
+subscribers (`SnapshotCache`, by bytes, built off the loop) and the connection limits
+(`ConnectionGate`, in total and per client key).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine_live.protocol import CloseCode, Cursor
+from stream_hub.connections import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_KEY, ConnectionGate
+from stream_hub.encodings import DEFAULT_ENCODING_CACHE_BYTES, EventEncodings
 from stream_hub.history import HistoryRead, HubEvent, RunHistory
+from stream_hub.snapshots import DEFAULT_SNAPSHOT_CACHE_BYTES, SnapshotCache
 from stream_hub.subscription import HubCounters, Subscription
 
 __all__ = ["EventListener", "Hub", "HubLimits", "HubStats"]
@@ -34,11 +42,15 @@ EventListener = Callable[[str, HubEvent], None]
 
 @dataclass(frozen=True, slots=True)
 class HubLimits:
-    """SPEC §12.16 defaults."""
+    """SPEC §12.16 defaults; the caches and connection limits of SPEC §10 (issue 12)."""
 
     history_events: int = 10_000
     history_bytes: int = 64 * 1024 * 1024
     client_queue: int = 1_000
+    encoding_cache_bytes: int = DEFAULT_ENCODING_CACHE_BYTES
+    snapshot_cache_bytes: int = DEFAULT_SNAPSHOT_CACHE_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_key: int = DEFAULT_MAX_CONNECTIONS_PER_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +67,12 @@ class HubStats:
     history_events: int
     history_bytes: int
     queue_depth_max: int
+    connections: int
+    connections_refused: int
+    encoding_cache_bytes: int
+    encoding_cache_evictions: int
+    snapshot_cache_bytes: int
+    snapshot_builds: int
 
 
 @dataclass(slots=True)
@@ -73,6 +91,9 @@ class Hub:
         self._listeners: list[EventListener] = []
         self._counters = HubCounters()
         self._published = 0
+        self.encodings = EventEncodings(self.limits.encoding_cache_bytes)
+        self.snapshots = SnapshotCache(self.limits.snapshot_cache_bytes)
+        self.connections = ConnectionGate(self.limits.max_connections, self.limits.max_connections_per_key)
 
     # -- runs ---------------------------------------------------------------------------------------
     def _run(self, run_id: str) -> _Run:
@@ -99,6 +120,7 @@ class Hub:
         """Start a new epoch: history is cleared and every subscriber is owed a resync + snapshot."""
         run = self._run(run_id)
         run.history.reset(epoch, head)
+        self.snapshots.forget(run_id)
         for sub in tuple(run.subscribers):
             sub.request_resync()
 
@@ -116,9 +138,11 @@ class Hub:
             for sub in tuple(run.subscribers):
                 sub.close(code, reason)
             run.subscribers.clear()
+        self.snapshots.close()
 
     def drop_run(self, run_id: str, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Forget a run entirely (after `completedStreamSeconds`, or on delete)."""
+        self.snapshots.forget(run_id)
         if run_id in self._runs:
             self.close_run(run_id, code, reason)
             del self._runs[run_id]
@@ -177,6 +201,7 @@ class Hub:
             max_queue=self.limits.client_queue,
             counters=self._counters,
             detach=self.unsubscribe,
+            encodings=self.encodings,
         )
         if run.closed is not None:
             sub.close(*run.closed)
@@ -190,6 +215,11 @@ class Hub:
         if run is not None:
             run.subscribers.discard(sub)
 
+    def can_resume(self, run_id: str, epoch: str, seq: int) -> bool:
+        """Whether a client holding (epoch, seq) can continue from history (a snapshot still usable)."""
+        run = self._runs.get(run_id)
+        return run is not None and run.history.covers(epoch, seq)
+
     # -- history and stats --------------------------------------------------------------------------
     def read_after(self, run_id: str, epoch: str, seq: int, limit: int) -> HistoryRead:
         """Seq'd events after (epoch, seq) still in history (the Kafka sink's catch-up path)."""
@@ -200,6 +230,7 @@ class Hub:
         runs = self._runs.values()
         subs = [s for r in runs for s in r.subscribers]
         c = self._counters
+        gate, encodings = self.connections.stats(), self.encodings.stats()
         return HubStats(
             runs=len(self._runs),
             clients=len(subs),
@@ -211,4 +242,10 @@ class Hub:
             history_events=sum(len(r.history) for r in runs),
             history_bytes=sum(r.history.size_bytes for r in runs),
             queue_depth_max=max((s.depth for s in subs), default=0),
+            connections=gate.open,
+            connections_refused=gate.refused,
+            encoding_cache_bytes=encodings.bytes,
+            encoding_cache_evictions=encodings.evictions,
+            snapshot_cache_bytes=self.snapshots.stats().bytes,
+            snapshot_builds=self.snapshots.builds,
         )

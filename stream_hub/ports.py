@@ -1,16 +1,18 @@
 """Ports the stream endpoint needs from the rest of the service, with the system clock.
 
-The API layer adapts the live-run registry to `RunLookup` and the token store to `Authenticator`;
-tests use small in-memory fakes. `Clock` is injected so heartbeats and timeouts can be driven fast.
+The API layer adapts the live-run registry to `RunLookup` (and `StateCapture`) and the token store
+to `Authenticator`; tests use small in-memory fakes. `Clock` is injected so heartbeats and timeouts
+can be driven fast.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Authenticator", "Clock", "RunLookup", "SystemClock"]
+__all__ = ["Authenticator", "Clock", "RunLookup", "StateCapture", "SystemClock"]
 
 
 class RunLookup(Protocol):
@@ -30,6 +32,16 @@ class RunLookup(Protocol):
 
     def progress(self, run_id: str) -> tuple[int | None, int]:
         """(watermark, lagBins) for heartbeats; lagBins = watermark − lastBin."""
+        ...
+
+
+@runtime_checkable
+class StateCapture(Protocol):
+    """A `RunLookup` that can build the snapshot state off the event loop (the live engine's does)."""
+
+    def capture_state(self, run_id: str) -> Callable[[], dict[str, Any]]:
+        """Read what `snapshot_state` needs now, atomically and cheaply (copies); the returned
+        function builds the same body from those copies only, so it may run in another thread."""
         ...
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from engine_live.errors import SlowConsumerError
 from engine_live.protocol import close_code_for
+from stream_hub.encodings import EventEncodings
 from stream_hub.history import HubEvent, RunHistory
 
 __all__ = ["Close", "Control", "Delivery", "Heartbeat", "HubCounters", "Outgoing", "Resync", "Subscription"]
@@ -41,15 +42,22 @@ class HubCounters:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One event for the client; `payload` is shared bytes unless filtered or coalesced."""
+    """One event for the client, encoded on demand (as bytes or as text) through the hub's encodings."""
 
     event: HubEvent
-    payload: bytes
+    nodes: frozenset[str] | None
+    skipped: tuple[int, ...]
+    encodings: EventEncodings
+
+    @property
+    def payload(self) -> bytes:
+        """The bytes: the publisher's own unless a `nodes` filter trims deltas or `skipped` is set."""
+        return self.encodings.payload(self.event, self.nodes, self.skipped)
 
     @property
     def text(self) -> str:
-        """The payload as text, decoded once per event when it is the shared encoding."""
-        return self.event.text if self.payload is self.event.data else self.payload.decode()
+        """The payload as text, decoded once and shared by every client with the same filter."""
+        return self.encodings.text(self.event, self.nodes, self.skipped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,7 @@ class Subscription:
         max_queue: int,
         counters: HubCounters,
         detach: Callable[[Subscription], None],
+        encodings: EventEncodings,
     ) -> None:
         self.run_id = run_id
         self.nodes = nodes
@@ -114,6 +123,7 @@ class Subscription:
         self._max = max_queue
         self._counters = counters
         self._detach = detach
+        self._encodings = encodings
         self._queue: deque[_Entry] = deque()
         self._control: deque[bytes] = deque()
         self._heartbeat_due = False
@@ -214,10 +224,16 @@ class Subscription:
 
     # -- consumer side -----------------------------------------------------------------------------
     def resume_after_snapshot(self, epoch: str | None, seq: int) -> None:
-        """The client now holds a snapshot at (epoch, seq): drop queued events it already covers."""
+        """The client now holds a snapshot at (epoch, seq): drop queued events it already covers, and
+        replay from history the seq'd events after it that were published before they could be
+        queued here (a shared snapshot may be older than this subscription or its last resync).
+        The caller checked `Hub.can_resume(run_id, epoch, seq)` with no await since."""
         self.epoch = epoch
         self.last_seq = seq
-        self._queue = deque(e for e in self._queue if e.event.epoch == epoch and e.event.seq > seq)
+        kept = deque(e for e in self._queue if e.event.epoch == epoch and e.event.seq > seq)
+        first_queued = next((e.event.seq for e in kept if e.event.seqd), self._history.head + 1)
+        self._queue = kept
+        self._replay_next, self._replay_end = seq + 1, first_queued - 1
 
     def poll(self) -> Outgoing | None:
         """The next thing to send, or None when there is nothing yet."""
@@ -248,7 +264,7 @@ class Subscription:
             if ev.seqd:
                 self.last_seq = ev.seq
             self.delivered += 1
-            return Delivery(ev, ev.encode_for(self.nodes, tuple(sorted(entry.skipped))))
+            return Delivery(ev, self.nodes, tuple(sorted(entry.skipped)), self._encodings)
         if self._close is not None:
             return self._close
         return None

@@ -15,14 +15,20 @@ from pathlib import Path
 from engine_live.errors import FlowTimeError, ModelError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_ENGINE = 0, 2, 3
+PARAM_HELP = "a template parameter (repeatable); MODEL is then rendered from the template first"
 
 
-def _read_model(path: str) -> tuple[str, Path]:
+def _read_model(path: str, params: list[str] | None = None) -> tuple[str, Path, list[dict[str, object]]]:
+    """The model text (a template rendered with `--param` values), its folder and template warnings."""
+    from compat_api.cli.templating import render_file
+
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8"), p.resolve().parent
+        text, folder = p.read_text(encoding="utf-8"), p.resolve().parent
     except OSError as exc:
         raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
+    model, warnings = render_file(text, folder, params or [], p.name)
+    return model, folder, warnings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -31,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from snapshot_writer.artifacts import write_run_artifacts
 
     started = time.perf_counter()
-    text, base = _read_model(args.model)
+    text, base, _ = _read_model(args.model, args.param)
     adjustments = None
     if args.adjustments:
         import orjson
@@ -64,10 +70,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from engine_live.model.document import load_model
     from engine_live.plan.compiler import compile_model
 
-    text, base = _read_model(args.model)
+    text, base, warnings = _read_model(args.model, args.param)
     graph = build_model(load_model(text, base_dir=base))
     compile_model(graph)
-    for w in graph.info:
+    for w in [*warnings, *graph.info]:
         print(f"{w.get('severity', 'info')} {w['code']}: {w['message']}")
     print(f"valid: {len(graph.defs)} series definitions, {len(graph.topo)} topology nodes, {graph.grid.bins} bins")
     return EXIT_OK
@@ -128,9 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=["csv", "parquet", "both"], default="both")
     r.add_argument("--deterministic-run-id", action="store_true")
     r.add_argument("--adjustments", help="model adjustments to apply (a live run's model/adjustments.json)")
+    r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
     r.set_defaults(func=cmd_run)
-    v = sub.add_parser("validate", help="validate a model and print errors and warnings")
+    v = sub.add_parser("validate", help="validate a model (or a template) and print errors and warnings")
     v.add_argument("model")
+    v.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
     v.set_defaults(func=cmd_validate)
     sv = sub.add_parser("serve", help="start the service")
     _add_serve_flags(sv)
@@ -155,9 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except ModelError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        for e in exc.errors[1:] if len(exc.errors) > 1 else []:
-            print(f"  {e}", file=sys.stderr)
+        if len(exc.errors) > 1:  # every error on its own line, the first one included
+            print(f"error: {len(exc.errors)} errors:", file=sys.stderr)
+            for e in exc.errors:
+                print(f"  - {e}", file=sys.stderr)
+        else:
+            print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except FlowTimeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -402,6 +402,13 @@ function edgePath(a, b) {
   return `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}`;
 }
 
+// A node's upstream labels for its tooltip: metric aliases ("served: Orders fulfilled") and text labels.
+function labelLines(n) {
+  const aliases = Object.entries(n.aliases ?? {}).map(([metric, name]) => `${metric}: ${name}`);
+  const labels = Object.entries(n.labels ?? {}).map(([key, value]) => `${key} = ${value}`);
+  return [...aliases, ...labels].join("\n");
+}
+
 function drawGraph(graph, state) {
   const svg = $("graph");
   svg.replaceChildren();
@@ -421,14 +428,15 @@ function drawGraph(graph, state) {
     el("path", { class: "edge", d: edgePath(a, b), "marker-end": "url(#arrow)" }, svg);
   }
   for (const n of nodes) {
-    ensureNode(n.id, n.kind);
+    ensureNode(n.id, n.kind).labels = labelLines(n);
     const p = pos.get(n.id);
     const g = el("g", { class: "node", transform: `translate(${p.x},${p.y})`, "data-node-id": n.id, "data-color": "gray" }, svg);
     el("rect", { width: NODE_W, height: NODE_H, rx: 6 }, g);
     el("text", { class: "label", x: 8, y: 17 }, g).textContent = n.id;
-    el("text", { class: "kind", x: 8, y: 31 }, g).textContent = n.kind ?? ""; // under the id: long ids fit
+    // under the id (long ids fit): upstream's kind when it is shown as another (e.g. dependency)
+    el("text", { class: "kind", x: 8, y: 31 }, g).textContent = n.declaredKind ?? n.kind ?? "";
     const title = el("title", {}, g);
-    title.textContent = n.id;
+    title.textContent = [n.id, run.nodes.get(n.id)?.labels].filter(Boolean).join("\n");
     const spark = el("polyline", { class: "spark", points: "" }, g);
     views.set(n.id, { g, spark, title });
     dirty.add(n.id);
@@ -472,7 +480,8 @@ function renderColors() {
     const v = views.get(id);
     if (!v || v.g.getAttribute("data-color") === n.color) continue;
     v.g.setAttribute("data-color", n.color);
-    v.title.textContent = `${id}: ${n.color}${n.colorReason ? ` (${n.colorReason})` : ""}`;
+    const head = `${id}: ${n.color}${n.colorReason ? ` (${n.colorReason})` : ""}`;
+    v.title.textContent = n.labels ? `${head}\n${n.labels}` : head;
   }
 }
 

@@ -11,6 +11,7 @@ previousStatus}` — `status` is the run's status as it was left (`failed` for a
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +25,8 @@ from compat_api.context import AppContext, get_ctx
 from compat_api.http_errors import ERROR_RESPONSES, error_doc
 from compat_api.routes.runs import pending_runs
 from compat_api.run_store import RUN_ID_RE
-from engine_live.errors import ConflictError, NotFoundError
+from engine_live.errors import ConflictError, NotFoundError, StorageUnavailableError
+from ingestion.live_log import TOMBSTONES
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
@@ -33,8 +35,11 @@ DELETE_EXAMPLE = {"runId": "r1", "deleted": True, "status": "failed", "previousS
 
 
 def remove_run_folder(runs_dir: Path, run_id: str) -> bool:
-    """Remove `<runs_dir>/<run_id>` (never following a symlink out of the data folder)."""
-    if not RUN_ID_RE.match(run_id) or run_id in (".", ".."):
+    """Remove `<runs_dir>/<run_id>` as a whole or not at all (never following a symlink out of the
+    data folder): renamed to a tombstone under `runs/.deleted/` first — one atomic step after which
+    the run is gone — then deleted; a tombstone left behind is removed at the next start
+    (`FileLogStore.clean`). StorageUnavailableError (503) when the rename fails: the run stays whole."""
+    if not RUN_ID_RE.match(run_id) or run_id in (".", "..") or run_id.startswith("."):
         return False
     path = runs_dir / run_id
     if path.is_symlink():
@@ -42,7 +47,13 @@ def remove_run_folder(runs_dir: Path, run_id: str) -> bool:
         return True
     if not path.is_dir():
         return False
-    shutil.rmtree(path)
+    tomb = runs_dir / TOMBSTONES / f"{run_id}.{secrets.token_hex(4)}"
+    try:
+        tomb.parent.mkdir(exist_ok=True)
+        path.rename(tomb)
+    except OSError as exc:
+        raise StorageUnavailableError(f"run {run_id!r} could not be removed: {exc.strerror}", runId=run_id) from None
+    shutil.rmtree(tomb, ignore_errors=True)
     return True
 
 

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from compat_api.access import Access, get_access
 from compat_api.auth import require
 from compat_api.context import AppContext, get_ctx
 from compat_api.http_errors import ERROR_RESPONSES
@@ -29,6 +30,7 @@ from engine_live.model.grid import format_utc, parse_utc
 from engine_live.model.text import parse_model_text
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
+Acc = Annotated[Access, Depends(get_access)]
 router = APIRouter(tags=["artifacts"], responses=ERROR_RESPONSES)
 ArtifactType = Literal["run", "model", "bundle"]
 MODEL_SUFFIXES = (".yaml", ".yml", ".json")
@@ -132,6 +134,13 @@ def model_items(ctx: AppContext) -> list[dict[str, Any]]:
 COLLECTORS = {"run": run_items, "bundle": bundle_items, "model": model_items}
 
 
+def artifact_run(item: dict[str, Any]) -> str | None:
+    """The run an artifact belongs to (what a token must be allowed to read): a run's own id, the run
+    a bundle was captured from; a model belongs to none."""
+    run_id = item["id"] if item.get("type") == "run" else item.get("sourceRunId")
+    return run_id if isinstance(run_id, str) else None
+
+
 def _matches(item: dict[str, Any], search: str | None, template_id: str | None, after: datetime | None) -> bool:
     if template_id is not None and item.get("templateId") != template_id:
         return False
@@ -194,6 +203,7 @@ def artifact_detail(ctx: AppContext, artifact_id: str, kind: str | None) -> dict
 )
 async def artifacts(
     ctx: Ctx,
+    access: Acc,
     type: Annotated[ArtifactType | None, Query(examples=["run"])] = None,
     search: Annotated[str | None, Query(examples=["order"])] = None,
     template_id: Annotated[str | None, Query(alias="templateId", examples=["order-system"])] = None,
@@ -205,7 +215,8 @@ async def artifacts(
     size = limit or ctx.settings.page_size
     if size > ctx.settings.page_size_max:
         raise InvalidRequestError(f"limit: at most {ctx.settings.page_size_max}", code="invalid_paging", limit=size)
-    items = await run_in_threadpool(list_artifacts, ctx, type, search, template_id, created_after)
+    found = await run_in_threadpool(list_artifacts, ctx, type, search, template_id, created_after)
+    items = access.visible(found, artifact_run)
     return JSONResponse({"items": items[skip : skip + size], "total": len(items), "limit": size, "skip": skip})
 
 
@@ -215,7 +226,9 @@ async def artifacts(
     responses={200: {"content": {"application/json": {"example": {**ITEM_EXAMPLE, "files": ["manifest.json"]}}}}},
 )
 async def artifact(
-    artifact_id: str, ctx: Ctx, type: Annotated[ArtifactType | None, Query(examples=["bundle"])] = None
+    artifact_id: str, ctx: Ctx, access: Acc, type: Annotated[ArtifactType | None, Query(examples=["bundle"])] = None
 ) -> JSONResponse:
     """One artifact: a run with its files, a bundle with its manifest, a model with its text."""
-    return JSONResponse(await run_in_threadpool(artifact_detail, ctx, artifact_id, type))
+    detail = await run_in_threadpool(artifact_detail, ctx, artifact_id, type)
+    access.check("read", artifact_run(detail))
+    return JSONResponse(detail)

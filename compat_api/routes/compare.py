@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from compat_api.access import Access, get_access, run_of_ref
 from compat_api.auth import require
 from compat_api.compare import compare_runs
 from compat_api.context import AppContext, get_ctx
@@ -96,6 +97,7 @@ def _compare(ctx: AppContext, req: CompareRequest) -> dict[str, Any]:
     dependencies=[Depends(require("read"))],
     responses={200: {"content": {"application/json": {"example": DIFF_EXAMPLE}}}},
 )
-async def compare(req: CompareRequest, ctx: Ctx) -> JSONResponse:
+async def compare(req: CompareRequest, ctx: Ctx, access: Annotated[Access, Depends(get_access)]) -> JSONResponse:
     """MAE, SMAPE, Pearson and % change of the total per shared series and node metric."""
+    access.check("read", run_of_ref(req.baseRunId), run_of_ref(req.compareRunId))
     return JSONResponse(await run_in_threadpool(_compare, ctx, req))

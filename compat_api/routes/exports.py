@@ -19,13 +19,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from compat_api.auth import bearer_token, require
+from compat_api.access import Access, get_access
+from compat_api.auth import require
 from compat_api.context import AppContext, get_ctx
+from compat_api.run_claims import bundle_source_run
 from engine_live.errors import BundlePathError, NotFoundError
 from engine_live.model.series_csv import resolve_inside
 from snapshot_writer.capture import capture_run
@@ -117,9 +119,9 @@ async def get_export(run_id: str, fmt: str, ctx: Ctx) -> FileResponse:
         200: {"description": "dry run, or an identical bundle already exists"},
     },
 )
-async def create_capture(req: CaptureRequest, request: Request, ctx: Ctx) -> JSONResponse:
+async def create_capture(req: CaptureRequest, ctx: Ctx, access: Annotated[Access, Depends(get_access)]) -> JSONResponse:
     """Turn a finished run into a telemetry bundle under `<dataDir>/bundles/` (with gap injection)."""
-    ctx.auth.check(bearer_token(request), "ingest", req.runId)
+    access.check("ingest", req.runId)
     store = ctx.run_store
     run_dir = await run_in_threadpool(store.run_dir, req.runId)
     name = req.output if req.output is not None else req.runId
@@ -132,6 +134,7 @@ async def create_capture(req: CaptureRequest, request: Request, ctx: Ctx) -> JSO
         raise BundlePathError(f"output '{name}' is not a folder under <dataDir>/bundles/", output=name) from None
     if output == bundles.resolve():
         raise BundlePathError("output must name a folder inside <dataDir>/bundles/", output=name)
+    access.check("ingest", bundle_source_run(ctx.data_dir, name))  # replacing another run's bundle
     result = await run_in_threadpool(
         capture_run,
         run_dir,

@@ -14,18 +14,14 @@ Decisions where the spec is silent:
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
-import numpy as np
-import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from compat_api.access import Access, get_access
 from compat_api.auth import require
 from compat_api.batch_runs import (
     MODEL_EXAMPLE,
@@ -40,14 +36,17 @@ from compat_api.batch_runs import (
 from compat_api.context import AppContext, get_ctx
 from compat_api.http_errors import ERROR_RESPONSES
 from compat_api.live_api import LiveApi
-from compat_api.run_store import filter_runs, model_series_id, paginate, run_links
+from compat_api.run_claims import bundle_source_run, claim_batch_run, claim_live_run
+from compat_api.run_store import filter_runs, paginate, run_links
+from compat_api.series_download import series_response
 from compat_api.telemetry_runs import create_telemetry_run
 from engine_live.derived.node_metrics import to_wire_list
 from engine_live.errors import FlowTimeError, InvalidRequestError, NotFoundError
 from engine_live.plan.batch_run import topology_view
-from snapshot_writer.number_format import series_csv_bytes
+from engine_live.protocol import RunStatus
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
+Acc = Annotated[Access, Depends(get_access)]
 router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
 PENDING_KEEP = 1000
 RUN_EXAMPLE = {
@@ -85,7 +84,7 @@ MODEL_BODY = {
     "required": True,
     "content": {
         "application/x-yaml": {"schema": {"type": "string"}, "example": MODEL_EXAMPLE},
-        "text/plain": {"schema": {"type": "string"}, "example": MODEL_EXAMPLE},
+        "application/yaml": {"schema": {"type": "string"}, "example": MODEL_EXAMPLE},
         "application/json": {
             "schema": {"type": "object"},
             "example": {
@@ -126,11 +125,14 @@ def pending_runs(ctx: AppContext) -> OrderedDict[str, dict[str, Any]]:
         }
     ),
 )
-async def legacy_run(request: Request, ctx: Ctx) -> JSONResponse:
+async def legacy_run(request: Request, ctx: Ctx, access: Acc) -> JSONResponse:
     """Legacy batch run: model YAML (or JSON) body → evaluate → artifacts → every series."""
     source = read_model_source(await request.body(), ctx.settings.max_model_bytes)
     job = BatchJob(source, ctx.inputs_dir, "simulation")
-    run, info = await run_in_threadpool(execute, job, ctx.runs_dir, fsync=ctx.settings.fsync)
+    await claim_batch_run(ctx, access, job, None)
+    run, info = await run_in_threadpool(
+        execute, job, ctx.runs_dir, fsync=ctx.settings.fsync, max_cells=ctx.settings.max_batch_cells
+    )
     result = run.result
     return JSONResponse(
         {
@@ -157,13 +159,23 @@ async def legacy_run(request: Request, ctx: Ctx) -> JSONResponse:
         },
     },
 )
-async def create_run(req: RunRequest, background: BackgroundTasks, ctx: Ctx) -> JSONResponse:
+async def create_run(req: RunRequest, background: BackgroundTasks, ctx: Ctx, access: Acc) -> JSONResponse:
     """Create a run: simulation (model or template), overlay of a finished run, telemetry or live."""
     if req.mode in ("live", "telemetry"):
-        return await _delegate(req, ctx)
+        return await _delegate(req, ctx, access)
+    if req.mode == "overlay":
+        access.check("read", req.baseRunId)  # before the base is looked up
+        await _snapshot_live_base(ctx, req.baseRunId)
     job = await run_in_threadpool(_job_for, req, ctx)
+    await claim_batch_run(ctx, access, job, req.options.runId)
     if req.options.run_async:
-        job.run_id = await run_in_threadpool(planned_run_id, job)
+        try:
+            planned = await run_in_threadpool(planned_run_id, job, max_cells=ctx.settings.max_batch_cells)
+        except Exception:
+            if req.options.runId is not None:  # the reservation of claim_batch_run
+                pending_runs(ctx).pop(req.options.runId, None)
+            raise
+        job.run_id = job.run_id or planned
         pending = pending_runs(ctx)
         pending[job.run_id] = {
             "runId": job.run_id,
@@ -175,10 +187,24 @@ async def create_run(req: RunRequest, background: BackgroundTasks, ctx: Ctx) -> 
             pending.popitem(last=False)
         background.add_task(_run_pending, job, ctx)
         return JSONResponse(pending[job.run_id], status_code=202, headers={"Location": f"/v1/runs/{job.run_id}"})
-    run, _ = await run_in_threadpool(execute, job, ctx.runs_dir, fsync=ctx.settings.fsync)
+    try:
+        run, _ = await run_in_threadpool(
+            execute, job, ctx.runs_dir, fsync=ctx.settings.fsync, max_cells=ctx.settings.max_batch_cells
+        )
+    finally:
+        if req.options.runId is not None:  # the reservation of claim_batch_run
+            pending_runs(ctx).pop(req.options.runId, None)
     run_id = run.result.run_id
     body = await run_in_threadpool(ctx.run_store.detail, run_id)
     return JSONResponse(body, status_code=201, headers={"Location": f"/v1/runs/{run_id}"})
+
+
+async def _snapshot_live_base(ctx: AppContext, run_id: str | None) -> None:
+    """SPEC §12.14: a live base is overlaid as of its latest snapshot. An open one is snapshotted now,
+    with its §4 artifacts (periodic snapshots hold only live state: the overlay answered 404)."""
+    live = live_holding(ctx, run_id) if run_id else None
+    if live is not None and run_id is not None and live.detail(run_id)["status"] in (RunStatus.LIVE, RunStatus.CREATED):
+        await live.snapshot(run_id)
 
 
 def _job_for(req: RunRequest, ctx: AppContext) -> BatchJob:
@@ -196,7 +222,7 @@ def _run_pending(job: BatchJob, ctx: AppContext) -> None:
     assert job.run_id is not None
     entry = pending_runs(ctx).get(job.run_id)
     try:
-        execute(job, ctx.runs_dir, fsync=ctx.settings.fsync)
+        execute(job, ctx.runs_dir, fsync=ctx.settings.fsync, max_cells=ctx.settings.max_batch_cells)
     except FlowTimeError as exc:
         if entry is not None:
             entry.update(status="failed", error=exc.to_body())
@@ -208,7 +234,7 @@ def _run_pending(job: BatchJob, ctx: AppContext) -> None:
     pending_runs(ctx).pop(job.run_id, None)
 
 
-async def _delegate(req: RunRequest, ctx: AppContext) -> JSONResponse:
+async def _delegate(req: RunRequest, ctx: AppContext, access: Access) -> JSONResponse:
     """Live and telemetry runs: created by the live engine (live) or evaluated against a bundle (telemetry)."""
     if ctx.live is None:
         raise InvalidRequestError(
@@ -216,9 +242,15 @@ async def _delegate(req: RunRequest, ctx: AppContext) -> JSONResponse:
         )
     request_body = req.model_dump(by_alias=True, exclude_unset=True)
     if req.mode == "live":
+        claim_live_run(access, request_body)
         body = await ctx.live.create_run(request_body)
     else:
-        body = await create_telemetry_run(request_body, ctx)
+        access.check("read", bundle_source_run(ctx.data_dir, (req.telemetry or {}).get("bundle")))
+
+        async def claim(job: BatchJob) -> None:
+            await claim_batch_run(ctx, access, job, req.options.runId)
+
+        body = await create_telemetry_run(request_body, ctx, claim)
     run_id = body.get("runId")
     status = 202 if req.mode == "live" or req.options.run_async else 201
     return JSONResponse(body, status_code=status, headers={"Location": f"/v1/runs/{run_id}"} if run_id else None)
@@ -231,6 +263,7 @@ async def _delegate(req: RunRequest, ctx: AppContext) -> JSONResponse:
 )
 async def list_runs(
     ctx: Ctx,
+    access: Acc,
     mode: Annotated[str | None, Query(examples=["simulation"])] = None,
     status: Annotated[str | None, Query(examples=["completed"])] = None,
     template_id: Annotated[str | None, Query(alias="templateId", examples=["order-system"])] = None,
@@ -250,7 +283,8 @@ async def list_runs(
     if ctx.live is not None:
         for r in ctx.live.list_runs():
             merged[r["runId"]] = r
-    items = filter_runs(merged.values(), mode=mode, status=status, template_id=template_id, created_after=created_after)
+    readable = access.visible(merged.values(), lambda r: str(r["runId"]))
+    items = filter_runs(readable, mode=mode, status=status, template_id=template_id, created_after=created_after)
     return JSONResponse(paginate(items, page, size))
 
 
@@ -326,42 +360,4 @@ async def run_series(
     format: Annotated[Literal["csv", "json", "parquet"], Query(examples=["csv"])] = "csv",
 ) -> Response:
     """One series (artifact id `served@SERVED@DEFAULT` or model id `served`) as CSV, JSON or Parquet."""
-    return await run_in_threadpool(_series_response, ctx, run_id, series_id, format)
-
-
-def _series_response(ctx: AppContext, run_id: str, series_id: str, fmt: str) -> Response:
-    store = ctx.run_store
-    entry = store.series_entry(run_id, series_id)
-    run_dir = store.run_dir(run_id)
-    path = (run_dir / str(entry.get("path", ""))).resolve()
-    if fmt == "csv" and path.is_file() and path.is_relative_to(run_dir.resolve()):
-        return Response(path.read_bytes(), media_type="text/csv")
-    loaded = store.load(run_id)
-    values = loaded.series[model_series_id(str(entry["id"]))]
-    if fmt == "csv":
-        return Response(series_csv_bytes(values), media_type="text/csv")
-    if fmt == "json":
-        obj = np.asarray(values, dtype=np.float64).astype(object)
-        obj[~np.isfinite(values)] = None
-        grid = loaded.run_json.get("grid") or {}
-        return Response(
-            orjson.dumps(
-                {
-                    "runId": run_id,
-                    "seriesId": entry["id"],
-                    "grid": grid,
-                    "binMinutes": grid.get("binMinutes"),
-                    "values": obj.tolist(),
-                }
-            ),
-            media_type="application/json",
-        )
-    table = pa.table(
-        {
-            "bin_index": pa.array(np.arange(len(values), dtype=np.int64)),
-            "value": pa.array(np.asarray(values, dtype=np.float64)),
-        }
-    )
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    return Response(sink.getvalue(), media_type="application/vnd.apache.parquet")
+    return await run_in_threadpool(series_response, ctx.run_store, run_id, series_id, format)

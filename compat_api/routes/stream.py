@@ -1,13 +1,26 @@
-"""`GET /v1/runs/{runId}/stream`: the WebSocket stream of a live run (SPEC §7), served by `stream_hub`."""
+"""`GET /v1/runs/{runId}/stream`: the WebSocket stream of a live run (SPEC §7), served by `stream_hub`.
+
+`LiveLookup.capture_state` is `LiveApi.state_live` in two steps, so that a new subscriber's snapshot
+is built off the event loop (`stream_hub.snapshots`): on the loop, copies of the bins the body reads
+(the last `STATE_LIVE_WINDOW_BINS` plus the derived metrics' look-back: ~300 of the retained bins)
+and the run's position; in the snapshot thread, the same builders over those copies.
+`tests/stream_hub/test_snapshot_capture.py` pins the two bodies equal.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, WebSocket
 
+from compat_api.auth import authorize
 from compat_api.context import AppContext, Authenticator
-from compat_api.live_api import LiveApi
+from compat_api.live_api import STATE_LIVE_WINDOW_BINS, LiveApi
+from compat_api.state_view import StateSource, state_body, state_window_body
+from engine_live.derived.node_metrics import REQUIRED_LOOKBACK
 from stream_hub.ws_endpoint import StreamSettings, serve_stream
 
 router = APIRouter()
@@ -28,6 +41,39 @@ class LiveLookup:
         """The state a new subscriber starts from."""
         return self.live.state_live(run_id)
 
+    def capture_state(self, run_id: str) -> Callable[[], dict[str, Any]]:
+        """`snapshot_state` split: copies taken now (on the loop), the body built later from them only."""
+        run = self.live.handle(run_id).run
+        if run.last_bin < 0:
+            body = self.live.state_live(run_id)  # no bins yet: small
+            return lambda: body
+        head = {
+            "status": run.status.value,
+            "epoch": run.epoch,
+            "seq": run.seq,
+            "revision": run.revision,
+            "watermark": run.watermark,
+            "lastBin": run.last_bin,
+        }
+        src = self.live.state_source(run_id)
+        last = run.last_bin
+        start = max(src.first_bin, last - STATE_LIVE_WINDOW_BINS + 1)
+        frozen = _copy_from(src, max(src.first_bin, start - REQUIRED_LOOKBACK))
+
+        def build() -> dict[str, Any]:
+            body = state_body(frozen, last)
+            window = state_window_body(frozen, start, last, STATE_LIVE_WINDOW_BINS)
+            body.update(head)
+            body["window"] = {
+                **window["window"],
+                "timestampsUtc": window["timestampsUtc"],
+                "nodes": window.get("nodes"),
+                "series": window.get("series"),
+            }
+            return body
+
+        return build
+
     def current(self, run_id: str) -> tuple[str, int]:
         """The run's (epoch, seq)."""
         run = self.live.handle(run_id).run
@@ -39,6 +85,18 @@ class LiveLookup:
         return run.watermark, max(0, run.watermark - run.last_bin)
 
 
+def _copy_from(src: StateSource, first_bin: int) -> StateSource:
+    """`src` from `first_bin` on, every array copied (the live matrix moves on under a thread)."""
+    off = first_bin - src.first_bin
+    return dataclasses.replace(
+        src,
+        series={sid: np.array(values[off:]) for sid, values in src.series.items()},
+        first_bin=first_bin,
+        gaps={node: np.array(mask[off:]) for node, mask in src.gaps.items()},
+        warnings=tuple(src.warnings),
+    )
+
+
 class ScopedAuth:
     """The service's authenticator as the stream endpoint's."""
 
@@ -46,8 +104,8 @@ class ScopedAuth:
         self.auth = auth
 
     def check(self, token: str | None, scope: str, run_id: str) -> None:
-        """Raise unless `token` grants `scope` on the run."""
-        self.auth.check(token, scope, run_id)
+        """Raise unless `token` grants `scope` on the run (the one check, `compat_api.auth.authorize`)."""
+        authorize(self.auth, token, scope, (run_id,))
 
 
 @router.websocket("/v1/runs/{run_id}/stream")
@@ -62,6 +120,9 @@ async def stream(websocket: WebSocket, run_id: str) -> None:
         heartbeat_s=s.heartbeat_seconds,
         max_message_bytes=s.max_ws_message_bytes,
         auth_timeout_s=s.ws_auth_timeout_seconds,
+        idle_s=s.ws_idle_seconds,
+        snapshot_max_age_s=s.ws_snapshot_max_age_seconds,
+        retry_after_s=s.retry_after_seconds,
     )
     auth = ScopedAuth(ctx.auth) if ctx.auth.enabled else None
     await serve_stream(websocket, run_id, ctx.hub, LiveLookup(ctx.live), auth, settings)

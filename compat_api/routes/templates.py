@@ -1,7 +1,9 @@
-"""Template routes (SPEC §8, §12.12): list, describe and generate models from templates.
+"""Template routes (SPEC §8, §12.12, §13): list, describe and generate models from templates.
 
-GET needs `read`; generating needs `ingest` (§12.15). Parameter errors answer 400 with the first bad
-parameter in declaration order; a template that cannot produce a valid model answers 422.
+The shipped templates and every template file in `<dataDir>/templates/` (upstream's as they are; files
+that are not usable templates are listed under `invalid` with the reason). GET needs `read`; generating
+needs `ingest` (§12.15). Parameter errors answer 400 with the first bad parameter in declaration order;
+a template that cannot produce a valid model answers 422.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from compat_api.auth import require
 from compat_api.context import AppContext, get_ctx
 from compat_api.http_errors import ERROR_RESPONSES, error_doc
-from compat_api.templates.catalog import get_template, instantiate, list_templates
+from compat_api.templates.catalog import data_dir_templates, get_template, instantiate, list_templates
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"], responses=ERROR_RESPONSES)
 
@@ -88,9 +90,13 @@ TEMPLATE_DETAIL = {
     dependencies=[Depends(require("read"))],
     responses={200: {"content": {"application/json": {"example": {"templates": [TEMPLATE_SUMMARY]}}}}},
 )
-async def templates_list() -> dict[str, Any]:
-    """A summary of every available template."""
-    return {"templates": [t.summary() for t in list_templates()]}
+async def templates_list(ctx: AppContext = Depends(get_ctx)) -> dict[str, Any]:  # noqa: B008
+    """A summary of every available template (shipped, then `<dataDir>/templates/`)."""
+    body: dict[str, Any] = {"templates": [t.summary() for t in list_templates(ctx.data_dir)]}
+    invalid = data_dir_templates(ctx.data_dir)[1]
+    if invalid:
+        body["invalid"] = [i.to_wire() for i in invalid]
+    return body
 
 
 @router.get(
@@ -98,9 +104,9 @@ async def templates_list() -> dict[str, Any]:
     dependencies=[Depends(require("read"))],
     responses={200: {"content": {"application/json": {"example": TEMPLATE_DETAIL}}}, 404: PARAMETER_ERRORS[404]},
 )
-async def template_detail(template_id: str) -> dict[str, Any]:
+async def template_detail(template_id: str, ctx: AppContext = Depends(get_ctx)) -> dict[str, Any]:  # noqa: B008
     """One template with its parameter definitions."""
-    return get_template(template_id).to_wire()
+    return get_template(template_id, ctx.data_dir).to_wire()
 
 
 @router.post("/{template_id}/generate", dependencies=[Depends(require("ingest"))], responses=PARAMETER_ERRORS)

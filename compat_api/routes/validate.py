@@ -20,6 +20,7 @@ from engine_live.errors import ModelError
 from engine_live.model.build import build_model
 from engine_live.model.document import load_model
 from engine_live.plan.batch_run import topology_view
+from engine_live.plan.budget import check_cells
 from engine_live.plan.compiler import ZERO, Plan, compile_model
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
@@ -53,7 +54,9 @@ def compile_source(source: str | dict[str, Any], ctx: AppContext) -> tuple[Plan,
     """Load, build and compile; ModelError on any problem. Returns the plan and info warnings."""
     doc = load_model(source, base_dir=ctx.inputs_dir)
     graph = build_model(doc)
-    return compile_model(graph), [dict(w) for w in graph.info]
+    plan = compile_model(graph)
+    check_cells(plan, graph.grid.bins, ctx.settings.max_batch_cells)
+    return plan, [dict(w) for w in graph.info]
 
 
 def validate_source(source: str | dict[str, Any], ctx: AppContext) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Template parameters (SPEC §5, §12.12): declarations, type and range checks, and their 400 errors.
+"""Template parameters (SPEC §5, §12.12, §13): declarations, type and range checks, and their 400 errors.
 
-Types: number, integer, boolean, string, enum (`values`), array (numbers when `min`/`max` are set,
-which then bound every item). Error bodies:
+Types: number, integer, boolean, string, enum (`values`), array (numbers when `arrayOf` or `min`/`max`
+is set; `min`/`max` then bound every item). Upstream's spellings are read too: `minimum`/`maximum` for
+`min`/`max`, `enum` for `values` (on any type), `arrayOf: double|number|int|integer` for the item type,
+`title`; other declaration keys are ignored (upstream's schema allows them). Error bodies:
 
     parameter_type_mismatch  {parameter, expected, actual, value}   actual is the JSON type name
     missing_parameter        {parameter, expected}
@@ -15,6 +17,7 @@ which then bound every item). Error bodies:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +26,12 @@ from engine_live.errors import (
     MissingParameterError,
     OutOfRangeError,
     ParameterTypeMismatchError,
+    TemplateParameterError,
     UnknownParameterError,
 )
 
 PARAM_TYPES = ("number", "integer", "boolean", "string", "enum", "array")
+ITEM_TYPES = {"double": "number", "number": "number", "float": "number", "int": "integer", "integer": "integer"}
 
 
 @dataclass(frozen=True)
@@ -41,15 +46,19 @@ class Parameter:
     max: float | None = None
     required: bool = False
     description: str = ""
+    title: str = ""
+    item_type: str | None = None  # array items: "number" or "integer" (upstream `arrayOf`)
 
     def to_wire(self) -> dict[str, Any]:
         """The parameter as the templates API shows it (empty fields left out)."""
         out: dict[str, Any] = {"name": self.name, "type": self.type, "required": self.required}
-        for key in ("default", "min", "max", "description"):
+        for key in ("title", "default", "min", "max", "description"):
             if getattr(self, key) not in (None, ""):
                 out[key] = getattr(self, key)
         if self.values is not None:
             out["values"] = list(self.values)
+        if self.item_type is not None:
+            out["arrayOf"] = self.item_type
         return out
 
 
@@ -91,6 +100,43 @@ def _out_of_range(p: Parameter, value: Any) -> OutOfRangeError:
     )
 
 
+def _check_items(p: Parameter, value: list[Any]) -> list[Any]:
+    if p.item_type is None and p.min is None and p.max is None:
+        return value
+    items = []
+    for item in value:
+        if not isinstance(item, int | float) or isinstance(item, bool):
+            raise _mismatch(p, value)
+        if p.item_type == "integer":
+            if isinstance(item, float) and not item.is_integer():
+                raise _mismatch(p, value)
+            item = int(item)
+        if not _in_range(p, float(item)):
+            raise _out_of_range(p, value)
+        items.append(item)
+    return items
+
+
+def _check_enum(p: Parameter, value: Any) -> None:
+    if p.values is not None and value not in p.values:
+        raise OutOfRangeError(
+            f"parameter '{p.name}': {value!r} is not one of {list(p.values)}",
+            parameter=p.name,
+            value=value,
+            values=list(p.values),
+        )
+
+
+def _type_ok(kind: str, value: Any, *, is_number: bool) -> bool:
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "enum":
+        return isinstance(value, str) or is_number
+    return True
+
+
 def check_value(p: Parameter, value: Any) -> Any:
     """The value, coerced (3.0 → 3 for integers); raises the parameter's 400 error."""
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -100,27 +146,22 @@ def check_value(p: Parameter, value: Any) -> Any:
         value = int(value) if p.type == "integer" else value
         if not _in_range(p, float(value)):
             raise _out_of_range(p, value)
-    elif (p.type == "boolean" and not isinstance(value, bool)) or (p.type == "string" and not isinstance(value, str)):
+    elif not _type_ok(p.type, value, is_number=is_number):
         raise _mismatch(p, value)
-    elif p.type == "enum":
-        if not (isinstance(value, str) or is_number):
-            raise _mismatch(p, value)
-        if value not in (p.values or ()):
-            raise OutOfRangeError(
-                f"parameter '{p.name}': {value!r} is not one of {list(p.values or ())}",
-                parameter=p.name,
-                value=value,
-                values=list(p.values or ()),
-            )
     elif p.type == "array":
         if not isinstance(value, list):
             raise _mismatch(p, value)
-        if p.min is not None or p.max is not None:
-            for item in value:
-                if not isinstance(item, int | float) or isinstance(item, bool):
-                    raise _mismatch(p, value)
-                if not _in_range(p, float(item)):
-                    raise _out_of_range(p, value)
+        return _check_items(p, value)
+    _check_enum(p, value)
+    return value
+
+
+def _bound(raw: dict[str, Any], short: str, long: str, where: str) -> Any:
+    if short in raw and long in raw and raw[short] != raw[long]:
+        raise ValueError(f"{where}: give {short} or {long}, not both")
+    value = raw.get(short, raw.get(long))
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValueError(f"{where}: {short}: must be a number, got {value!r}")
     return value
 
 
@@ -128,20 +169,50 @@ def parse_parameter(raw: Any, where: str) -> Parameter:
     """A parameter from its template declaration; ValueError (a template bug) when malformed."""
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or raw.get("type") not in PARAM_TYPES:
         raise ValueError(f"{where}: each parameter needs a name and a type among {PARAM_TYPES}")
-    values = raw.get("values")
+    values = raw.get("values", raw.get("enum"))
+    if values is not None and not isinstance(values, list):
+        raise ValueError(f"{where}: enum: must be a list of the allowed values")
+    item_type = raw.get("arrayOf")
+    if item_type is not None and ITEM_TYPES.get(str(item_type).lower()) is None:
+        raise ValueError(f"{where}: arrayOf: must be one of {', '.join(ITEM_TYPES)}, got {item_type!r}")
     p = Parameter(
         raw["name"],
         raw["type"],
         raw.get("default"),
         tuple(values) if values is not None else None,
-        raw.get("min"),
-        raw.get("max"),
+        _bound(raw, "min", "minimum", where),
+        _bound(raw, "max", "maximum", where),
         bool(raw.get("required", False)),
         str(raw.get("description", "")),
+        str(raw.get("title", "")),
+        ITEM_TYPES[str(item_type).lower()] if item_type is not None else None,
     )
     if p.default is not None:
-        check_value(p, p.default)
+        try:
+            check_value(p, p.default)
+        except TemplateParameterError as exc:
+            raise ValueError(f"{where}: default: {exc.message}") from None
     return p
+
+
+def coerce_text(p: Parameter, text: str) -> Any:
+    """A command-line value (`--param name=text`) as the parameter's type: numbers, `true`/`false`, a
+    JSON list or comma-separated numbers for arrays; text stays text when it does not read as the type
+    (the type check then names it)."""
+    try:
+        if p.type in ("number", "integer"):
+            number = float(text)
+            return int(number) if p.type == "integer" and number.is_integer() else number
+        if p.type == "boolean" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if p.type == "array":
+            value = json.loads(text) if text.lstrip().startswith("[") else [float(x) for x in text.split(",") if x]
+            return [int(x) if isinstance(x, float) and x.is_integer() else x for x in value]
+        if p.type == "enum" and text not in (p.values or ()):
+            return json.loads(text)
+    except ValueError:
+        return text
+    return text
 
 
 def resolve_parameters(template_id: str, parameters: tuple[Parameter, ...], given: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +240,7 @@ __all__ = [
     "PARAM_TYPES",
     "Parameter",
     "check_value",
+    "coerce_text",
     "json_type",
     "parse_parameter",
     "resolve_parameters",

@@ -182,7 +182,7 @@ def capacity_inference(node: NodeInputs) -> tuple[FloatArray, BoolArray, BoolArr
     has a capacity series or no served series; the value is NaN where not applicable or unknown."""
     n = node.length
     served = node.series("served")
-    if "capacity" in node.metrics or served is None:
+    if "capacity" in node.metrics or served is None or n == 0:  # n == 0: a live run without a bin yet
         return np.full(n, np.nan), np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
     saturated = np.zeros(n, dtype=np.bool_)
     demand, queue = node.series("externalDemand"), node.series("queueDepth")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -64,6 +65,28 @@ def shape_key(expr: Expr, init_of: Callable[[str], float]) -> tuple[str, Slots]:
         return f"{name}({','.join(key(arg) for arg in args)})"
 
     return key(expr), slots
+
+
+class _UnitTaps(Sequence[float]):
+    """`n` taps of 1.0 without materialising them: a window of 10 million bins costs nothing until
+    bins exist (the loop over taps stops at the evaluated range's width)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[float]: ...
+    def __getitem__(self, index: int | slice) -> float | Sequence[float]:
+        if isinstance(index, slice):
+            return [1.0] * len(range(*index.indices(self.n)))
+        if not -self.n <= index < self.n:
+            raise IndexError(index)
+        return 1.0
 
 
 def _lit(expr: Expr) -> float:
@@ -158,7 +181,7 @@ class ShapeCompiler:
             return self.window_sum(args[0], kern.items, mean=False)
         if name == "ROLLING_MEAN":
             window = int(_lit(args[1]))
-            return self.window_sum(args[0], (1.0,) * window, mean=True)
+            return self.window_sum(args[0], _UnitTaps(window), mean=True)
         if name == "ROLLING_MAX":
             return self.rolling_max(args[0], int(_lit(args[1])))
         if name == "PULSE":
@@ -204,7 +227,7 @@ class ShapeCompiler:
 
         return shifted
 
-    def window_sum(self, operand: Expr, taps: tuple[float, ...], *, mean: bool) -> Fn:
+    def window_sum(self, operand: Expr, taps: Sequence[float], *, mean: bool) -> Fn:
         """CONV(operand, taps), or ROLLING_MEAN (unit taps, divided by the bins available)."""
         inner, full, k, n = self.compile(operand), self.full, self.k, len(taps)
 

@@ -71,6 +71,15 @@ def _literal_int(arg: Expr, minimum: int) -> bool:
     return isinstance(arg, Num) and float(arg.value).is_integer() and arg.value >= minimum
 
 
+def _scalar(arg: Expr) -> float | None:
+    """The number a literal (or a signed literal) stands for, else None."""
+    if isinstance(arg, Num):
+        return arg.value
+    if isinstance(arg, Unary) and isinstance(arg.operand, Num):
+        return -arg.operand.value if arg.op == "-" else arg.operand.value
+    return None
+
+
 def _arity_msg(name: str, lo: int, hi: int | None, got: int) -> str:
     if hi is None:
         want = f"at least {lo} arguments"
@@ -224,6 +233,8 @@ class _Parser:
             more = self.accept(",")
         self.expect(")")
         self.nesting -= 1
+        if name == "CONV" and len(args) == 2 and (scalar := _scalar(args[1])) is not None:
+            args[1] = ListLit((scalar,), args[1].pos)  # upstream's CONV(x, c) is a one-tap kernel
         self.check_call(name, args, starts, name_tok.pos)
         return Call(name, tuple(args), name_tok.pos)
 

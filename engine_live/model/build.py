@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine_live.errors import ModelError
-from engine_live.model.document import ModelDoc, load_model
+from engine_live.model.document import ModelDoc, load_model, model_error
+from engine_live.model.outputs import resolve_outputs
 from engine_live.model.series_defs import ModelGraph
 from engine_live.model.topology_builder import TopologyBuilder
 
@@ -33,21 +33,19 @@ def build_model(doc: ModelDoc) -> ModelGraph:
             if end not in topo_ids:
                 builder.err("topology.edges", f"unknown topology node '{end}'")
     builder.check_refs()
+    outputs = None
     if doc.outputs is not None:
-        for series, _ in doc.outputs:
-            if not isinstance(series, str) or not builder.exists(series):
-                builder.err("outputs", f"unknown series {series!r}")
-    errors = builder.errors
-    if errors:
-        msg = errors[0] if len(errors) == 1 else f"{len(errors)} errors: " + "; ".join(errors)
-        raise ModelError(msg, errors=errors)
+        members = {binding.id: frozenset(binding.fields.values()) for binding in topo}
+        outputs = resolve_outputs(doc.outputs, builder.owner, members, builder.err)
+    if builder.errors:
+        raise model_error(builder.errors)
     return ModelGraph(
         doc.grid,
         tuple(builder.defs.values()),
         tuple(topo),
         doc.edges,
         doc.seed,
-        doc.outputs,
+        outputs,
         frozenset(builder.hidden),
         tuple(builder.info),
     )

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from engine_live.errors import ModelError
-from engine_live.model.checking import TOP_KEYS, Problems
+from engine_live.model.checking import TOP_HINTS, TOP_KEYS, Problems
+from engine_live.model.dialect import canonical_grid
 from engine_live.model.grid import MAX_BINS, UNIT_MINUTES, Grid, parse_utc
 from engine_live.model.node_specs import NodeSpec, check_node
+from engine_live.model.outputs import OutputSpec, check_outputs
 from engine_live.model.text import parse_model_text
 from engine_live.model.topology_specs import ConstraintSpec, EdgeSpec, TopoNodeSpec, check_topology
 
@@ -34,7 +36,7 @@ class ModelDoc:
     topo_nodes: tuple[TopoNodeSpec, ...]
     edges: tuple[EdgeSpec, ...]
     constraints: tuple[ConstraintSpec, ...]
-    outputs: tuple[tuple[str, str | None], ...] | None
+    outputs: tuple[OutputSpec, ...] | None
     seed: int
     rng: dict[str, Any] | None
     provenance: dict[str, Any] | None
@@ -49,6 +51,17 @@ def _on_bin_boundary(start: datetime, unit: str, bin_minutes: int) -> bool:
     if unit in ("minutes", "hours"):
         return aligned and minutes % bin_minutes == 0
     return aligned and minutes == 0
+
+
+def _check_capacity(problems: Problems, grid: Grid) -> None:
+    capacity = grid.capacity()
+    assert capacity is not None
+    if capacity < 1 or (grid.bins is not None and grid.bins > capacity):
+        problems.error(
+            "grid",
+            f"the grid runs past the year 9999: at most {max(capacity, 0)} bins of "
+            f"{grid.bin_size} {grid.bin_unit} fit after {grid.start}",
+        )
 
 
 def _check_grid(problems: Problems, raw: Any, *, live: bool) -> Grid:
@@ -86,6 +99,7 @@ def _check_grid(problems: Problems, raw: Any, *, live: bool) -> Grid:
                     problems.error("grid", f"start: {start} does not lie on a bin boundary")
                 else:
                     grid = Grid(bins, size, unit, start)
+                    _check_capacity(problems, grid)
     if live and grid.start is None and not problems.errors:
         problems.error("grid", "start: required for a live run")
     return grid
@@ -100,19 +114,6 @@ def _check_nodes(problems: Problems, raw: Any) -> list[NodeSpec]:
     return [node for index, entry in enumerate(raw_nodes) if (node := check_node(problems, entry, index, seen))]
 
 
-def _check_outputs(problems: Problems, raw: Any) -> tuple[tuple[str, str | None], ...] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list):
-        problems.error("model", "outputs: must be a list")
-        return None
-    return tuple(
-        (str(output.get("series")), output.get("as") if isinstance(output.get("as"), str) else None)
-        for output in raw
-        if isinstance(output, dict)
-    )
-
-
 def _check_seed(problems: Problems, rng: Any) -> int:
     if rng is None:
         return 0
@@ -125,26 +126,28 @@ def _check_seed(problems: Problems, rng: Any) -> int:
     return 0
 
 
+def model_error(errors: list[str]) -> ModelError:
+    """One ModelError carrying every problem: the message is the error itself, or `N errors: A; B; …`."""
+    return ModelError(errors[0] if len(errors) == 1 else f"{len(errors)} errors: " + "; ".join(errors), errors=errors)
+
+
 def load_model(source: str | dict[str, Any], *, base_dir: Path | None = None, live: bool = False) -> ModelDoc:
     """Validate a model given as text (YAML or JSON) or as already-parsed data."""
     data = parse_model_text(source) if isinstance(source, str) else source
     if not isinstance(data, dict):
         raise ModelError("model must be a mapping with grid and nodes")
     problems = Problems()
-    problems.check_keys("model", data, TOP_KEYS)
+    problems.check_keys("model", data, TOP_KEYS, TOP_HINTS)
     if data.get("schemaVersion", 1) != 1:
         problems.error("model", f"schemaVersion: only 1 is supported, got {data.get('schemaVersion')!r}")
-    grid = _check_grid(problems, data.get("grid", data.get("window")), live=live)
+    grid = _check_grid(problems, canonical_grid(problems, data), live=live)
     nodes = _check_nodes(problems, data.get("nodes"))
     topo_nodes, edges, constraints = check_topology(problems, data.get("topology"))
-    outputs = _check_outputs(problems, data.get("outputs"))
+    outputs = check_outputs(problems, data.get("outputs"))
     rng = data.get("rng")
     seed = _check_seed(problems, rng)
-    errors = problems.errors
-    if errors:
-        raise ModelError(
-            errors[0] if len(errors) == 1 else f"{len(errors)} errors: " + "; ".join(errors), errors=errors
-        )
+    if problems.errors:
+        raise model_error(problems.errors)
     run_data = {key: value for key, value in data.items() if key != "provenance"}
     return ModelDoc(
         grid,

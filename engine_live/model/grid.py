@@ -8,6 +8,8 @@ from typing import Any
 
 UNIT_MINUTES = {"minutes": 1, "hours": 60, "days": 1440, "weeks": 10080}
 MAX_BINS = 1_000_000
+END_OF_TIME = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+"""The last minute a bin may end at: Python's datetimes (and RFC 3339) stop at the year 9999."""
 
 
 def parse_utc(text: str) -> datetime:
@@ -51,6 +53,14 @@ class Grid:
     def start_dt(self) -> datetime | None:
         """The start as a UTC datetime, or None when the grid has no start."""
         return parse_utc(self.start) if self.start is not None else None
+
+    def capacity(self) -> int | None:
+        """How many bins fit between the start and the end of the year 9999 (None without a start):
+        every bin's start and end must be a timestamp (SPEC §12.1's grid)."""
+        start = self.start_dt()
+        if start is None:
+            return None
+        return int((END_OF_TIME - start).total_seconds() // 60) // self.bin_minutes
 
     def bin_start(self, index: int) -> str | None:
         """The UTC timestamp at which bin `index` starts, or None when the grid has no start."""

@@ -18,6 +18,7 @@ from engine_live.expressions.parser import parse_expr, refs_of
 from engine_live.expressions.syntax import Binary, Expr, Num, Ref
 from engine_live.model.document import ModelDoc
 from engine_live.model.node_specs import NodeSpec
+from engine_live.model.profiles import profile_weights
 from engine_live.model.series_csv import read_series_csv, resolve_inside
 from engine_live.model.series_defs import (
     ConstDef,
@@ -68,8 +69,13 @@ class SeriesBuilder:
         return series_id in self.owner
 
     # -- nodes list -----------------------------------------------------------------------------
-    def const_values(self, where: str, raw: list[Any]) -> np.ndarray:
-        """The `values` of a const node as float64 (one per grid bin)."""
+    def const_values(self, where: str, raw: Any) -> np.ndarray:
+        """The `values` of a const node as float64 (one per grid bin; one number fills every bin)."""
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            if self.bins is None:
+                self.err(where, "values: one number needs grid.bins (give a list)")
+                return np.zeros(0)
+            return np.full(self.bins, float(raw))
         try:
             values = np.asarray(raw, dtype=np.float64)
         except (TypeError, ValueError):
@@ -119,7 +125,8 @@ class SeriesBuilder:
             elif isinstance(source, str):
                 self.add(ConstDef(spec.id, self.file_values(where, source, spec.id), "file"), where)
             else:
-                self.add(ConstDef(spec.id, self.const_values(where, data["values"])), where)
+                values = self.shaped(where, data, self.const_values(where, data["values"]))
+                self.add(ConstDef(spec.id, values), where)
         elif spec.kind == "expr":
             try:
                 expr = parse_expr(str(data["expr"]))
@@ -150,8 +157,23 @@ class SeriesBuilder:
         elif spec.kind == "router":
             self.add(ExprDef(spec.id, Ref(data["inputs"]["queue"]), None, "router"), where)
 
+    def shaped(self, where: str, data: dict[str, Any], values: np.ndarray) -> np.ndarray:
+        """`values` multiplied per bin by the node's `profile` weights (as given without one)."""
+        if "profile" not in data:
+            return values
+        try:
+            weights = profile_weights(data["profile"], self.bins)
+        except ValueError as exc:
+            self.err(where, f"profile: {exc}")
+            return values
+        if len(values) != len(weights):
+            return values  # a values length error is already reported
+        shaped: np.ndarray = values * weights
+        return shaped
+
     def pmf(self, spec: NodeSpec, where: str) -> None:
-        """A pmf node: sampled per bin (`sample: true`), else its expected value in every bin."""
+        """A pmf node: sampled per bin (`sample: true`), else its expected value in every bin (shaped by
+        its `profile`). Probabilities arrive renormalized when they did not sum to 1."""
         pmf = spec.data["pmf"]
         values = [float(value) for value in pmf["values"]]
         probabilities = [float(probability) for probability in pmf["probabilities"]]
@@ -162,7 +184,33 @@ class SeriesBuilder:
             )
         else:
             mean = expected_value(values, probabilities)
-            self.add(ConstDef(spec.id, np.full(self.bins or 0, mean), "pmf"), where)
+            series = self.shaped(where, spec.data, np.full(self.bins or 0, mean))
+            self.add(ConstDef(spec.id, series, "pmf"), where)
+
+    def route_weights(self, spec: NodeSpec) -> list[float | None]:
+        """Each route's weight: its own, 1 when it has neither weight nor classes (info
+        `router_default_weight`), None for a class route (classes are not evaluated yet: it carries 0,
+        info `route_without_weight`)."""
+        weights: list[float | None] = []
+        for route in spec.data["routes"]:
+            target = route["target"]
+            if "weight" in route:
+                weights.append(float(route["weight"]))
+            elif route.get("classes"):
+                weights.append(None)
+                self.note(
+                    spec.id, "route_without_weight", f"route to '{target}' routes classes (not evaluated); it carries 0"
+                )
+            else:
+                weights.append(1.0)
+                self.note(spec.id, "router_default_weight", f"route to '{target}' has no weight; it takes weight 1")
+        return weights
+
+    def note(self, node_id: str, code: str, message: str) -> None:
+        """An info warning about node `node_id`."""
+        self.info.append(
+            {"code": code, "severity": "info", "nodeId": node_id, "message": f"node '{node_id}': {message}"}
+        )
 
     def routers(self, specs: tuple[NodeSpec, ...]) -> None:
         """Each route target becomes the sum of its weighted shares of the routers' queues."""
@@ -171,30 +219,22 @@ class SeriesBuilder:
             if spec.kind != "router":
                 continue
             source = spec.data["inputs"]["queue"]
-            routes = spec.data["routes"]
+            weights = self.route_weights(spec)
             total = 0.0
-            for route in routes:
-                if "weight" in route:
-                    total += float(route["weight"])
-            for route in routes:
-                target = route["target"]
-                if "weight" not in route:
-                    self.info.append(
-                        {
-                            "code": "route_without_weight",
-                            "severity": "info",
-                            "nodeId": spec.id,
-                            "message": f"node '{spec.id}': route to '{target}' has no weight "
-                            "(class routing is not evaluated); it carries 0",
-                        }
-                    )
-                    contributions.setdefault(target, [])
-                    continue
-                share = Binary("/", Binary("*", Ref(source), Num(float(route["weight"]))), Num(total))
-                contributions.setdefault(target, []).append(share)
+            for weight in weights:
+                if weight is not None:
+                    total += weight
+            for route, weight in zip(spec.data["routes"], weights, strict=True):
+                parts = contributions.setdefault(route["target"], [])
+                if weight is not None:
+                    parts.append(Binary("/", Binary("*", Ref(source), Num(weight)), Num(total)))
         for target, parts in contributions.items():
             if self.exists(target):
-                self.err(f"router target '{target}'", "names an existing series")
+                self.err(
+                    f"router target '{target}'",
+                    "names an existing series — a route creates its target series: remove the node "
+                    f"'{target}' (upstream's placeholder nodes are not needed) or route to a new id",
+                )
                 continue
             expr: Expr = parts[0] if parts else Num(0.0)
             for part in parts[1:]:

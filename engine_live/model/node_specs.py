@@ -11,7 +11,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from engine_live.model.checking import ID_RE, NODE_KEYS, NODE_KINDS, Problems, check_number
+from engine_live.model.checking import ID_RE, NODE_HINTS, NODE_KEYS, NODE_KINDS, Problems, check_number
+from engine_live.model.dialect import canonical_node
+
+PMF_POLICIES = ("repeat", "error")
+"""Upstream's pmf `policy` (how a pmf spec shorter than the grid repeats): every bin reads the whole
+pmf here, so both are accepted and change nothing."""
+PMF_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -64,9 +70,11 @@ def _check_const(problems: Problems, where: str, raw: dict[str, Any]) -> None:
     elif "source" in raw:
         source = raw["source"]
         if not isinstance(source, str) or not (source == "telemetry" or source.startswith("file:")):
-            problems.error(where, f"source: must be 'telemetry' or 'file:<path>', got {source!r}")
-    elif not isinstance(raw["values"], list):
-        problems.error(where, "values: must be a list of numbers")
+            problems.error(where, f"source: must be 'telemetry', 'file:<path>' or 'file://<path>', got {source!r}")
+    elif not isinstance(raw["values"], list) and (
+        isinstance(raw["values"], bool) or not isinstance(raw["values"], int | float)
+    ):
+        problems.error(where, "values: must be a list of numbers (or one number for every bin)")
 
 
 def _check_expr(problems: Problems, where: str, raw: dict[str, Any]) -> None:
@@ -76,12 +84,34 @@ def _check_expr(problems: Problems, where: str, raw: dict[str, Any]) -> None:
         check_number(problems, f"{where}: initial", raw["initial"])
 
 
-def _check_pmf(problems: Problems, where: str, pmf: Any) -> None:
+def _pmf_total(problems: Problems, where: str, node_id: str, pmf: dict[str, Any]) -> None:
+    """Renormalize probabilities that do not sum to 1 (a warning); an all-zero set is an error."""
+    total = 0.0
+    for probability in pmf["probabilities"]:
+        total += float(probability)
+    if total <= 0:
+        problems.error(where, "pmf.probabilities: are all zero (give at least one positive probability)")
+    elif abs(total - 1.0) > PMF_TOLERANCE:
+        pmf["probabilities"] = [float(p) / total for p in pmf["probabilities"]]
+        problems.note(
+            "pmf_renormalized",
+            where,
+            f"pmf.probabilities sum to {total!r}; divided by their sum",
+            node_id=node_id,
+            severity="warning",
+        )
+
+
+def _check_pmf(problems: Problems, where: str, node_id: str, pmf: Any) -> dict[str, Any] | None:
+    """The pmf mapping checked (a copy, probabilities renormalized when needed), or None."""
     if not isinstance(pmf, dict):
         problems.error(where, "pmf: required mapping {values, probabilities}")
-        return
-    problems.check_keys(f"{where}: pmf", pmf, {"values", "probabilities", "sample"})
-    values, probabilities = pmf.get("values"), pmf.get("probabilities")
+        return None
+    problems.check_keys(f"{where}: pmf", pmf, {"values", "probabilities", "sample", "policy"})
+    if "policy" in pmf and pmf["policy"] not in PMF_POLICIES:
+        problems.error(where, f"pmf.policy: must be one of {', '.join(PMF_POLICIES)}, got {pmf['policy']!r}")
+    checked: dict[str, Any] = dict(pmf)
+    values, probabilities = checked.get("values"), checked.get("probabilities")
     if (
         not isinstance(values, list)
         or not isinstance(probabilities, list)
@@ -96,12 +126,9 @@ def _check_pmf(problems: Problems, where: str, pmf: Any) -> None:
             problems.error(where, "pmf.values: must be finite")
         if not all(math.isfinite(float(p)) and float(p) >= 0 for p in probabilities):
             problems.error(where, "pmf.probabilities: must be finite and at least 0")
-            return
-        total = 0.0
-        for probability in probabilities:
-            total += float(probability)
-        if abs(total - 1.0) > 1e-4:
-            problems.error(where, f"pmf.probabilities: must sum to 1 (±1e-4), got {total!r}")
+        else:
+            _pmf_total(problems, where, node_id, checked)
+    return checked
 
 
 def _check_buffer(problems: Problems, where: str, raw: dict[str, Any]) -> Dispatch | None:
@@ -137,6 +164,14 @@ def _check_router(problems: Problems, where: str, node_id: str, raw: dict[str, A
     return {"id": node_id, "kind": "router", "inputs": inputs, "routes": routes}
 
 
+def _kind_of(problems: Problems, where: str, raw: dict[str, Any]) -> str | None:
+    kind = raw.get("kind")
+    if kind not in NODE_KINDS:
+        problems.error(where, f"kind: must be one of {', '.join(NODE_KINDS)} (or backlog), got {kind!r}")
+        return None
+    return str(kind)
+
+
 def check_node(problems: Problems, raw: Any, index: int, seen: set[str]) -> NodeSpec | None:
     """Entry `index` of `nodes` (its id added to `seen`), or None when it cannot be described."""
     if not isinstance(raw, dict):
@@ -150,22 +185,25 @@ def check_node(problems: Problems, raw: Any, index: int, seen: set[str]) -> Node
     if node_id in seen:
         problems.error(where, "duplicate id")
     seen.add(node_id)
-    kind = raw.get("kind")
-    if kind not in NODE_KINDS:
-        problems.error(where, f"kind: must be one of {', '.join(NODE_KINDS)}, got {kind!r}")
+    data = canonical_node(problems, raw, where, node_id)
+    kind = _kind_of(problems, where, data)
+    if kind is None:
         return None
-    problems.check_keys(where, raw, {"id", "kind"} | NODE_KEYS[kind])
-    data = dict(raw)
+    problems.check_keys(where, data, {"id", "kind"} | NODE_KEYS[kind], NODE_HINTS)
     if kind == "const":
-        _check_const(problems, where, raw)
+        _check_const(problems, where, data)
     elif kind == "expr":
-        _check_expr(problems, where, raw)
+        _check_expr(problems, where, data)
     elif kind == "pmf":
-        _check_pmf(problems, where, raw.get("pmf"))
+        pmf = _check_pmf(problems, where, node_id, data.get("pmf"))
+        if pmf is not None:
+            data["pmf"] = pmf
+            if pmf.get("sample") and "profile" in data:
+                problems.error(where, "profile shapes a pmf's expected value: drop sample or profile")
     elif kind == "serviceWithBuffer":
-        data["dispatchSchedule"] = _check_buffer(problems, where, raw)
+        data["dispatchSchedule"] = _check_buffer(problems, where, data)
     elif kind == "router":
-        router = _check_router(problems, where, node_id, raw)
+        router = _check_router(problems, where, node_id, data)
         if router is None:
             return None
         data = router

@@ -133,6 +133,20 @@ class TopoBinding:
     telemetry_fields: frozenset[str]
     ui: dict[str, Any] | None
     constraint: str | None = None
+    aliases: dict[str, str] = field(default_factory=dict)  # metric → display name (upstream `aliases`)
+    labels: dict[str, Any] = field(default_factory=dict)  # exhaustedPolicy, backoffStrategy, maxAttempts
+    declared_kind: str | None = None  # upstream's kind when it is evaluated as `kind` (e.g. dependency)
+
+    def extras(self) -> dict[str, Any]:
+        """`declaredKind`, `aliases` and `labels` as the wire shows them (only those present)."""
+        out: dict[str, Any] = {}
+        if self.declared_kind is not None:
+            out["declaredKind"] = self.declared_kind
+        if self.aliases:
+            out["aliases"] = dict(self.aliases)
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        return out
 
 
 @dataclass(frozen=True)

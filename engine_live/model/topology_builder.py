@@ -13,6 +13,7 @@ import re
 from dataclasses import replace
 
 from engine_live.expressions.syntax import Call, ListLit, Ref
+from engine_live.model.checking import EVAL_KIND
 from engine_live.model.node_builder import SeriesBuilder
 from engine_live.model.series_defs import CapDef, ConstDef, ExprDef, QueueDef, TelemetryDef, TopoBinding
 from engine_live.model.topology_specs import TopoNodeSpec
@@ -74,13 +75,16 @@ class TopologyBuilder(SeriesBuilder):
             bindings.append(
                 TopoBinding(
                     node.id,
-                    node.kind,
+                    EVAL_KIND.get(node.kind, node.kind),
                     fields_of[node.id],
                     parallelism_of[node.id],
                     float(sla) if sla is not None else None,
                     frozenset(telemetry_of[node.id]),
                     node.ui if isinstance(node.ui, dict) else None,
                     node.constraints[0] if node.constraints else None,
+                    dict(node.aliases),
+                    dict(node.labels),
+                    node.kind if node.kind in EVAL_KIND else None,
                 )
             )
         return bindings

@@ -7,23 +7,19 @@ a constraint shares one served series among its member nodes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from engine_live.model.checking import (
-    SEMANTIC_KEYS,
-    SERIES_FIELDS,
-    TOPO_KINDS,
-    TOPO_NODE_KEYS,
-    Problems,
-    check_number,
-)
+from engine_live.model.checking import TOPO_HINTS, TOPO_KINDS, TOPO_NODE_KEYS, Problems, check_number, topo_id_problem
 from engine_live.model.node_specs import Dispatch, check_dispatch
+from engine_live.model.semantics import check_semantics
+
+_KIND_BY_LOWER = {kind.lower(): kind for kind in TOPO_KINDS}
 
 
 @dataclass(frozen=True)
 class TopoNodeSpec:
-    """One checked topology node."""
+    """One checked topology node (`kind` as declared, in upstream's canonical spelling)."""
 
     id: str
     kind: str
@@ -35,6 +31,8 @@ class TopoNodeSpec:
     wip_overflow: str | None
     dispatch: Dispatch | None
     constraints: tuple[str, ...]
+    aliases: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,22 +53,15 @@ class ConstraintSpec:
     arrivals: str | None
 
 
-def _check_semantics(problems: Problems, where: str, semantics: dict[str, Any]) -> None:
-    problems.check_keys(f"{where}: semantics", semantics, SEMANTIC_KEYS)
-    for key in SERIES_FIELDS:
-        if key in semantics and not isinstance(semantics[key], str):
-            problems.error(where, f"semantics.{key}: must name a series, 'file:<path>' or 'telemetry'")
-    if "slaMin" in semantics:
-        check_number(problems, f"{where}: semantics.slaMin", semantics["slaMin"])
-    parallelism = semantics.get("parallelism")
-    if parallelism is not None and not isinstance(parallelism, str):
-        check_number(problems, f"{where}: semantics.parallelism", parallelism)
-    kernel = semantics.get("retryKernel")
-    if kernel is not None and (
-        not isinstance(kernel, list)
-        or not all(check_number(problems, f"{where}: semantics.retryKernel", k) is not None for k in kernel)
-    ):
-        problems.error(where, "semantics.retryKernel: must be a list of numbers")
+def topo_kind(problems: Problems, where: str, raw: Any) -> str:
+    """The declared kind in canonical spelling (upstream's kinds are case-insensitive; none is service)."""
+    if raw is None:
+        return "service"
+    kind = _KIND_BY_LOWER.get(raw.lower()) if isinstance(raw, str) else None
+    if kind is None:
+        problems.error(where, f"kind: must be one of {', '.join(TOPO_KINDS)}, got {raw!r}")
+        return "service"
+    return kind
 
 
 def check_topo_node(problems: Problems, raw: Any, index: int, seen: set[str]) -> TopoNodeSpec | None:
@@ -79,28 +70,27 @@ def check_topo_node(problems: Problems, raw: Any, index: int, seen: set[str]) ->
         problems.error(f"topology.nodes[{index}]", "id: required")
         return None
     node_id = raw["id"]
+    if (problem := topo_id_problem(node_id)) is not None:
+        problems.error(f"topology.nodes[{index}]", problem)
+        return None
     where = f"topology node '{node_id}'"
     if node_id in seen:
         problems.error(where, "duplicate id")
     seen.add(node_id)
-    problems.check_keys(where, raw, TOPO_NODE_KEYS)
-    kind = raw.get("kind", "service")
-    if kind not in TOPO_KINDS:
-        problems.error(where, f"kind: must be one of {', '.join(TOPO_KINDS)}, got {kind!r}")
-    semantics = raw.get("semantics") or {}
-    if not isinstance(semantics, dict):
-        problems.error(where, "semantics: must be a mapping")
-        semantics = {}
-    _check_semantics(problems, where, semantics)
+    problems.check_keys(where, raw, TOPO_NODE_KEYS, TOPO_HINTS)
+    kind = topo_kind(problems, where, raw.get("kind"))
+    semantics = check_semantics(problems, where, raw.get("semantics"))
     initial_condition = raw.get("initialCondition") or {}
     initial_queue = None
     if isinstance(initial_condition, dict):
         problems.check_keys(f"{where}: initialCondition", initial_condition, {"queueDepth"})
-        if "queueDepth" in initial_condition:
+        if initial_condition.get("queueDepth") is not None:
             initial_queue = check_number(
                 problems, f"{where}: initialCondition.queueDepth", initial_condition["queueDepth"]
             )
-    wip_limit = check_number(problems, f"{where}: wipLimit", raw["wipLimit"]) if "wipLimit" in raw else None
+    wip_limit = (
+        check_number(problems, f"{where}: wipLimit", raw["wipLimit"]) if raw.get("wipLimit") is not None else None
+    )
     constraints = raw.get("constraints") or []
     if not isinstance(constraints, list) or not all(isinstance(x, str) for x in constraints):
         problems.error(where, "constraints: must be a list of constraint ids")
@@ -110,7 +100,7 @@ def check_topo_node(problems: Problems, raw: Any, index: int, seen: set[str]) ->
     return TopoNodeSpec(
         node_id,
         kind,
-        dict(semantics),
+        semantics.fields,
         initial_queue,
         raw.get("ui"),
         wip_limit,
@@ -118,6 +108,8 @@ def check_topo_node(problems: Problems, raw: Any, index: int, seen: set[str]) ->
         raw.get("wipOverflow"),
         check_dispatch(problems, where, raw.get("dispatchSchedule")),
         tuple(constraints),
+        semantics.aliases,
+        semantics.labels,
     )
 
 
@@ -131,7 +123,9 @@ def check_edge(problems: Problems, raw: Any, index: int) -> EdgeSpec | None:
     if not isinstance(source, str) or not isinstance(target, str):
         problems.error(f"topology.edges[{index}]", "from and to are required")
         return None
-    weight = check_number(problems, f"topology.edges[{index}].weight", raw["weight"]) if "weight" in raw else None
+    weight = raw.get("weight")
+    if weight is not None:
+        weight = check_number(problems, f"topology.edges[{index}].weight", weight)
     return EdgeSpec(source.split(":")[0], target.split(":")[0], weight)
 
 

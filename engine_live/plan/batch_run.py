@@ -22,6 +22,7 @@ from engine_live.model.build import build_model
 from engine_live.model.document import ModelDoc, load_model
 from engine_live.model.series_defs import ModelGraph, TopoBinding
 from engine_live.model.text import dump_yaml
+from engine_live.plan.budget import check_cells
 from engine_live.plan.compiler import ZERO, Plan, compile_model
 from engine_live.plan.evaluator import evaluate_batch
 from engine_live.plan.run_result import RunResult, SeriesOut
@@ -110,6 +111,7 @@ def topology_view(graph: ModelGraph) -> dict[str, Any]:
     return {
         "nodes": [
             {"id": binding.id, "kind": binding.kind, "semantics": dict(binding.fields), "ui": binding.ui}
+            | binding.extras()  # declaredKind, aliases, labels when the model has them (SPEC §13)
             for binding in graph.topo
         ],
         "edges": [{"from": edge.source, "to": edge.target, "weight": edge.weight} for edge in graph.edges],
@@ -140,12 +142,15 @@ def run_model(
     deterministic_run_id: bool = False,
     created_utc: str | None = None,
     adjustments: list[dict[str, Any]] | None = None,
+    max_cells: int | None = None,
 ) -> BatchRun:
     """Load, compile and evaluate a model over its whole grid. Raises ModelError on a bad model.
-    `adjustments` (model/adjustments.json of a live run) are applied as the live run did (§12.8)."""
+    `adjustments` (model/adjustments.json of a live run) are applied as the live run did (§12.8).
+    `max_cells` bounds the evaluation matrix (`TooLargeError` before it is allocated)."""
     doc = load_model(source, base_dir=base_dir)
     graph = build_model(doc)
     plan = compile_model(graph)
+    check_cells(plan, doc.grid.bins, max_cells)
     if adjustments:
         from engine_live.model.patch import evaluate_with_adjustments
 

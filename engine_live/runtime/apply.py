@@ -3,9 +3,11 @@
 `Applier.apply(h, record, offset)` is called by the worker for each record right after it is
 durable, and by recovery for each record of the log tail, in log order. Events go to the sink
 and `events.log` encoded once (`Publisher.emit`); during a quiet replay (`LiveRun.quiet`) nothing
-is published. A close writes the canonical artifacts; when that fails the run is `failed` (a
-status event with the reason, not seq'd: a failure is not a function of the log) rather than
-staying `closing`.
+is published. A close writes the canonical artifacts; when they cannot be built the run is
+`failed` (`RunFailures`) rather than staying `closing`; when storage refuses the write (OSError)
+the run stays `closing` and `finish_close` is retried later with a backoff (`LiveService.tick`).
+A failed write of `events.log` is reported to `StorageHealth` and never fails the record: the
+ingestion log is the truth (`events.log` only serves cursors across restarts).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from engine_live.plan.compiler import Plan
 from engine_live.protocol import Event, EventType, RunStatus, encode_event
 from engine_live.runtime.artifacts import write_live_artifacts
 from engine_live.runtime.context import RuntimeContext
+from engine_live.runtime.failures import RunFailures, failure_reason
 from engine_live.runtime.handle import RunHandle
-from engine_live.runtime.records import CloseRecord, CreateRecord, FramesRecord, LogRecord, PatchRecord
+from engine_live.runtime.records import CloseRecord, CreateRecord, FailRecord, FramesRecord, LogRecord, PatchRecord
 
 log = logging.getLogger("flowtime.live")
+CLOSE_RETRY_MAX_S = 30.0  # a close whose artifacts storage refused is retried after 1, 2, 4, ... 30 s
 PreparedPatch = tuple[Adjustment, Plan, dict[str, Any]]
 
 
@@ -48,8 +52,14 @@ class Publisher:
             sink.publish(h.run_id, event, data, seqd=True)
             if events_log is not None:
                 events_log.write(len(data).to_bytes(4, "little") + data)
-        if events_log is not None:
-            events_log.flush()
+        if events_log is not None and events:
+            try:
+                events_log.flush()
+            except OSError as exc:  # subscribers have the events; a refill after a restart sees the gap
+                level = logging.WARNING if self.ctx.storage.failed("events", exc) else logging.DEBUG
+                log.log(level, "run %s: events.log write failed: %s", h.run_id, exc, extra={"run_id": h.run_id})
+            else:
+                self.ctx.storage.succeeded("events")
         if events:
             self.ctx.metrics.observe_published(events, logged=events_log is not None, recovering=self.recovering)
 
@@ -81,8 +91,14 @@ class Publisher:
 class Applier:
     """Applies log records to runs (see the module docstring)."""
 
-    def __init__(self, ctx: RuntimeContext, publisher: Publisher) -> None:
-        self.ctx, self.publisher = ctx, publisher
+    def __init__(self, ctx: RuntimeContext, publisher: Publisher, failures: RunFailures) -> None:
+        self.ctx, self.publisher, self.failures = ctx, publisher, failures
+
+    def _fault(self, h: RunHandle, record: LogRecord) -> None:
+        """The evaluation fault seam (tests): may raise as a failing evaluator would."""
+        fault = self.ctx.evaluate_fault
+        if fault is not None:
+            fault(h.run_id, record)
 
     async def apply(
         self,
@@ -104,6 +120,9 @@ class Applier:
             return self.apply_patch(h, prepared or self.prepare_patch(h, record.body), offset)
         if isinstance(record, CloseRecord):
             return await self.apply_close(h, offset)
+        if isinstance(record, FailRecord):  # replay: the run failed here before the restart
+            self.failures.fail(h, record.reason, None)
+            return {"runId": h.run_id, "status": h.run.status.value, "logOffset": offset}
         assert isinstance(record, CreateRecord)
         if h.run.status is RunStatus.CREATED:  # a snapshot taken before the create was applied
             self.publisher.emit(h, h.run.start())
@@ -121,6 +140,7 @@ class Applier:
             for bin_index in bins:
                 h.work.accepted_at.setdefault(bin_index, accepted)
         result = run.apply(record.batch)
+        self._fault(h, record)
         self.publisher.emit(h, result.events)
         if accepted is not None:
             self.publisher.observe_latency(h, result.events)
@@ -139,26 +159,42 @@ class Applier:
         run = h.run
         h.work.closing = True
         events = run.close()
+        self._fault(h, CloseRecord())
         self.publisher.emit(h, events)
         self.publisher.observe_latency(h, events)
         if run.status is RunStatus.CLOSING:
-            try:
-                async with h.files.artifacts_lock:
-                    await write_live_artifacts(h, self.ctx.snapshots)
-            except Exception as exc:  # never leave the run stuck in `closing`
-                reason = f"artifacts_failed: {type(exc).__name__}: {exc}"
-                log.error(
-                    "run %s: close failed, the run is failed: %s",
-                    h.run_id,
-                    reason,
-                    exc_info=exc,
-                    extra={"run_id": h.run_id},
-                )
-                self.publisher.status(h, RunStatus.FAILED, reason)
-            else:
-                self.publisher.emit(h, run.complete())
-            self.ctx.sink.close_run(h.run_id, 1000)
+            await self.finish_close(h)
         return {"runId": h.run_id, "status": run.status.value, "logOffset": offset}
+
+    async def finish_close(self, h: RunHandle) -> None:
+        """A closing run's artifacts, then `completed`. Never leaves the run stuck: artifacts that cannot
+        be built fail it; a storage failure keeps it `closing` with a retry scheduled (`close_retry_at`)."""
+        run = h.run
+        try:
+            async with h.files.artifacts_lock:
+                if run.status is not RunStatus.CLOSING:
+                    return  # completed by an earlier attempt, or deleted meanwhile
+                await write_live_artifacts(h, self.ctx.snapshots)
+        except OSError as exc:
+            self.ctx.storage.failed("artifacts", exc)
+            delay = min(CLOSE_RETRY_MAX_S, 2.0**h.work.close_retries)
+            h.work.close_retries += 1
+            h.work.close_retry_at = self.ctx.clock() + delay
+            log.warning(
+                "run %s: writing the artifacts failed (%s); the run stays closing, retry in %.0f s",
+                h.run_id,
+                exc,
+                delay,
+                extra={"run_id": h.run_id},
+            )
+            return
+        except Exception as exc:
+            self.failures.fail(h, failure_reason("artifacts_failed", exc), "artifacts", exc)
+            return
+        self.ctx.storage.succeeded("artifacts")
+        h.work.close_retry_at = None
+        self.publisher.emit(h, run.complete())
+        self.ctx.sink.close_run(h.run_id, 1000)
 
     def prepare_patch(self, h: RunHandle, body: Any) -> PreparedPatch:
         """Check and compile a PATCH against the run as it is now (ModelError / 422 when it cannot apply)."""
@@ -182,6 +218,7 @@ class Applier:
         old = h.run.hooks
         hooks = old.for_plan(plan) if isinstance(old, DerivedHooks) else None
         events = h.run.replace_plan(plan, adjustment.from_bin, hooks)
+        self._fault(h, PatchRecord(adjustment.to_wire()))
         h.model.graph, h.model.data = plan.graph, new_data
         h.model.frames = self.ctx.logs.frame_reader(plan.graph, h.run_id)
         h.model.adjustments.append(adjustment.to_wire())

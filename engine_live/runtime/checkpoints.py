@@ -6,6 +6,11 @@ is due (every `snapshotEveryBins` evaluated bins or `snapshotEverySeconds` on th
 or one was requested (`request`, POST /snapshots, shutdown), the job is copied right there,
 between two records, and the commit runs in a thread while ingestion goes on. Once committed (on
 the event loop) the run lets the bins the commit wrote as segments leave memory.
+
+Storage failures: a commit that fails leaves CURRENT as it was (the store's commit order) and is
+reported to `StorageHealth` (`snapshot`); the run goes on and the next due check tries again. A
+capture whose log roll fails is reported as a `log` failure. POST /snapshots answers 503
+`storage_unavailable` when the snapshot or the artifacts could not be written.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from engine_live.errors import OutsideRetentionError, SegmentError
+from engine_live.errors import OutsideRetentionError, SegmentError, StorageUnavailableError
 from engine_live.protocol import encode_event, snapshot_written_event
 from engine_live.runtime.artifacts import write_live_artifacts
 from engine_live.runtime.context import RuntimeContext
@@ -50,7 +55,12 @@ class Checkpoints:
             mirror=h.durable.seed_mirror,
             on_commit=lambda job, meta: self._committed(h, job, meta),
             after_step=self.ctx.snapshot_fault,
+            on_error=self._failed,
         )
+
+    def _failed(self, exc: BaseException) -> None:
+        """A commit failed (CURRENT untouched; the checkpoint tries again later)."""
+        self.ctx.storage.failed("snapshot", exc)
 
     def job(self, h: RunHandle) -> SnapshotJob:
         """The copy a snapshot is written from; call between two records (on the event loop)."""
@@ -78,10 +88,14 @@ class Checkpoints:
             return
         try:
             await checkpoint.run_due(h.run, h.durable.applied_offset, lambda: self.job(h), h.files.log)
+        except OSError as exc:  # the log could not roll to a new segment: it stays on the old one
+            self.ctx.storage.failed("log", exc)
+            log.warning("run %s: snapshot capture failed: %s", h.run_id, exc, extra={"run_id": h.run_id})
         except Exception:
             log.exception("run %s: snapshot capture failed", h.run_id, extra={"run_id": h.run_id})
 
     def _committed(self, h: RunHandle, job: SnapshotJob, meta: SnapshotMeta) -> None:
+        self.ctx.storage.succeeded("snapshot")
         if segments_end(meta.segments) > segments_end(h.durable.segments):  # the bins may leave memory now
             h.durable.segments = meta.segments
             h.run.mark_persisted(segments_end(meta.segments))
@@ -100,7 +114,10 @@ class Checkpoints:
 
     async def snapshot_with_artifacts(self, h: RunHandle) -> dict[str, Any]:
         """POST /v1/runs/{id}/snapshots: a committed snapshot now, plus the full §4 artifacts."""
-        meta = await self.request(h)
+        try:
+            meta = await self.request(h)
+        except OSError as exc:
+            raise StorageUnavailableError(f"the snapshot could not be written: {exc}", runId=h.run_id) from None
         manifest_hash = meta.state_hash
         async with h.files.artifacts_lock:
             try:
@@ -108,6 +125,13 @@ class Checkpoints:
                 manifest_hash = info.manifest_hash
             except (OutsideRetentionError, SegmentError) as exc:  # a segment is unreadable: only the snapshot
                 log.warning("run %s: §4 artifacts skipped: %s", h.run_id, exc, extra={"run_id": h.run_id})
+            except OSError as exc:
+                self.ctx.storage.failed("artifacts", exc)
+                raise StorageUnavailableError(
+                    f"the snapshot was committed, the artifacts could not be written: {exc}", runId=h.run_id
+                ) from None
+            else:
+                self.ctx.storage.succeeded("artifacts")
         return {
             "runId": h.run_id,
             "seq": meta.seq,

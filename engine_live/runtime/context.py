@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine_live.runtime.ports import EventSink, LogStore, NullMetrics, NullSink, RuntimeMetrics, SnapshotStore
+from engine_live.runtime.records import LogRecord
+from engine_live.runtime.storage import StorageHealth
 
 
 @dataclass(frozen=True)
@@ -48,5 +50,9 @@ class RuntimeContext:
     snapshots: SnapshotStore
     sink: EventSink = field(default_factory=NullSink)
     metrics: RuntimeMetrics = field(default_factory=NullMetrics)
-    clock: Callable[[], float] = time.monotonic  # snapshot cadence; tests inject their own
+    clock: Callable[[], float] = time.monotonic  # snapshot cadence, close retries; tests inject their own
+    storage: StorageHealth = field(default_factory=StorageHealth)  # whether the stores' writes fail
     snapshot_fault: Callable[[str], None] | None = None  # crash injection seam after each commit step (tests)
+    # fault seam (tests): called with (run id, record) right after a record changed the run, before its
+    # events are published; raising stands for an evaluator that fails (SPEC §10: the run goes `failed`)
+    evaluate_fault: Callable[[str, LogRecord], None] | None = None

@@ -4,7 +4,7 @@
   replaces it as a whole);
 - `RunDurability` — what the log and the snapshots know: the create record, how far the log is
   applied, Kafka offsets, committed segments;
-- `RunWork` — the worker's queue of accepted requests and its task;
+- `RunWork` — the worker's queue of accepted requests, the batch in flight and its task;
 - `RunFiles` — the open log appender, `events.log` writer and checkpoint.
 
 `RunHandle` holds one of each plus the `LiveRun` itself.
@@ -74,7 +74,10 @@ class RunWork:
     queue: deque[QueuedRecord] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    inflight: list[QueuedRecord] = field(default_factory=list)  # the batch being logged and applied
     closing: bool = False  # a close (or delete) was accepted: no new ingest
+    close_retry_at: float | None = None  # closing: when to retry artifacts a storage failure stopped (clock)
+    close_retries: int = 0
     # metrics: per bin, when the oldest request with values for it whose run_update is not yet
     # published was accepted (see `Publisher.observe_latency`)
     accepted_at: dict[int, float] = field(default_factory=dict)
@@ -100,6 +103,7 @@ class RunHandle:
     folder: Path  # runs/<id>/live
     work: RunWork = field(default_factory=RunWork)
     files: RunFiles = field(default_factory=RunFiles)
+    reason: str | None = None  # why the run is `failed` (or was deleted)
 
     @property
     def run_id(self) -> str:

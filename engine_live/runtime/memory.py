@@ -5,7 +5,9 @@ deliberately simple: records are kept as objects (no byte format), frames arrive
 of `[bin, series, value]`, a snapshot is a full state kept in memory, segments are never written
 (the run keeps every bin), and artifacts are the `RunResult`s handed over. `RecordingSink` keeps
 every published event. None of this touches a disk; the real adapters live in `ingestion`,
-`snapshot_writer` and `stream_hub`.
+`snapshot_writer` and `stream_hub`. Storage faults are set per call: `MemoryLog.fail_next`,
+`MemoryLogStore.fail_next_create` / `fail_remove` / `fail_probe`, `MemorySnapshotStore.fail_next_commit`
+/ `fail_artifacts`.
 """
 
 from __future__ import annotations
@@ -45,9 +47,14 @@ class MemoryLog:
     def __init__(self, records: list[tuple[int, bytes]]) -> None:
         self.records = records
         self.fail_next: OSError | None = None  # tests: the next append fails with this
+        self.gate: asyncio.Event | None = None  # tests: a slow disk, appends wait until it is set
+        self.entered = asyncio.Event()  # set when an append waits at the gate
 
     async def append(self, payload: bytes) -> int:
         """Keep the payload; its offset."""
+        if self.gate is not None:
+            self.entered.set()
+            await self.gate.wait()
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
@@ -88,11 +95,27 @@ class MemoryLogStore:
         self.appenders: dict[Path, MemoryLog] = {}
         self._records: dict[bytes, LogRecord] = {}
         self.fail_next_create: OSError | None = None  # tests: the create record of the next run fails
+        self.fail_remove: OSError | None = None  # tests: removing run folders fails
+        self.fail_probe: OSError | None = None  # tests: probe writes fail
         self._keys = itertools.count()
 
     def live_dirs(self, runs_dir: Path) -> list[Path]:
         """Folders with a log, under `runs_dir`."""
         return sorted(folder for folder, records in self.logs.items() if records and folder.parent.parent == runs_dir)
+
+    def clean(self, runs_dir: Path) -> None:
+        """No tombstones in memory."""
+
+    def remove(self, live_dir: Path) -> None:
+        """Forget the folder's log (OSError while `fail_remove` is set)."""
+        if self.fail_remove is not None:
+            raise self.fail_remove
+        self.discard(live_dir)
+
+    def probe(self, runs_dir: Path) -> None:
+        """OSError while `fail_probe` is set."""
+        if self.fail_probe is not None:
+            raise self.fail_probe
 
     def open_tail(self, live_dir: Path) -> MemoryLog:
         """The folder's log (created empty)."""
@@ -154,6 +177,7 @@ class MemoryCheckpoint:
     store: MemorySnapshotStore
     on_commit: OnCommit
     mirror: CaptureMirror = field(default_factory=CaptureMirror)
+    on_error: Callable[[BaseException], None] | None = None
     requests: list[asyncio.Future[SnapshotMeta]] = field(default_factory=list)
     is_due: bool = False
     marked: tuple[int, int] | None = None
@@ -184,8 +208,22 @@ class MemoryCheckpoint:
         if not requests and not self.is_due:
             return
         self.is_due = False
-        job = make_job()
-        state = job.state.delta.mirror.materialize(job.state) if job.state.delta is not None else job.state
+        failure, self.store.fail_next_commit = self.store.fail_next_commit, None
+        try:
+            job = make_job()
+            if failure is not None:  # as a failed commit on disk: CURRENT (the kept snapshot) untouched
+                raise failure
+            state = job.state.delta.mirror.materialize(job.state) if job.state.delta is not None else job.state
+        except Exception as exc:
+            self.mirror.invalidate()  # the next capture is a full one
+            if failure is not None and self.on_error is not None:
+                self.on_error(exc)
+            for future in requests:
+                if not future.done():
+                    future.set_exception(exc)
+            if failure is None:
+                raise
+            return
         meta = SnapshotMeta(
             name=f"{state.seq:020d}",
             path=self.live_dir / "snapshots",
@@ -244,6 +282,8 @@ class MemorySnapshotStore:
         self.snapshots: dict[Path, LoadedSnapshot] = {}
         self.events: dict[Path, bytearray] = {}
         self.artifacts: dict[Path, RunResult] = {}
+        self.fail_next_commit: OSError | None = None  # tests: the next snapshot commit fails
+        self.fail_artifacts: list[BaseException] = []  # tests: the next artifact writes fail with these
 
     def checkpoint(
         self,
@@ -255,9 +295,10 @@ class MemorySnapshotStore:
         mirror: CaptureMirror | None,
         on_commit: OnCommit,
         after_step: Callable[[str], None] | None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> MemoryCheckpoint:
         """A checkpoint that snapshots on request."""
-        return MemoryCheckpoint(live_dir, self, on_commit, mirror or CaptureMirror())
+        return MemoryCheckpoint(live_dir, self, on_commit, mirror or CaptureMirror(), on_error)
 
     def live_dirs(self, runs_dir: Path) -> list[Path]:
         """Folders with a snapshot, under `runs_dir`."""
@@ -307,7 +348,9 @@ class MemorySnapshotStore:
         return values.copy(), present.copy()
 
     def write_artifacts(self, result: RunResult, run_folder: Path) -> WrittenInMemory:
-        """Keep the result."""
+        """Keep the result (or raise the next of `fail_artifacts`)."""
+        if self.fail_artifacts:
+            raise self.fail_artifacts.pop(0)
         self.artifacts[run_folder] = result
         return WrittenInMemory(f"memory:{result.run_id}")
 

@@ -72,6 +72,15 @@ class LogStore(Protocol):
     def live_dirs(self, runs_dir: Path) -> list[Path]:
         """Every `runs/<id>/live` folder holding an ingestion log."""
 
+    def clean(self, runs_dir: Path) -> None:
+        """At start: remove what deletes a crash interrupted left behind (tombstones)."""
+
+    def remove(self, live_dir: Path) -> None:
+        """Remove the run folder `live_dir.parent` as a whole; OSError when it stays (then untouched)."""
+
+    def probe(self, runs_dir: Path) -> None:
+        """Write, fsync and remove a small file under `runs_dir`; OSError while storage takes no writes."""
+
     def open_tail(self, live_dir: Path) -> AppendLog:
         """The appender on the newest segment of `live_dir` (a new log when there is none)."""
 
@@ -108,7 +117,7 @@ class EventLogWriter(Protocol):
         """Append one encoded event (buffered until `flush`)."""
 
     def flush(self) -> None:
-        """Hand what was written to the OS."""
+        """Hand what was written to the OS (OSError when that failed: those events are not in the file)."""
 
     def tell(self) -> int:
         """Bytes written so far (a snapshot records it)."""
@@ -192,8 +201,10 @@ class SnapshotStore(Protocol):
         mirror: CaptureMirror | None,
         on_commit: OnCommit,
         after_step: Callable[[str], None] | None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> Checkpoint:
-        """The checkpoint of one run (commits truncate the log through the store's injected truncation)."""
+        """The checkpoint of one run (commits truncate the log through the store's injected truncation;
+        a commit that fails calls `on_error`, CURRENT untouched)."""
 
     def live_dirs(self, runs_dir: Path) -> list[Path]:
         """Every `runs/<id>/live` folder holding a CURRENT pointer or snapshots."""

@@ -1,7 +1,8 @@
 """The records of a live run's ingestion log, as the runtime sees them (SPEC §6 Durability).
 
 A run's log starts with its create record; then frames, model patches and at most one close, in
-the order they were acknowledged. Events are a pure function of this sequence, so replaying it
+the order they were acknowledged (and, after a record that could not be evaluated, a fail
+record). Events are a pure function of this sequence, so replaying it
 rebuilds the run with the same epoch and seq numbering. The bytes on disk are
 `ingestion.log_records`' business (the one codec).
 """
@@ -63,4 +64,13 @@ class CloseRecord:
     """The run was closed: no more values; the last bins evaluate and the artifacts are written."""
 
 
-LogRecord = CreateRecord | FramesRecord | PatchRecord | CloseRecord
+@dataclass(frozen=True)
+class FailRecord:
+    """The run failed (a record could not be evaluated): it stays `failed` with `reason` after a restart.
+
+    Written after the record that failed, best effort; nothing after it is applied."""
+
+    reason: str
+
+
+LogRecord = CreateRecord | FramesRecord | PatchRecord | CloseRecord | FailRecord

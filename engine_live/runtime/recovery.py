@@ -16,6 +16,10 @@ service adopts it (opens its files, starts its worker) and calls `after_adopt`. 
    last `recovery_history_records` records replay quietly (no events built; seq still counted),
    after which the history and `events.log` restart at the seq reached.
 
+A record that fails to evaluate on replay (an exception other than a refusal the live path made
+too) fails the run there (`RunFailures`, cause `recovery`): the records after it are not applied,
+the run is adopted `failed` with the reason, and the other runs recover as usual.
+
 Only when acknowledged records cannot be read (a missing or corrupt older segment, a gap) does the
 run continue with a NEW epoch: `events.log` restarts, the hub resets to the new epoch at the run's
 seq, the `status` event (reason `recovered_with_data_loss: ...`) and an error log say so, and a
@@ -33,12 +37,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine_live.derived.live_hooks import DerivedHooks
+from engine_live.errors import IngestError, ModelError
 from engine_live.model.patch import Adjustment, compile_patched
 from engine_live.model.text import parse_model_text
 from engine_live.protocol import RunStatus, encode_event, status_event
 from engine_live.runtime.apply import Applier
 from engine_live.runtime.build import build_handle
 from engine_live.runtime.context import RuntimeContext
+from engine_live.runtime.failures import RunFailures, failure_reason
 from engine_live.runtime.handle import RunHandle
 from engine_live.runtime.ports import LoadedSnapshot
 from engine_live.runtime.records import CloseRecord, CreateRecord, PatchRecord
@@ -79,8 +85,8 @@ class RecoveredRun:
 class Recovery:
     """Rebuilds runs from their folders (see the module docstring)."""
 
-    def __init__(self, ctx: RuntimeContext, applier: Applier) -> None:
-        self.ctx, self.applier = ctx, applier
+    def __init__(self, ctx: RuntimeContext, applier: Applier, failures: RunFailures) -> None:
+        self.ctx, self.applier, self.failures = ctx, applier, failures
         self.progress = RecoveryProgress()
 
     async def recover_each(self, dirs: list[Path]) -> AsyncIterator[RecoveredRun]:
@@ -258,38 +264,47 @@ class Recovery:
         and state advance exactly as when publishing); then the hub history and `events.log` restart
         at the seq reached (clients with an older cursor get a snapshot) and the rest replay normally.
         """
-        run = h.run
         for i, (offset, end, payload) in enumerate(records):
-            if i == quiet and quiet:
-                run.quiet = False
-                self._restart_history(h)
-            run.quiet = i < quiet
             try:
-                record = self.ctx.logs.decode(payload)
-            except ValueError as exc:
-                log.error(
-                    "run %s: record at %d cannot be decoded: %s", h.run_id, offset, exc, extra={"run_id": h.run_id}
-                )
-                record = None
-            if isinstance(record, PatchRecord):
-                run.flush()  # a PATCH reads lastBin (its default and highest fromBin)
-                record = PatchRecord({k: v for k, v in record.body.items() if k != "modelRevision"})
-            elif isinstance(record, CloseRecord):
-                run.quiet = False  # the close's events (statuses, the last bins) are the run's end: publish them
-                if quiet > i:
-                    self._restart_history(h)
-                    quiet = i
-            if record is not None:
-                try:
-                    await self.applier.apply(h, record, offset)
-                except Exception as exc:
-                    level = logging.ERROR if isinstance(record, CloseRecord) else logging.INFO
-                    log.log(level, "run %s: record at %d failed again on replay: %s", h.run_id, offset, exc)
+                quiet = await self._replay_one(h, i, offset, payload, quiet)
+            except (IngestError, ModelError) as exc:  # refused live too, before it changed anything
+                log.info("run %s: record at %d refused again on replay: %s", h.run_id, offset, exc)
+            except OSError:
+                raise  # storage, not the record: this run's recovery fails (it is tried at the next start)
+            except Exception as exc:  # fails to evaluate: the run fails here; the others recover
+                self.failures.fail(h, failure_reason("recovery_failed", exc), "recovery", exc)
+                break
             h.durable.applied_offset = end
             self.progress.records += 1
             if i % YIELD_EVERY_RECORDS == YIELD_EVERY_RECORDS - 1:
                 await asyncio.sleep(0)
-        run.quiet = False
+        try:
+            h.run.quiet = False
+        except Exception as exc:  # evaluating what a quiet prefix left pending failed
+            self.failures.fail(h, failure_reason("recovery_failed", exc), "recovery", exc)
+
+    async def _replay_one(self, h: RunHandle, i: int, offset: int, payload: bytes, quiet: int) -> int:
+        """Replay record `i`; the number of leading quiet records from here on (a close ends them)."""
+        run = h.run
+        if i == quiet and quiet:
+            run.quiet = False
+            self._restart_history(h)
+        run.quiet = i < quiet
+        try:
+            record = self.ctx.logs.decode(payload)
+        except ValueError as exc:
+            log.error("run %s: record at %d cannot be decoded: %s", h.run_id, offset, exc, extra={"run_id": h.run_id})
+            return quiet
+        if isinstance(record, PatchRecord):
+            run.flush()  # a PATCH reads lastBin (its default and highest fromBin)
+            record = PatchRecord({k: v for k, v in record.body.items() if k != "modelRevision"})
+        elif isinstance(record, CloseRecord):
+            run.quiet = False  # the close's events (statuses, the last bins) are the run's end: publish them
+            if quiet > i:
+                self._restart_history(h)
+                quiet = i
+        await self.applier.apply(h, record, offset)
+        return quiet
 
     def _restart_history(self, h: RunHandle) -> None:
         """After a quiet replay: the hub history and events.log start over at the run's current seq."""

@@ -3,7 +3,9 @@
 It is the runtime's one entry point for the HTTP, WebSocket and Kafka adapters: create, ingest,
 patch, close, delete, snapshot, and lookups of run handles. The work is done by its parts —
 `RunWorker` (queue → log → apply), `Applier`/`Publisher` (records → events), `Checkpoints`
-(snapshots) and `Recovery` (start-up) — which share one `RuntimeContext`.
+(snapshots), `Recovery` (start-up) and `RunFailures` (runs that cannot go on) — which share one
+`RuntimeContext`. Storage failures are answered 503 and tracked in `ctx.storage`
+(`storage_status` probes while failing); see `docs/storage-faults.md`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from engine_live.errors import (
     BackpressureError,
     ConflictError,
+    FlowTimeError,
     ModelError,
     NotFoundError,
     OutsideRetentionError,
@@ -32,6 +35,7 @@ from engine_live.runtime.apply import Applier, Publisher
 from engine_live.runtime.build import build_handle, model_text, parse_create
 from engine_live.runtime.checkpoints import Checkpoints
 from engine_live.runtime.context import RuntimeContext
+from engine_live.runtime.failures import RunFailures
 from engine_live.runtime.handle import QueuedRecord, RunHandle
 from engine_live.runtime.records import CloseRecord, CreateRecord, FramesRecord, PatchRecord
 from engine_live.runtime.recovery import Recovery, RecoveryProgress
@@ -51,10 +55,11 @@ class LiveService:
         self.runs: dict[str, RunHandle] = {}
         self.queue = IngestQueue(ctx.settings.ingest_queue_frames)
         self.publisher = Publisher(ctx)
-        self.applier = Applier(ctx, self.publisher)
+        self.failures = RunFailures(ctx)
+        self.applier = Applier(ctx, self.publisher, self.failures)
         self.checkpoints = Checkpoints(ctx)
         self.worker = RunWorker(ctx, self.queue, self.applier, self.checkpoints)
-        self.recovery = Recovery(ctx, self.applier)
+        self.recovery = Recovery(ctx, self.applier, self.failures)
         self.ready = False
         self.ready_event = asyncio.Event()  # set when recovery is done
         self._ticker: asyncio.Task[None] | None = None
@@ -64,6 +69,7 @@ class LiveService:
         """Recover every unfinished run, then start the snapshot ticker (readiness follows)."""
         self.ctx.settings.runs_dir.mkdir(parents=True, exist_ok=True)
         runs_dir = self.ctx.settings.runs_dir
+        await asyncio.to_thread(self.ctx.logs.clean, runs_dir)  # deletes a crash interrupted
         dirs = sorted(set(self.ctx.logs.live_dirs(runs_dir)) | set(self.ctx.snapshots.live_dirs(runs_dir)))
         # Recovery builds large long-lived state (matrices, warning books, hub history): with the
         # collector on, every few thousand allocations would trigger full passes over all of it
@@ -85,10 +91,36 @@ class LiveService:
         self._ticker = asyncio.create_task(self._tick(), name="live-ticker")
 
     async def _tick(self) -> None:
-        """Once a second: time-based snapshots of idle runs (the due check reads the injected clock)."""
+        """Once a second: time-based snapshots of idle runs and close retries (both read the injected clock)."""
         while True:
             await asyncio.sleep(1.0)
             self.checkpoints.tick(list(self.runs.values()))
+            try:
+                await self.retry_closes()
+            except Exception:
+                log.exception("close retry failed")
+
+    async def retry_closes(self) -> None:
+        """Write the artifacts of closing runs whose last attempt storage refused, when their retry is due."""
+        now = self.ctx.clock()
+        for h in list(self.runs.values()):
+            at = h.work.close_retry_at
+            if at is not None and now >= at and h.run.status is RunStatus.CLOSING:
+                h.work.close_retry_at = None
+                await self.applier.finish_close(h)
+
+    async def storage_status(self) -> dict[str, object] | None:
+        """None while storage takes writes; else what fails. While failing a probe write is tried first
+        (storage may have recovered with no write since, e.g. while readiness kept clients away)."""
+        health = self.ctx.storage
+        if not health.failing:
+            return None
+        try:
+            await asyncio.to_thread(self.ctx.logs.probe, self.settings.runs_dir)
+        except OSError:
+            return health.to_wire()
+        health.recovered()
+        return None
 
     async def stop(self) -> None:
         """Drain every run, take a last snapshot of open ones, close their files."""
@@ -105,15 +137,27 @@ class LiveService:
                     except Exception:
                         log.exception("run %s: final snapshot failed", h.run_id, extra={"run_id": h.run_id})
                 await checkpoint.drain()
+            await self._halt(h, StorageUnavailableError("the service is stopping; retry", runId=h.run_id))
             await self._close_files(h)
+
+    async def _halt(self, h: RunHandle, leftover: FlowTimeError) -> None:
+        """Stop the run's worker; what it still holds (requests, snapshot requests) is answered `leftover`."""
+        await self.worker.stop(h, leftover)
+        checkpoint = h.files.checkpoint
+        if checkpoint is not None:
+            requests, checkpoint.requests[:] = list(checkpoint.requests), []
+            for future in requests:
+                if not future.done():
+                    future.set_exception(leftover)
 
     async def _close_files(self, h: RunHandle) -> None:
         if h.work.task is not None:
             h.work.task.cancel()
-        if h.files.log is not None:
-            await h.files.log.close()
-        if h.files.events is not None:
-            h.files.events.close()
+        log_, events, h.files.log, h.files.events = h.files.log, h.files.events, None, None
+        if log_ is not None:
+            await log_.close()
+        if events is not None:
+            events.close()
 
     def adopt(self, h: RunHandle) -> None:
         """Register a run and open what it writes to: log, `events.log`, checkpoint; start its worker."""
@@ -124,7 +168,11 @@ class LiveService:
         if files.checkpoint is None:
             files.checkpoint = self.checkpoints.open(h)
         if files.events is None:
-            files.events = self.ctx.snapshots.open_events(h.folder)
+            try:
+                files.events = self.ctx.snapshots.open_events(h.folder)
+            except OSError as exc:  # the run goes on; its events reach subscribers, not events.log
+                self.ctx.storage.failed("events", exc)
+                log.warning("run %s: events.log cannot be opened: %s", h.run_id, exc, extra={"run_id": h.run_id})
         self.worker.start(h)
 
     # -- lookups --------------------------------------------------------------------------------
@@ -142,9 +190,15 @@ class LiveService:
     def ensure_open(self, run_id: str) -> RunHandle:
         """The handle of an open run; RunClosedError (409) otherwise."""
         h = self.handle(run_id)
-        if not h.run.status.is_open:
-            raise RunClosedError(f"run '{run_id}' is {h.run.status.value}", runId=run_id)
+        if not h.run.status.is_open or h.work.closing:
+            raise self._closed(h)
         return h
+
+    @staticmethod
+    def _closed(h: RunHandle) -> RunClosedError:
+        status = h.run.status.value if h.run.status.is_terminal else RunStatus.CLOSING.value
+        details = {"reason": h.reason} if h.reason is not None else {}
+        return RunClosedError(f"run '{h.run_id}' is {status}", runId=h.run_id, **details)
 
     def recovery_progress(self) -> RecoveryProgress:
         """How far recovery is (runs found, runs done, records replayed)."""
@@ -179,15 +233,22 @@ class LiveService:
         # Atomic: the run exists (is registered, takes frames) only once its create record is
         # durable; a failure on the way removes the folder, so nothing is left behind.
         payload = self.ctx.logs.encode(create)
-        log_ = self.ctx.logs.create(h.folder)
+        try:
+            log_ = self.ctx.logs.create(h.folder)  # ConflictError: the folder is another run's, kept
+        except OSError as exc:
+            self.ctx.logs.discard(h.folder)
+            self.ctx.storage.failed("log", exc)
+            raise StorageUnavailableError(f"the run's folder could not be created: {exc}", runId=run_id) from None
         try:
             offset = await log_.append(payload)
         except BaseException as exc:
             await asyncio.gather(log_.close(), return_exceptions=True)
             self.ctx.logs.discard(h.folder)
             if isinstance(exc, OSError):
+                self.ctx.storage.failed("log", exc)
                 raise StorageUnavailableError(f"the run's create record could not be written: {exc}") from None
             raise
+        self.ctx.storage.succeeded("log")
         h.files.log = log_
         self.adopt(h)
         self.publisher.emit(h, h.run.start())
@@ -206,9 +267,7 @@ class LiveService:
     async def ingest(self, run_id: str, body: bytes, *, source: tuple[int, int] | None = None) -> dict[str, Any]:
         """Validate, log and apply one ingest request (SPEC §12.1); the 202 answer once it is durable."""
         received = time.monotonic()  # metrics: ingest-to-publish latency starts at receipt
-        h = self.handle(run_id)
-        if not h.run.status.is_open or h.work.closing:
-            raise RunClosedError(f"run '{run_id}' is {h.run.status.value}", runId=run_id)
+        h = self.ensure_open(run_id)
         queue = self.queue
         if queue.full:  # refuse before spending time on parsing
             raise BackpressureError(
@@ -237,7 +296,13 @@ class LiveService:
     async def patch_model(self, run_id: str, body: Any) -> dict[str, Any]:
         """Adjust the model of an open run from a bin on (SPEC §12.8); logged like any record."""
         h = self.ensure_open(run_id)
-        prepared = self.applier.prepare_patch(h, body)
+        try:
+            prepared = self.applier.prepare_patch(h, body)
+        except FlowTimeError:
+            raise
+        except Exception as exc:  # validation missed it: refused before anything is logged, never a 500
+            log.exception("run %s: a PATCH failed to compile", run_id, extra={"run_id": run_id})
+            raise ModelError(f"patch: cannot be compiled ({type(exc).__name__}: {exc})", code="invalid_patch") from None
         record = PatchRecord(prepared[0].to_wire())
         future = asyncio.get_running_loop().create_future()
         item = QueuedRecord(record, self.ctx.logs.encode(record), 0, future, prepared=prepared)
@@ -251,7 +316,12 @@ class LiveService:
         h.work.closing = True
         record = CloseRecord()
         future = asyncio.get_running_loop().create_future()
-        await self.worker.submit(h, QueuedRecord(record, self.ctx.logs.encode(record), 0, future))
+        try:
+            await self.worker.submit(h, QueuedRecord(record, self.ctx.logs.encode(record), 0, future))
+        except StorageUnavailableError:
+            if h.run.status.is_open:  # the close was not logged: the run takes frames again
+                h.work.closing = False
+            raise
         return h
 
     async def snapshot(self, run_id: str) -> dict[str, Any]:
@@ -263,29 +333,43 @@ class LiveService:
         return await self.checkpoints.request(h)
 
     async def delete_run(self, run_id: str) -> dict[str, Any] | None:
-        """§12.9: stop a live run (status `failed`, reason `deleted`, WebSocket 1000) and forget it.
+        """§12.9: stop a live run (status `failed`, reason `deleted`, WebSocket 1000) and remove its folder.
 
-        None when the engine does not hold the run. New ingest is refused at once (the run is
-        closing); what is already queued drains first, as on shutdown, and a snapshot commit or
-        artifact write in flight finishes before this returns. The caller removes the folder.
+        None when the engine does not hold the run. New requests are refused at once (the run is
+        closing); requests still waiting for the log are answered 409 `run_closed` (reason
+        `deleted`) and nothing of them is written; the batch being written and applied finishes and
+        gets its answers; a snapshot commit or artifact write in flight finishes. Then the folder
+        goes as a whole (`LogStore.remove`: renamed to a tombstone first). When it cannot be
+        removed it stays whole, the run stays listed as failed/deleted, and 503 answers: a repeated
+        DELETE tries again (a restart would recover the run from it).
         """
         h = self.runs.get(run_id)
         if h is None:
             return None
         h.work.closing = True
-        await self.worker.drain(h)
-        await self.worker.stop(h)
-        # nothing may write into the folder once this returns (the caller removes it): wait for a
-        # snapshot commit in flight and for a close's artifact writer
+        gone = RunClosedError(f"run '{run_id}' was deleted", runId=run_id, reason="deleted")
+        self.worker.refuse_queued(h, gone)
+        await self.worker.settle(h)
+        await self._halt(h, gone)
+        # nothing may write into the folder from here on: wait for a snapshot commit in flight and for
+        # a close's artifact writer
         if h.files.checkpoint is not None:
             await h.files.checkpoint.drain()
         async with h.files.artifacts_lock:
             pass
         was = h.run.status
         if not was.is_terminal:  # not caused by a log record: repeats the current seq
+            h.reason = "deleted"
             self.publisher.status(h, RunStatus.FAILED, "deleted")
         self.ctx.sink.drop_run(run_id, 1000, "deleted")
         await self._close_files(h)
-        del self.runs[run_id]
+        try:
+            await asyncio.to_thread(self.ctx.logs.remove, h.folder)
+        except OSError as exc:
+            self.ctx.storage.failed("log", exc)
+            raise StorageUnavailableError(
+                f"run '{run_id}' is stopped but its folder could not be removed: {exc}; retry", runId=run_id
+            ) from None
+        self.runs.pop(run_id, None)
         log.info("run %s deleted", run_id, extra={"run_id": run_id})
         return {"runId": run_id, "deleted": True, "status": h.run.status.value, "previousStatus": was.value}

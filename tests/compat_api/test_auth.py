@@ -63,6 +63,20 @@ def test_scopes_nest_admin_over_ingest_over_read() -> None:
     assert len(allowed) == 6
 
 
+def test_metrics_is_its_own_scope_implied_by_admin_only() -> None:
+    auth = auth_of("r:read", "i:ingest", "a:admin", "m:metrics", "rm:read,metrics")
+    for token in ("a", "m", "rm"):
+        auth.check(token, "metrics", None)
+    for token in ("r", "i"):
+        with pytest.raises(ForbiddenError) as info:
+            auth.check(token, "metrics", None)
+        assert info.value.details == {"scope": "metrics"}
+    with pytest.raises(ForbiddenError):
+        auth.check("m", "read", None)  # metrics grants nothing else
+    file_grant = grant(scopes=["metrics"], token="x", runs=["a*"])
+    assert file_grant.allows_scope("metrics") and not file_grant.allows_scope("read")
+
+
 def test_run_patterns_are_globs() -> None:
     auth = auth_of("tok:read,ingest:a*|demo-?")
     auth.check("tok", "read", "a1")

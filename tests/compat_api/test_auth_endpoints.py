@@ -1,10 +1,10 @@
 """Auth on every HTTP endpoint (SPEC §10, §12.15) and `DELETE /v1/runs/{id}` (§12.9), on the full service.
 
-The endpoint list is `app.routes`, so a route added later is covered (or the scope table below must
-learn it: an unknown route fails the test). Each endpoint refuses a missing, wrong, expired or
-under-scoped token (401 / 401 / 401 / 403) and accepts the right one (anything but 401/403; the
-request is otherwise empty, so 4xx answers are expected). The WebSocket gets the same checks
-against a real server in `tests/integration/test_ws_auth_service.py`.
+The endpoint list is `app.routes`, so a route added later is covered; each route's scope is read
+from the endpoint table of docs/security.md (a route missing there fails the test). Each endpoint
+refuses a missing, wrong, expired or under-scoped token (401 / 401 / 401 / 403) and accepts the
+right one (anything but 401/403; the request is otherwise empty, so 4xx answers are expected). The
+WebSocket gets the same checks against a real server in `tests/integration/test_ws_auth_service.py`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.testclient import TestClient
-from starlette.routing import BaseRoute, Mount
+from security_doc import endpoint_rows, flat_routes
+from starlette.routing import Mount
 
 from compat_api.app import ROUTERS, create_app
 from compat_api.batch_runs import MODEL_EXAMPLE
@@ -31,17 +32,17 @@ from compat_api.settings import Settings
 
 ADMIN_ROUTER = "compat_api.routes.admin"
 STREAM_PATH = "/v1/runs/{run_id}/stream"
-TOKENS = {"read": "tok-read-7f3a", "ingest": "tok-ingest-91bc", "admin": "tok-admin-c04e"}
+TOKENS = {
+    "read": "tok-read-7f3a",
+    "ingest": "tok-ingest-91bc",
+    "admin": "tok-admin-c04e",
+    "metrics": "tok-metrics-2b9d",
+}
 RUN_LIMITED = "tok-read-a-only-5d2e"  # read, runs matching a*
 EXPIRED = "tok-expired-admin-e8b1"  # admin, expired in 2020
 WRONG = "tok-nobody-0000"
-LOWER = {"ingest": "read", "admin": "ingest"}  # the scope just below (read has none below it)
-OPEN = {"/healthz", "/readyz", "/"}
-READ_POSTS = {"/v1/validate", "/v1/graph", "/v1/compare"}
-INGEST_POSTS = re.compile(
-    r"^/v1/(run|runs|telemetry/captures|templates/\{template_id\}/generate"
-    r"|runs/\{run_id\}/(bins|close|snapshots|export))$"
-)
+# a scope that does not grant the endpoint's (read has none below it; metrics is implied by admin only)
+LOWER = {"ingest": "read", "admin": "ingest", "metrics": "ingest"}
 PATH_VALUES = {"run_id": "a1", "series_id": "served", "template_id": "http-service", "artifact_id": "a1", "fmt": "csv"}
 LIVE_MODEL = """
 grid: {bins: 8, binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}
@@ -67,19 +68,10 @@ class Endpoint:
 
 
 def scope_of(method: str, path: str) -> str | None:
-    """§12.15: read: GET, WebSocket, validate, graph, compare, /metrics; ingest: creating and feeding
-    runs, exports, captures, generate; admin: PATCH, DELETE; open: health, readiness, dashboard."""
-    if path in OPEN:
-        return None
-    if method == "GET":
-        return "read"
-    if method in ("PATCH", "DELETE"):
-        return "admin"
-    if method == "POST" and path in READ_POSTS:
-        return "read"
-    if method == "POST" and INGEST_POSTS.match(path):
-        return "ingest"
-    raise AssertionError(f"{method} {path}: no scope in §12.15 — add the route to this table")
+    """The scope docs/security.md gives the endpoint (None: open)."""
+    row = endpoint_rows().get((method, path))
+    assert row is not None, f"{method} {path}: no row in docs/security.md — add the route to its endpoint table"
+    return row.scope
 
 
 def make_app(settings: Settings) -> FastAPI:
@@ -87,15 +79,6 @@ def make_app(settings: Settings) -> FastAPI:
     if ADMIN_ROUTER not in ROUTERS:  # until compat_api.app registers it
         app.include_router(import_module(ADMIN_ROUTER).router)
     return app
-
-
-def flat_routes(app: FastAPI) -> list[tuple[BaseRoute, str, set[str]]]:
-    """(route, full path, methods) of every route, through included routers (FastAPI ≥ 0.16x nests them)."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI: app.routes is already flat
-        return [(r, str(getattr(r, "path", "")), set(getattr(r, "methods", None) or ())) for r in app.routes]
-    return [(c.original_route, str(c.path), set(c.methods or ())) for c in iter_route_contexts(app.routes)]
 
 
 def http_endpoints(app: FastAPI) -> list[Endpoint]:
@@ -143,7 +126,7 @@ def test_the_route_table_is_complete(client: TestClient) -> None:
         "PATCH /v1/runs/{run_id}/model": "admin",
         "DELETE /v1/runs/{run_id}": "admin",
         "POST /v1/compare": "read",
-        "GET /metrics": "read",
+        "GET /metrics": "metrics",
         "GET /healthz": None,
     }.items():
         assert eps[expected] == scope, expected
@@ -173,7 +156,7 @@ def test_every_endpoint_refuses_missing_wrong_expired_and_under_scoped_tokens(cl
 
 def test_every_endpoint_accepts_the_right_token(client: TestClient) -> None:
     for ep in http_endpoints(client.app):  # type: ignore[arg-type]
-        tokens = [None] if ep.scope is None else [TOKENS[ep.scope], TOKENS["admin"]]  # admin ⊇ ingest ⊇ read
+        tokens = [None] if ep.scope is None else [TOKENS[ep.scope], TOKENS["admin"]]  # admin ⊇ everything
         for token in tokens:
             r = call(client, ep, token)
             assert r.status_code not in (401, 403), f"{ep} with the {ep.scope} token: {r.status_code} {r.text}"
@@ -207,8 +190,8 @@ def test_a_token_limited_to_runs_a_star_reads_a1_but_not_b1(client: TestClient) 
             on_b = Endpoint(ep.method, ep.template.replace("{run_id}", "b1"), ep.scope)
             assert call(client, on_b, RUN_LIMITED).status_code == 403, str(ep)
             assert call(client, ep, RUN_LIMITED).status_code not in (401, 403), str(ep)
-    # listing needs the scope only; creating a run needs ingest whatever the id
-    assert client.get("/v1/runs", headers=limited).status_code == 200
+    # a list shows only the runs the token may read; creating a run needs ingest whatever the id
+    assert [i["runId"] for i in client.get("/v1/runs", headers=limited).json()["items"]] == ["a1"]
     r = client.post("/v1/runs", json={"mode": "live", "model": LIVE_MODEL, "options": {"runId": "a2"}}, headers=limited)
     assert r.status_code == 403
 
@@ -225,7 +208,9 @@ def test_tokens_never_reach_the_logs_or_the_answers(client: TestClient, caplog: 
             ("DELETE", "/v1/runs/nope"),
             ("GET", "/metrics"),
         ):
-            r = client.request(method, path, headers=bearer(token), content=b"{not json")
+            r = client.request(
+                method, path, headers={**bearer(token), "content-type": "application/json"}, content=b"{not json"
+            )
             bodies.append(r.text)
     logged = caplog.text + "".join(str(rec.__dict__) for rec in caplog.records)
     assert caplog.records, "expected some log records to inspect"

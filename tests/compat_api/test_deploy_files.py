@@ -203,7 +203,7 @@ def test_shipped_token_files_load(tmp_path: Path) -> None:
     prometheus_token = (DEPLOY / secrets["prometheus_token"]["file"]).read_text(encoding="utf-8").strip()
     assert any(g.allows_scope("read") for g in grants)
     assert any(g.allows_scope("admin") for g in grants)
-    TokenAuthenticator(grants).check(prometheus_token, "read", None)  # Prometheus may scrape /metrics
+    TokenAuthenticator(grants).check(prometheus_token, "metrics", None)  # Prometheus may scrape /metrics
     (secret,) = by_kind("Secret")
     (body,) = secret["stringData"].values()
     mounted = tmp_path / "tokens"  # no suffix, as mounted: JSON

@@ -12,6 +12,7 @@ from compat_api.app import create_app
 from compat_api.compose import build_context
 from compat_api.settings import Settings
 
+NDJSON = {"content-type": "application/x-ndjson"}
 MODEL = """
 grid: {bins: 8, binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}
 nodes:
@@ -30,7 +31,7 @@ def test_post_snapshots_commits_a_snapshot_and_the_artifacts(tmp_path: Path) -> 
     with app as c:
         assert c.post("/v1/runs", json={"mode": "live", "model": MODEL, "options": {"runId": "s1"}}).status_code == 202
         frames = b"\n".join(orjson.dumps({"bin": b, "series": "demand", "value": 4.0 + b}) for b in range(4))
-        assert c.post("/v1/runs/s1/bins", content=frames).status_code == 202
+        assert c.post("/v1/runs/s1/bins", content=frames, headers=NDJSON).status_code == 202
         r = c.post("/v1/runs/s1/snapshots")
         assert r.status_code == 201, r.text
         body = r.json()
@@ -49,7 +50,12 @@ def test_an_unbounded_option_is_refused_and_leaves_no_ghost_run(tmp_path: Path) 
             r = c.post("/v1/runs", json={"mode": "live", "model": MODEL, "options": {"runId": "g1", option: 2**70}})
             assert r.status_code == 422 and r.json()["option"] == option, r.text
             assert c.get("/v1/runs/g1").status_code == 404
-            assert c.post("/v1/runs/g1/bins", content=b'{"bin": 0, "series": "demand", "value": 1}').status_code == 404
+            assert (
+                c.post(
+                    "/v1/runs/g1/bins", content=b'{"bin": 0, "series": "demand", "value": 1}', headers=NDJSON
+                ).status_code
+                == 404
+            )
         assert not (settings.data_dir / "runs" / "g1").exists()
         created = c.post("/v1/runs", json={"mode": "live", "model": MODEL, "options": {"runId": "g1"}})
         assert created.status_code == 202  # the id was never taken
@@ -62,6 +68,6 @@ def test_an_empty_array_is_refused_and_logs_nothing(tmp_path: Path) -> None:
         assert c.post("/v1/runs", json={"mode": "live", "model": MODEL, "options": {"runId": "e1"}}).status_code == 202
         log = settings.data_dir / "runs" / "e1" / "live" / "ingest.log"
         size = log.stat().st_size
-        r = c.post("/v1/runs/e1/bins", content=b"[]")
+        r = c.post("/v1/runs/e1/bins", content=b"[]", headers={"content-type": "application/json"})
         assert r.status_code == 422 and r.json()["error"] == "no_frames", r.text
         assert log.stat().st_size == size

@@ -14,6 +14,7 @@ from compat_api.settings import Settings
 from engine_live.plan.batch_run import run_model
 from snapshot_writer.artifact_reader import read_run_series
 
+NDJSON = {"content-type": "application/x-ndjson"}
 MODEL = """
 grid: {bins: 8, binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}
 nodes:
@@ -42,7 +43,7 @@ def test_patch_recomputes_and_batch_with_adjustments_is_identical(tmp_path: Path
     with client as c:
         assert c.post("/v1/runs", json={"mode": "live", "model": MODEL, "options": {"runId": "p1"}}).status_code == 202
         frames = b"\n".join(orjson.dumps({"bin": b, "series": "demand", "value": v}) for b, v in enumerate(DEMAND[:6]))
-        assert c.post("/v1/runs/p1/bins", content=frames).json()["lastBin"] == 5
+        assert c.post("/v1/runs/p1/bins", content=frames, headers=NDJSON).json()["lastBin"] == 5
         before = c.get("/v1/runs/p1").json()
         r = c.patch("/v1/runs/p1/model", json=PATCH)
         assert r.status_code == 202, r.text
@@ -53,7 +54,7 @@ def test_patch_recomputes_and_batch_with_adjustments_is_identical(tmp_path: Path
         tele = c.patch("/v1/runs/p1/model", json={"nodes": [{"id": "demand", "kind": "const", "values": [1] * 8}]})
         assert tele.status_code == 422
         frames = b"\n".join(orjson.dumps({"bin": b, "series": "demand", "value": DEMAND[b]}) for b in (6, 7))
-        c.post("/v1/runs/p1/bins", content=frames)
+        c.post("/v1/runs/p1/bins", content=frames, headers=NDJSON)
         assert c.post("/v1/runs/p1/close").status_code == 202
     run_dir = settings.data_dir / "runs" / "p1"
     adjustments = orjson.loads((run_dir / "model" / "adjustments.json").read_bytes())
@@ -72,7 +73,7 @@ def test_patch_survives_restart(tmp_path: Path) -> None:
     with client as c:
         c.post("/v1/runs", json={"mode": "live", "model": MODEL, "options": {"runId": "p2"}})
         frames = b"\n".join(orjson.dumps({"bin": b, "series": "demand", "value": v}) for b, v in enumerate(DEMAND[:5]))
-        c.post("/v1/runs/p2/bins", content=frames)
+        c.post("/v1/runs/p2/bins", content=frames, headers=NDJSON)
         c.patch("/v1/runs/p2/model", json=PATCH)
         first = c.get("/v1/runs/p2/state/live").json()
     client2, _ = _app(tmp_path)

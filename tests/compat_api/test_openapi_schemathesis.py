@@ -1,4 +1,5 @@
-"""Schemathesis against the app's own OpenAPI, in process (ASGI), auth off (loopback): SPEC §8.
+"""Schemathesis against the app's own OpenAPI, in process (ASGI), with auth off (loopback) and on
+(each case with an admin, a pattern-limited read, an ingest or no token): SPEC §8, issue 12.
 
 Every documented operation gets a bounded number of generated requests (valid and invalid). Checks:
 no 5xx for any input (`not_a_server_error`), every response matches the schema documented for
@@ -32,6 +33,7 @@ from compat_api.app import ROUTERS, create_app
 from compat_api.batch_runs import MODEL_EXAMPLE
 from compat_api.compose import build_context
 from compat_api.settings import Settings
+from tests.fuzz_counts import count
 
 MAX_EXAMPLES = 12
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
@@ -59,15 +61,19 @@ def make_app(settings: Settings) -> Any:
     return app
 
 
-def seed(client: Any) -> None:
+def seed(client: Any, headers: dict[str, str]) -> None:
     finished = client.post(
-        "/v1/runs", json={"mode": "simulation", "model": MODEL_EXAMPLE, "options": {"deterministicRunId": True}}
+        "/v1/runs",
+        json={"mode": "simulation", "model": MODEL_EXAMPLE, "options": {"deterministicRunId": True}},
+        headers=headers,
     )
     assert finished.status_code == 201, finished.text
-    live = client.post("/v1/runs", json={"mode": "live", "model": LIVE_MODEL, "options": {"runId": LIVE_RUN}})
+    live = client.post(
+        "/v1/runs", json={"mode": "live", "model": LIVE_MODEL, "options": {"runId": LIVE_RUN}}, headers=headers
+    )
     assert live.status_code == 202, live.text
     frames = [{"bin": b, "series": "demand", "value": v} for b, v in enumerate([12, 8, 15, 9])]
-    assert client.post(f"/v1/runs/{LIVE_RUN}/bins", json=frames).status_code == 202
+    assert client.post(f"/v1/runs/{LIVE_RUN}/bins", json=frames, headers=headers).status_code == 202
     SEEDED[:] = [finished.json()["runId"], LIVE_RUN]
 
 
@@ -101,22 +107,36 @@ def map_path_parameters(context: Any, path_parameters: dict[str, Any] | None) ->
     return path_parameters
 
 
-@pytest.fixture
-def live_app(tmp_path: Path) -> Iterator[Any]:
+# With auth on, each case carries one of these (picked from the case's own hash): an admin token, a
+# read token limited to `a*` (403s on most runs), an ingest token, or none (401).
+TOKENS = "fuzz-admin:admin;fuzz-read-a:read:a*;fuzz-ingest:ingest"
+BEARERS = ("fuzz-admin", "fuzz-read-a", "fuzz-ingest", None)
+
+
+@pytest.fixture(params=["auth-off", "auth-on"])
+def live_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, bool]]:
     """A started, seeded app per operation: schemathesis ends an app's lifespan with each test item."""
-    settings = Settings.model_validate({"data_dir": tmp_path / "data", "fsync": False})
-    app = make_app(settings)
+    auth = request.param == "auth-on"
+    values: dict[str, Any] = {"data_dir": tmp_path / "data", "fsync": False}
+    if auth:
+        values["tokens"] = TOKENS
+    app = make_app(Settings.model_validate(values))
     with asgi.get_client(app) as client:  # starts the app's lifespan on schemathesis' shared event loop
-        seed(client)
-    yield app
+        seed(client, {"Authorization": "Bearer fuzz-admin"} if auth else {})
+    yield app, auth
     asgi.shutdown_lifespans()
     SEEDED.clear()
 
 
 @schema.parametrize()
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # one server per operation, on purpose
-def test_api_conforms_to_its_openapi(case: schemathesis.Case[Any], live_app: Any) -> None:
-    case.call_and_validate(app=live_app, base_url=f"http://{asgi.HOST}", checks=CHECKS)
+def test_api_conforms_to_its_openapi(case: schemathesis.Case[Any], live_app: tuple[Any, bool]) -> None:
+    app, auth = live_app
+    headers: dict[str, str] = {}
+    if auth and (bearer := BEARERS[zlib.crc32(repr(case).encode()) % len(BEARERS)]) is not None:
+        headers["Authorization"] = f"Bearer {bearer}"
+    count(f"stateless cases ({'auth on' if auth else 'auth off'})")
+    case.call_and_validate(app=app, base_url=f"http://{asgi.HOST}", checks=CHECKS, headers=headers)
 
 
 def test_openapi_documents_every_http_route(tmp_path: Path) -> None:

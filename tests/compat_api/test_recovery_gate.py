@@ -31,7 +31,10 @@ async def test_readyz_is_503_until_recovery_is_done(tmp_path: Path, monkeypatch:
     settings = Settings.model_validate({"data_dir": tmp_path / "data"})
     app = create_app(settings, build_context(settings))
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c,
+    ):
         await asyncio.wait_for(entered.wait(), 5)
         r = await c.get("/readyz")
         assert r.status_code == 503

@@ -29,7 +29,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 
 # ---- POST /v1/run (legacy) ---------------------------------------------------------------------
-@pytest.mark.parametrize("ctype", ["application/x-yaml", "text/plain"])
+@pytest.mark.parametrize("ctype", ["application/x-yaml", "application/yaml", "text/yaml"])
 def test_legacy_run_yaml(client: TestClient, tmp_path: Path, ctype: str) -> None:
     r = client.post("/v1/run", content=GOLDEN_MODEL, headers={"content-type": ctype})
     assert r.status_code == 200, r.text
@@ -59,7 +59,7 @@ def test_legacy_run_failures(client: TestClient, tmp_path: Path) -> None:
     assert "node 'served'" in r.json()["message"] and "capcity" in r.json()["message"]
     r = client.post("/v1/run", content="", headers={"content-type": "application/x-yaml"})
     assert r.status_code == 400 and r.json()["error"] == "empty_body"
-    r = client.post("/v1/run", content=b"\xff\xfe", headers={"content-type": "text/plain"})
+    r = client.post("/v1/run", content=b"\xff\xfe", headers={"content-type": "application/x-yaml"})
     assert r.status_code == 400
     r = client.post("/v1/run", content="grid: [unclosed", headers={"content-type": "application/x-yaml"})
     assert r.status_code == 422

@@ -34,7 +34,9 @@ def test_validate_collects_errors_and_info_warnings(client: TestClient) -> None:
     assert any("node 'served'" in e and "capcity" in e for e in body["errors"])
     assert any("node 'q_out'" in e and "4" in e for e in body["errors"])
     upstream = GOLDEN_MODEL.replace("schemaVersion: 1", "schemaVersion: 1\nmetadata: {title: t}")
-    body = client.post("/v1/validate", content=orjson.dumps({"model": upstream})).json()
+    body = client.post(
+        "/v1/validate", content=orjson.dumps({"model": upstream}), headers={"content-type": "application/json"}
+    ).json()
     assert body["valid"] is True and any("metadata" in w["message"] for w in body["warnings"])
     cycle = series_model([1, 2, 3, 4]).replace(
         "- {id: flat, kind: const, values: [7, 7, 7, 7]}",

@@ -91,7 +91,7 @@ def test_client_side_and_reply_bytes() -> None:
 
 
 def test_close_codes_and_terminal_states() -> None:
-    assert [int(c) for c in CloseCode] == [1000, 1001, 1006, 1008, 1009, 1011, 4008, 4401, 4403, 4404, 4408]
+    assert [int(c) for c in CloseCode] == [1000, 1001, 1006, 1008, 1009, 1011, 1013, 4008, 4401, 4403, 4404, 4408]
     assert close_code_for(StreamError("x")) is CloseCode.POLICY_VIOLATION
     assert close_code_for(SlowConsumerError) is CloseCode.TOO_SLOW
     assert close_code_for(ModelError("x")) is CloseCode.INTERNAL_ERROR  # no code of its own

@@ -265,8 +265,11 @@ def test_bad_node_id() -> None:
 
 
 def test_pmf_errors() -> None:
-    errs = messages(model([{"id": "p", "kind": "pmf", "pmf": {"values": [1, 2], "probabilities": [0.5, 0.4]}}]))
-    assert len(errs) == 1 and errs[0].startswith("node 'p': pmf.probabilities: must sum to 1")
+    # probabilities that do not sum to 1 are renormalized (SPEC §2); all zero is an error
+    graph = load_graph(model([{"id": "p", "kind": "pmf", "pmf": {"values": [1, 2], "probabilities": [0.5, 0.4]}}]))
+    assert [i["code"] for i in graph.info] == ["pmf_renormalized"]
+    errs = messages(model([{"id": "p", "kind": "pmf", "pmf": {"values": [1, 2], "probabilities": [0, 0]}}]))
+    assert errs == ["node 'p': pmf.probabilities: are all zero (give at least one positive probability)"]
     errs = messages(model([{"id": "p", "kind": "pmf", "pmf": {"values": [1, 1], "probabilities": [0.5, 0.5]}}]))
     assert errs == ["node 'p': pmf.values: must be unique"]
     # within tolerance
@@ -380,3 +383,58 @@ def test_a_file_source_that_is_not_a_regular_file_is_refused(tmp_path: Any) -> N
     with pytest.raises(ModelError) as info:
         compile_model(load_graph(text, base_dir=tmp_path))
     assert any("not a regular file" in e for e in info.value.errors), info.value.errors
+
+
+@pytest.mark.parametrize(
+    ("grid", "ok"),
+    [
+        ({"bins": 2, "binSize": 1, "binUnit": "days", "start": "9999-12-30T00:00:00Z"}, False),
+        ({"bins": 1, "binSize": 1, "binUnit": "days", "start": "9999-12-30T00:00:00Z"}, True),
+        ({"bins": 3, "binSize": 1000, "binUnit": "weeks", "start": "9990-01-01T00:00:00Z"}, False),
+    ],
+)
+def test_a_grid_that_runs_past_the_year_9999_is_invalid(grid: dict[str, Any], ok: bool) -> None:
+    """Issue 12 #5/#9: such grids validated, then every timestamp past 9999 failed (5xx, wedged runs)."""
+    doc = {"grid": grid, "nodes": [const("a", [1.0] * grid["bins"])]}
+    if ok:
+        load_and_compile(doc)
+    else:
+        assert any("past the year 9999" in e for e in messages(doc))
+
+
+def test_a_live_grid_without_room_for_one_bin_is_invalid() -> None:
+    text = (
+        'grid: {binSize: 1, binUnit: weeks, start: "9999-12-27T00:00:00Z"}\n'
+        "nodes:\n  - {id: x, kind: const, source: telemetry}\n"
+    )
+    with pytest.raises(ModelError) as info:
+        load_graph(text, live=True)
+    assert any("past the year 9999" in e for e in info.value.errors)
+
+
+def test_a_window_of_ten_million_bins_costs_nothing_until_bins_exist() -> None:
+    """Issue 12 #6: ROLLING_MEAN's unit taps were materialised (3e8 of them: +2.3 GB on /v1/validate)."""
+    import tracemalloc
+
+    doc = model([const("a", [1.0, 2.0, 3.0]), expr("m", "ROLLING_MEAN(a, 10000000)")])
+    tracemalloc.start()
+    plan = compile_model(load_graph(doc))
+    V = evaluate_batch(plan)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert V[plan.row["m"]].tolist() == [1.0, 1.5, 2.0]
+    assert peak < 4_000_000, peak
+
+
+@pytest.mark.parametrize("name", ["../../evil.csv", "/tmp/evil.csv", "sub/x.csv", "a\nb.csv", ".hidden", "x" * 201])
+def test_an_output_file_name_must_be_a_plain_name(name: str) -> None:
+    """Issue 12 #9: `outputs[].as` with `../`, an absolute path or 300 characters was a 500 at write time."""
+    errs = messages(model([const("a", [1.0, 2.0, 3.0])], outputs=[{"series": "a", "as": name}]))
+    assert any(e.startswith("outputs[0]: as:") for e in errs), errs
+
+
+def test_ids_that_would_not_fit_a_file_name_are_invalid() -> None:
+    assert any("must match" in e for e in messages(model([const("a" * 101, [1.0, 2.0, 3.0])])))
+    topo = {"nodes": [{"id": "a/b", "semantics": {"arrivals": "a"}}]}
+    errs = messages(model([const("a", [1.0, 2.0, 3.0])], topology=topo))
+    assert any(e.startswith("topology.nodes[0]") and "'/'" in e for e in errs), errs

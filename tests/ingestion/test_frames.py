@@ -112,3 +112,16 @@ def test_request_is_all_or_nothing_and_non_objects_are_rejected(validator: Frame
     assert check(validator, [{"bin": 20, "series": "live_in", "value": 1}], last_bin=10)
     with pytest.raises(IngestError):
         check(validator, [{"bin": 21, "series": "live_in", "value": 1}], last_bin=10)
+
+
+def test_a_live_bin_that_would_end_after_the_year_9999_is_refused() -> None:
+    """Issue 12 #5/#9: such a frame was logged and applied, then its timestamps failed (400 internal)."""
+    text = (
+        'grid: {binSize: 1, binUnit: days, start: "9999-12-29T00:00:00Z"}\n'
+        "nodes:\n  - {id: x, kind: const, source: telemetry}\n"
+    )
+    v = FrameValidator(load_graph(text, live=True), "r1", max_bins_ahead=10)
+    assert check(v, [{"bin": 1, "series": "x", "value": 1}], last_bin=0) == [(1, "x", 1.0)]
+    with pytest.raises(IngestError) as info:
+        check(v, [{"bin": 2, "series": "x", "value": 1}], last_bin=0)
+    assert info.value.code == "bin_out_of_range"

@@ -135,7 +135,11 @@ async def feeder(c: Crash, plan: list[list[Frame]]) -> None:
                 gen = c.generation
                 c.sending = True
                 try:
-                    r = await client.post(f"{c.server.base_url}/v1/runs/{RUN}/bins", content=body)
+                    r = await client.post(
+                        f"{c.server.base_url}/v1/runs/{RUN}/bins",
+                        content=body,
+                        headers={"content-type": "application/x-ndjson"},
+                    )
                 except httpx.TransportError:
                     # the server died under the request: retry once it is back (bounded wait)
                     c.retries += 1

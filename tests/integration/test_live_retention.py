@@ -57,7 +57,11 @@ def body_of(frames: list[Frame]) -> bytes:
 
 async def post_all(client: httpx.AsyncClient, server: ServerProcess, reqs: list[list[Frame]]) -> None:
     for frames in reqs:
-        r = await client.post(f"{server.base_url}/v1/runs/{RUN}/bins", content=body_of(frames))
+        r = await client.post(
+            f"{server.base_url}/v1/runs/{RUN}/bins",
+            content=body_of(frames),
+            headers={"content-type": "application/x-ndjson"},
+        )
         assert r.status_code == 202, r.text
 
 

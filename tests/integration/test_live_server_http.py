@@ -33,6 +33,7 @@ from snapshot_writer.artifacts import write_run_artifacts
 
 pytestmark = pytest.mark.integration
 BINS = 48
+NDJSON = {"content-type": "application/x-ndjson"}  # writes must say what they send (docs/security.md)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def create(client: httpx.Client, run_id: str, model: str, **options: Any) -> dic
 
 
 def post_bins(client: httpx.Client, run_id: str, body: bytes, expect: int = 202) -> dict[str, Any]:
-    r = client.post(f"/v1/runs/{run_id}/bins", content=body)
+    r = client.post(f"/v1/runs/{run_id}/bins", content=body, headers=NDJSON)
     assert r.status_code == expect, r.text
     out: dict[str, Any] = r.json()
     return out
@@ -222,7 +223,7 @@ def test_bad_frames_get_4xx_and_change_nothing(client: httpx.Client, server: Ser
     before = fingerprint(client, server, run)
     failures = []
     for name, body, status, code in cases:
-        r = client.post(f"/v1/runs/{run}/bins", content=body)
+        r = client.post(f"/v1/runs/{run}/bins", content=body, headers=NDJSON)
         err = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
         if r.status_code != status or err.get("error") != code or not err.get("message"):
             failures.append(f"{name}: {r.status_code} {r.text[:200]}")
@@ -232,10 +233,10 @@ def test_bad_frames_get_4xx_and_change_nothing(client: httpx.Client, server: Ser
             failures.append(f"{name}: the request changed the run")
             before = fingerprint(client, server, run)
     body_limit = b"[" + b" " * (16 * 1024 * 1024) + b"]"
-    r = client.post(f"/v1/runs/{run}/bins", content=body_limit)
+    r = client.post(f"/v1/runs/{run}/bins", content=body_limit, headers=NDJSON)
     if r.status_code != 413 or r.json().get("error") != "too_large":
         failures.append(f"16 MiB body: {r.status_code} {r.text[:200]}")
-    r = client.post("/v1/runs/no_such_run/bins", content=orjson.dumps(good))
+    r = client.post("/v1/runs/no_such_run/bins", content=orjson.dumps(good), headers=NDJSON)
     if r.status_code != 404 or r.json().get("error") != "not_found":
         failures.append(f"unknown run: {r.status_code} {r.text[:200]}")
     assert not failures, "\n".join(failures)
@@ -254,7 +255,9 @@ def test_closed_run_answers_409_and_changes_nothing(client: httpx.Client, server
     close(client, "http_closed")
     closed = fingerprint(client, server, "http_closed")
     for b in (1, 0):  # a new bin and a correction
-        r = client.post("/v1/runs/http_closed/bins", content=orjson.dumps({"bin": b, "series": "arr_0", "value": 1}))
+        r = client.post(
+            "/v1/runs/http_closed/bins", content=orjson.dumps({"bin": b, "series": "arr_0", "value": 1}), headers=NDJSON
+        )
         assert r.status_code == 409 and r.json()["error"] == "run_closed", r.text
     r = client.post("/v1/runs/http_closed/close")  # a repeated close is a no-op
     assert r.status_code == 202 and r.json()["status"] == "completed"
@@ -268,7 +271,7 @@ QUEUE_FRAMES = 600
 async def _blast(base_url: str, run_id: str, bodies: list[bytes]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=len(bodies))
     async with httpx.AsyncClient(base_url=base_url, timeout=60.0, limits=limits) as c:
-        return await asyncio.gather(*(c.post(f"/v1/runs/{run_id}/bins", content=b) for b in bodies))
+        return await asyncio.gather(*(c.post(f"/v1/runs/{run_id}/bins", content=b, headers=NDJSON) for b in bodies))
 
 
 def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:

@@ -254,8 +254,8 @@ def test_manifest_is_written_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     order: list[str] = []
     real = atomic_files.write_bytes_atomic
 
-    def spy(path: Any, data: Any, *, fsync: bool = True) -> None:
-        real(path, data, fsync=fsync)
+    def spy(path: Any, data: Any, **kwargs: Any) -> None:
+        real(path, data, **kwargs)
         order.append(Path(path).name)
 
     monkeypatch.setattr(artifacts, "write_bytes_atomic", spy)
@@ -279,10 +279,10 @@ def test_failure_mid_write_leaves_no_manifest(tmp_path: Path, monkeypatch: pytes
     else:
         real = atomic_files.write_bytes_atomic
 
-        def flaky(path: Any, data: Any, *, fsync: bool = True) -> None:
+        def flaky(path: Any, data: Any, **kwargs: Any) -> None:
             if Path(path).name == fail_on:
                 boom()
-            real(path, data, fsync=fsync)
+            real(path, data, **kwargs)
 
         monkeypatch.setattr(artifacts, "write_bytes_atomic", flaky)
     with pytest.raises(OSError, match="disk full"):
