@@ -96,6 +96,17 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.websocket_connections = Gauge(
+            "flowtime_websocket_connections", "Open WebSocket connections (subscribed or not)", registry=r
+        )
+        self.websocket_refused = Counter(
+            "flowtime_websocket_refused", "WebSocket connections refused by the connection limits", registry=r
+        )
+        self.stream_cache_bytes = Gauge(
+            "flowtime_stream_cache_bytes", "Bytes held by the stream caches", ["cache"], registry=r
+        )
+        for cache in ("encodings", "snapshots"):
+            self.stream_cache_bytes.labels(cache=cache)
         # snapshots
         self.snapshot_duration_seconds = Histogram(
             "flowtime_snapshot_duration_seconds",

@@ -119,6 +119,10 @@ class MetricsWiring:
         m.websocket_clients.set(s.clients)
         for reason, total in (("superseded", s.coalesced), ("resync", s.resyncs), ("too_slow", s.slow_closes)):
             m.websocket_drops.labels(reason=reason).inc(self._increase(f"drops:{reason}", int(total)))
+        m.websocket_connections.set(s.connections)
+        m.websocket_refused.inc(self._increase("ws:refused", int(s.connections_refused)))
+        m.stream_cache_bytes.labels(cache="encodings").set(s.encoding_cache_bytes)
+        m.stream_cache_bytes.labels(cache="snapshots").set(s.snapshot_cache_bytes)
 
     def _refresh_kafka(self) -> None:
         kafka = self.ctx.kafka

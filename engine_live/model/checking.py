@@ -145,6 +145,7 @@ SEMANTIC_KEYS = {*SERIES_FIELDS, *LABEL_KEYS, *SEMANTIC_ALIASES, "slaMin", "para
 TOPO_NODE_KEYS = {
     "id",
     "kind",
+    "nodeRole",
     "semantics",
     "initialCondition",
     "ui",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -52,26 +53,32 @@ def normalize(weights: Sequence[float]) -> list[float]:
 
 
 def resample(source: Sequence[float], target: int) -> list[float]:
-    """`source` stretched to `target` points by linear interpolation (a copy when lengths agree)."""
+    """`source` stretched to `target` points by linear interpolation (a copy when lengths agree).
+    Vectorized; every element takes the same IEEE operations as upstream's loop, so the same bits."""
     if len(source) == target:
         return list(source)
     last = len(source) - 1
-    out = []
-    for i in range(target):
-        position = i / target * last
-        lower = math.floor(position)
-        upper = min(lower + 1, last)
-        out.append(source[lower] + (source[upper] - source[lower]) * (position - lower))
-    return out
+    values = np.asarray(source, dtype=np.float64)
+    position = np.arange(target, dtype=np.float64) / target * last
+    lower = np.floor(position).astype(np.intp)
+    upper = np.minimum(lower + 1, last)
+    out = values[lower] + (values[upper] - values[lower]) * (position - lower)
+    return [float(v) for v in out]
+
+
+@lru_cache(maxsize=64)
+def _builtin(name: str, bins: int) -> tuple[float, ...]:
+    hourly = HOURLY[name]
+    expanded = [weight for weight in hourly for _ in range(BINS_PER_HOUR)]
+    return tuple(normalize(resample(normalize(expanded), bins)))
 
 
 def builtin_weights(name: str, bins: int) -> list[float]:
-    """The weights of builtin profile `name` over `bins` bins (names case-insensitive)."""
-    hourly = HOURLY.get(name.lower())
-    if hourly is None:
+    """The weights of builtin profile `name` over `bins` bins (names case-insensitive; computed once
+    per name and grid, however many nodes use them)."""
+    if name.lower() not in HOURLY:
         raise ValueError(f"unknown builtin profile {name!r} (one of {', '.join(HOURLY)})")
-    expanded = [weight for weight in hourly for _ in range(BINS_PER_HOUR)]
-    return normalize(resample(normalize(expanded), bins))
+    return list(_builtin(name.lower(), bins))
 
 
 def inline_weights(weights: Any, bins: int) -> list[float]:

@@ -88,12 +88,14 @@ def _labels(problems: Problems, where: str, raw: dict[str, Any]) -> dict[str, An
 def _renamed(problems: Problems, where: str, raw: dict[str, Any]) -> dict[str, Any]:
     """Nulls dropped, upstream spellings renamed, file:// sources written file:."""
     out: dict[str, Any] = {}
+    written_as: dict[str, str] = {}
     for key, value in raw.items():
         if value is None:
             continue
         name = SEMANTIC_ALIASES.get(key, key)
         if name in out:
-            problems.error(where, f"semantics: give {name} once (also written as {key})")
+            problems.error(where, f"semantics: {name} is given twice (as {written_as[name]} and {key}): give it once")
+        written_as[name] = key
         out[name] = canonical_source(value) if name in SERIES_FIELDS else value
     return out
 

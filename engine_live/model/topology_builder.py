@@ -30,6 +30,14 @@ def snake_case(name: str) -> str:
     return re.sub(r"_+", "_", snake).lower()
 
 
+def eval_kind(node: TopoNodeSpec) -> str:
+    """The kind whose metric and colour rules a node follows: `nodeRole: sink` makes a sink (as
+    upstream's categories do), upstream-only kinds follow `EVAL_KIND`, the rest are themselves."""
+    if str(node.labels.get("nodeRole", "")).lower() == "sink":
+        return "sink"
+    return EVAL_KIND.get(node.kind, node.kind)
+
+
 class TopologyBuilder(SeriesBuilder):
     """The nodes list's definitions plus everything the topology adds."""
 
@@ -75,7 +83,7 @@ class TopologyBuilder(SeriesBuilder):
             bindings.append(
                 TopoBinding(
                     node.id,
-                    EVAL_KIND.get(node.kind, node.kind),
+                    eval_kind(node),
                     fields_of[node.id],
                     parallelism_of[node.id],
                     float(sla) if sla is not None else None,
@@ -84,7 +92,7 @@ class TopologyBuilder(SeriesBuilder):
                     node.constraints[0] if node.constraints else None,
                     dict(node.aliases),
                     dict(node.labels),
-                    node.kind if node.kind in EVAL_KIND else None,
+                    node.kind if node.kind != eval_kind(node) else None,
                 )
             )
         return bindings

@@ -12,7 +12,7 @@ from typing import Any
 
 from engine_live.model.checking import TOPO_HINTS, TOPO_KINDS, TOPO_NODE_KEYS, Problems, check_number, topo_id_problem
 from engine_live.model.node_specs import Dispatch, check_dispatch
-from engine_live.model.semantics import check_semantics
+from engine_live.model.semantics import MAX_LABEL, check_semantics
 
 _KIND_BY_LOWER = {kind.lower(): kind for kind in TOPO_KINDS}
 
@@ -80,6 +80,12 @@ def check_topo_node(problems: Problems, raw: Any, index: int, seen: set[str]) ->
     problems.check_keys(where, raw, TOPO_NODE_KEYS, TOPO_HINTS)
     kind = topo_kind(problems, where, raw.get("kind"))
     semantics = check_semantics(problems, where, raw.get("semantics"))
+    role = raw.get("nodeRole")
+    if role is not None:  # upstream: a label, and `sink` makes the node a sink whatever its kind
+        if not isinstance(role, str) or len(role) > MAX_LABEL:
+            problems.error(where, f"nodeRole: must be text of at most {MAX_LABEL} characters, got {role!r}")
+        else:
+            semantics.labels["nodeRole"] = role
     initial_condition = raw.get("initialCondition") or {}
     initial_queue = None
     if isinstance(initial_condition, dict):
