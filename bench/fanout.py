@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_util import free_port, pct, proc_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_RE = re.compile(rb'"type":"(\w+)".*?"seq":(\d+)(?:,"binIndex":(\d+))?')
@@ -122,25 +123,6 @@ async def client_main(url: str, run_id: str, n: int, out: Path, compression: boo
 
 
 # -- feeder / orchestration ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
-
-
 async def run_case(
     base: str, ws_url: str, server_pid: int, args: argparse.Namespace, clients: int, tmp: Path
 ) -> dict[str, Any]:

@@ -35,7 +35,6 @@ import multiprocessing as mp
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from typing import Any
 
 import httpx
 import orjson
+from bench_util import free_port, pct, proc_cpu, rss_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 START = "2025-10-07T00:00:00Z"
@@ -71,13 +71,6 @@ def bin_body(nodes: int, b: int) -> bytes:
     return b"\n".join(rows)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def start_server(tree: Path, data: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     cmd = [sys.executable, "-m", "compat_api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -97,25 +90,6 @@ def start_server(tree: Path, data: Path, log: Path, env: dict[str, str]) -> tupl
             proc.kill()
             raise RuntimeError("server not ready in 60 s")
         time.sleep(0.05)
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    s = sorted(xs)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 # -- client processes --------------------------------------------------------------------------------

@@ -7,10 +7,15 @@ run handles. Everything runs on the event loop between two log records, so every
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from compat_api.state_view import StateSource, state_body, state_window_body
 from engine_live.derived.live_hooks import DerivedHooks
+from engine_live.derived.node_metrics import REQUIRED_LOOKBACK
 from engine_live.runtime.handle import RunHandle
 from engine_live.runtime.service import LiveService
 
@@ -140,8 +145,15 @@ class LiveApi:
 
     def state_live(self, run_id: str, window_bins: int = STATE_LIVE_WINDOW_BINS) -> dict[str, Any]:
         """`/state` at lastBin plus position and the last `window_bins` bins as a window (§12.4)."""
+        return self.capture_state_live(run_id, window_bins)()
+
+    def capture_state_live(
+        self, run_id: str, window_bins: int = STATE_LIVE_WINDOW_BINS, *, copy: bool = False
+    ) -> Callable[[], dict[str, Any]]:
+        """`state_live` in two steps: the run's counters (and with `copy`, its bins from the window's
+        look-back on) taken now, on the loop; the body built by the returned function, which may run
+        in a thread when `copy` is set (the live matrix moves on under it)."""
         run = self.service.handle(run_id).run
-        src = self.state_source(run_id)
         head = {
             "status": run.status.value,
             "epoch": run.epoch,
@@ -150,8 +162,9 @@ class LiveApi:
             "watermark": run.watermark,
             "lastBin": run.last_bin,
         }
-        if run.last_bin < 0:
-            return {
+        last = run.last_bin
+        if last < 0:
+            empty: dict[str, Any] = {
                 "runId": run_id,
                 "grid": run.grid.to_wire(),
                 "binMinutes": run.grid.bin_minutes,
@@ -161,14 +174,34 @@ class LiveApi:
                 "dataQuality": {"complete": True, "gaps": []},
                 **head,
             }
-        body = state_body(src, run.last_bin)
-        start = max(src.first_bin, run.last_bin - window_bins + 1)
-        window = state_window_body(src, start, run.last_bin, max(window_bins, 1))
-        body.update(head)
-        body["window"] = {
-            **window["window"],
-            "timestampsUtc": window["timestampsUtc"],
-            "nodes": window.get("nodes"),
-            "series": window.get("series"),
-        }
-        return body
+            return lambda: empty
+        src = self.state_source(run_id)
+        start = max(src.first_bin, last - window_bins + 1)
+        if copy:
+            src = copy_from(src, max(src.first_bin, start - REQUIRED_LOOKBACK))
+
+        def build() -> dict[str, Any]:
+            body = state_body(src, last)
+            window = state_window_body(src, start, last, max(window_bins, 1))
+            body.update(head)
+            body["window"] = {
+                **window["window"],
+                "timestampsUtc": window["timestampsUtc"],
+                "nodes": window.get("nodes"),
+                "series": window.get("series"),
+            }
+            return body
+
+        return build
+
+
+def copy_from(src: StateSource, first_bin: int) -> StateSource:
+    """`src` from `first_bin` on, every array copied (the live matrix moves on under a thread)."""
+    off = first_bin - src.first_bin
+    return dataclasses.replace(
+        src,
+        series={sid: np.array(values[off:]) for sid, values in src.series.items()},
+        first_bin=first_bin,
+        gaps={node: np.array(mask[off:]) for node, mask in src.gaps.items()},
+        warnings=tuple(src.warnings),
+    )

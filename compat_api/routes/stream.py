@@ -9,18 +9,14 @@ and the run's position; in the snapshot thread, the same builders over those cop
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, WebSocket
 
 from compat_api.auth import authorize
 from compat_api.context import AppContext, Authenticator
-from compat_api.live_api import STATE_LIVE_WINDOW_BINS, LiveApi
-from compat_api.state_view import StateSource, state_body, state_window_body
-from engine_live.derived.node_metrics import REQUIRED_LOOKBACK
+from compat_api.live_api import LiveApi
 from stream_hub.ws_endpoint import StreamSettings, serve_stream
 
 router = APIRouter()
@@ -43,36 +39,7 @@ class LiveLookup:
 
     def capture_state(self, run_id: str) -> Callable[[], dict[str, Any]]:
         """`snapshot_state` split: copies taken now (on the loop), the body built later from them only."""
-        run = self.live.handle(run_id).run
-        if run.last_bin < 0:
-            body = self.live.state_live(run_id)  # no bins yet: small
-            return lambda: body
-        head = {
-            "status": run.status.value,
-            "epoch": run.epoch,
-            "seq": run.seq,
-            "revision": run.revision,
-            "watermark": run.watermark,
-            "lastBin": run.last_bin,
-        }
-        src = self.live.state_source(run_id)
-        last = run.last_bin
-        start = max(src.first_bin, last - STATE_LIVE_WINDOW_BINS + 1)
-        frozen = _copy_from(src, max(src.first_bin, start - REQUIRED_LOOKBACK))
-
-        def build() -> dict[str, Any]:
-            body = state_body(frozen, last)
-            window = state_window_body(frozen, start, last, STATE_LIVE_WINDOW_BINS)
-            body.update(head)
-            body["window"] = {
-                **window["window"],
-                "timestampsUtc": window["timestampsUtc"],
-                "nodes": window.get("nodes"),
-                "series": window.get("series"),
-            }
-            return body
-
-        return build
+        return self.live.capture_state_live(run_id, copy=True)
 
     def current(self, run_id: str) -> tuple[str, int]:
         """The run's (epoch, seq)."""
@@ -83,18 +50,6 @@ class LiveLookup:
         """The run's watermark and how far lastBin trails it (heartbeats)."""
         run = self.live.handle(run_id).run
         return run.watermark, max(0, run.watermark - run.last_bin)
-
-
-def _copy_from(src: StateSource, first_bin: int) -> StateSource:
-    """`src` from `first_bin` on, every array copied (the live matrix moves on under a thread)."""
-    off = first_bin - src.first_bin
-    return dataclasses.replace(
-        src,
-        series={sid: np.array(values[off:]) for sid, values in src.series.items()},
-        first_bin=first_bin,
-        gaps={node: np.array(mask[off:]) for node, mask in src.gaps.items()},
-        warnings=tuple(src.warnings),
-    )
 
 
 class ScopedAuth:
