@@ -87,26 +87,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        # publication
-        self.events_published = Counter("flowtime_events_published", "Events published per sink", ["sink"], registry=r)
-        self.websocket_clients = Gauge("flowtime_websocket_clients", "Connected WebSocket clients", registry=r)
-        self.websocket_drops = Counter(
-            "flowtime_websocket_drops",
-            "Slow-client drops: superseded run_updates, resyncs, clients closed as too slow",
-            ["reason"],
-            registry=r,
-        )
-        self.websocket_connections = Gauge(
-            "flowtime_websocket_connections", "Open WebSocket connections (subscribed or not)", registry=r
-        )
-        self.websocket_refused = Counter(
-            "flowtime_websocket_refused", "WebSocket connections refused by the connection limits", registry=r
-        )
-        self.stream_cache_bytes = Gauge(
-            "flowtime_stream_cache_bytes", "Bytes held by the stream caches", ["cache"], registry=r
-        )
-        for cache in ("encodings", "snapshots"):
-            self.stream_cache_bytes.labels(cache=cache)
+        self._publication_metrics(r)
         # snapshots
         self.snapshot_duration_seconds = Histogram(
             "flowtime_snapshot_duration_seconds",
@@ -150,12 +131,34 @@ class Metrics:
         self._refreshers: list[Callable[[], None]] = []
         self._touch_label_sets()
 
+    def _publication_metrics(self, r: CollectorRegistry) -> None:
+        """The fan-out's metrics: events per sink, WebSocket clients, connections, drops and caches."""
+        self.events_published = Counter("flowtime_events_published", "Events published per sink", ["sink"], registry=r)
+        self.websocket_clients = Gauge("flowtime_websocket_clients", "Connected WebSocket clients", registry=r)
+        self.websocket_drops = Counter(
+            "flowtime_websocket_drops",
+            "Slow-client drops: superseded run_updates, resyncs, clients closed as too slow",
+            ["reason"],
+            registry=r,
+        )
+        self.websocket_connections = Gauge(
+            "flowtime_websocket_connections", "Open WebSocket connections (subscribed or not)", registry=r
+        )
+        self.websocket_refused = Counter(
+            "flowtime_websocket_refused", "WebSocket connections refused by the connection limits", registry=r
+        )
+        self.stream_cache_bytes = Gauge(
+            "flowtime_stream_cache_bytes", "Bytes held by the stream caches", ["cache"], registry=r
+        )
+
     def _touch_label_sets(self) -> None:
         """Create the fixed label values so every series shows from the first scrape."""
         for sink in SINKS:
             self.events_published.labels(sink=sink)
         for reason in DROP_REASONS:
             self.websocket_drops.labels(reason=reason)
+        for cache in ("encodings", "snapshots"):
+            self.stream_cache_bytes.labels(cache=cache)
         for state in ("done", "todo"):
             self.recovery_runs.labels(state=state)
             self.recovery_bins.labels(state=state)

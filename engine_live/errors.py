@@ -1,48 +1,6 @@
 """The error tree of FlowTime Live, and the one table of HTTP statuses and WebSocket close codes.
 
-    FlowTimeError                         error
-    ├── ModelError                        invalid_model
-    │   ├── ExprSyntaxError               expr_syntax
-    │   └── CycleError                    cycle
-    ├── IngestError                       invalid_frame
-    │   ├── MalformedBodyError            malformed_body
-    │   ├── BackpressureError             backpressure
-    │   ├── RunClosedError                run_closed
-    │   └── OutsideRetentionError         bin_outside_retention
-    ├── InvalidRequestError               invalid_request
-    │   └── CompareMismatchError          grid_mismatch
-    ├── BundleError                       invalid_bundle
-    │   ├── BundlePathError               invalid_bundle_path
-    │   └── GridMismatchError             grid_mismatch
-    ├── CaptureError                      invalid_capture
-    ├── TemplateParameterError            invalid_parameter
-    │   ├── ParameterTypeMismatchError    parameter_type_mismatch
-    │   ├── MissingParameterError         missing_parameter
-    │   ├── UnknownParameterError         unknown_parameter
-    │   ├── OutOfRangeError               out_of_range
-    │   └── UnsafeParameterValueError     unsafe_parameter_value
-    ├── NotFoundError                     not_found
-    ├── ConflictError                     conflict
-    │   └── IllegalTransitionError        illegal_transition
-    ├── TooLargeError                     too_large
-    │   └── BodyTooLargeError             too_large
-    ├── RecoveryError                     recovery_failed
-    │   └── SegmentError                  invalid_segment     (also a ValueError)
-    ├── StateMismatchError                snapshot_mismatch
-    ├── StorageUnavailableError           storage_unavailable
-    ├── StreamError                       stream_error
-    │   ├── SlowConsumerError             too_slow
-    │   ├── TooManyConnectionsError       too_many_connections
-    │   ├── IdleTimeoutError              idle_timeout
-    │   ├── UnauthenticatedError          unauthenticated
-    │   │   └── AuthTimeoutError          auth_timeout
-    │   └── ForbiddenError                forbidden
-    ├── TokenConfigError                  invalid_tokens
-    ├── InsecureBindError                 insecure_bind
-    ├── BadHostError                      bad_host
-    ├── UnsupportedMediaTypeError         unsupported_media_type
-    ├── BadInputError                     bad_input           (CLI)
-    └── ServerError                       server_error        (CLI)
+The tree (indentation is inheritance) is drawn in `docs/errors.md` beside every code's status and close code.
 
 Every error carries a machine `code` (the class default, or one given when raised), a human
 `message` and optional `details`; `to_body()` gives the wire form `{"error": code, "message": ...,
@@ -341,6 +299,12 @@ class ServerError(FlowTimeError):
     code = "server_error"
 
 
+class OutputClosedError(FlowTimeError):
+    """CLI: the reader of stdout went away (`| head`): the command ends quietly (exit 0)."""
+
+    code = "output_closed"
+
+
 # -- the one table ----------------------------------------------------------------------------------
 # class → (HTTP status, WebSocket close code). Every class has its own row. Close codes are
 # `engine_live.protocol.CloseCode` members: 1008 policy violation, 1009 message too big, 1011 internal
@@ -386,6 +350,7 @@ ERROR_TABLE: Final[dict[type[FlowTimeError], tuple[int, int | None]]] = {
     InsecureBindError: (500, None),
     BadInputError: (400, None),
     ServerError: (502, None),
+    OutputClosedError: (400, None),
     BadHostError: (421, 1008),
     UnsupportedMediaTypeError: (415, None),
     TooManyConnectionsError: (429, 1013),

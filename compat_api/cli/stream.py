@@ -28,7 +28,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from compat_api.cli.client import add_client_args, console
-from engine_live.errors import BadInputError, ServerError, StreamError
+from compat_api.cli.output import detach_stdout
+from engine_live.errors import BadInputError, OutputClosedError, ServerError, StreamError
 from engine_live.protocol import (
     SEQD_TYPES,
     CloseCode,
@@ -276,8 +277,11 @@ async def _tail(args: argparse.Namespace) -> int:
     if args.json:
 
         def emit(msg: dict[str, Any], raw: str) -> None:
-            sys.stdout.write(raw + "\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(raw + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:  # `| head` has what it wanted: not a lost connection
+                raise OutputClosedError("stdout was closed") from None
 
         tail = StreamTail(
             args.url,
@@ -317,11 +321,14 @@ async def _tail(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    """`flowtime stream runs`: tail until the run completes (exit 0) or Ctrl-C."""
+    """`flowtime stream runs`: tail until the run completes (exit 0), Ctrl-C or stdout closes."""
     try:
         return asyncio.run(_tail(args))
     except KeyboardInterrupt:
         return 0  # stopping a tail is the normal way to end it
+    except (OutputClosedError, BrokenPipeError):
+        detach_stdout()  # nobody reads any more: stop quietly, like `head` expects
+        return 0
 
 
 def register(sub: Any) -> None:

@@ -20,12 +20,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compat_api.templates.params import Parameter, parse_parameter, resolve_parameters
-from engine_live.errors import ModelError, OutOfRangeError, TemplateParameterError, UnsafeParameterValueError
+from engine_live.errors import (
+    ModelError,
+    OutOfRangeError,
+    TemplateParameterError,
+    TooLargeError,
+    UnsafeParameterValueError,
+)
 from engine_live.model.build import load_graph
 from engine_live.model.grid import UNIT_MINUTES
 from engine_live.model.series_csv import resolve_inside
@@ -38,6 +45,7 @@ BUILTINS = ("binMinutes",)
 BUNDLE_DIR = Path(__file__).parent / "bundles"
 TEMPLATE_ONLY_KEYS = ("metadata", "parameters", "generator")
 ABSENT = object()
+MAX_RENDERED_CHARS = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -91,13 +99,38 @@ def is_template(text: str) -> bool:
     return isinstance(data, dict) and isinstance(data.get("parameters"), list)
 
 
+def _mark_counts(node: Any, counts: Counter[str] | None = None) -> Counter[str]:
+    """How often each placeholder is used in parsed template data (comments are not data)."""
+    counts = Counter() if counts is None else counts
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            counts.update(MARK.findall(item))
+    return counts
+
+
 def _marks(node: Any) -> set[str]:
-    """The placeholder names used in parsed template data (comments are not data)."""
-    if isinstance(node, dict):
-        return set().union(*(_marks(k) | _marks(v) for k, v in node.items()))
-    if isinstance(node, list):
-        return set().union(*(_marks(v) for v in node))
-    return set(MARK.findall(node)) if isinstance(node, str) else set()
+    """The placeholder names used in parsed template data."""
+    return set(_mark_counts(node))
+
+
+def check_rendered_size(text: str, raw: Any, values: dict[str, Any]) -> None:
+    """413 when substituting would make a model larger than `MAX_RENDERED_CHARS` (a large array used
+    in many places), estimated before anything that size exists."""
+    size = len(text)
+    for name, count in _mark_counts(raw).items():
+        size += count * len(json.dumps(values.get(name)))
+    if size > MAX_RENDERED_CHARS:
+        raise TooLargeError(
+            f"the rendered model would be about {size} characters (at most {MAX_RENDERED_CHARS})",
+            limit=MAX_RENDERED_CHARS,
+        )
 
 
 def parse_template(text: str, where: str = "template", *, default_id: str | None = None) -> Template:
@@ -239,6 +272,7 @@ def _model_data(template: Template, resolved: dict[str, Any], telemetry: bool) -
     if "binSize" in resolved and resolved.get("binUnit", "minutes") in UNIT_MINUTES:
         values["binMinutes"] = resolved["binSize"] * UNIT_MINUTES[resolved.get("binUnit", "minutes")]
     raw = parse_model_text(marked(template.text))
+    check_rendered_size(template.text, raw, values)
     fills = _array_fills(raw, template.parameters)
     data = substitute(raw, values)
     if not isinstance(data, dict):

@@ -1,8 +1,9 @@
 """The vocabulary a model document is checked against (SPEC §1), and the problem collector.
 
-Holds the allowed node kinds and keys (per section and per node kind), the keys of the upstream
-FlowTime schema that are accepted but unused (an info warning each), `Problems` (collects every
-error and info warning of one document, so all are reported together) and `check_number`.
+Holds the allowed node kinds and keys (per section and per node kind), upstream FlowTime's kinds and
+spellings (SPEC §13), the keys of its schema that are accepted but unused (an info warning each), what
+to write instead of legacy keys that stay errors (`*_HINTS`), `Problems` (collects every error and
+warning of one document, so all are reported together) and `check_number`.
 """
 
 from __future__ import annotations

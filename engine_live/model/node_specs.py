@@ -1,8 +1,10 @@
 """Checking the `nodes` list of a model document (SPEC §1) into `NodeSpec`s.
 
 One check per node kind (const, expr, pmf, serviceWithBuffer, router) and the dispatch schedule
-that serviceWithBuffer nodes and topology queues share. Problems go to a `Problems` collector;
-a node too broken to describe comes back as None.
+that serviceWithBuffer nodes and topology queues share. Each entry is first put in canonical form
+(`engine_live.model.dialect`: upstream FlowTime's spellings, SPEC §13). pmf probabilities that do not
+sum to 1 within 1e-9 are renormalized (warning `pmf_renormalized`); all zero is an error. Problems go
+to a `Problems` collector; a node too broken to describe comes back as None.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class Dispatch:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One checked entry of `nodes` (its data as given, dispatch schedule resolved)."""
+    """One checked entry of `nodes` (its data in canonical form, dispatch schedule resolved)."""
 
     id: str
     kind: str

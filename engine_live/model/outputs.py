@@ -20,6 +20,8 @@ from engine_live.model.checking import Problems, file_name_problem
 
 OUTPUT_KEYS = {"series", "as", "exclude", "filename", "source", "id"}
 PATTERN_HELP = "a pattern is '*', '<prefix>*' or '<node>/*'"
+MAX_PATTERNS = 64
+"""Patterns (in `series` and `exclude`) a model may use: each is matched against every series."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,11 @@ def check_outputs(problems: Problems, raw: Any) -> tuple[OutputSpec, ...] | None
         problems.error("model", "outputs: must be a list of {series, as} (upstream's outputs mapping is not a model's)")
         return None
     specs = [_check_entry(problems, f"outputs[{index}]", entry) for index, entry in enumerate(raw)]
-    return tuple(spec for spec in specs if spec is not None)
+    checked = tuple(spec for spec in specs if spec is not None)
+    patterns = sum(spec.is_pattern + sum("*" in x for x in spec.exclude) for spec in checked)
+    if patterns > MAX_PATTERNS:
+        problems.error("outputs", f"at most {MAX_PATTERNS} patterns, got {patterns}")
+    return checked
 
 
 def matches(pattern: str, series_id: str, members: Mapping[str, frozenset[str]]) -> bool:
@@ -130,10 +136,12 @@ def resolve_outputs(
             chosen.append((spec.series, spec.name))
             written.add(spec.series)
             continue
+        excluded = {x for x in spec.exclude if "*" not in x}
+        exclude_patterns = [x for x in spec.exclude if "*" in x]
         for sid in ordered:
-            if sid in written or not matches(spec.series, sid, members):
+            if sid in written or sid in excluded or not matches(spec.series, sid, members):
                 continue
-            if any(matches(x, sid, members) for x in spec.exclude):
+            if any(matches(x, sid, members) for x in exclude_patterns):
                 continue
             chosen.append((sid, None))
             written.add(sid)

@@ -67,18 +67,25 @@ def resample(source: Sequence[float], target: int) -> list[float]:
 
 
 @lru_cache(maxsize=64)
-def _builtin(name: str, bins: int) -> tuple[float, ...]:
+def _builtin(name: str, bins: int) -> np.ndarray:
     hourly = HOURLY[name]
     expanded = [weight for weight in hourly for _ in range(BINS_PER_HOUR)]
-    return tuple(normalize(resample(normalize(expanded), bins)))
+    weights = np.asarray(normalize(resample(normalize(expanded), bins)), dtype=np.float64)
+    weights.flags.writeable = False  # shared by every node (and model) using this profile and grid
+    return weights
+
+
+def builtin_array(name: str, bins: int) -> np.ndarray:
+    """The weights of builtin profile `name` over `bins` bins, read-only (names case-insensitive;
+    computed once per name and grid, however many nodes use them)."""
+    if name.lower() not in HOURLY:
+        raise ValueError(f"unknown builtin profile {name!r} (one of {', '.join(HOURLY)})")
+    return _builtin(name.lower(), bins)
 
 
 def builtin_weights(name: str, bins: int) -> list[float]:
-    """The weights of builtin profile `name` over `bins` bins (names case-insensitive; computed once
-    per name and grid, however many nodes use them)."""
-    if name.lower() not in HOURLY:
-        raise ValueError(f"unknown builtin profile {name!r} (one of {', '.join(HOURLY)})")
-    return list(_builtin(name.lower(), bins))
+    """`builtin_array` as a list."""
+    return [float(w) for w in builtin_array(name, bins)]
 
 
 def inline_weights(weights: Any, bins: int) -> list[float]:
@@ -109,7 +116,7 @@ def profile_weights(profile: Any, bins: int | None) -> np.ndarray:
     name = profile.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError("builtin profiles need a name")
-    return np.asarray(builtin_weights(name, bins), dtype=np.float64)
+    return builtin_array(name, bins)
 
 
-__all__ = ["HOURLY", "builtin_weights", "inline_weights", "normalize", "profile_weights", "resample"]
+__all__ = ["HOURLY", "builtin_array", "builtin_weights", "inline_weights", "normalize", "profile_weights", "resample"]

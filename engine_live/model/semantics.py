@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +79,9 @@ def _labels(problems: Problems, where: str, raw: dict[str, Any]) -> dict[str, An
         value = raw[key]
         if key == "maxAttempts" and not isinstance(value, str):
             number = check_number(problems, f"{where}: semantics.maxAttempts", value)
-            if number is not None:
+            if number is not None and not math.isfinite(number):
+                problems.error(where, f"semantics.maxAttempts: must be finite, got {value!r}")
+            elif number is not None:
                 labels[key] = int(number) if number.is_integer() else number
         elif (text := _text(problems, f"{where}: semantics.{key}", value)) is not None:
             labels[key] = text

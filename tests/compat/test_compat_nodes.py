@@ -237,3 +237,8 @@ def test_output_patterns_and_legacy_entries() -> None:
 def test_bad_outputs(entry: dict[str, object], error: str) -> None:
     (err,) = errors_of(model([const("cap", [1, 1, 1])], outputs=[entry]))
     assert err.startswith(error), err
+
+
+def test_output_patterns_are_bounded() -> None:
+    outputs = [{"series": f"c{i}*"} for i in range(65)]
+    assert errors_of(model([const("cap", [1, 1, 1])], outputs=outputs)) == ["outputs: at most 64 patterns, got 65"]

@@ -16,7 +16,7 @@ from compat_support import CORPUS, close, make_client, write_csv
 from compat_api.cli.main import main
 from compat_api.templates.catalog import render_model
 from compat_api.templates.render import parse_template, render
-from engine_live.errors import InvalidRequestError, TemplateParameterError
+from engine_live.errors import InvalidRequestError, TemplateParameterError, TooLargeError
 from engine_live.model.build import load_graph
 from engine_live.model.text import parse_model_text
 from engine_live.plan.batch_run import run_model
@@ -212,3 +212,14 @@ def test_templates_in_the_data_dir_are_listed_described_generated_and_run(tmp_pa
         assert r.status_code == 201, r.text
         served = client.get(f"/v1/runs/{r.json()['runId']}/series/served", params={"format": "json"}).json()
         assert served["values"] == [10, 20, 30, 40]
+
+
+def test_a_rendering_that_would_explode_is_refused_before_it_exists() -> None:
+    nodes = "".join(f"  - {{id: n{i}, kind: const, values: ${{big}}}}\n" for i in range(200))
+    text = (
+        "metadata: {id: big}\nparameters: [{name: big, type: array}]\n"
+        f"grid: {{bins: 50000, binSize: 1, binUnit: minutes}}\nnodes:\n{nodes}"
+    )
+    with pytest.raises(TooLargeError) as info:  # 200 uses × ~350 kB of numbers
+        render(parse_template(text), {"big": [1234567] * 50000}, data_dir=Path("/x"))
+    assert info.value.http_status == 413 and info.value.details["limit"] == 32 * 1024 * 1024

@@ -133,6 +133,7 @@ def test_upstream_spellings_of_semantics_keys() -> None:
             "topology node 'S': semantics.backoffStrategy: at most 200 characters, got 201",
         ),
         ({"maxAttempts": [3]}, "topology node 'S': semantics.maxAttempts: expected a number, got [3]"),
+        ({"maxAttempts": float("inf")}, "topology node 'S': semantics.maxAttempts: must be finite, got inf"),
     ],
 )
 def test_bad_labels_are_errors(semantics: dict[str, Any], error: str) -> None:
