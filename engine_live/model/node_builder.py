@@ -229,17 +229,32 @@ class SeriesBuilder:
                 if weight is not None:
                     parts.append(Binary("/", Binary("*", Ref(source), Num(weight)), Num(total)))
         for target, parts in contributions.items():
+            if self.exists(target) and self.is_placeholder(target):
+                # upstream's templates declare route targets as `expr: "0"` / all-zero const nodes that the
+                # router fills: the placeholder carried nothing, so the route replaces it (SPEC §2 deviation)
+                del self.defs[self.owner.pop(target)]
+                self.note(target, "router_target_placeholder", "a placeholder filled by its router's routes")
             if self.exists(target):
                 self.err(
                     f"router target '{target}'",
                     "names an existing series — a route creates its target series: remove the node "
-                    f"'{target}' (upstream's placeholder nodes are not needed) or route to a new id",
+                    f"'{target}' or route to a new id",
                 )
                 continue
             expr: Expr = parts[0] if parts else Num(0.0)
             for part in parts[1:]:
                 expr = Binary("+", expr, part)
             self.add(ExprDef(target, expr, None, "router"), f"router target '{target}'")
+
+    def is_placeholder(self, series_id: str) -> bool:
+        """Whether `series_id` is a node of its own that is the constant 0 (`expr: "0"`, all-zero values)."""
+        definition = self.defs.get(self.owner[series_id])
+        if definition is None or definition.id != series_id:
+            return False
+        if isinstance(definition, ExprDef):
+            zero = isinstance(definition.expr, Num) and definition.expr.value == 0.0
+            return definition.kind == "expr" and zero and not definition.initial
+        return isinstance(definition, ConstDef) and definition.kind == "const" and not np.any(definition.values)
 
     def check_refs(self) -> None:
         """Every reference of an expression or queue names an existing series; a self-SHIFT has `initial`."""

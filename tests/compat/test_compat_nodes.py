@@ -12,6 +12,8 @@ from compat_support import close, codes, evaluate, model, write_csv
 from engine_live.errors import ModelError
 from engine_live.model.build import load_graph
 from engine_live.model.profiles import builtin_weights
+from engine_live.plan.compiler import compile_model
+from engine_live.plan.evaluator import evaluate_batch
 
 
 def const(nid: str, values: object, **extra: object) -> dict[str, object]:
@@ -200,8 +202,23 @@ def test_routes_without_weight_or_classes_take_weight_one() -> None:
 
 def test_a_router_target_naming_an_existing_series_says_what_to_do() -> None:
     router = {"id": "r", "kind": "router", "inputs": {"queue": "x"}, "routes": [{"target": "y", "weight": 1}]}
-    (err,) = errors_of(model([const("x", [1, 1, 1]), const("y", [0, 0, 0]), router]))
+    (err,) = errors_of(model([const("x", [1, 1, 1]), {"id": "y", "kind": "expr", "expr": "x * 2"}, router]))
     assert err.startswith("router target 'y': names an existing series — ") and "remove the node 'y'" in err
+
+
+@pytest.mark.parametrize("placeholder", [const("y", [0, 0, 0]), {"id": "y", "kind": "expr", "expr": "0"}])
+def test_a_route_into_an_upstream_placeholder_node_fills_it(placeholder: dict[str, object]) -> None:
+    """Upstream's class templates declare route targets as `expr: "0"` nodes the router fills."""
+    router = {
+        "id": "r",
+        "kind": "router",
+        "inputs": {"queue": "x"},
+        "routes": [{"target": "y", "weight": 1}, {"target": "z", "weight": 3}],
+    }
+    graph = load_graph(model([const("x", [4, 8, 2]), placeholder, router]))
+    assert [w["code"] for w in graph.info] == ["router_target_placeholder"]
+    V = evaluate_batch(plan := compile_model(graph))
+    assert V[plan.row["y"]].tolist() == [1.0, 2.0, 0.5] and V[plan.row["z"]].tolist() == [3.0, 6.0, 1.5]
 
 
 # -- outputs ---------------------------------------------------------------------------------------
