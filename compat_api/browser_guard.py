@@ -13,8 +13,9 @@ can make the browser reach it. So, for HTTP requests and WebSocket handshakes al
 
 With auth on, the credential is the bearer token, which a browser never attaches by itself (no
 cookies; the WebSocket takes it in a message): `Host` and `Origin` are checked only when
-`allowed_hosts` / `allowed_origins` are configured. The content-type rule holds in both modes (one
-API contract). Answers are the error tree's `{"error": code, "message", ...}`.
+`allowed_hosts` / `allowed_origins` are configured, and the content-type rule does not apply (SPEC
+§10 asks it of auth-off mode; upstream FlowTime clients post YAML to `/v1/run` as `text/plain`).
+Answers are the error tree's `{"error": code, "message", ...}`.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class GuardPolicy:
     any_host: bool
     origins: frozenset[Origin] | None
     any_origin: bool
+    media: bool  # the content-type rule: auth off only (SPEC §10), so upstream clients posting text/plain
+    # YAML to `/v1/run` keep working against a service with tokens
 
     @classmethod
     def of(cls, settings: Settings, auth_on: bool) -> GuardPolicy:
@@ -100,6 +103,7 @@ class GuardPolicy:
             any_host="*" in hosts,
             origins=None if auth_on and not origins else origin_keys,
             any_origin="*" in origins,
+            media=not auth_on,
         )
 
     def host_ok(self, host: tuple[str, int | None]) -> bool:
@@ -162,7 +166,7 @@ def violation(policy: GuardPolicy, scope: Scope) -> FlowTimeError | None:
             code="forbidden_origin",
             origin=origin_text,
         )
-    return media_type_error(scope, headers)
+    return media_type_error(scope, headers) if policy.media else None
 
 
 async def refuse(scope: Scope, receive: Receive, send: Send, error: FlowTimeError) -> None:

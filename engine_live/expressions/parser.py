@@ -290,6 +290,17 @@ def _check_depth(root: Expr) -> None:
         stack.extend((child, depth + 1) for child in _children(node))
 
 
+def longest_window(root: Expr) -> int:
+    """The longest literal ROLLING_MEAN / ROLLING_MAX window in the expression (0 without one)."""
+    longest, stack = 0, [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Call) and node.name in ("ROLLING_MEAN", "ROLLING_MAX") and isinstance(node.args[1], Num):
+            longest = max(longest, int(node.args[1].value))
+        stack.extend(_children(node))
+    return longest
+
+
 def parse_expr(text: str) -> Expr:
     """Parse one expression; raise `ExprSyntaxError` naming the position of the first problem."""
     expr = _Parser(text).parse()

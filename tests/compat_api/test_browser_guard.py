@@ -131,12 +131,15 @@ def test_the_websocket_refuses_foreign_origins_and_hosts(client: TestClient, tmp
 
 
 # ---- auth on ------------------------------------------------------------------------------------------
-def test_with_auth_on_only_the_content_type_rule_holds_unless_configured(tmp_path: Path) -> None:
+def test_with_auth_on_nothing_is_checked_unless_configured(tmp_path: Path) -> None:
+    """SPEC §10 asks the rules of auth-off mode; with tokens an upstream FlowTime client may still post
+    its YAML model to `/v1/run` as `text/plain`, as upstream's API documents."""
     auth = {"Authorization": f"Bearer {TOKEN}"}
+    model = b"grid: {bins: 2, binSize: 1, binUnit: minutes}\nnodes:\n  - {id: a, kind: const, values: [1, 2]}\n"
     with make_client(tmp_path, base_url="http://flowtime.example.com", tokens=f"{TOKEN}:admin") as c:
         assert c.get("/v1/runs", headers={**auth, **EVIL}).status_code == 200
-        r = c.post("/v1/runs", content=b"{}", headers={**auth, "content-type": "text/plain"})
-        refused(r, 415, "unsupported_media_type")
+        r = c.post("/v1/run", content=model, headers={**auth, "content-type": "text/plain"})
+        assert r.status_code == 200 and r.json()["series"]["a"] == [1.0, 2.0], r.text
     configured = {
         "tokens": f"{TOKEN}:admin",
         "allowed_origins": "https://dash.example",
