@@ -11,13 +11,12 @@ rises by exactly 1 per event caused by an ingestion-log record, the others repea
     snapshot_written   lastBin path manifestHash                                   no
     progress           watermark lagBins                                           no
 
-Replies to one client carry no envelope: `subscribed` {epoch, seq, recovered}, `snapshot` {epoch,
-seq, state}, `resync`, `pong`, `error` {error}. The hot path builds plain dicts with the builders
-below and encodes each once with `encode_event` (orjson; NaN and ±inf become null); pydantic models
-validate the events' shapes at the edges. Client messages (`auth`, `subscribe`, `ping`), cursors
-(`<epoch>:<seq>`, `{epoch, seq}`) and close codes (`CloseCode`; which error closes with which is
-`engine_live.errors.ERROR_TABLE`) are here too; a protocol violation raises `StreamError`.
-`RunStatus` is the run lifecycle with checked transitions.
+Replies to one client carry no envelope: `subscribed` {epoch, seq, recovered}, `snapshot` {epoch, seq, state},
+`resync`, `pong`, `error` {error}. The hot path builds plain dicts with the builders below and encodes each once
+with `encode_event` (orjson; NaN and ±inf become null); pydantic models validate the events' shapes at the edges.
+Client messages (`auth`, `subscribe` with its `format`: `stream_hub.compact`, `ping`), cursors (`<epoch>:<seq>`,
+`{epoch, seq}`) and close codes (`CloseCode`; which error closes with which is `engine_live.errors.ERROR_TABLE`)
+are here too; a protocol violation raises `StreamError`. `RunStatus` is the run lifecycle with checked transitions.
 """
 
 from __future__ import annotations
@@ -312,10 +311,11 @@ class AuthMessage:
 
 @dataclass(frozen=True, slots=True)
 class SubscribeMessage:
-    """`{"type": "subscribe", "since": {epoch, seq} | null, "nodes": [...] | null}`."""
+    """`{"type": "subscribe", "since": {epoch, seq} | null, "nodes": [...] | null, "format"?: "full" | "compact"}`."""
 
     since: Cursor | None = None
     nodes: list[str] | None = None
+    format: str = "full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +325,7 @@ class PingMessage:
 
 ClientMessage = AuthMessage | SubscribeMessage | PingMessage
 _CLIENT_TYPES = frozenset(ClientMessageType)
+EVENT_FORMATS = frozenset({"full", "compact"})  # of `run_update`s, chosen at subscribe
 
 
 def decode_client_message(data: bytes | str) -> dict[str, Any]:
@@ -369,12 +370,15 @@ def parse_subscribe(body: Mapping[str, Any]) -> SubscribeMessage:
     nodes = body.get("nodes")
     if nodes is not None and not (isinstance(nodes, list) and all(isinstance(node, str) for node in nodes)):
         raise StreamError("nodes must be a list of node ids or null", code="bad_message")
-    return SubscribeMessage(since, nodes)
+    if (fmt := body.get("format", "full")) not in EVENT_FORMATS:
+        raise StreamError("format must be 'full' or 'compact'", code="bad_message")
+    return SubscribeMessage(since, nodes, fmt)
 
 
-def subscribe_message(since: Cursor | None, nodes: list[str] | None) -> dict[str, Any]:
-    """The `subscribe` message a client sends."""
-    return {"type": ClientMessageType.SUBSCRIBE.value, "since": since._asdict() if since else None, "nodes": nodes}
+def subscribe_message(since: Cursor | None, nodes: list[str] | None, fmt: str = "full") -> dict[str, Any]:
+    """The `subscribe` message a client sends (`format` only when not the default)."""
+    body = {"type": ClientMessageType.SUBSCRIBE.value, "since": since._asdict() if since else None, "nodes": nodes}
+    return body if fmt == "full" else body | {"format": fmt}
 
 
 def parse_cursor(text: str) -> Cursor:

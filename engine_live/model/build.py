@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine_live.model.class_expand import expand_classes
 from engine_live.model.document import ModelDoc, load_model, model_error
 from engine_live.model.outputs import resolve_outputs
 from engine_live.model.series_defs import ModelGraph
@@ -39,7 +40,7 @@ def build_model(doc: ModelDoc) -> ModelGraph:
         outputs = resolve_outputs(doc.outputs, builder.owner, members, builder.err)
     if builder.errors:
         raise model_error(builder.errors)
-    return ModelGraph(
+    graph = ModelGraph(
         doc.grid,
         tuple(builder.defs.values()),
         tuple(topo),
@@ -48,7 +49,14 @@ def build_model(doc: ModelDoc) -> ModelGraph:
         outputs,
         frozenset(builder.hidden),
         tuple(builder.info),
+        routes=tuple(builder.routes),
     )
+    if doc.classes is None:
+        return graph
+    graph, errors = expand_classes(graph, doc.classes)
+    if errors:
+        raise model_error(errors)
+    return graph
 
 
 def load_graph(source: str | dict[str, Any], *, base_dir: Path | None = None, live: bool = False) -> ModelGraph:

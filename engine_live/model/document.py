@@ -19,6 +19,7 @@ from typing import Any
 
 from engine_live.errors import ModelError
 from engine_live.model.checking import TOP_HINTS, TOP_KEYS, Problems
+from engine_live.model.classes import ClassSpec, check_classes, uses_classes
 from engine_live.model.dialect import canonical_grid
 from engine_live.model.grid import MAX_BINS, UNIT_MINUTES, Grid, parse_utc
 from engine_live.model.node_specs import NodeSpec, check_node
@@ -43,6 +44,7 @@ class ModelDoc:
     data: dict[str, Any]  # the model as run, provenance stripped
     base_dir: Path | None
     info: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    classes: ClassSpec | None = None  # SPEC §14; None for a class-less model
 
 
 def _on_bin_boundary(start: datetime, unit: str, bin_minutes: int) -> bool:
@@ -137,7 +139,7 @@ def load_model(source: str | dict[str, Any], *, base_dir: Path | None = None, li
     if not isinstance(data, dict):
         raise ModelError("model must be a mapping with grid and nodes")
     problems = Problems()
-    problems.check_keys("model", data, TOP_KEYS, TOP_HINTS)
+    problems.check_keys("model", data, TOP_KEYS | ({"classes", "traffic"} if uses_classes(data) else set()), TOP_HINTS)
     if data.get("schemaVersion", 1) != 1:
         problems.error("model", f"schemaVersion: only 1 is supported, got {data.get('schemaVersion')!r}")
     grid = _check_grid(problems, canonical_grid(problems, data), live=live)
@@ -146,6 +148,7 @@ def load_model(source: str | dict[str, Any], *, base_dir: Path | None = None, li
     outputs = check_outputs(problems, data.get("outputs"))
     rng = data.get("rng")
     seed = _check_seed(problems, rng)
+    classes = check_classes(problems, data)
     if problems.errors:
         raise model_error(problems.errors)
     run_data = {key: value for key, value in data.items() if key != "provenance"}
@@ -162,4 +165,5 @@ def load_model(source: str | dict[str, Any], *, base_dir: Path | None = None, li
         run_data,
         base_dir,
         tuple(problems.info),
+        classes,
     )

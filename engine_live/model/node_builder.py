@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from engine_live.errors import ExprSyntaxError
-from engine_live.expressions.parser import parse_expr, refs_of
+from engine_live.expressions.parser import longest_window, parse_expr, refs_of
 from engine_live.expressions.syntax import Binary, Expr, Num, Ref
 from engine_live.model.document import ModelDoc
 from engine_live.model.node_specs import NodeSpec
@@ -25,6 +25,7 @@ from engine_live.model.series_defs import (
     ExprDef,
     PmfSampleDef,
     QueueDef,
+    RoutePart,
     SeriesDef,
     TelemetryDef,
 )
@@ -49,6 +50,7 @@ class SeriesBuilder:
         self.errors: list[str] = []
         self.info: list[dict[str, Any]] = list(doc.info)
         self.hidden: set[str] = set()
+        self.routes: list[RoutePart] = []
 
     def err(self, where: str, msg: str) -> None:
         """Record an error naming the node and field (`where`)."""
@@ -133,6 +135,9 @@ class SeriesBuilder:
             except ExprSyntaxError as exc:
                 self.err(where, f"expr: {exc.message}")
                 return
+            if self.bins is not None and (window := longest_window(expr)) > self.bins:  # SPEC §10: windows ≤ bins
+                self.err(where, f"expr: a window of {window} bins is longer than the grid ({self.bins} bins)")
+                return
             initial = float(data["initial"]) if "initial" in data else None
             self.add(ExprDef(spec.id, expr, initial), where)
         elif spec.kind == "pmf":
@@ -198,9 +203,12 @@ class SeriesBuilder:
                 weights.append(float(route["weight"]))
             elif route.get("classes"):
                 weights.append(None)
-                self.note(
-                    spec.id, "route_without_weight", f"route to '{target}' routes classes (not evaluated); it carries 0"
-                )
+                if self.doc.classes is None:  # with classes declared it carries its classes (SPEC §14)
+                    self.note(
+                        spec.id,
+                        "route_without_weight",
+                        f"route to '{target}' routes classes (not evaluated); it carries 0",
+                    )
             else:
                 weights.append(1.0)
                 self.note(spec.id, "router_default_weight", f"route to '{target}' has no weight; it takes weight 1")
@@ -215,6 +223,7 @@ class SeriesBuilder:
     def routers(self, specs: tuple[NodeSpec, ...]) -> None:
         """Each route target becomes the sum of its weighted shares of the routers' queues."""
         contributions: dict[str, list[Expr]] = {}
+        sources: dict[str, set[str]] = {}
         for spec in specs:
             if spec.kind != "router":
                 continue
@@ -224,8 +233,12 @@ class SeriesBuilder:
             for weight in weights:
                 if weight is not None:
                     total += weight
+            routed = tuple(c for route in spec.data["routes"] for c in route.get("classes") or ())
             for route, weight in zip(spec.data["routes"], weights, strict=True):
+                classes = tuple(route.get("classes") or ()) if weight is None else ()
+                self.routes.append(RoutePart(spec.id, source, route["target"], classes, weight, total, routed))
                 parts = contributions.setdefault(route["target"], [])
+                sources.setdefault(route["target"], set()).add(source)
                 if weight is not None:
                     parts.append(Binary("/", Binary("*", Ref(source), Num(weight)), Num(total)))
         for target, parts in contributions.items():
@@ -234,6 +247,12 @@ class SeriesBuilder:
                 # router fills: the placeholder carried nothing, so the route replaces it (SPEC §2 deviation)
                 del self.defs[self.owner.pop(target)]
                 self.note(target, "router_target_placeholder", "a placeholder filled by its router's routes")
+            elif self.exists(target) and self.is_legacy_split(target, sources[target]):
+                # upstream's router overrides replace a legacy percentage split of the router's input
+                del self.defs[self.owner.pop(target)]
+                self.note(
+                    target, "router_target_override", "a percentage split of the router's input, replaced by its routes"
+                )
             if self.exists(target):
                 self.err(
                     f"router target '{target}'",
@@ -255,6 +274,15 @@ class SeriesBuilder:
             zero = isinstance(definition.expr, Num) and definition.expr.value == 0.0
             return definition.kind == "expr" and zero and not definition.initial
         return isinstance(definition, ConstDef) and definition.kind == "const" and not np.any(definition.values)
+
+    def is_legacy_split(self, series_id: str, sources: set[str]) -> bool:
+        """Whether `series_id` is an expression node that reads only its routers' inputs (e.g.
+        `returns_processed * 0.5`): upstream's routers replace such percentage splits."""
+        definition = self.defs.get(self.owner[series_id])
+        if not isinstance(definition, ExprDef) or definition.id != series_id or definition.kind != "expr":
+            return False
+        same, shifted = refs_of(definition.expr)
+        return not shifted and bool(same) and same <= sources and definition.initial is None
 
     def check_refs(self) -> None:
         """Every reference of an expression or queue names an existing series; a self-SHIFT has `initial`."""

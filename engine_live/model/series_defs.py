@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine_live.expressions.syntax import Expr
+from engine_live.model.class_defs import ClassQueueDef, ClassSplitDef
 from engine_live.model.grid import Grid
 from engine_live.model.node_specs import Dispatch
 from engine_live.model.topology_specs import EdgeSpec
@@ -118,7 +119,20 @@ class CapDef:
         return tuple(out for out, _ in self.members)
 
 
-SeriesDef = ConstDef | TelemetryDef | ExprDef | PmfSampleDef | QueueDef | CapDef
+SeriesDef = ConstDef | TelemetryDef | ExprDef | PmfSampleDef | QueueDef | CapDef | ClassSplitDef | ClassQueueDef
+
+
+@dataclass(frozen=True)
+class RoutePart:
+    """One route of a router: `classes` (a class route) or `weight` out of the router's `total_weight`."""
+
+    router: str
+    source: str
+    target: str
+    classes: tuple[str, ...]
+    weight: float | None
+    total_weight: float
+    routed: tuple[str, ...]  # every class the router's class routes name
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,15 @@ class ModelGraph:
     outputs: tuple[tuple[str, str | None], ...] | None
     hidden: frozenset[str] = field(default_factory=frozenset)
     info: tuple[dict[str, Any], ...] = ()
+    classes: tuple[str, ...] = ()  # declared classes (SPEC §14); empty for a class-less model
+    class_of: dict[str, tuple[str, str]] = field(default_factory=dict)  # class row -> (series, classId)
+    routes: tuple[RoutePart, ...] = ()
+
+    def class_rows(self, series_id: str) -> tuple[str, ...]:
+        """The per-class rows of a series (empty when it carries no classes)."""
+        if not self.classes or f"{series_id}@{self.classes[0]}" not in self.class_of:
+            return ()
+        return tuple(f"{series_id}@{class_id}" for class_id in self.classes)
 
     def telemetry_ids(self) -> tuple[str, ...]:
         """The ids of the telemetry series, in definition order."""

@@ -119,17 +119,32 @@ def topology_view(graph: ModelGraph) -> dict[str, Any]:
 
 
 def output_series(graph: ModelGraph, plan: Plan, V: np.ndarray) -> list[SeriesOut]:
-    """The series a run writes: `outputs` when the model lists them, else every series."""
+    """The series a run writes: `outputs` when the model lists them, else every series; each
+    class-bearing one is followed by its per-class series (`<id>@<ID>@<classId>`, SPEC §14)."""
     component = {sid: binding.id for binding in graph.topo for sid in binding.fields.values()}
     chosen: list[tuple[str, str | None]]
     if graph.outputs is not None:
         chosen = [(sid, name) for sid, name in graph.outputs if sid is not None]
     else:
-        chosen = [(sid, None) for sid in plan.names if sid != ZERO]
-    return [
-        SeriesOut(sid, V[plan.row[sid]], plan.kind_of.get(sid, "expr"), component_id=component.get(sid), path_name=name)
-        for sid, name in chosen
-    ]
+        chosen = [(sid, None) for sid in plan.names if sid != ZERO and sid not in graph.class_of]
+    out: list[SeriesOut] = []
+    for sid, name in chosen:
+        kind = plan.kind_of.get(sid, "expr")
+        out.append(SeriesOut(sid, V[plan.row[sid]], kind, component_id=component.get(sid), path_name=name))
+        for row_id in graph.class_rows(sid):
+            class_id = graph.class_of[row_id][1]
+            class_name = None if name is None else _class_file(name, class_id)
+            values = V[plan.row[row_id]]
+            out.append(
+                SeriesOut(sid, values, kind, component_id=component.get(sid), class_id=class_id, path_name=class_name)
+            )
+    return out
+
+
+def _class_file(name: str, class_id: str) -> str:
+    """`served.csv` → `served@Alpha.csv`: the file of one class of a series written under `outputs[].as`."""
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}@{class_id}.{ext}" if dot else f"{name}@{class_id}"
 
 
 def run_model(

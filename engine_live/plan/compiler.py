@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine_live.model.class_defs import ClassQueueDef, ClassSplitDef
 from engine_live.model.series_defs import ConstDef, ExprDef, ModelGraph, QueueDef, SeriesDef, TelemetryDef
 from engine_live.plan.dependencies import (
     component_levels,
@@ -73,6 +74,8 @@ def _level_stages(
     exprs: list[ExprDef] = []
     loop_exprs: list[ExprDef] = []
     queues: list[QueueDef] = []
+    splits: list[ClassSplitDef] = []
+    class_queues: list[ClassQueueDef] = []
     for component in components:
         if len(component) == 1:
             def_id = component[0]
@@ -82,6 +85,10 @@ def _level_stages(
                 (loop_exprs if looped else exprs).append(definition)
             elif isinstance(definition, QueueDef) and not looped:
                 queues.append(definition)
+            elif isinstance(definition, ClassSplitDef) and not looped:
+                splits.append(definition)
+            elif isinstance(definition, ClassQueueDef):
+                class_queues.append(definition)
             elif isinstance(definition, ConstDef | TelemetryDef):
                 continue
             else:
@@ -95,6 +102,9 @@ def _level_stages(
     stages.extend(BinLoop(group.rows, [group]) for group in builder.expr_groups(loop_exprs))
     if queues:
         stages.append(builder.queue_group(queues))
+    stages.extend(builder.class_groups(splits))
+    if class_queues:
+        stages.append(builder.class_queue_group(class_queues))
     return stages
 
 

@@ -12,6 +12,7 @@ from collections import defaultdict
 from engine_live.errors import CycleError
 from engine_live.expressions.parser import refs_of
 from engine_live.expressions.syntax import Binary, Call, Expr, ListLit, Num, Unary
+from engine_live.model.class_defs import ClassQueueDef, ClassSplitDef, class_row
 from engine_live.model.series_defs import CapDef, ExprDef, QueueDef, SeriesDef
 
 
@@ -27,6 +28,16 @@ def series_deps(definition: SeriesDef) -> tuple[set[str], set[str]]:
         return same, set()
     if isinstance(definition, CapDef):
         return {demand for _, demand in definition.members} | {definition.capacity}, set()
+    if isinstance(definition, ClassSplitDef):
+        same, shifted = {definition.total}, set()
+        for expr in (*definition.raw, *(definition.fallback or ())):
+            expr_same, expr_shifted = refs_of(expr)
+            same |= expr_same
+            shifted |= expr_shifted
+        return same, shifted
+    if isinstance(definition, ClassQueueDef):
+        rows = {class_row(inflow, c) for inflow in definition.inflows for c in definition.classes}
+        return rows | {definition.queue, definition.outflow_id, definition.overflow_id}, set()
     return set(), set()
 
 

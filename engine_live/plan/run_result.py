@@ -25,8 +25,8 @@ class SeriesOut:
 
     @property
     def series_id(self) -> str:
-        """The artifact series id, `<node_id>@<NODE_ID UPPER>@DEFAULT`."""
-        return f"{self.node_id}@{self.node_id.upper()}@DEFAULT"
+        """The artifact series id, `<node_id>@<NODE_ID UPPER>@<classId>` (`DEFAULT` for a total)."""
+        return f"{self.node_id}@{self.node_id.upper()}@{self.class_id}"
 
 
 @dataclass(frozen=True)

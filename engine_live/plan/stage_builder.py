@@ -13,8 +13,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from engine_live.expressions.kernels import ShapeCompiler, Slots, shape_key
+from engine_live.expressions.kernels import Fn, ShapeCompiler, Slots, shape_key
+from engine_live.expressions.syntax import Expr
+from engine_live.model.class_defs import ClassQueueDef, ClassSplitDef, class_row
 from engine_live.model.series_defs import CapDef, ConstDef, ExprDef, PmfSampleDef, QueueDef, SeriesDef
+from engine_live.plan.class_stages import ClassQueueGroup, ClassSplitGroup
 from engine_live.plan.stages import CapStage, ConstStage, ExprGroup, PmfStage, QueueGroup, Stage
 
 
@@ -50,6 +53,63 @@ class StageBuilder:
             fn = ShapeCompiler(len(items), refs, nums, inits).compile(items[0][0].expr)
             out.append(ExprGroup(self.rows_of(definition.id for definition, _ in items), fn, key))
         return out
+
+    def _closures(self, exprs: list[Expr]) -> Fn:
+        """One closure for the same-shape expressions `exprs` (one per member)."""
+        slots = [shape_key(expr, self.init_of)[1] for expr in exprs]
+        first = slots[0]
+        refs = [self.rows_of(one.refs[i] for one in slots) for i in range(len(first.refs))]
+        nums = [np.array([[one.nums[i]] for one in slots]) for i in range(len(first.nums))]
+        inits = [np.array([[one.inits[i]] for one in slots]) for i in range(len(first.inits))]
+        return ShapeCompiler(len(exprs), refs, nums, inits).compile(exprs[0])
+
+    def class_groups(self, members: list[ClassSplitDef]) -> list[Stage]:
+        """One ClassSplitGroup per class-rule shape among `members` (first-seen order)."""
+        by_shape: dict[tuple[str, ...], list[ClassSplitDef]] = defaultdict(list)
+        for definition in members:
+            exprs = (*definition.raw, *(definition.fallback or ()))
+            key = (*(shape_key(expr, self.init_of)[0] for expr in exprs), str(definition.fallback is None))
+            by_shape[key].append(definition)
+        out: list[Stage] = []
+        for items in by_shape.values():
+            k = len(items[0].classes)
+            raw = [self._closures([item.raw[c] for item in items]) for c in range(k)]
+            fallback = None
+            if items[0].fallback is not None:
+                fallback = [self._closures([item.fallback[c] for item in items if item.fallback]) for c in range(k)]
+            out_rows = np.array([self.rows_of(item.outputs[c] for item in items) for c in range(k)], dtype=np.intp)
+            mix = np.array(items[0].mix)[:, None]
+            totals = self.rows_of(item.total for item in items)
+            out.append(ClassSplitGroup(out_rows.reshape(-1), out_rows, totals, raw, fallback, mix))
+        return out
+
+    def class_queue_group(self, members: list[ClassQueueDef]) -> ClassQueueGroup:
+        """Per-class rows of queues, stepped together."""
+        k = len(members[0].classes)
+        m = max(len(queue.inflows) for queue in members)
+        in_rows = np.zeros((m, k, len(members)), dtype=np.intp)
+        for j, queue in enumerate(members):
+            for i, inflow in enumerate(queue.inflows):
+                in_rows[i, :, j] = self.rows_of(class_row(inflow, c) for c in queue.classes)
+
+        def per_class(series: list[str]) -> np.ndarray:
+            return np.array([self.rows_of(class_row(one, c) for one in series) for c in members[0].classes])
+
+        q_class = per_class([queue.queue for queue in members])
+        out_class = per_class([queue.outflow_id for queue in members])
+        ovf_class = per_class([queue.overflow_id for queue in members])
+        return ClassQueueGroup(
+            rows=np.concatenate([q_class.reshape(-1), out_class.reshape(-1), ovf_class.reshape(-1)]),
+            q_rows=self.rows_of(queue.queue for queue in members),
+            out_rows=self.rows_of(queue.outflow_id for queue in members),
+            ovf_rows=self.rows_of(queue.overflow_id for queue in members),
+            in_rows=in_rows,
+            q_class=q_class,
+            out_class=out_class,
+            ovf_class=ovf_class,
+            initial=np.array([queue.initial for queue in members]),
+            mix=np.array(members[0].mix)[:, None],
+        )
 
     def queue_group(self, members: list[QueueDef]) -> QueueGroup:
         """All `members` stepped together as vectors."""
@@ -98,6 +158,10 @@ class StageBuilder:
         if isinstance(definition, CapDef):
             demands = self.rows_of(demand for _, demand in definition.members)
             return [CapStage(self.rows_of(definition.outputs), demands, self.row[definition.capacity])]
+        if isinstance(definition, ClassSplitDef):
+            return self.class_groups([definition])
+        if isinstance(definition, ClassQueueDef):
+            return [self.class_queue_group([definition])]
         if isinstance(definition, PmfSampleDef):
             return [
                 PmfStage(self.rows_of([definition.id]), definition.values, definition.probabilities, definition.seed)

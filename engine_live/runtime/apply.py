@@ -144,7 +144,8 @@ class Applier:
         self.publisher.emit(h, result.events)
         if accepted is not None:
             self.publisher.observe_latency(h, result.events)
-            self.ctx.metrics.observe_ingest(h.run_id, len(record.batch), result.events)
+            frames = record.batch.frame_count
+            self.ctx.metrics.observe_ingest(h.run_id, len(record.batch) if frames is None else frames, result.events)
         return {
             "accepted": result.accepted,
             "duplicates": result.duplicates,

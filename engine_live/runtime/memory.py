@@ -76,7 +76,7 @@ class MemoryFrameReader:
     def __init__(self, graph: ModelGraph) -> None:
         self.telemetry = frozenset(graph.telemetry_ids())
 
-    def read(self, body: bytes, *, last_bin: int, max_frames: int) -> FrameBatch:
+    def read(self, body: bytes, *, last_bin: int, max_frames: int, media_type: str | None = None) -> FrameBatch:
         """The triples as a batch (IngestError for an unknown series)."""
         triples = [(int(b), str(s), float(v)) for b, s, v in orjson.loads(body)]
         if len(triples) > max_frames:

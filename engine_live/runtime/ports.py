@@ -62,8 +62,9 @@ class LogTail:
 class FrameReader(Protocol):
     """Parses and validates an ingest body against one run's model (rebuilt after a PATCH)."""
 
-    def read(self, body: bytes, *, last_bin: int, max_frames: int) -> FrameBatch:
-        """All-or-nothing: the body's values as columns, or an IngestError / TooLargeError naming the problem."""
+    def read(self, body: bytes, *, last_bin: int, max_frames: int, media_type: str | None = None) -> FrameBatch:
+        """All-or-nothing: the body's values as columns, or an IngestError / TooLargeError naming the problem.
+        `media_type` (the request's Content-Type) picks the body's form; None: JSON or NDJSON frames."""
 
 
 class LogStore(Protocol):
@@ -260,8 +261,8 @@ class EventSink(Protocol):
 class RuntimeMetrics(Protocol):
     """Observations the runtime makes as it works (everything else is read at scrape time)."""
 
-    def observe_ingest(self, run_id: str, values: int, events: Sequence[Event]) -> None:
-        """A request's values were applied and these events published."""
+    def observe_ingest(self, run_id: str, frames: int, events: Sequence[Event]) -> None:
+        """A request's frames were applied and these events published."""
 
     def observe_ingest_to_publish(self, seconds: float) -> None:
         """A bin's run_update went out `seconds` after its oldest request was accepted."""
@@ -295,7 +296,7 @@ class NullSink:
 class NullMetrics:
     """`RuntimeMetrics` that records nothing."""
 
-    def observe_ingest(self, run_id: str, values: int, events: Sequence[Event]) -> None:
+    def observe_ingest(self, run_id: str, frames: int, events: Sequence[Event]) -> None:
         """Nothing recorded."""
 
     def observe_ingest_to_publish(self, seconds: float) -> None:

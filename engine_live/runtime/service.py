@@ -264,7 +264,9 @@ class LiveService:
             raise ConflictError(f"run '{requested}' already exists", runId=requested)
         return requested
 
-    async def ingest(self, run_id: str, body: bytes, *, source: tuple[int, int] | None = None) -> dict[str, Any]:
+    async def ingest(
+        self, run_id: str, body: bytes, *, source: tuple[int, int] | None = None, media_type: str | None = None
+    ) -> dict[str, Any]:
         """Validate, log and apply one ingest request (SPEC §12.1); the 202 answer once it is durable."""
         received = time.monotonic()  # metrics: ingest-to-publish latency starts at receipt
         h = self.ensure_open(run_id)
@@ -273,7 +275,9 @@ class LiveService:
             raise BackpressureError(
                 "the ingest queue is full; retry later", queued=queue.depth, capacity=queue.capacity
             )
-        batch = h.model.frames.read(body, last_bin=h.run.last_bin, max_frames=self.settings.max_frames_per_request)
+        batch = h.model.frames.read(
+            body, last_bin=h.run.last_bin, max_frames=self.settings.max_frames_per_request, media_type=media_type
+        )
         values = len(batch)
         if values > queue.capacity:
             raise TooLargeError(

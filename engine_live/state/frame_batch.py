@@ -9,7 +9,7 @@ a telemetry series id and a finite value, in frame order (the last of two writes
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,6 +22,9 @@ class FrameBatch:
     bins: NDArray[np.int64]
     series: Sequence[str]
     values: NDArray[np.float64]
+    # frames of the request the values came from (metrics count frames, the 202 answer counts values);
+    # None when not known (a batch decoded from the log, built in a test)
+    frame_count: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not (len(self.bins) == len(self.series) == len(self.values)):
@@ -31,13 +34,16 @@ class FrameBatch:
         return len(self.series)
 
     @classmethod
-    def of(cls, bins: Sequence[int], series: Sequence[str], values: Sequence[float]) -> FrameBatch:
+    def of(
+        cls, bins: Sequence[int], series: Sequence[str], values: Sequence[float], *, frame_count: int | None = None
+    ) -> FrameBatch:
         """A batch from plain columns."""
         count = len(series)
         return cls(
             np.fromiter(bins, dtype=np.int64, count=len(bins)) if count else np.zeros(0, dtype=np.int64),
             series,
             np.fromiter(values, dtype=np.float64, count=len(values)) if count else np.zeros(0, dtype=np.float64),
+            frame_count,
         )
 
     @classmethod

@@ -202,8 +202,17 @@ def test_routes_without_weight_or_classes_take_weight_one() -> None:
 
 def test_a_router_target_naming_an_existing_series_says_what_to_do() -> None:
     router = {"id": "r", "kind": "router", "inputs": {"queue": "x"}, "routes": [{"target": "y", "weight": 1}]}
-    (err,) = errors_of(model([const("x", [1, 1, 1]), {"id": "y", "kind": "expr", "expr": "x * 2"}, router]))
+    nodes = [const("x", [1, 1, 1]), const("w", [1, 1, 1]), {"id": "y", "kind": "expr", "expr": "w * 2"}, router]
+    (err,) = errors_of(model(nodes))
     assert err.startswith("router target 'y': names an existing series — ") and "remove the node 'y'" in err
+
+
+def test_a_route_replaces_a_legacy_percentage_split_of_its_input() -> None:
+    """Upstream's routers override `expr: "x * 0.5"` splits of their input (supply-chain-multi-tier-classes)."""
+    router = {"id": "r", "kind": "router", "inputs": {"queue": "x"}, "routes": [{"target": "y", "weight": 1}]}
+    graph, out = evaluate(model([const("x", [2, 4, 6]), {"id": "y", "kind": "expr", "expr": "x * 0.5"}, router]))
+    close(out["y"], [2, 4, 6])
+    assert [w["code"] for w in graph.info] == ["router_target_override"]
 
 
 @pytest.mark.parametrize("placeholder", [const("y", [0, 0, 0]), {"id": "y", "kind": "expr", "expr": "0"}])

@@ -106,7 +106,7 @@ def render(draw: Any, t: tuple[Any, ...], shifted: bool, same: list[str], anyid:
 
 @st.composite
 def random_models(draw: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    bins = draw(st.integers(1, 40))
+    bins = draw(st.integers(5, 40))  # ROLLING windows (1..5) may not be longer than the grid (SPEC §10)
     n_nodes = draw(st.integers(2, 14))
     kinds = [
         "const",

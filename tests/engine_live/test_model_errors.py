@@ -413,17 +413,29 @@ def test_a_live_grid_without_room_for_one_bin_is_invalid() -> None:
 
 
 def test_a_window_of_ten_million_bins_costs_nothing_until_bins_exist() -> None:
-    """Issue 12 #6: ROLLING_MEAN's unit taps were materialised (3e8 of them: +2.3 GB on /v1/validate)."""
+    """Issue 12 #6: ROLLING_MEAN's unit taps were materialised (3e8 of them: +2.3 GB on /v1/validate).
+    A live grid has no bins to bound the window by, so only the literal bound (10^7) applies."""
     import tracemalloc
 
-    doc = model([const("a", [1.0, 2.0, 3.0]), expr("m", "ROLLING_MEAN(a, 10000000)")])
+    text = (
+        'grid: {binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}\nnodes:\n'
+        '  - {id: a, kind: const, source: telemetry}\n  - {id: m, kind: expr, expr: "ROLLING_MEAN(a, 10000000)"}\n'
+    )
     tracemalloc.start()
-    plan = compile_model(load_graph(doc))
-    V = evaluate_batch(plan)
+    compile_model(load_graph(text, live=True))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert V[plan.row["m"]].tolist() == [1.0, 1.5, 2.0]
     assert peak < 4_000_000, peak
+
+
+@pytest.mark.parametrize(
+    "text", ["ROLLING_MEAN(a, 4)", "ROLLING_MAX(a, 4)", "2 * MIN(ROLLING_MEAN(a, 2), ROLLING_MAX(a, 9))"]
+)
+def test_a_window_longer_than_the_grid_is_invalid(text: str) -> None:
+    """SPEC §10: validation accepts only windows ≤ bins."""
+    errs = messages(model([const("a", [1.0, 2.0, 3.0]), expr("m", text)]))
+    assert any(e.startswith("node 'm': expr: a window of") and "longer than the grid (3 bins)" in e for e in errs)
+    load_and_compile(model([const("a", [1.0, 2.0, 3.0]), expr("m", "ROLLING_MEAN(a, 3)")]))
 
 
 @pytest.mark.parametrize("name", ["../../evil.csv", "/tmp/evil.csv", "sub/x.csv", "a\nb.csv", ".hidden", "x" * 201])
