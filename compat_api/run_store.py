@@ -31,16 +31,12 @@ from engine_live.errors import FlowTimeError, InvalidRequestError, ModelError, N
 from engine_live.model.build import load_graph
 from engine_live.model.grid import Grid, parse_utc
 from engine_live.model.series_defs import ModelGraph
+from engine_live.plan.run_result import model_series_id
 from snapshot_writer.artifact_reader import is_complete, read_manifest, read_run_json, read_run_series
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 DEFAULT_CACHE_SIZE = 8
 SUMMARY_CACHE_SIZE = 4096
-
-
-def model_series_id(artifact_id: str) -> str:
-    """The model series id of an artifact series id (its part before the first `@`)."""
-    return artifact_id.split("@", 1)[0]
 
 
 def run_links(run_id: str) -> dict[str, str]:
@@ -322,7 +318,6 @@ __all__ = [
     "gap_masks",
     "load_run_dir",
     "load_run_graph",
-    "model_series_id",
     "paginate",
     "run_links",
     "summary_of",

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fastapi import Response
 
-from compat_api.run_store import RunStore, model_series_id
+from compat_api.run_store import RunStore
+from engine_live.plan.run_result import model_series_id
 from snapshot_writer.number_format import series_csv_bytes
 
 

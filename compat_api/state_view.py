@@ -18,7 +18,7 @@ Decisions where the spec is silent:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,7 @@ def state_body(src: StateSource, bin_index: int) -> dict[str, Any]:
             derived = _derive(src, binding, bin_index, bin_index)
             metrics = {f: to_wire_value(float(src.series[sid][c])) for f, sid in _fields(src, binding)}
             node = {"id": binding.id, "kind": binding.kind, "metrics": metrics, "derived": derived.wire_bin(0)}
+            node |= _by_class(src, binding, lambda values: to_wire_value(float(values[c])))
             nodes.append(node | binding.extras())
         body["nodes"] = nodes
     else:
@@ -142,6 +143,7 @@ def state_window_body(
             derived = _derive(src, binding, start, end)
             metrics = {f: to_wire_list(src.series[sid][a:b]) for f, sid in _fields(src, binding)}
             node = {"id": binding.id, "kind": binding.kind, "metrics": metrics, "derived": derived.wire_window()}
+            node |= _by_class(src, binding, lambda values: to_wire_list(values[a:b]))
             nodes.append(node | binding.extras())
         body["nodes"] = nodes
     else:
@@ -149,6 +151,17 @@ def state_window_body(
     body["warnings"] = [dict(w) for w in src.warnings]
     body["dataQuality"] = data_quality(src, start, end)
     return body
+
+
+def _by_class(src: StateSource, binding: TopoBinding, pick: Callable[[NDArray[Any]], Any]) -> dict[str, Any]:
+    """`{"byClass": {classId: {metric: pick(class row)}}}` for a class-bearing node (SPEC §14), else {}:
+    the node's semantic metrics whose series carry classes (derived metrics stay per node)."""
+    by_class: dict[str, dict[str, Any]] = {}
+    for metric, sid in _fields(src, binding):
+        for row in src.graph.class_rows(sid):
+            if row in src.series:
+                by_class.setdefault(src.graph.class_of[row][1], {})[metric] = pick(src.series[row])
+    return {"byClass": by_class} if by_class else {}
 
 
 def metrics_body(src: StateSource) -> dict[str, Any]:

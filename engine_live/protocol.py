@@ -216,12 +216,14 @@ class Envelope(_Wire):
 
 
 class NodeDelta(_Wire):
-    """One node's values in a `run_update`: `metrics{field: value}`, `derived{...}`."""
+    """One node's values in a `run_update`: `metrics{field: value}`, `derived{...}`, and on a
+    class-bearing node `byClass{classId: {field: value}}` (SPEC §14)."""
 
     nodeId: str
     kind: str
     metrics: dict[str, float | None]
     derived: dict[str, Any] = Field(default_factory=dict)
+    byClass: dict[str, dict[str, float | None]] | None = None
 
 
 class SeriesDelta(_Wire):

@@ -38,6 +38,7 @@ import yaml
 from engine_live.errors import CaptureError, ConflictError, NotFoundError
 from engine_live.model.bundle_format import METRICS, warning
 from engine_live.model.grid import Grid
+from engine_live.plan.run_result import model_series_id
 from snapshot_writer.artifact_reader import is_complete, read_run_json, read_run_series
 from snapshot_writer.atomic_files import fsync_dir, json_bytes, write_file
 from snapshot_writer.number_format import CSV_HEADER, iter_csv_bodies
@@ -91,13 +92,13 @@ def read_run_view(run_dir: Path) -> RunView:
     g = run_json.get("grid") or {}
     n = int(g.get("bins") or 0)
     grid = Grid(n, int(g.get("binSize", 1)), str(g.get("binUnit", "minutes")), g.get("start"))
-    series = {k.split("@", 1)[0]: v for k, v in read_run_series(run_dir).items()}
+    series = {model_series_id(k): v for k, v in read_run_series(run_dir).items()}
     for sid, values in series.items():
         if values.size != n:
             fixed = np.zeros(n)
             fixed[: min(n, values.size)] = values[:n]
             series[sid] = fixed
-    units = {str(s["id"]).split("@", 1)[0]: str(s.get("unit") or "") for s in run_json.get("series") or ()}
+    units = {model_series_id(str(s["id"])): str(s.get("unit") or "") for s in run_json.get("series") or ()}
     topo_path = run_dir / "topology.json"
     topo = orjson.loads(topo_path.read_bytes()) if topo_path.is_file() else {}
     nodes = tuple(n for n in (topo.get("nodes") or ()) if isinstance(n, dict) and "id" in n)

@@ -29,6 +29,15 @@ class SeriesOut:
         return f"{self.node_id}@{self.node_id.upper()}@{self.class_id}"
 
 
+def model_series_id(artifact_id: str) -> str:
+    """The model series id of an artifact series id — `SeriesOut.series_id` read back:
+    `<id>@<ID>@DEFAULT` → `<id>` (a total), `<id>@<ID>@<classId>` → `<id>@<classId>` (the class row)."""
+    parts = artifact_id.split("@")
+    if len(parts) == 3 and parts[2] != "DEFAULT":
+        return f"{parts[0]}@{parts[2]}"
+    return parts[0]
+
+
 @dataclass(frozen=True)
 class RunResult:
     """Everything the artifact writer needs about one run: grid, model text, series, warnings and provenance."""

@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine_live.errors import IngestError, OutsideRetentionError, RunClosedError
-from engine_live.plan.compiler import ZERO, Plan
+from engine_live.plan.compiler import Plan
 from engine_live.plan.evaluator import evaluate_range
 from engine_live.protocol import (
     Event,
@@ -52,6 +52,7 @@ from engine_live.protocol import (
     warning_event,
 )
 from engine_live.state.cell_writes import write_distinct, write_in_order
+from engine_live.state.delta_layout import DeltaLayout
 from engine_live.state.frame_batch import FrameBatch
 from engine_live.state.run_window import FloatArray, RunWindow
 
@@ -117,7 +118,7 @@ class LiveRun(RunWindow):
         # the last series sequence, its index and whether that index has no repeats
         self._series_cache: tuple[tuple[str, ...], NDArray[np.intp], bool] | None = None
         self._start = self.grid.start_dt()
-        self._build_delta_layout()
+        self._layout = DeltaLayout.of(self.plan)
         # Quiet (recovery of a long log tail): bins are evaluated and seq numbers and hooks advance
         # exactly as when publishing, but no event is built (the events returned are only statuses).
         # Bins a quiet record lets close wait in `_pending` and are evaluated together, as one range,
@@ -299,7 +300,7 @@ class LiveRun(RunWindow):
         self._series_cache = None
         self.P = self.P[[old_index[sid] for sid in self.telemetry_ids]]
         self._keep = self.retention_bins + plan.lookback
-        self._build_delta_layout()
+        self._layout = DeltaLayout.of(self.plan)
         if hooks is not None:
             self.hooks = hooks
         self.model_revision += 1
@@ -336,44 +337,20 @@ class LiveRun(RunWindow):
 
     # -- columns --------------------------------------------------------------------------------
     # -- events ---------------------------------------------------------------------------------
-    def _build_delta_layout(self) -> None:
-        plan, graph = self.plan, self.plan.graph
-        rows: list[int] = []
-        self._nodes: list[tuple[str, str, list[str], int, int]] = []  # id, kind, fields, from, to
-        for b in graph.topo:
-            names = list(b.fields)
-            self._nodes.append((b.id, b.kind, names, len(rows), len(rows) + len(names)))
-            rows.extend(plan.row[b.fields[f]] for f in names)
-        if not graph.topo:
-            self._series_ids = [s for s in plan.names if s != ZERO and s not in graph.hidden]
-            rows = [plan.row[s] for s in self._series_ids]
-        self._gather = np.asarray(rows, dtype=np.intp)
-
     def _publish(self, t0: int, t1: int, events: list[Event], prev_last: int) -> None:
         """One run_update per bin of [t0, t1), each followed by its warning updates. An update's
         `lastBin` is max(its bin, prev_last): how far evaluation had got when it was published."""
         if self._quiet:
             self.seq += (t1 - t0) + self.hooks.quiet_changes(self, t0, t1)
             return
-        block = self.hooks.wire(self.V[self._gather, t0 - self.base : t1 - self.base])
+        layout = self._layout
+        block = self.hooks.wire(self.V[layout.gather, t0 - self.base : t1 - self.base])
         columns = block.T.tolist()
         derived = self.hooks.derived(self, t0, t1)
         status, bm = self.status.value, self.grid.bin_minutes
         for k, values in enumerate(columns):
             t = t0 + k
-            if self._nodes:
-                d = derived[k]
-                deltas: list[dict[str, Any]] = [
-                    {
-                        "nodeId": nid,
-                        "kind": kind,
-                        "metrics": dict(zip(names, values[a:b], strict=True)),
-                        "derived": d.get(nid, {}),
-                    }
-                    for nid, kind, names, a, b in self._nodes
-                ]
-            else:
-                deltas = [{"series": dict(zip(self._series_ids, values, strict=True))}]
+            deltas = layout.deltas(values, derived[k] if layout.nodes else {})
             self.seq += 1
             ev = envelope(EventType.RUN_UPDATE, self.run_id, self.epoch, self.seq)
             start = self._start + timedelta(minutes=bm * t) if self._start is not None else None

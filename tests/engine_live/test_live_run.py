@@ -293,3 +293,35 @@ def test_vector_writes_equal_frame_by_frame_writes(records: list[list[tuple[int,
 
 def encode_event_list(events: list[dict[str, Any]]) -> list[bytes]:
     return [encode_event(e) for e in events]
+
+
+CLASS_MODEL = """
+grid: {binSize: 5, binUnit: minutes, start: "2025-10-07T00:00:00Z"}
+classes: [{id: Alpha}, {id: Beta}]
+traffic:
+  arrivals:
+    - {nodeId: a, classId: Alpha, pattern: {kind: constant, ratePerBin: 1}}
+    - {nodeId: b, classId: Beta, pattern: {kind: constant, ratePerBin: 1}}
+nodes:
+  - {id: a, kind: const, source: telemetry}
+  - {id: b, kind: const, source: telemetry}
+  - {id: s, kind: expr, expr: "a + b"}
+  - {id: cap, kind: const, values: [100]}
+topology:
+  nodes:
+    - {id: Svc, semantics: {arrivals: s, served: s, capacity: cap}}
+"""
+
+
+def test_a_class_bearing_node_carries_by_class_in_its_run_update() -> None:
+    """Issue 14: `run_update` deltas carry `byClass` for class-bearing nodes only (SPEC §14)."""
+    run, _ = make_run(CLASS_MODEL)
+    res = apply_frames(run, [(0, "a", 8.0), (0, "b", 3.0)])
+    (update,) = [e for e in res.events if e["type"] == "run_update"]
+    (delta,) = update["deltas"]
+    assert delta["metrics"] == {"arrivals": 11.0, "served": 11.0, "capacity": 100.0}
+    assert delta["byClass"] == {"Alpha": {"arrivals": 8.0, "served": 8.0}, "Beta": {"arrivals": 3.0, "served": 3.0}}
+    validate_event(update)
+    plain, _ = make_run()
+    res = apply_frames(plain, both(0, 5.0))
+    assert all("byClass" not in d for e in res.events if e["type"] == "run_update" for d in e["deltas"])
