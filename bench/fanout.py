@@ -18,7 +18,10 @@ records when the `run_update` of each bin arrived. Reported per client count and
   decoded event), and the CPU seconds the server and the client process(es) used per phase.
 
     python bench/fanout.py [--nodes 1000] [--clients 100,500] [--paced-bins 10] [--fast-bins 40]
-                           [--client-procs 1] [--no-compression]
+                           [--client-procs 1] [--no-compression] [--compact]
+
+`--compact` subscribes every client with `"format": "compact"` (issue 16: `run_update`s as columns,
+only the nodes that changed; docs/stream-protocol.md); KiB/ev is then the compact size on the wire.
 
 `--no-compression` makes the clients decline permessage-deflate (uvicorn negotiates it by default,
 which compresses every message once per client on the server). Not part of the test run.
@@ -74,7 +77,7 @@ def bin_body(nodes: int, b: int) -> bytes:
 
 
 # -- client process --------------------------------------------------------------------------------
-async def client_main(url: str, run_id: str, n: int, out: Path, compression: bool) -> None:
+async def client_main(url: str, run_id: str, n: int, out: Path, compression: bool, compact: bool = False) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -90,7 +93,10 @@ async def client_main(url: str, run_id: str, n: int, out: Path, compression: boo
             max_queue=None,
             compression="deflate" if compression else None,
         ) as ws:
-            await ws.send('{"type":"subscribe","since":null,"nodes":null}')
+            subscribe: dict[str, Any] = {"type": "subscribe", "since": None, "nodes": None}
+            if compact:
+                subscribe["format"] = "compact"
+            await ws.send(json.dumps(subscribe))
             await ws.recv()
             ready += 1
             if ready == n:
@@ -144,19 +150,23 @@ async def run_case(
         for i, n in enumerate(per):
             out = tmp / f"client-{clients}-{i}.json"
             outs.append(out)
-            cmd = [
-                sys.executable,
-                __file__,
-                "--client-role",
-                "--url",
-                ws_url,
-                "--run",
-                run_id,
-                "--n",
-                str(n),
-                "--out",
-                str(out),
-            ] + (["--no-compression"] if args.no_compression else [])
+            cmd = (
+                [
+                    sys.executable,
+                    __file__,
+                    "--client-role",
+                    "--url",
+                    ws_url,
+                    "--run",
+                    run_id,
+                    "--n",
+                    str(n),
+                    "--out",
+                    str(out),
+                ]
+                + (["--no-compression"] if args.no_compression else [])
+                + (["--compact"] if args.compact else [])
+            )
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
         for p in procs:
             assert p.stdout is not None
@@ -284,6 +294,45 @@ def start_server(data: Path, log: Path, env: dict[str, str]) -> tuple[subprocess
     return proc, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
 
 
+def measure_compact() -> str:
+    """Sizes of the two captured consecutive run_updates in compact form (issue 16), and the cost."""
+    import orjson
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from stream_hub.compact import CompactTable, compact_update
+    except ImportError:
+        return "(this tree has no compact form)"
+
+    tmp = Path(tempfile.gettempdir())
+    paths = [tmp / "fanout-sample-event.json", tmp / "fanout-sample-event-2.json"]
+    if not all(p.exists() for p in paths):
+        return "(no sample events)"
+    first, second = (p.read_bytes() for p in paths)
+    t = time.perf_counter()
+    tables = [CompactTable.of(first), CompactTable.of(second)]
+    decode_ms = (time.perf_counter() - t) / 2 * 1e3
+    a, b = tables
+    assert a is not None and b is not None
+    key = compact_update(a, None)
+    t = time.perf_counter()
+    delta = compact_update(b, (1, a))
+    delta_ms = (time.perf_counter() - t) * 1e3
+    changed = len(orjson.loads(delta)["idx"])
+    one = orjson.loads(second)
+    for d in one["deltas"][1:]:  # the same bin again with one node changed (a correction upstream)
+        d.update(next(x for x in orjson.loads(first)["deltas"] if x["nodeId"] == d["nodeId"]))
+    c = CompactTable.of(orjson.dumps(one))
+    assert c is not None
+    single = compact_update(c, (1, a))
+    return (
+        f"compact run_update (issue 16): full {len(second):,} B; key update with layout {len(key):,} B "
+        f"({len(second) / len(key):.1f}×); delta on the previous bin, {changed} nodes changed, {len(delta):,} B "
+        f"({len(second) / len(delta):.1f}×); delta with 1 node changed {len(single):,} B; "
+        f"decode once {decode_ms:.2f} ms, encode a delta {delta_ms:.2f} ms"
+    )
+
+
 def measure_encode(nodes: int) -> tuple[float, float, int]:
     """Engine-side encode of one bin's run_update: build the event like the server, time orjson."""
     import orjson
@@ -318,16 +367,21 @@ async def sample_event(ws_url: str, base: str, nodes: int) -> None:
         async with connect(f"{ws_url}/v1/runs/{run_id}/stream", max_size=None) as ws:
             await ws.send('{"type":"subscribe","since":null,"nodes":null}')
             await ws.recv()
-            await http.post(
-                f"/v1/runs/{run_id}/bins", content=bin_body(nodes, 0), headers={"content-type": "application/x-ndjson"}
-            )
+            updates: list[bytes] = []
+            for b in (0, 1):
+                await http.post(
+                    f"/v1/runs/{run_id}/bins",
+                    content=bin_body(nodes, b),
+                    headers={"content-type": "application/x-ndjson"},
+                )
             async with asyncio.timeout(30):
-                while True:
+                while len(updates) < 2:
                     msg = await ws.recv(decode=False)
                     assert isinstance(msg, bytes)
                     if b'"run_update"' in msg[:100]:
-                        (Path(tempfile.gettempdir()) / "fanout-sample-event.json").write_bytes(msg)
-                        break
+                        updates.append(msg)
+            (Path(tempfile.gettempdir()) / "fanout-sample-event.json").write_bytes(updates[0])
+            (Path(tempfile.gettempdir()) / "fanout-sample-event-2.json").write_bytes(updates[1])
         await http.post(f"/v1/runs/{run_id}/close")
 
 
@@ -339,6 +393,7 @@ def main() -> int:
     p.add_argument("--fast-bins", type=int, default=40)
     p.add_argument("--client-procs", type=int, default=1)
     p.add_argument("--no-compression", action="store_true")
+    p.add_argument("--compact", action="store_true", help="clients subscribe with format: compact")
     p.add_argument("--no-fsync", action="store_true", help="server with FLOWTIME_FSYNC=false (to see its share)")
     p.add_argument("--client-role", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url")
@@ -347,7 +402,7 @@ def main() -> int:
     p.add_argument("--out")
     args = p.parse_args()
     if args.client_role:
-        asyncio.run(client_main(args.url, args.run, args.n, Path(args.out), not args.no_compression))
+        asyncio.run(client_main(args.url, args.run, args.n, Path(args.out), not args.no_compression, args.compact))
         return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="fanout-"))
@@ -373,11 +428,12 @@ def main() -> int:
     mode = "deflate (uvicorn default)" if not args.no_compression else "off"
     print(
         f"\nfan-out: {args.nodes} services, client processes: {args.client_procs} (one asyncio loop each), "
-        f"permessage-deflate: {mode}, fsync: {not args.no_fsync}, CPUs: {os.cpu_count()}"
+        f"permessage-deflate: {mode}, fsync: {not args.no_fsync}, CPUs: {os.cpu_count()}, "
+        f"events: {'compact' if args.compact else 'full'}"
     )
     print(
         f"one bin's run_update: {size / 1024:.1f} KiB; orjson encode once {enc:.2f} ms, decode to str once "
-        f"{dec:.2f} ms\n"
+        f"{dec:.2f} ms\n{measure_compact()}\n"
     )
     hdr = (
         f"{'clients':>7} {'phase':>8} {'bins':>4} {'miss':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "

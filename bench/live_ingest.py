@@ -15,8 +15,11 @@ Phases
             Uses the `max` run when `--max-bins` ≥ `--retain-bins`; otherwise a run of its own.
 
 A frame is one value (`{"bin", "series", "value"}`), so frames/s = values/s; `--form node` sends
-one frame per node with its 3 metrics instead. `--profile` records the server with py-spy during
-the max phase and prints where its time goes.
+one frame per node with its 3 metrics instead. `--body columns` sends each bin as one column line
+(`application/x-flowtime-columns+ndjson`: `{"bin", "series": [...], "values": [...]}`), `--body arrow`
+as an Arrow IPC stream (`application/vnd.apache.arrow.stream`); `--compact` subscribes the observer to
+compact `run_update`s (docs/stream-protocol.md). The observer reads only each message's head.
+`--profile` records the server with py-spy during the max phase and prints where its time goes.
 
   python bench/live_ingest.py                       # the full run (8,640 bins: several minutes)
   python bench/live_ingest.py --max-bins 600 --paced-bins 20 --retain-bins 0   # quick look
@@ -29,6 +32,7 @@ import asyncio
 import http.client
 import multiprocessing as mp
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +46,7 @@ from typing import Any
 import httpx
 import orjson
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
@@ -49,6 +54,12 @@ from server_proc import ServerProcess  # noqa: E402
 
 METRICS = ("arrivals", "served", "capacity")
 VARIANTS = 16
+HEAD_RE = re.compile(rb'"type":"(\w+)".*?"epoch":"([^"]*)","seq":(\d+)(?:,"binIndex":(\d+))?')
+CONTENT_TYPES = {
+    "ndjson": "application/x-ndjson",
+    "columns": "application/x-flowtime-columns+ndjson",
+    "arrow": "application/vnd.apache.arrow.stream",
+}
 
 
 def model_text(nodes: int, bins: int | None) -> str:
@@ -71,13 +82,17 @@ def model_text(nodes: int, bins: int | None) -> str:
 class BodyMaker:
     """NDJSON bodies for one bin, built from pre-encoded fragments (the sender must not be the bottleneck)."""
 
-    def __init__(self, run_id: str, nodes: int, form: str) -> None:
-        self.form = form
+    def __init__(self, run_id: str, nodes: int, form: str, body: str = "ndjson") -> None:
+        self.form, self.kind = form, body
         self.tails: list[list[bytes]] = []
+        self.series = [f"S{i}.{m}" for i in range(nodes) for m in METRICS]
+        self.columns: list[list[float]] = []
         for k in range(VARIANTS):
             row: list[bytes] = []
+            self.columns.append([])
             for i in range(nodes):
                 a, s, c = 50.0 + (i % 97) + k, 40.0 + (i % 89) + k / 2, 120.0 + (i % 13)
+                self.columns[-1] += (a, s, c)
                 if form == "series":
                     for m, v in zip(METRICS, (a, s, c), strict=True):
                         row.append(b',"series":"S%d.%s","value":%s}' % (i, m.encode(), repr(v).encode()))
@@ -90,17 +105,49 @@ class BodyMaker:
         self.values_per_bin = nodes * 3
 
     def body(self, b: int) -> tuple[bytes, int]:
+        """The request body of bin b and its frames (values for the column forms)."""
+        if self.kind == "columns":
+            values = self.columns[b % VARIANTS]
+            return orjson.dumps({"bin": b, "series": self.series, "values": values}), len(values)
+        if self.kind == "arrow":
+            return self.arrow(b), len(self.series)
         head = b'{"bin":%d' % b
         tails = self.tails[b % VARIANTS]
         return b"\n".join([head + t for t in tails]), len(tails)
 
+    def arrow(self, b: int) -> bytes:
+        import pyarrow as pa
+
+        values = self.columns[b % VARIANTS]
+        table = pa.table(
+            {
+                "bin": pa.array([b] * len(values), pa.int64()),
+                "series": pa.array(self.series).dictionary_encode(),
+                "value": pa.array(values, pa.float64()),
+            }
+        )
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return bytes(sink.getvalue().to_pybytes())
+
 
 def sender_main(
-    port: int, run_id: str, nodes: int, form: str, bins: int, rate: float, inflight: int, start_evt: Any, out_q: Any
+    port: int,
+    run_id: str,
+    nodes: int,
+    form: str,
+    bins: int,
+    rate: float,
+    inflight: int,
+    start_evt: Any,
+    out_q: Any,
+    body_kind: str = "ndjson",
 ) -> None:
     """Send bins 0..bins-1 (one request each) with `inflight` connections, at `rate` bins/s (0 = max).
     Puts one list of (bin, frames, t_send, t_ack, status) on out_q at the end."""
-    maker = BodyMaker(run_id, nodes, form)
+    maker = BodyMaker(run_id, nodes, form, body_kind)
+    content_type = CONTENT_TYPES[body_kind]
     path = f"/v1/runs/{run_id}/bins"
     results: list[tuple[int, int, float, float, int]] = []
     lock = threading.Lock()
@@ -124,7 +171,7 @@ def sender_main(
                     time.sleep(delay)  # pacing, not synchronisation
             while True:
                 t_send = time.monotonic()
-                conn.request("POST", path, body=body, headers={"Content-Type": "application/x-ndjson"})
+                conn.request("POST", path, body=body, headers={"Content-Type": content_type})
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status == 429:
@@ -147,8 +194,10 @@ def sender_main(
 class Observer:
     """Subscribes to a run and records the first time each bin's run_update arrives."""
 
-    def __init__(self, ws_url: str, run_id: str) -> None:
+    def __init__(self, ws_url: str, run_id: str, compact: bool = False) -> None:
         self.url = f"{ws_url}/v1/runs/{run_id}/stream"
+        self.compact = compact
+        self.bytes: list[int] = []  # size of each run_update received
         self.seen: dict[int, float] = {}
         self.other: Counter[str] = Counter()
         self.ready = threading.Event()
@@ -156,25 +205,43 @@ class Observer:
         self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     async def _run(self) -> None:
+        since: dict[str, Any] | None = None
+        while not self.stop.is_set():
+            try:
+                since = await self._session(since)
+            except ConnectionClosed as exc:  # e.g. 4008 on a loaded machine: counted, then resumed
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                self.other[f"closed {code}"] += 1
+
+    async def _session(self, since: dict[str, Any] | None) -> dict[str, Any] | None:
         async with connect(self.url, max_size=None, open_timeout=10) as ws:
-            await ws.send(orjson.dumps({"type": "subscribe", "since": None, "nodes": None}).decode())
+            subscribe: dict[str, Any] = {"type": "subscribe", "since": since, "nodes": None}
+            if self.compact:
+                subscribe["format"] = "compact"
+            await ws.send(orjson.dumps(subscribe).decode())
             self.ready.set()
             while not self.stop.is_set():
                 try:
                     async with asyncio.timeout(0.5):
-                        raw = await ws.recv()
+                        raw = await ws.recv(decode=False)
                 except TimeoutError:
                     continue
                 now = time.monotonic()
+                head = HEAD_RE.search(raw, 0, 400)  # the head only: a full decode made this client the slow one
+                if head is not None:
+                    since = {"epoch": head.group(2).decode(), "seq": int(head.group(3))}
+                    if head.group(1) == b"run_update" and head.group(4) is not None:
+                        self.seen.setdefault(int(head.group(4)), now)
+                        self.bytes.append(len(raw))
+                        continue
                 msg = orjson.loads(raw)
                 kind = msg.get("type")
-                if kind == "run_update":
-                    self.seen.setdefault(msg["binIndex"], now)
-                else:
-                    self.other[str(kind)] += 1
-                    if kind == "snapshot":  # after a resync the snapshot stands for every bin it holds
-                        for b in range(int((msg.get("state") or {}).get("lastBin", -1)) + 1):
-                            self.seen.setdefault(b, now)
+                self.other[str(kind)] += 1
+                if kind == "snapshot":  # after a resync the snapshot stands for every bin it holds
+                    since = {"epoch": msg.get("epoch"), "seq": msg.get("seq")}
+                    for b in range(int((msg.get("state") or {}).get("lastBin", -1)) + 1):
+                        self.seen.setdefault(b, now)
+        return since
 
     def wait_bins(self, n: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -208,6 +275,8 @@ def run_phase(
     grace: int,
     profile: bool,
     snapshots: bool,
+    body_kind: str = "ndjson",
+    compact: bool = False,
 ) -> dict[str, Any]:
     run_id = f"bench_{name}"
     options: dict[str, Any] = {"runId": run_id, "graceBins": grace, "retentionBins": bins}
@@ -217,13 +286,14 @@ def run_phase(
         r = c.post("/v1/runs", json={"mode": "live", "model": model_text(nodes, bins), "options": options})
         if r.status_code != 202:
             raise SystemExit(f"create failed: {r.status_code} {r.text}")
-    obs = Observer(srv.ws_url, run_id)
+    obs = Observer(srv.ws_url, run_id, compact)
     obs.thread.start()
     if not obs.ready.wait(10):
         raise SystemExit("websocket did not subscribe")
     ctx = mp.get_context("spawn")
     start_evt, out_q = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=sender_main, args=(srv.port, run_id, nodes, form, bins, rate, inflight, start_evt, out_q))
+    sender_args = (srv.port, run_id, nodes, form, bins, rate, inflight, start_evt, out_q, body_kind)
+    proc = ctx.Process(target=sender_main, args=sender_args)
     proc.start()
     spy = None
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -262,7 +332,7 @@ def run_phase(
         spy.wait(timeout=120)
     bad = [r for r in results if r[4] != 202]
     frames = sum(r[1] for r in results if r[4] == 202)
-    values = frames if form == "series" else frames * 3
+    values = frames if form == "series" or body_kind != "ndjson" else frames * 3
     first_send = min(r[2] for r in results)
     lat_ack = [(r[3] - r[2]) * 1e3 for r in results]
     lat_upd = [(obs.seen[r[0]] - r[2]) * 1e3 for r in results if r[0] in obs.seen]
@@ -281,6 +351,7 @@ def run_phase(
         "lat_upd": lat_upd,
         "rss_kib": rss,
         "other_events": dict(obs.other),
+        "update_bytes": sorted(obs.bytes)[len(obs.bytes) // 2] if obs.bytes else 0,
     }
 
 
@@ -333,6 +404,8 @@ def main() -> int:
     p.add_argument("--inflight", type=int, default=4)
     p.add_argument("--grace", type=int, default=16)
     p.add_argument("--form", choices=["series", "node"], default="series")
+    p.add_argument("--body", choices=sorted(CONTENT_TYPES), default="ndjson", help="request body form")
+    p.add_argument("--compact", action="store_true", help="the observer subscribes with format: compact")
     p.add_argument("--profile", action="store_true")
     p.add_argument(
         "--no-snapshots",
@@ -362,6 +435,8 @@ def main() -> int:
                     args.grace,
                     args.profile,
                     args.snapshots,
+                    args.body,
+                    args.compact,
                 )
             )
             print(f"max phase done in {rows[-1]['wall_s']:.1f} s", flush=True)
@@ -378,6 +453,8 @@ def main() -> int:
                     args.grace,
                     False,
                     args.snapshots,
+                    args.body,
+                    args.compact,
                 )
             )
         mem_row = next((r for r in rows if r["name"] == "max" and r["bins"] >= args.retain_bins), None)
@@ -393,13 +470,16 @@ def main() -> int:
                 args.grace,
                 False,
                 args.snapshots,
+                args.body,
+                args.compact,
             )
             rows.append(mem_row)
         final_rss = rss_kib(srv.pid)
 
     print()
     print(
-        f"live ingest: {args.nodes} nodes × 3 metrics, {args.form} frames, fsync group commit on, {os.cpu_count()} CPUs"
+        f"live ingest: {args.nodes} nodes × 3 metrics, {args.form} frames, body {args.body}, fsync group commit on, "
+        f"{os.cpu_count()} CPUs, observer {'compact' if args.compact else 'full'} events"
     )
     print(
         f"{'phase':<7} {'bins':>6} {'values':>10} {'acked/s':>11} {'evaluated/s':>12} "
@@ -412,6 +492,7 @@ def main() -> int:
             f"{pct(r['lat_upd'], 50):>6.1f}ms {pct(r['lat_upd'], 99):>6.1f}ms {max(r['lat_upd'] or [0]):>6.1f}ms"
             + ("" if r["ok"] else f"   (errors: {r['errors']}, bins seen incomplete)")
         )
+        print(f"        median run_update on the socket: {r['update_bytes']:,} bytes")
         if r["other_events"]:
             print(f"        other events on the socket: {r['other_events']}")
     print(

@@ -15,6 +15,7 @@ from compat_api.browser_guard import BrowserGuard
 from compat_api.compose import Lifecycle
 from compat_api.context import AppContext
 from compat_api.dashboard import ASSETS_DIR
+from compat_api.docs_ui import install_docs
 from compat_api.http_errors import install_error_handlers
 from compat_api.limits import BodyLimitMiddleware
 from compat_api.openapi_links import add_links
@@ -56,7 +57,10 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None, 
         description="The live engine of FlowTime: telemetry bins in, per-bin updates out (SPEC §8).",
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        docs_url=None,  # FastAPI's pages load Swagger UI from a CDN: ours serve it from the package
+        redoc_url=None,
     )
+    install_docs(app, "FlowTime Live")
     app.state.ctx = ctx
     install_error_handlers(app)
     app.add_middleware(RecoveryGate, ctx=ctx)

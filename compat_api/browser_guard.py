@@ -7,7 +7,8 @@ can make the browser reach it. So, for HTTP requests and WebSocket handshakes al
   (`*`: any): a DNS-rebound name is refused with 421 `bad_host` (a WebSocket: accepted, closed 1008);
 - an `Origin`, when the request has one, must be the service's own (the scheme, host and port the
   request was sent to) or in `allowed_origins` (`*`: any): else 403 `forbidden_origin` (close 4403);
-- a write (POST, PUT or PATCH with a body) must be sent as JSON, NDJSON or YAML, else 415
+- a write (POST, PUT or PATCH with a body) must be sent as JSON, NDJSON or YAML (ingest also takes
+  column lines and Arrow streams, types no browser sends without a preflight), else 415
   `unsupported_media_type`: what a form or a `no-cors` fetch can send without a CORS preflight
   (`text/plain`, form encodings, none) is refused.
 
@@ -42,6 +43,8 @@ BODY_TYPES = (
     "application/x-yaml",
     "text/yaml",
     "text/x-yaml",
+    "application/x-flowtime-columns+ndjson",  # ingest bodies as columns (docs/api.md)
+    "application/vnd.apache.arrow.stream",
 )
 DEFAULT_PORTS = {"http": 80, "https": 443}
 WEB_SCHEMES = {"ws": "http", "wss": "https"}

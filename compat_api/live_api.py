@@ -68,9 +68,11 @@ class LiveApi:
         h = await self.service.create_run(body)
         return self.detail(h.run_id)
 
-    async def ingest(self, run_id: str, body: bytes, *, source: tuple[int, int] | None = None) -> dict[str, Any]:
-        """Ingest one request; the 202 answer."""
-        return await self.service.ingest(run_id, body, source=source)
+    async def ingest(
+        self, run_id: str, body: bytes, *, source: tuple[int, int] | None = None, media_type: str | None = None
+    ) -> dict[str, Any]:
+        """Ingest one request (`media_type`: its Content-Type, which picks the body's form); the 202 answer."""
+        return await self.service.ingest(run_id, body, source=source, media_type=media_type)
 
     async def patch_model(self, run_id: str, body: Any) -> dict[str, Any]:
         """Adjust the run's model; the 202 answer."""

@@ -35,6 +35,9 @@ _SECRET_PATTERNS = (
 )
 # attributes every LogRecord has; anything else on a record came from `extra`
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# extras that are not data: uvicorn's `color_message` repeats `msg` with ANSI colour codes for its own
+# console formatter
+_DROPPED_EXTRAS = frozenset({"color_message"})
 
 
 def mask_secrets(text: str) -> str:
@@ -70,7 +73,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and key not in out:
+            if key not in _STANDARD_ATTRS and key not in out and key not in _DROPPED_EXTRAS:
                 out[key] = value
         if record.exc_info:
             out["exc"] = mask_secrets(self.formatException(record.exc_info))

@@ -22,7 +22,8 @@ from engine_live.runtime.ports import LogTail
 from engine_live.runtime.records import LogRecord
 from engine_live.runtime.storage import REAL_FS, FsOps
 from ingestion import log_records
-from ingestion.frames import MAX_BINS_AHEAD, FrameValidator
+from ingestion.columns import IngestReader
+from ingestion.frames import MAX_BINS_AHEAD
 from ingestion.ingest_log import HEADER
 from ingestion.log_segments import SegmentedLog, list_segments, scan_log
 
@@ -126,6 +127,6 @@ class FileLogStore:
         """A stored record (`ingestion.log_records`)."""
         return log_records.decode(payload)
 
-    def frame_reader(self, graph: ModelGraph, run_id: str) -> FrameValidator:
-        """A frame validator for the model."""
-        return FrameValidator(graph, run_id, max_bins_ahead=self.max_bins_ahead)
+    def frame_reader(self, graph: ModelGraph, run_id: str) -> IngestReader:
+        """A reader of ingest bodies (frames, column lines, Arrow) validating them against the model."""
+        return IngestReader(graph, run_id, max_bins_ahead=self.max_bins_ahead)

@@ -7,7 +7,10 @@ Most clients get the publisher's bytes (`HubEvent.data`) as they are. Three thin
   split once into its envelope and its deltas' encodings (`SplitEvent`, ~1.6 ms for 1,000 nodes),
   and each distinct filter then joins the deltas it keeps (~0.13 ms instead of a ~1.2 ms decode
   and re-encode of the whole event per filter);
-- a coalesced `run_update` that lists `skipped` seqs: per client, never cached.
+- a coalesced `run_update` that lists `skipped` seqs: per client, never cached;
+- a **compact** `run_update` (`stream_hub.compact`): the event's node table in columns is decoded
+  once (`CompactTable`, per filter), and its encoding depends only on the event, the update the
+  client received before it (`base`) and the filter, so every client that keeps up shares one.
 
 Every derived value lives in one `ByteLRU` (`encoding_cache_bytes`, default 32 MiB), keyed by the
 event's `uid`: a client choosing yet another filter evicts the least recently used encodings
@@ -24,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from stream_hub.compact import CompactTable, compact_update
 from stream_hub.history import HubEvent
 from stream_hub.lru import ByteLRU, CacheStats
 
@@ -84,7 +88,7 @@ class EventEncodings:
     """The bytes or text a client receives for an event; derived values shared in one `ByteLRU`."""
 
     def __init__(self, max_bytes: int = DEFAULT_ENCODING_CACHE_BYTES) -> None:
-        self._cache: ByteLRU[bytes | str | SplitEvent] = ByteLRU(max_bytes)
+        self._cache: ByteLRU[bytes | str | SplitEvent | CompactTable] = ByteLRU(max_bytes)
 
     def payload(self, ev: HubEvent, nodes: frozenset[str] | None, skipped: tuple[int, ...] = ()) -> bytes:
         """The bytes one client receives: `ev.data` itself unless a filter trims deltas or `skipped` is set."""
@@ -112,6 +116,49 @@ class EventEncodings:
         text = ev.data.decode() if not trims or nodes is None else self._split(ev).keep(nodes).decode()
         self._cache.put(key, text)
         return text
+
+    def compact(
+        self, ev: HubEvent, nodes: frozenset[str] | None, base: HubEvent | None, skipped: tuple[int, ...] = ()
+    ) -> bytes:
+        """A `run_update` in compact form for a client whose previous update was `base` (None: a key
+        update with the layout); any other event, or one that has no compact form, as `payload`."""
+        table = self._table(ev, nodes) if ev.type == "run_update" else None
+        if table is None:
+            return self.payload(ev, nodes, skipped)
+        key = (ev.uid, nodes, base.uid if base is not None else None, "compact")
+        data = self._cache.get(key)
+        if not isinstance(data, bytes):
+            base_table = self._table(base, nodes) if base is not None else None
+            data = compact_update(table, (base.seq, base_table) if base is not None and base_table else None)
+            self._cache.put(key, data)
+        return data[:-1] + b',"skipped":%s}' % orjson.dumps(sorted(set(skipped))) if skipped else data
+
+    def compact_text(
+        self, ev: HubEvent, nodes: frozenset[str] | None, base: HubEvent | None, skipped: tuple[int, ...] = ()
+    ) -> str:
+        """`compact(...)` decoded, shared like the bytes."""
+        if ev.type != "run_update" or self._table(ev, nodes) is None:
+            return self.text(ev, nodes, skipped)
+        if skipped:
+            return self.compact(ev, nodes, base, skipped).decode()
+        key = (ev.uid, nodes, base.uid if base is not None else None, "compact-text")
+        text = self._cache.get(key)
+        if not isinstance(text, str):
+            text = self.compact(ev, nodes, base).decode()
+            self._cache.put(key, text)
+        return text
+
+    def _table(self, ev: HubEvent, nodes: frozenset[str] | None) -> CompactTable | None:
+        key = (ev.uid, nodes, "table")
+        cached = self._cache.get(key)
+        if isinstance(cached, CompactTable):
+            return cached
+        if cached == b"":  # the event has no compact form (remembered)
+            return None
+        whole = CompactTable.of(ev.data) if nodes is None else self._table(ev, None)
+        table = whole.keep(nodes) if whole is not None and nodes is not None else whole
+        self._cache.put(key, table if table is not None else b"")
+        return table
 
     def _split(self, ev: HubEvent) -> SplitEvent:
         key = (ev.uid, "split")

@@ -182,8 +182,11 @@ class Hub:
             self.publish(run_id, event, data)
 
     # -- subscribing --------------------------------------------------------------------------------
-    def subscribe(self, run_id: str, since: tuple[str, int] | None, nodes: Iterable[str] | None = None) -> Subscription:
-        """A new subscription after cursor `since` (None: from seq 1), with the resume rules above."""
+    def subscribe(
+        self, run_id: str, since: tuple[str, int] | None, nodes: Iterable[str] | None = None, *, compact: bool = False
+    ) -> Subscription:
+        """A new subscription after cursor `since` (None: from seq 1), with the resume rules above;
+        `compact`: its `run_update`s in compact form (`stream_hub.compact`)."""
         run = self._run(run_id)
         history = run.history
         if since is None:
@@ -202,6 +205,7 @@ class Hub:
             counters=self._counters,
             detach=self.unsubscribe,
             encodings=self.encodings,
+            compact=compact,
         )
         if run.closed is not None:
             sub.close(*run.closed)

@@ -48,15 +48,22 @@ class Delivery:
     nodes: frozenset[str] | None
     skipped: tuple[int, ...]
     encodings: EventEncodings
+    compact: bool = False  # the client asked for compact `run_update`s
+    base: HubEvent | None = None  # compact: the `run_update` this client received before this one
 
     @property
     def payload(self) -> bytes:
-        """The bytes: the publisher's own unless a `nodes` filter trims deltas or `skipped` is set."""
+        """The bytes: the publisher's own unless a `nodes` filter trims deltas, `skipped` is set or the
+        client takes compact `run_update`s."""
+        if self.compact:
+            return self.encodings.compact(self.event, self.nodes, self.base, self.skipped)
         return self.encodings.payload(self.event, self.nodes, self.skipped)
 
     @property
     def text(self) -> str:
-        """The payload as text, decoded once and shared by every client with the same filter."""
+        """The payload as text, decoded once and shared by every client with the same filter (and base)."""
+        if self.compact:
+            return self.encodings.compact_text(self.event, self.nodes, self.base, self.skipped)
         return self.encodings.text(self.event, self.nodes, self.skipped)
 
 
@@ -110,9 +117,12 @@ class Subscription:
         counters: HubCounters,
         detach: Callable[[Subscription], None],
         encodings: EventEncodings,
+        compact: bool = False,
     ) -> None:
         self.run_id = run_id
         self.nodes = nodes
+        self.compact = compact
+        self._last_update: HubEvent | None = None  # compact: the last run_update delivered (the next one's base)
         self.recovered = recovered
         self.epoch = history.epoch
         self.seq = history.head  # head when subscribing
@@ -174,6 +184,7 @@ class Subscription:
         self._counters.resyncs += 1
         self._queue.clear()
         self._replay_next, self._replay_end = 1, 0
+        self._last_update = None  # after the snapshot: a key update with the layout
         self._resync_pending = True
         self._wakeup.set()
 
@@ -230,6 +241,7 @@ class Subscription:
         The caller checked `Hub.can_resume(run_id, epoch, seq)` with no await since."""
         self.epoch = epoch
         self.last_seq = seq
+        self._last_update = None
         kept = deque(e for e in self._queue if e.event.epoch == epoch and e.event.seq > seq)
         first_queued = next((e.event.seq for e in kept if e.event.seqd), self._history.head + 1)
         self._queue = kept
@@ -264,7 +276,11 @@ class Subscription:
             if ev.seqd:
                 self.last_seq = ev.seq
             self.delivered += 1
-            return Delivery(ev, self.nodes, tuple(sorted(entry.skipped)), self._encodings)
+            skipped = tuple(sorted(entry.skipped))
+            if self.compact and ev.type == "run_update":
+                base, self._last_update = self._last_update, ev
+                return Delivery(ev, self.nodes, skipped, self._encodings, True, base)
+            return Delivery(ev, self.nodes, skipped, self._encodings, self.compact)
         if self._close is not None:
             return self._close
         return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -228,9 +229,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return asyncio.run(_ingest(args, console()))
 
 
+def default_url() -> str:
+    """The service address client commands use without `--url`: `FLOWTIME_URL`, else the local default."""
+    return os.environ.get("FLOWTIME_URL") or DEFAULT_URL
+
+
 def add_client_args(p: argparse.ArgumentParser) -> None:
     """The `--url` and `--token` options every client command takes."""
-    p.add_argument("--url", default=DEFAULT_URL, help=f"service address (default {DEFAULT_URL})")
+    p.add_argument(
+        "--url", default=default_url(), help=f"service address (default: env FLOWTIME_URL, else {DEFAULT_URL})"
+    )
     p.add_argument("--token", help="bearer token (when the service has auth on)")
 
 

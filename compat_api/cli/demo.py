@@ -7,10 +7,15 @@ no Kafka, data under `--data-dir`); install the `microservices` template's bundl
 through `POST /v1/runs/{id}/bins` (the same code as `flowtime ingest`) while a `StreamTail` follows the
 run over its WebSocket; print the dashboard URL and one status line per second.
 
-Stopping: when the bundle is exhausted, at the `--duration` deadline, or on Ctrl-C / SIGTERM, the run
-is closed, the demo waits for it to complete (its artifacts written), shuts the server down and prints
-a summary. Without `--duration` the server stays up after the replay (the dashboard keeps working)
-until Ctrl-C. A second Ctrl-C aborts at once (exit 3).
+The run is open-ended (the template's grid without `bins`): stopping early closes it at the last bin
+sent instead of zero-filling the rest of the day with `data_gap` warnings.
+
+Stopping: when the bundle is exhausted (it says so), at the `--duration` deadline, or on Ctrl-C /
+SIGTERM, the run is closed, the demo waits for it to complete (its artifacts written), shuts the
+server down and prints a summary. Without `--duration` the server stays up after the replay (the
+dashboard keeps working) until Ctrl-C. A second Ctrl-C aborts at once (exit 3). Output goes through
+`compat_api.cli.output.say`: with stdout piped into a `tee` that the same Ctrl-C killed, the demo
+still stops (it sets its stop flag before it says anything) and goes on without output.
 """
 
 from __future__ import annotations
@@ -29,16 +34,18 @@ from typing import Any
 
 import orjson
 import uvicorn
+import yaml
 
 from compat_api.cli.client import Api, ReplayStats, bundle_frames, replay
+from compat_api.cli.output import say
 from compat_api.cli.stream import StreamTail, TailView
 from compat_api.settings import Settings, load_settings
 from engine_live.errors import BadInputError, ServerError
 from engine_live.protocol import SEQD_TYPES, EventType
 
 TEMPLATE = "microservices"
-DEFAULT_DATA_DIR = "./data/demo"
 COMPLETE_TIMEOUT_S = 60.0
+SUMMARY_WARNINGS = 10  # warnings listed by the summary; the rest are counted
 
 
 class ServerThread:
@@ -139,10 +146,14 @@ class DemoWatch:
         )
 
 
+def _notice(text: str) -> None:
+    say(f"[stream] {text}")
+
+
 async def _ticker(watch: DemoWatch) -> None:
     while True:
         await asyncio.sleep(1.0)
-        print(watch.status_line(), flush=True)
+        say(watch.status_line())
 
 
 def _halt_on_signals(halt: asyncio.Event, task: asyncio.Task[Any]) -> None:
@@ -152,8 +163,8 @@ def _halt_on_signals(halt: asyncio.Event, task: asyncio.Task[Any]) -> None:
         if halt.is_set():
             task.cancel()  # second Ctrl-C: abort
         else:
-            print("\nstopping: closing the run (Ctrl-C again to abort)", flush=True)
-            halt.set()
+            halt.set()  # first, so that output that cannot be written does not keep the demo running
+            say("\nstopping: closing the run (Ctrl-C again to abort)")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -171,19 +182,16 @@ async def _demo(args: argparse.Namespace, settings: Settings, base: str, model: 
         run_id = pick_run_id(settings.data_dir / "runs")
         await api.json("POST", "/v1/runs", json={"mode": "live", "model": model, "options": {"runId": run_id}})
         per_bin = await bundle_frames(api, run_id, bundle_dir)
-        print(
-            f"demo run {run_id}: template '{TEMPLATE}' (telemetry mode), {len(per_bin)} bins at {args.speed:g} bins/s",
-            flush=True,
-        )
-        print(f"dashboard: {base}/?run={run_id}", flush=True)
-        print(f"tail it:   flowtime stream runs {run_id} --url {base}", flush=True)
+        say(f"demo run {run_id}: template '{TEMPLATE}' (telemetry mode), {len(per_bin)} bins at {args.speed:g} bins/s")
+        say(f"dashboard: {base}/?run={run_id}")
+        say(f"tail it:   flowtime stream runs {run_id} --url {base}")
         watch = DemoWatch(TailView(run_id), len(per_bin))
         tail = StreamTail(
             base,
             run_id,
             token=args.token,
             on_message=watch.on_message,
-            on_notice=lambda t: print(f"[stream] {t}", flush=True),
+            on_notice=_notice,
             retry_seconds=10,
         )
         tail_task = asyncio.create_task(tail.run())
@@ -197,12 +205,12 @@ async def _demo(args: argparse.Namespace, settings: Settings, base: str, model: 
             except BadInputError as exc:
                 if exc.code != "run_closed":
                     raise
-                print(f"the run was closed by someone else: {exc.message}", flush=True)
+                say(f"the run was closed by someone else: {exc.message}")
                 halt.set()
+            if not halt.is_set():
+                say(f"replay finished: all {len(per_bin)} bins of the bundle sent")
             if not args.duration and not halt.is_set():
-                print(
-                    f"telemetry replayed; the dashboard stays up at {base}/?run={run_id} — Ctrl-C to stop", flush=True
-                )
+                say(f"the dashboard stays up at {base}/?run={run_id} — Ctrl-C to stop")
                 await halt.wait()
             await api.json("POST", f"/v1/runs/{run_id}/close")
             async with asyncio.timeout(COMPLETE_TIMEOUT_S):
@@ -212,7 +220,7 @@ async def _demo(args: argparse.Namespace, settings: Settings, base: str, model: 
             ticker.cancel()
             tail_task.cancel()
             await asyncio.gather(ticker, tail_task, return_exceptions=True)
-    print(watch.status_line(), flush=True)
+    say(watch.status_line())
     _summary(settings.data_dir / "runs" / run_id, detail, watch)
     return 0
 
@@ -225,16 +233,24 @@ def _summary(run_dir: Path, detail: dict[str, Any], watch: DemoWatch) -> None:
     snapshots = run_dir / "live" / "snapshots"
     bins = int(detail.get("lastBin", -1)) + 1
     sent = watch.replay.bins if watch.replay else 0
-    print(
+    say(
         f"summary: run {detail.get('runId')} {detail.get('status')}: {bins} bins ({sent} replayed), "
         f"{watch.events} events "
         f"(seq {detail.get('seq')}, epoch {detail.get('epoch')}), {len(shown)} warnings in run.json "
-        f"({watch.warnings_raised} raised live)",
-        flush=True,
+        f"({watch.warnings_raised} raised live)"
     )
-    for w in shown[:5]:
-        print(f"  warning {w.get('code')} {w.get('nodeId') or ''}: {w.get('message', '')}", flush=True)
-    print(f"artifacts: {run_dir}" + (f"  snapshots: {snapshots}" if snapshots.is_dir() else ""), flush=True)
+    for w in shown[:SUMMARY_WARNINGS]:
+        say(f"  warning {w.get('code')} {w.get('nodeId') or ''}: {w.get('message', '')}")
+    if len(shown) > SUMMARY_WARNINGS:
+        say(f"  … and {len(shown) - SUMMARY_WARNINGS} more in {run_dir / 'run.json'}")
+    say(f"artifacts: {run_dir}" + (f"  snapshots: {snapshots}" if snapshots.is_dir() else ""))
+
+
+def open_ended(model: str) -> str:
+    """The model without `grid.bins`: a live run that ends where its telemetry ends (SPEC §12.7)."""
+    doc = yaml.safe_load(model)
+    doc["grid"].pop("bins", None)
+    return str(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -243,22 +259,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.speed <= 0 or (args.duration is not None and args.duration <= 0):
         raise BadInputError("--speed and --duration must be positive")
-    port = args.port if args.port else free_port()
-    flags = {"host": "127.0.0.1", "port": port, "data_dir": Path(args.data_dir), "log_level": args.log_level}
+    flags = {"host": "127.0.0.1", "port": args.port, "data_dir": args.data_dir, "log_level": args.log_level}
     settings = load_settings(flags).model_copy(update={"kafka_bootstrap": None})
+    if settings.port == 0:
+        settings = settings.model_copy(update={"port": free_port()})
+    port = settings.port
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     bundle_dir = install_template_bundle(TEMPLATE, settings.data_dir / "bundles")
     rel = bundle_dir.relative_to(settings.data_dir).as_posix()
-    model, _, _ = instantiate(TEMPLATE, {"telemetryDir": rel}, data_dir=settings.data_dir)
+    model = open_ended(instantiate(TEMPLATE, {"telemetryDir": rel}, data_dir=settings.data_dir)[0])
     check_port(settings.host, port)
     server = ServerThread(settings)
     server.start()
     base = f"http://{settings.host}:{port}"
-    print(f"FlowTime Live demo: service on {base} (data in {settings.data_dir})", flush=True)
+    say(f"FlowTime Live demo: service on {base} (data in {settings.data_dir})")
     try:
         return asyncio.run(_demo(args, settings, base, model, bundle_dir))
     except (asyncio.CancelledError, KeyboardInterrupt):
-        print("aborted", flush=True)
+        say("aborted")
         return 3
     finally:
         server.stop()
@@ -269,8 +287,10 @@ def register(sub: Any) -> None:
     d = sub.add_parser("demo", help="serve plus a live run replaying the bundled microservices telemetry")
     d.add_argument("--speed", type=float, default=4.0, help="bins per second (default 4)")
     d.add_argument("--duration", type=float, help="stop by itself after this many seconds")
-    d.add_argument("--port", type=int, default=8080, help="service port (default 8080; 0 picks a free one)")
-    d.add_argument("--data-dir", dest="data_dir", default=DEFAULT_DATA_DIR, help=f"default {DEFAULT_DATA_DIR}")
+    d.add_argument("--port", type=int, help="service port (default: FLOWTIME_PORT or 8080; 0 picks a free one)")
+    d.add_argument(
+        "--data-dir", dest="data_dir", help="data folder (default: FLOWTIME_DATA_DIR or ./data, as `flowtime serve`)"
+    )
     d.add_argument("--log-level", dest="log_level", default="warning")
     d.add_argument("--token", help="bearer token, when FLOWTIME_TOKENS turns auth on")
     d.set_defaults(func=cmd_demo)

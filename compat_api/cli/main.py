@@ -7,15 +7,30 @@ over the HTTP/WebSocket API.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine_live.errors import FlowTimeError, ModelError
+from compat_api.cli.output import detach_stdout
+from engine_live.errors import FlowTimeError, ModelError, OutputClosedError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_ENGINE = 0, 2, 3
 PARAM_HELP = "a template parameter (repeatable); MODEL is then rendered from the template first"
+# Subcommands registered by other modules (each `register(sub)`), with the name and help of each: the
+# parser imports a module only for the command given, so that `flowtime --help` and `flowtime run` do
+# not pay for httpx, rich, uvicorn and the settings (issue 16; tests check this table against them).
+LAZY_COMMANDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "compat_api.cli.demo": (("demo", "serve plus a live run replaying the bundled microservices telemetry"),),
+    "compat_api.cli.client": (("ingest", "replay a telemetry bundle into a live run"),),
+    "compat_api.cli.stream": (("stream", "tail live runs"),),
+    "compat_api.cli.offline": (
+        ("compare", "compare two finished runs (ids or run folders) and write diff.json"),
+        ("artifacts", "the artifact registry"),
+        ("telemetry", "telemetry bundles"),
+    ),
+}
 
 
 def _read_model(path: str, params: list[str] | None = None) -> tuple[str, Path, list[dict[str, object]]]:
@@ -112,21 +127,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _add_serve_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--data-dir", dest="data_dir")
-    p.add_argument("--config")
-    p.add_argument("--tokens-file", dest="tokens_file")
-    p.add_argument("--kafka-bootstrap", dest="kafka_bootstrap")
-    p.add_argument("--kafka-telemetry-topic", dest="kafka_telemetry_topic")
-    p.add_argument("--kafka-events-topic", dest="kafka_events_topic")
-    p.add_argument("--kafka-group", dest="kafka_group")
-    p.add_argument("--log-level", dest="log_level")
+    from compat_api.cli.help import add_serve_flags
+
+    add_serve_flags(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `flowtime` command with all its subcommands."""
+class _Version(argparse.Action):
+    """`--version`: the installed version, looked up only when asked (`compat_api.cli.help.version`)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from compat_api.cli.help import version
+
+        print(f"flowtime {version()}")
+        parser.exit()
+
+
+def given_command(argv: Sequence[str]) -> str:
+    """The subcommand in `argv` (its first word that is not an option; "" when there is none)."""
+    return next((arg for arg in argv if not arg.startswith("-")), "")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the `flowtime` command. With `command`, only that subcommand is built in
+    full (its module imported) and the others are listed by name and help; None: every one in full."""
     p = argparse.ArgumentParser(prog="flowtime", description="FlowTime Live: the live engine of FlowTime")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="evaluate a model offline and write its artifacts")
     r.add_argument("model")
@@ -141,27 +169,28 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
     v.set_defaults(func=cmd_validate)
     sv = sub.add_parser("serve", help="start the service")
-    _add_serve_flags(sv)
-    sv.add_argument("--print-config", action="store_true", help="print the merged settings and exit")
+    if command in (None, "serve"):  # its flags show Settings' defaults: pydantic and numpy
+        _add_serve_flags(sv)
+        sv.add_argument("--print-config", action="store_true", help="print the merged settings and exit")
     sv.set_defaults(func=cmd_serve)
-    from compat_api.cli import client as cli_client
-    from compat_api.cli import demo
-    from compat_api.cli import offline as cli_offline
-    from compat_api.cli import stream as cli_stream
-
-    demo.register(sub)
-    cli_client.register(sub)
-    cli_stream.register(sub)
-    cli_offline.register(sub)
+    for module, commands in LAZY_COMMANDS.items():
+        if command is None or any(name == command for name, _ in commands):
+            importlib.import_module(module).register(sub)
+        else:
+            for name, text in commands:
+                sub.add_parser(name, help=text)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `flowtime` command line and return its exit code (errors are printed, not raised)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(given_command(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     try:
         code: int = args.func(args)
         return code
+    except (OutputClosedError, BrokenPipeError):  # `| head` has what it wanted: stop quietly
+        detach_stdout()
+        return EXIT_OK
     except ModelError as exc:
         if len(exc.errors) > 1:  # every error on its own line, the first one included
             print(f"error: {len(exc.errors)} errors:", file=sys.stderr)

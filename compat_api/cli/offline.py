@@ -17,7 +17,9 @@ from typing import Any
 import orjson
 
 from compat_api.cli.client import console
-from engine_live.errors import BadInputError, CompareMismatchError, ServerError
+from engine_live.errors import BadInputError, CompareMismatchError, NotFoundError, ServerError
+
+DATA_DIR_HELP = "data folder (default: FLOWTIME_DATA_DIR or ./data, as `flowtime serve` and `flowtime demo`)"
 
 
 def _data_dir(value: str | None) -> Path:
@@ -32,7 +34,14 @@ def _load_run(ref: str, data_dir: Path) -> Any:
     path = Path(ref)
     if path.is_dir() and (path / "run.json").is_file():
         return load_run_dir(path, data_dir / "inputs")
-    return RunStore(data_dir / "runs", data_dir / "inputs").load(ref)
+    try:
+        return RunStore(data_dir / "runs", data_dir / "inputs").load(ref)
+    except NotFoundError:
+        raise NotFoundError(
+            f"run {ref!r} not found in {data_dir / 'runs'} (the data folder of `flowtime serve` and `flowtime demo`"
+            " unless they were given another: pass the same --data-dir, or a run folder)",
+            runId=ref,
+        ) from None
 
 
 def _fmt(v: Any) -> str:
@@ -98,6 +107,11 @@ def cmd_artifacts_list(args: argparse.Namespace) -> int:
             str(i.get("title") or ""),
         )
     console().print(table)
+    if not items:
+        print(
+            f"nothing in {ctx.data_dir}: runs of `flowtime serve`, `flowtime demo` and `flowtime run --out`"
+            " land where they were told (--data-dir / FLOWTIME_DATA_DIR)"
+        )
     return 0
 
 
@@ -123,7 +137,7 @@ def register(sub: Any) -> None:
     c = sub.add_parser("compare", help="compare two finished runs (ids or run folders) and write diff.json")
     c.add_argument("a")
     c.add_argument("b")
-    c.add_argument("--data-dir", dest="data_dir")
+    c.add_argument("--data-dir", dest="data_dir", help=DATA_DIR_HELP)
     c.add_argument("--out", help="diff.json path (default <dataDir>/compares/<compareId>/diff.json)")
     c.set_defaults(func=cmd_compare)
     a = sub.add_parser("artifacts", help="the artifact registry").add_subparsers(dest="action", required=True)
@@ -131,7 +145,7 @@ def register(sub: Any) -> None:
     al.add_argument("--type", choices=["run", "bundle", "model"])
     al.add_argument("--search")
     al.add_argument("--template-id", dest="template_id")
-    al.add_argument("--data-dir", dest="data_dir")
+    al.add_argument("--data-dir", dest="data_dir", help=DATA_DIR_HELP)
     al.add_argument("--json", action="store_true", help="one JSON object per line")
     al.set_defaults(func=cmd_artifacts_list)
     t = sub.add_parser("telemetry", help="telemetry bundles").add_subparsers(dest="action", required=True)

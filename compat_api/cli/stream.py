@@ -270,10 +270,26 @@ class _Rendered:
         return render_table(self.view)
 
 
+async def newest_live_run(url: str, token: str | None) -> str:
+    """The id of the most recently created run that is live on the service (BadInputError: none)."""
+    from compat_api.cli.client import Api
+
+    async with Api(url, token) as api:
+        body = await api.json("GET", "/v1/runs", params={"mode": "live", "status": "live", "pageSize": 200})
+    runs = [r for r in (body or {}).get("items") or [] if isinstance(r, dict) and r.get("runId")]
+    if not runs:
+        raise BadInputError(f"no live run on {url}: start one (flowtime demo) or name a run: flowtime stream runs ID")
+    newest = max(runs, key=lambda r: str(r.get("createdUtc") or ""))
+    return str(newest["runId"])
+
+
 async def _tail(args: argparse.Namespace) -> int:
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
     since = parse_cursor(args.since) if args.since else None
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # notices are log lines: never wrapped
+    if args.run_id is None:
+        args.run_id = await newest_live_run(args.url, args.token)
+        err.print(f"[stream] tailing {args.run_id}, the newest live run on {args.url}", highlight=False, markup=False)
     if args.json:
 
         def emit(msg: dict[str, Any], raw: str) -> None:
@@ -290,7 +306,7 @@ async def _tail(args: argparse.Namespace) -> int:
             nodes=nodes,
             token=args.token,
             on_message=emit,
-            on_notice=lambda t: err.print(f"[stream] {t}", highlight=False),
+            on_notice=lambda t: err.print(f"[stream] {t}", highlight=False, markup=False),
             retry_seconds=args.retry_seconds,
         )
         return await tail.run()
@@ -300,7 +316,7 @@ async def _tail(args: argparse.Namespace) -> int:
 
         def notice(text: str) -> None:
             view.notices.append(text)
-            live.console.print(f"[stream] {text}", highlight=False)
+            live.console.print(f"[stream] {text}", highlight=False, markup=False)
 
         tail = StreamTail(
             args.url,
@@ -335,7 +351,7 @@ def register(sub: Any) -> None:
     """Add `stream runs` to the command line."""
     s = sub.add_parser("stream", help="tail live runs").add_subparsers(dest="what", required=True)
     r = s.add_parser("runs", help="a live table of a run's nodes, reconnecting with its cursor")
-    r.add_argument("run_id")
+    r.add_argument("run_id", nargs="?", help="the run to tail (default: the newest live run on the service)")
     r.add_argument("--since", help="cursor EPOCH:SEQ of the last event seen (replay starts after it)")
     r.add_argument("--nodes", help="comma-separated node ids to show")
     r.add_argument("--json", action="store_true", help="print raw events, one JSON object per line")

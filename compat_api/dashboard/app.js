@@ -1,45 +1,97 @@
-// FlowTime Live dashboard (SPEC §11): the topology of one run with live colours and sparklines,
-// its warnings, and the stream connection's epoch, seq and lag. Plain ES module, no dependencies.
+// FlowTime Live dashboard (SPEC §11): an operator's console for one run. Plain ES modules, no
+// dependencies, no build step. See docs/dashboard.md.
 //
-// Data flow: REST loads the run list, the graph and `state/live`; the WebSocket (SPEC §7) then
-// subscribes with the cursor {epoch, seq} of that state, so it continues without a gap, and on
-// every reconnect resumes from the last seq seen. Seq'd events are applied idempotently (a bin's
-// value is set, not appended), so a replay that overlaps what we hold is harmless.
+// Data flow. A live run: REST loads the run list, the graph and `state/live` (the state at lastBin
+// plus a window of retained bins) into the Store; the WebSocket (SPEC §7, stream.js) then subscribes
+// with the cursor {epoch, seq} of that state and every run_update adds its bin. A finished run (batch,
+// or a completed live run): its bins are loaded with `state_window` (as many as a budget of cells
+// allows; others on demand with `state?binIndex=`). The graph shows one bin: the newest while
+// following live, else the bin chosen on the time scrubber (time travel). Rendering happens at most
+// once per animation frame, and only what changed is written to the DOM.
 
-const SVG = "http://www.w3.org/2000/svg"; // the XML namespace name, never fetched
+import { deltasByNode, fetchCompare, renderCompareTable } from "./compare.js";
+import { CARD_FIELDS, FIELDS, LEGEND, binTime } from "./format.js";
+import { Graph } from "./graph.js";
+import { Inspector, fieldOrder } from "./inspector.js";
+import { Store } from "./store.js";
+import { Stream } from "./stream.js";
+
 const TOKEN_KEY = "flowtime.token";
-const NODE_W = 168, NODE_H = 64, GAP_X = 80, GAP_Y = 36, MARGIN = 24;
-const SPARK_H = 22, DEFAULT_WINDOW_BINS = 288;
-const GAP_GRACE_MS = 3000; // a missing seq not listed in a later `skipped` by then is a gap
-const AUTH_CLOSE = new Set([4401, 4403, 4408]);
+const LIVE_WINDOW_BINS = 288;
+const FINISHED_CELLS = 400000; // nodes × bins of a finished run loaded up front (the rest on demand)
+const WINDOW_CHUNK = 500; // the largest state_window (SPEC §12.16)
+const SPARK_BUDGET_MS = 4; // sparklines drawn per frame at most this long (round robin)
+const INSPECTOR_EVERY_MS = 250;
+const WARNINGS_EVERY_MS = 400; // the warnings list is rebuilt at most this often (a busy run changes it per bin)
+const MAX_WARNINGS_SHOWN = 200; // the rest are counted
+const OPEN = new Set(["created", "live", "closing", "recovering"]);
+const CARD_KEYS = CARD_FIELDS.flat();
+const ALWAYS_WRITE_CARDS = 120; // graphs up to this size write every card's texts; larger ones only what can be read
 
 const $ = (id) => document.getElementById(id);
 
 // ---- state --------------------------------------------------------------------------------------
 const run = {
-  id: null, epoch: null, seq: 0, status: null, lastBin: null, watermark: null, lagBins: null,
-  windowBins: DEFAULT_WINDOW_BINS,
-  nodes: new Map(),    // id -> {id, kind, color, colorReason, colorBin, values: Map(bin -> number|null)}
+  id: null, mode: null, status: null, epoch: null, seq: 0, lastBin: null, watermark: null, lagBins: null,
+  grid: { start: null, binMinutes: null, bins: null }, open: false,
   warnings: new Map(), // key -> warning
-  missing: new Set(), missingSince: 0, gaps: 0,
+  meta: new Map(), // node id -> {kind, slaMin}
 };
-const conn = { ws: null, connected: false, state: "offline", reconnects: 0, attempt: 0, timer: null };
-const views = new Map(); // node id -> {g, spark}
-const dirty = new Set(); // node ids whose sparkline needs drawing
+let store = new Store(LIVE_WINDOW_BINS);
+const view = { bin: null, selected: null, compareWith: null, diff: null };
+const dirty = { cards: true, warnings: true, inspector: true, sparks: true, status: true, compare: false };
+// the page's own performance counters (cumulative ms per kind of work; fps from the frame meter)
+const perf = { frames: 0, fps: 0, renders: 0, renderMs: 0, maxRenderMs: 0, lastEventAt: 0, screenLagMs: 0,
+               maxScreenLagMs: 0, events: 0, applyMs: 0, cardsMs: 0, sparksMs: 0, warningsMs: 0, messageMs: 0 };
+let runs = [];
+let stream = null;
+let sparkCursor = 0;
+let lastInspector = 0;
+let lastWarnings = -Infinity;
+let fetching = new Set();
+
+const graph = new Graph($("graph"), (id) => select(id));
+graph.hover = (id) => hoverTitle(id);
+graph.onView = () => { dirty.cards = dirty.sparks = true; scheduleRender(); }; // zoomed or panned
+const inspector = new Inspector($("inspector"), (bin) => travel(bin));
+
+const displayBin = () => (view.bin ?? run.lastBin ?? -1);
+const following = () => view.bin === null;
 
 window.__flowtime = {
   get runId() { return run.id; },
+  get mode() { return run.mode; },
   get seq() { return run.seq; },
   get epoch() { return run.epoch; },
-  get connected() { return conn.connected; },
-  get connection() { return conn.state; },
-  get reconnects() { return conn.reconnects; },
+  get connected() { return stream?.connected ?? false; },
+  get connection() { return stream?.state ?? $("conn").dataset.state; },
+  get reconnects() { return stream?.reconnects ?? 0; },
   get lastBin() { return run.lastBin; },
   get lagBins() { return run.lagBins; },
   get status() { return run.status; },
-  get gaps() { return run.gaps; },
-  get nodeColors() { return Object.fromEntries([...run.nodes].map(([id, n]) => [id, n.color])); },
+  get gaps() { return stream?.gaps ?? 0; },
+  get viewBin() { return displayBin(); },
+  get following() { return following(); },
+  get selected() { return view.selected; },
+  get compareWith() { return view.compareWith; },
+  get compareReady() { return view.diff !== null; },
+  get firstBin() { return store.firstBin(); },
+  get nodeColors() {
+    const bin = displayBin();
+    return Object.fromEntries(store.ids.map((id, i) => [id, store.colorOf(i, bin).color]));
+  },
   get warnings() { return [...run.warnings.values()]; },
+  get perf() { return { ...perf, messageMs: stream?.messageMs ?? 0 }; },
+  /** The values the page holds for a node at a bin (defaults to the bin on display). */
+  values(id, bin = displayBin()) {
+    const i = store.index.get(id);
+    return i === undefined || !store.holds(bin) ? null : store.snapshot(i, bin);
+  },
+  travel: (bin) => travel(bin),
+  follow: () => follow(),
+  select: (id) => select(id),
+  focus: (id) => graph.focus(id),
+  compare: (id) => compareWith(id),
 };
 
 // ---- REST ---------------------------------------------------------------------------------------
@@ -47,64 +99,157 @@ class AuthRequired extends Error {}
 
 const token = () => sessionStorage.getItem(TOKEN_KEY);
 
-async function api(path) {
-  const headers = { Accept: "application/json" };
-  if (token()) headers.Authorization = `Bearer ${token()}`;
-  const res = await fetch(path, { headers });
+function headers(extra = {}) {
+  const h = { Accept: "application/json", ...extra };
+  if (token()) h.Authorization = `Bearer ${token()}`;
+  return h;
+}
+
+async function answer(res, path) {
   if (res.status === 401 || res.status === 403) throw new AuthRequired(`${path}: ${res.status}`);
-  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+  if (!res.ok) {
+    let msg = `HTTP ${res.status}`;
+    try { msg = (await res.json()).message ?? msg; } catch { /* not JSON */ }
+    throw new Error(`${path}: ${msg}`);
+  }
   return res.json();
 }
 
-function listOf(body, ...keys) {
+async function api(path) {
+  return answer(await fetch(path, { headers: headers() }), path);
+}
+
+/** A write: JSON body and content type (the browser guard refuses others), same origin. */
+async function post(path, body) {
+  const res = await fetch(path, { method: "POST", headers: headers({ "Content-Type": "application/json" }),
+                                  body: JSON.stringify(body) });
+  return answer(res, path);
+}
+
+const listOf = (body, ...keys) => {
   if (Array.isArray(body)) return body;
   for (const k of keys) if (Array.isArray(body?.[k])) return body[k];
   return [];
-}
+};
 
 // ---- runs ---------------------------------------------------------------------------------------
 async function loadRuns() {
-  const runs = listOf(await api("/v1/runs"), "runs", "items");
-  const select = $("run-select");
-  select.replaceChildren(...runs.map((r) => {
-    const id = r.runId ?? r.id;
-    const opt = new Option(`${id} · ${r.mode ?? "?"} · ${r.status ?? "?"}`, id);
+  runs = listOf(await api("/v1/runs?pageSize=200"), "items", "runs");
+  const wanted = new URLSearchParams(location.search).get("run");
+  if (wanted && !runs.some((r) => r.runId === wanted)) runs.unshift({ runId: wanted });
+  const option = (r) => {
+    const opt = new Option(`${r.runId} · ${r.mode ?? "?"} · ${r.status ?? "?"}`, r.runId);
     opt.dataset.mode = r.mode ?? "";
     return opt;
-  }));
-  const wanted = new URLSearchParams(location.search).get("run");
-  if (wanted && !runs.some((r) => (r.runId ?? r.id) === wanted)) runs.unshift({ runId: wanted });
+  };
+  $("run-select").replaceChildren(...runs.map(option));
+  $("compare-select").replaceChildren(new Option("— none —", ""), ...runs.map(option));
   const live = runs.find((r) => r.mode === "live" && r.status === "live") ?? runs.find((r) => r.mode === "live");
-  const chosen = wanted ?? (live ?? runs[0])?.runId ?? (live ?? runs[0])?.id;
-  if (chosen) {
-    select.value = chosen;
-    await selectRun(chosen, runs.find((r) => (r.runId ?? r.id) === chosen));
-  } else {
-    showError("no runs yet");
-  }
+  const chosen = wanted ?? (live ?? runs[0])?.runId;
+  if (!chosen) { showError("no runs yet: start one (flowtime demo)"); return; }
+  $("run-select").value = chosen;
+  const wantedCompare = new URLSearchParams(location.search).get("compare");
+  await selectRun(chosen);
+  if (wantedCompare) await compareWith(wantedCompare);
 }
 
-async function selectRun(id, summary) {
-  disconnect();
-  Object.assign(run, { id, epoch: null, seq: 0, status: summary?.status ?? null, lastBin: null,
-                       watermark: null, lagBins: null, gaps: 0 });
-  run.nodes.clear(); run.warnings.clear(); run.missing.clear(); reloadedFor.clear();
-  conn.reconnects = 0;
+function resetRun(id) {
+  stream?.disconnect();
+  stream = null;
+  Object.assign(run, { id, mode: null, status: null, epoch: null, seq: 0, lastBin: null, watermark: null,
+                       lagBins: null, open: false });
+  run.grid = { start: null, binMinutes: null, bins: null };
+  run.warnings.clear();
+  run.meta.clear();
+  Object.assign(view, { bin: null, selected: null, compareWith: null, diff: null });
+  $("compare-select").value = "";
+  $("compare-panel").hidden = true;
+  inspector.clear();
+  fetching = new Set();
   showError("");
-  const graph = await api(`/v1/runs/${encodeURIComponent(id)}/graph`).catch(rethrowAuth);
+}
+
+async function selectRun(id) {
+  resetRun(id);
+  const path = `/v1/runs/${encodeURIComponent(id)}`;
+  const detail = await api(path).catch(rethrowAuth);
+  if (run.id !== id) return;
+  run.mode = detail?.mode ?? null;
+  run.status = detail?.status ?? null;
+  run.grid = gridOf(detail);
+  run.open = run.mode === "live" && OPEN.has(run.status);
+  const graphBody = await api(`${path}/graph`).catch(rethrowAuth);
+  if (run.id !== id) return;
+  if (run.mode === "live") await loadLive(id, detail, graphBody);
+  else await loadFinished(id, detail, graphBody);
+}
+
+function gridOf(body) {
+  const g = body?.grid ?? {};
+  return { start: g.start ?? null, binMinutes: body?.binMinutes ?? g.binMinutes ?? null, bins: g.bins ?? null };
+}
+
+function drawNodes(graphBody, stateNodes) {
+  const nodes = graph.draw(graphBody, stateNodes);
+  for (const n of nodes) {
+    run.meta.set(n.id, { kind: n.kind ?? "", slaMin: n.semantics?.slaMin ?? null });
+    store.node(n.id, n.kind);
+  }
+  markAll();
+}
+
+/** A live run: `state/live` (state at lastBin plus the retained window), then the stream. */
+async function loadLive(id, detail, graphBody) {
   let state = null;
   try {
     state = await api(`/v1/runs/${encodeURIComponent(id)}/state/live`);
   } catch (err) {
     rethrowAuth(err);
-    if (summary?.mode === "live") showError(`state: ${err.message}`);
+    showError(`state: ${err.message}`);
   }
-  if (run.id !== id) return; // another run was selected meanwhile
-  drawGraph(graph, state);
+  if (run.id !== id) return;
+  const w = state?.window;
+  const held = w && Number.isInteger(w.startBin) ? w.endBin - w.startBin + 1 : 0;
+  store = new Store(Math.max(LIVE_WINDOW_BINS, held));
+  drawNodes(graphBody, state?.nodes);
   if (state) applyState(state);
-  renderAll();
-  if (!summary || summary.mode === "live" || state) connect();
-  else setConn("closed", "not a live run");
+  if (!run.open && state) {
+    setConn("ended", run.status ?? "completed");
+    if ((run.lastBin ?? -1) >= 0) await loadWindowChunks(id, Math.max(0, run.lastBin - store.cap + 1), run.lastBin);
+  }
+  startStream(id);
+  scheduleRender();
+}
+
+/** A finished run: its bins by `state_window` (within a budget), its warnings from the detail. */
+async function loadFinished(id, detail, graphBody) {
+  const bins = run.grid.bins ?? 0;
+  const n = Math.max(1, graphBody?.nodes?.length ?? 1);
+  const loadBins = Math.max(1, Math.min(bins, Math.floor(FINISHED_CELLS / n)));
+  store = new Store(Math.max(loadBins, 1));
+  drawNodes(graphBody, null);
+  run.lastBin = bins - 1;
+  run.watermark = bins - 1;
+  for (const w of detail?.warnings ?? []) run.warnings.set(warningKey(w), w);
+  setConn("finished", `${run.mode ?? "batch"} run, ${bins} bins`);
+  if (bins > 0) {
+    view.bin = null;
+    await loadWindowChunks(id, Math.max(0, bins - loadBins), bins - 1);
+    if (run.warnings.size === 0) {
+      const last = await api(`/v1/runs/${encodeURIComponent(id)}/state?binIndex=${bins - 1}`).catch(() => null);
+      for (const w of last?.warnings ?? []) run.warnings.set(warningKey(w), w);
+    }
+  }
+  markAll();
+  scheduleRender();
+}
+
+async function loadWindowChunks(id, from, to) {
+  for (let s = from; s <= to && run.id === id; s += WINDOW_CHUNK) {
+    const e = Math.min(to, s + WINDOW_CHUNK - 1);
+    const body = await api(`/v1/runs/${encodeURIComponent(id)}/state_window?startBin=${s}&endBin=${e}`).catch(() => null);
+    if (body && run.id === id) store.applyWindow(body.window?.startBin ?? s, body.nodes);
+  }
 }
 
 function rethrowAuth(err) {
@@ -113,33 +258,6 @@ function rethrowAuth(err) {
 }
 
 // ---- applying state and events ------------------------------------------------------------------
-function ensureNode(id, kind) {
-  let n = run.nodes.get(id);
-  if (!n) {
-    n = { id, kind: kind ?? "", color: "gray", colorReason: null, colorBin: -1, values: new Map() };
-    run.nodes.set(id, n);
-  }
-  if (kind) n.kind = kind;
-  return n;
-}
-
-const sparkValue = (metrics) => metrics?.served ?? metrics?.arrivals ?? null;
-
-/** Per-node arrays of the retained bins, wherever the state body keeps them. */
-function windowSeries(state) {
-  const out = new Map();
-  const startBin = state.window?.startBin ?? 0;
-  const wn = state.window?.nodes;
-  const windowNodes = Array.isArray(wn) ? wn : Object.entries(wn ?? {}).map(([id, v]) => ({ id, ...v }));
-  const sources = [...windowNodes, ...(state.nodes ?? [])];
-  for (const n of sources) {
-    const m = n.window?.metrics ?? n.metrics ?? {};
-    const arr = Array.isArray(m.served) ? m.served : Array.isArray(m.arrivals) ? m.arrivals : null;
-    if (arr && !out.has(n.id)) out.set(n.id, { startBin: n.window?.startBin ?? startBin, values: arr });
-  }
-  return out;
-}
-
 /** A full state (`state/live` body or a WebSocket snapshot) replaces what we hold. */
 function applyState(state, envelope = {}) {
   run.epoch = envelope.epoch ?? state.epoch ?? run.epoch;
@@ -147,26 +265,14 @@ function applyState(state, envelope = {}) {
   run.status = state.status ?? run.status;
   run.lastBin = state.lastBin ?? state.bin?.index ?? run.lastBin;
   run.watermark = state.watermark ?? run.watermark;
+  if (state.grid) run.grid = { ...run.grid, ...gridOf(state) };
   if (run.watermark != null && run.lastBin != null) run.lagBins = Math.max(0, run.watermark - run.lastBin);
   const w = state.window;
-  if (w && Number.isInteger(w.startBin) && Number.isInteger(w.endBin)) run.windowBins = Math.max(run.windowBins, w.endBin - w.startBin + 1);
-  run.missing.clear();
-
-  const series = windowSeries(state);
-  for (const n of state.nodes ?? []) {
-    const node = ensureNode(n.id, n.kind);
-    const color = n.derived?.color;
-    node.color = typeof color === "string" ? color : "gray";
-    node.colorReason = n.derived?.colorReason ?? null;
-    node.colorBin = run.lastBin ?? -1;
-    node.values = new Map();
-    const s = series.get(n.id);
-    if (s) s.values.forEach((v, i) => node.values.set(s.startBin + i, typeof v === "number" ? v : null));
-    else if (run.lastBin != null) node.values.set(run.lastBin, sparkValue(n.metrics));
-    dirty.add(n.id);
-  }
+  if (w && Number.isInteger(w.startBin)) store.applyWindow(w.startBin, listOf(w.nodes ?? w, "nodes"));
+  if (state.bin && Number.isInteger(state.bin.index)) store.applyBinState(state);
   run.warnings.clear();
-  for (const w of state.warnings ?? []) run.warnings.set(warningKey(w), w);
+  for (const x of state.warnings ?? []) run.warnings.set(warningKey(x), x);
+  markAll();
 }
 
 function applyRunUpdate(ev) {
@@ -175,24 +281,14 @@ function applyRunUpdate(ev) {
   run.watermark = ev.watermark ?? run.watermark;
   if (run.watermark != null) run.lagBins = Math.max(0, run.watermark - run.lastBin);
   for (const d of ev.deltas ?? []) {
-    if (d.nodeId == null) continue; // a model without topology: series deltas, nothing to draw
-    if (!views.has(d.nodeId)) scheduleGraphReload(d.nodeId);
-    const node = ensureNode(d.nodeId, d.kind);
-    // a delta without a colour (no derived values for it) keeps the colour we have
-    if (ev.binIndex >= node.colorBin && typeof d.derived?.color === "string") {
-      node.color = d.derived.color;
-      node.colorReason = d.derived.colorReason ?? null;
-      node.colorBin = ev.binIndex;
-    }
-    node.values.set(ev.binIndex, sparkValue(d.metrics));
-    trimValues(node);
-    dirty.add(d.nodeId);
+    if (d.nodeId != null && !graph.cards.has(d.nodeId)) scheduleGraphReload(d.nodeId);
   }
-}
-
-function trimValues(node) {
-  const oldest = (run.lastBin ?? 0) - run.windowBins + 1;
-  for (const bin of node.values.keys()) if (bin < oldest) node.values.delete(bin);
+  store.applyDeltas(ev.binIndex, ev.deltas);
+  perf.events += 1;
+  perf.lastEventAt = performance.now();
+  if (following() || ev.binIndex === view.bin) { dirty.cards = true; dirty.inspector = true; }
+  dirty.sparks = true;
+  dirty.status = true;
 }
 
 const warningKey = (w) => `${w.code}|${w.nodeId ?? ""}|${w.seriesId ?? ""}`;
@@ -201,251 +297,37 @@ function applyWarning(ev) {
   const w = ev.warning ?? {};
   if (ev.op === "clear") run.warnings.delete(warningKey(w));
   else run.warnings.set(warningKey(w), w);
+  dirty.warnings = dirty.cards = dirty.inspector = true;
 }
 
-// ---- seq bookkeeping: detect gaps, tolerate `skipped` -------------------------------------------
-const CONSUMES_SEQ = new Set(["run_update", "warning_update", "status"]);
-
-/** True when the event is new (to apply); false for a duplicate from an overlapping replay. */
-function advance(ev) {
-  if (run.epoch != null && ev.epoch != null && ev.epoch !== run.epoch) {
-    // a new epoch without a snapshot: our numbering is meaningless, start over
-    reconnectNow(null);
-    return false;
-  }
-  for (const s of ev.skipped ?? []) run.missing.delete(s);
-  const seq = ev.seq;
-  if (!Number.isInteger(seq)) return !CONSUMES_SEQ.has(ev.type);
-  if (seq < run.seq) return false; // a duplicate from an overlapping replay
-  if (seq === run.seq) return !CONSUMES_SEQ.has(ev.type) || ev.type === "status"; // repeats the current seq
-  const consumes = CONSUMES_SEQ.has(ev.type);
-  const skipped = new Set(ev.skipped ?? []);
-  for (let s = run.seq + 1; s < (consumes ? seq : seq + 1); s++) if (!skipped.has(s)) run.missing.add(s);
-  if (run.missing.size && !run.missingSince) run.missingSince = Date.now();
-  run.seq = seq;
-  return true;
-}
-
-function checkGaps() {
-  if (!run.missing.size) { run.missingSince = 0; return; }
-  if (Date.now() - run.missingSince < GAP_GRACE_MS) return;
-  // a real gap: replay from just before it (events apply idempotently)
-  run.gaps += 1;
-  const from = Math.min(...run.missing) - 1;
-  run.missing.clear(); run.missingSince = 0;
-  reconnectNow({ epoch: run.epoch, seq: Math.max(0, from) });
-}
-
-function handle(msg) {
-  switch (msg.type) {
-    case "subscribed": // a replay (recovered) or a snapshot follows
-      conn.attempt = 0;
-      conn.connected = true;
-      if (msg.epoch !== run.epoch) { run.missing.clear(); run.epoch = msg.epoch; }
-      setConn("live");
-      break;
-    case "snapshot":
-      applyState(msg.state ?? {}, msg);
-      renderAll();
-      return;
-    case "resync":
-      run.missing.clear(); // a snapshot follows
-      break;
-    case "run_update":
-      if (advance(msg)) applyRunUpdate(msg);
-      break;
-    case "warning_update":
-      if (advance(msg)) { applyWarning(msg); renderWarnings(); }
-      break;
-    case "status":
-      if (advance(msg)) run.status = msg.status;
-      break;
-    case "progress":
-      advance(msg);
+function startStream(id) {
+  stream = new Stream(run, {
+    token,
+    subscribed: () => { dirty.status = true; scheduleRender(); },
+    snapshot: (msg) => { applyState(msg.state ?? {}, msg); scheduleRender(); },
+    runUpdate: (msg) => {
+      const a0 = performance.now();
+      applyRunUpdate(msg);
+      perf.applyMs += performance.now() - a0;
+      scheduleRender();
+    },
+    warning: (msg) => { applyWarning(msg); scheduleRender(); },
+    status: (msg) => {
+      run.status = msg.status;
+      run.open = OPEN.has(msg.status);
+      dirty.status = true;
+      scheduleRender();
+    },
+    progress: (msg) => {
       run.watermark = msg.watermark ?? run.watermark;
       run.lagBins = msg.lagBins ?? run.lagBins;
-      break;
-    case "snapshot_written":
-      advance(msg);
-      break;
-    default:
-      return; // pong and future types
-  }
-  renderStatus();
-  renderColors();
-  scheduleSparks();
-}
-
-// ---- WebSocket ----------------------------------------------------------------------------------
-function wsUrl(id) {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${location.host}/v1/runs/${encodeURIComponent(id)}/stream`;
-}
-
-function connect(since = run.epoch ? { epoch: run.epoch, seq: run.seq } : null) {
-  clearTimeout(conn.timer);
-  const ws = new WebSocket(wsUrl(run.id));
-  conn.ws = ws;
-  ws.onopen = () => {
-    if (token()) ws.send(JSON.stringify({ type: "auth", token: token() }));
-    ws.send(JSON.stringify({ type: "subscribe", since, nodes: null }));
-    setConn("connecting");
-  };
-  ws.onmessage = (e) => {
-    try { handle(JSON.parse(e.data)); } catch (err) { console.error("bad message", err); }
-  };
-  ws.onclose = (e) => {
-    if (ws !== conn.ws) return; // replaced on purpose
-    conn.connected = false;
-    conn.ws = null;
-    if (AUTH_CLOSE.has(e.code)) { setConn("auth", "token needed"); askForToken(); return; }
-    if (e.code === 4404) { setConn("closed", "unknown run"); return; }
-    if (e.code === 1000) { setConn("closed", run.status ?? "closed"); return; } // completed or deleted
-    scheduleReconnect();
-  };
-}
-
-function scheduleReconnect() {
-  const delay = Math.min(30000, 500 * 2 ** conn.attempt) * (0.75 + Math.random() / 2);
-  conn.attempt += 1;
-  setConn("reconnecting");
-  conn.timer = setTimeout(() => { conn.reconnects += 1; connect(); }, delay);
-}
-
-/** Reconnect at once from `since` (null: from seq 1 of the current epoch); events after it re-apply. */
-function reconnectNow(since) {
-  disconnect();
-  conn.reconnects += 1;
-  if (since === null) run.epoch = null;
-  run.seq = since?.seq ?? 0;
-  connect(since);
-}
-
-function disconnect() {
-  clearTimeout(conn.timer);
-  const ws = conn.ws;
-  conn.ws = null;
-  conn.connected = false;
-  if (ws) ws.close(1000);
-}
-
-// ---- auth ---------------------------------------------------------------------------------------
-function askForToken() {
-  const form = $("auth-form");
-  form.hidden = false;
-  $("auth-token").focus();
-}
-
-function onTokenSubmit(e) {
-  e.preventDefault();
-  sessionStorage.setItem(TOKEN_KEY, $("auth-token").value.trim());
-  $("auth-token").value = "";
-  $("auth-form").hidden = true;
-  start();
-}
-
-// ---- drawing ------------------------------------------------------------------------------------
-function el(name, attrs = {}, parent = null) {
-  const node = document.createElementNS(SVG, name);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (parent) parent.appendChild(node);
-  return node;
-}
-
-/** Nodes at their `ui` positions when all have one, else in layers by longest path from a source. */
-function layout(nodes, edges) {
-  if (nodes.length && nodes.every((n) => Number.isFinite(n.ui?.x) && Number.isFinite(n.ui?.y))) {
-    return new Map(nodes.map((n) => [n.id, { x: n.ui.x, y: n.ui.y }]));
-  }
-  const ids = nodes.map((n) => n.id);
-  const layer = new Map(ids.map((id) => [id, 0]));
-  const indegree = new Map(ids.map((id) => [id, 0]));
-  const out = new Map(ids.map((id) => [id, []]));
-  for (const e of edges) {
-    if (!out.has(e.from) || !out.has(e.to)) continue;
-    out.get(e.from).push(e.to);
-    indegree.set(e.to, indegree.get(e.to) + 1);
-  }
-  const queue = ids.filter((id) => indegree.get(id) === 0);
-  const placed = new Set();
-  while (queue.length) {
-    const id = queue.shift();
-    placed.add(id);
-    for (const to of out.get(id)) {
-      layer.set(to, Math.max(layer.get(to), layer.get(id) + 1));
-      indegree.set(to, indegree.get(to) - 1);
-      if (indegree.get(to) === 0) queue.push(to);
-    }
-  }
-  const deepest = Math.max(0, ...layer.values());
-  for (const id of ids) if (!placed.has(id)) layer.set(id, deepest + 1); // on a cycle
-  const rows = new Map();
-  const pos = new Map();
-  for (const id of ids) {
-    const l = layer.get(id);
-    const row = rows.get(l) ?? 0;
-    rows.set(l, row + 1);
-    pos.set(id, { x: l * (NODE_W + GAP_X), y: row * (NODE_H + GAP_Y) });
-  }
-  return pos;
-}
-
-/** Left-to-right when the target lies to the right; else between the facing bottom and top sides. */
-function edgePath(a, b) {
-  if (b.x >= a.x + NODE_W) {
-    const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2, mx = (x1 + x2) / 2;
-    return `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
-  }
-  const down = b.y >= a.y;
-  const x1 = a.x + NODE_W / 2, y1 = down ? a.y + NODE_H : a.y;
-  const x2 = b.x + NODE_W / 2, y2 = down ? b.y : b.y + NODE_H, my = (y1 + y2) / 2;
-  return `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}`;
-}
-
-// A node's upstream labels for its tooltip: metric aliases ("served: Orders fulfilled") and text labels.
-function labelLines(n) {
-  const aliases = Object.entries(n.aliases ?? {}).map(([metric, name]) => `${metric}: ${name}`);
-  const labels = Object.entries(n.labels ?? {}).map(([key, value]) => `${key} = ${value}`);
-  return [...aliases, ...labels].join("\n");
-}
-
-function drawGraph(graph, state) {
-  const svg = $("graph");
-  svg.replaceChildren();
-  views.clear();
-  const source = listOf(graph, "nodes").length ? graph : state ?? {};
-  const nodes = listOf(source, "nodes").filter((n) => n?.id != null);
-  const edges = listOf(graph, "edges").map((e) => ({ from: e.from ?? e.source, to: e.to ?? e.target }));
-  const pos = layout(nodes, edges);
-
-  const defs = el("defs", {}, svg);
-  const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
-                                markerWidth: 8, markerHeight: 8, orient: "auto-start-reverse" }, defs);
-  el("path", { d: "M0,0 L10,5 L0,10 z", fill: "#8c959f" }, marker);
-  for (const e of edges) {
-    const a = pos.get(e.from), b = pos.get(e.to);
-    if (!a || !b) continue;
-    el("path", { class: "edge", d: edgePath(a, b), "marker-end": "url(#arrow)" }, svg);
-  }
-  for (const n of nodes) {
-    ensureNode(n.id, n.kind).labels = labelLines(n);
-    const p = pos.get(n.id);
-    const g = el("g", { class: "node", transform: `translate(${p.x},${p.y})`, "data-node-id": n.id, "data-color": "gray" }, svg);
-    el("rect", { width: NODE_W, height: NODE_H, rx: 6 }, g);
-    el("text", { class: "label", x: 8, y: 17 }, g).textContent = n.id;
-    // under the id (long ids fit): upstream's kind when it is shown as another (e.g. dependency)
-    el("text", { class: "kind", x: 8, y: 31 }, g).textContent = n.declaredKind ?? n.kind ?? "";
-    const title = el("title", {}, g);
-    title.textContent = [n.id, run.nodes.get(n.id)?.labels].filter(Boolean).join("\n");
-    const spark = el("polyline", { class: "spark", points: "" }, g);
-    views.set(n.id, { g, spark, title });
-    dirty.add(n.id);
-  }
-  const xs = [...pos.values()];
-  const minX = Math.min(0, ...xs.map((p) => p.x)) - MARGIN, minY = Math.min(0, ...xs.map((p) => p.y)) - MARGIN;
-  const maxX = Math.max(NODE_W, ...xs.map((p) => p.x + NODE_W)) + MARGIN;
-  const maxY = Math.max(NODE_H, ...xs.map((p) => p.y + NODE_H)) + MARGIN;
-  svg.setAttribute("viewBox", `${minX} ${minY} ${maxX - minX} ${maxY - minY}`);
+      dirty.status = true;
+      scheduleRender();
+    },
+    conn: (state, detail) => setConn(state, detail),
+    auth: () => askForToken(),
+  });
+  if (run.id === id) stream.connect();
 }
 
 let graphReload = null;
@@ -456,51 +338,201 @@ function scheduleGraphReload(nodeId) {
   const id = run.id;
   graphReload = setTimeout(async () => {
     graphReload = null;
-    const graph = await api(`/v1/runs/${encodeURIComponent(id)}/graph`).catch(() => null);
-    if (graph && id === run.id) { drawGraph(graph, null); renderAll(); }
+    const body = await api(`/v1/runs/${encodeURIComponent(id)}/graph`).catch(() => null);
+    if (body && id === run.id) { drawNodes(body, null); scheduleRender(); }
   }, 500);
 }
 
-function sparkPoints(values) {
-  const bins = [...values.keys()].sort((a, b) => a - b);
-  const nums = bins.map((b) => values.get(b)).filter((v) => typeof v === "number");
-  if (!nums.length) return "";
-  const lo = Math.min(0, ...nums), hi = Math.max(...nums, lo + 1e-9);
-  const last = Math.max(run.lastBin ?? 0, bins[bins.length - 1]);
-  const first = Math.max(bins[0], last - run.windowBins + 1);
-  const dx = (NODE_W - 16) / Math.max(1, last - first);
-  const top = NODE_H - 6 - SPARK_H;
-  return bins.filter((b) => b >= first && typeof values.get(b) === "number")
-    .map((b) => `${(8 + (b - first) * dx).toFixed(1)},${(top + SPARK_H * (1 - (values.get(b) - lo) / (hi - lo))).toFixed(1)}`)
-    .join(" ");
+// ---- time travel, selection, compare ------------------------------------------------------------
+function travel(bin) {
+  const last = run.lastBin ?? -1;
+  if (!Number.isInteger(bin) || bin < 0 || last < 0) return;
+  view.bin = Math.min(bin, last);
+  if (view.bin === last) view.bin = null; // the newest bin: follow again (or "last bin" of a finished run)
+  ensureBin(displayBin());
+  markAll();
+  scheduleRender();
 }
 
-function renderColors() {
-  for (const [id, n] of run.nodes) {
-    const v = views.get(id);
-    if (!v || v.g.getAttribute("data-color") === n.color) continue;
-    v.g.setAttribute("data-color", n.color);
-    const head = `${id}: ${n.color}${n.colorReason ? ` (${n.colorReason})` : ""}`;
-    v.title.textContent = n.labels ? `${head}\n${n.labels}` : head;
+function follow() {
+  view.bin = null;
+  markAll();
+  scheduleRender();
+}
+
+/** Fetch one bin the store does not hold (time travel before the retained window). */
+async function ensureBin(bin) {
+  if (bin < 0 || store.holds(bin) || fetching.has(bin) || !run.id) return;
+  fetching.add(bin);
+  const id = run.id;
+  const body = await api(`/v1/runs/${encodeURIComponent(id)}/state?binIndex=${bin}`).catch((err) => {
+    showError(`bin ${bin}: ${err.message}`);
+    return null;
+  });
+  fetching.delete(bin);
+  if (body && id === run.id) { store.applyBinState(body); markAll(); scheduleRender(); }
+}
+
+function select(id) {
+  view.selected = id || null;
+  graph.select(view.selected);
+  dirty.inspector = true;
+  scheduleRender();
+}
+
+async function compareWith(otherId) {
+  view.compareWith = otherId || null;
+  view.diff = null;
+  $("compare-select").value = otherId || "";
+  if (!otherId) { $("compare-panel").hidden = true; markAll(); scheduleRender(); return; }
+  try {
+    const diff = await fetchCompare(post, run.id, otherId);
+    if (view.compareWith !== otherId) return;
+    view.diff = diff;
+    renderCompareTable($("compare-panel"), diff, (id) => select(id));
+    showError("");
+  } catch (err) {
+    if (err instanceof AuthRequired) { askForToken(); return; }
+    showError(`compare: ${err.message}`);
+    view.compareWith = null;
+    $("compare-select").value = "";
+  }
+  markAll();
+  scheduleRender();
+}
+
+// ---- rendering ----------------------------------------------------------------------------------
+function markAll() {
+  dirty.cards = dirty.warnings = dirty.inspector = dirty.sparks = dirty.status = true;
+}
+
+let frame = 0;
+function scheduleRender() {
+  if (frame) return;
+  frame = document.hidden ? setTimeout(render, 250) : requestAnimationFrame(render);
+}
+
+function warningsByNode() {
+  const m = new Map();
+  for (const w of run.warnings.values()) {
+    if (!w.nodeId) continue;
+    if (!m.has(w.nodeId)) m.set(w.nodeId, []);
+    m.get(w.nodeId).push(w);
+  }
+  return m;
+}
+
+function render() {
+  frame = 0;
+  const t0 = performance.now();
+  const bin = displayBin();
+  if (dirty.status) renderStatus();
+  if (dirty.cards) { const c0 = performance.now(); renderCards(bin); perf.cardsMs += performance.now() - c0; }
+  if (dirty.warnings && t0 - lastWarnings >= WARNINGS_EVERY_MS) {
+    const w0 = performance.now();
+    renderWarnings();
+    lastWarnings = t0;
+    perf.warningsMs += performance.now() - w0;
+  }
+  if (dirty.inspector && view.selected && (!following() || t0 - lastInspector > INSPECTOR_EVERY_MS)) {
+    renderInspector(bin);
+    lastInspector = t0;
+  } else if (dirty.inspector && !view.selected) {
+    inspector.clear();
+    dirty.inspector = false;
+  }
+  if (dirty.sparks) { const s0 = performance.now(); renderSparks(bin, t0); perf.sparksMs += performance.now() - s0; }
+  const ms = performance.now() - t0;
+  perf.renders += 1;
+  perf.renderMs = ms;
+  perf.maxRenderMs = Math.max(perf.maxRenderMs, ms);
+  if (perf.lastEventAt) {
+    perf.screenLagMs = performance.now() - perf.lastEventAt;
+    perf.maxScreenLagMs = Math.max(perf.maxScreenLagMs, perf.screenLagMs);
+    perf.lastEventAt = 0;
+  }
+  if (dirty.inspector || dirty.sparks) scheduleRender(); // the rest of the work, next frame
+  else if (dirty.warnings) setTimeout(scheduleRender, WARNINGS_EVERY_MS); // the list, a little later
+}
+
+function renderCards(bin) {
+  dirty.cards = false;
+  const byNode = warningsByNode();
+  if (view.diff) {
+    const deltas = deltasByNode(view.diff);
+    for (const id of graph.cards.keys()) graph.renderDelta(id, deltas.get(id));
+    return;
+  }
+  const held = store.holds(bin);
+  if (!held && bin >= 0) ensureBin(bin);
+  const values = {};
+  const small = graph.cards.size <= ALWAYS_WRITE_CARDS;
+  for (const id of graph.cards.keys()) {
+    const i = store.index.get(id);
+    let color = "gray", reason = null;
+    if (held && i !== undefined) ({ color, reason } = store.colorOf(i, bin));
+    if (!small && !graph.readable(id)) { // off screen or too small to read: its colour only
+      graph.renderNode(id, null, color, reason, 0, bin);
+      continue;
+    }
+    for (const k of CARD_KEYS) values[k] = held && i !== undefined ? store.value(k, i, bin) : null;
+    // data-bin names the bin whose values the card shows: none while they are being fetched
+    graph.renderNode(id, values, color, reason, byNode.get(id)?.length ?? 0, held ? bin : -1);
   }
 }
 
-let sparkFrame = 0;
-function scheduleSparks() {
-  if (sparkFrame) return;
-  const draw = () => {
-    sparkFrame = 0;
-    for (const id of dirty) {
-      const v = views.get(id), n = run.nodes.get(id);
-      if (v && n) v.spark.setAttribute("points", sparkPoints(n.values));
-    }
-    dirty.clear();
-  };
-  sparkFrame = document.hidden ? setTimeout(draw, 250) : requestAnimationFrame(draw);
+function hoverTitle(id) {
+  const i = store.index.get(id);
+  const bin = displayBin();
+  const snap = i === undefined || !store.holds(bin) ? { derived: { color: "gray" } } : store.snapshot(i, bin);
+  graph.title(id, snap.derived.color, snap.derived.colorReason, snap.derived, warningsByNode().get(id) ?? []);
+}
+
+function renderSparks(bin, t0) {
+  const ids = store.ids;
+  if (!ids.length) { dirty.sparks = false; return; }
+  const n = ids.length;
+  let done = 0;
+  while (done < n && performance.now() - t0 < SPARK_BUDGET_MS + 8) {
+    const i = sparkCursor % n;
+    sparkCursor += 1;
+    done += 1;
+    if (n > ALWAYS_WRITE_CARDS && !graph.readable(ids[i])) continue;
+    const s = store.series("served", i);
+    graph.spark(ids[i], s.bins, s.values, bin);
+    if (sparkCursor % n === 0) break; // a full round: the rest when data changes again
+  }
+  if (sparkCursor % n === 0) dirty.sparks = false;
+}
+
+function renderInspector(bin) {
+  dirty.inspector = false;
+  const id = view.selected;
+  const i = store.index.get(id);
+  if (i === undefined) { inspector.clear(); return; }
+  const snapshot = store.holds(bin) ? store.snapshot(i, bin) : { metrics: {}, derived: { color: "gray" } };
+  const fields = store.fieldNames().filter((f) => f in FIELDS || store.groups.get(f) === "metrics").sort(fieldOrder);
+  inspector.render({
+    id, bin, snapshot, fields,
+    kind: run.meta.get(id)?.kind ?? store.kinds[i],
+    slaMin: run.meta.get(id)?.slaMin ?? null,
+    grid: run.grid,
+    warnings: warningsByNode().get(id) ?? [],
+    series: (f) => store.series(f, i),
+    close: () => select(null),
+  });
 }
 
 function renderWarnings() {
-  const items = [...run.warnings.values()].sort((a, b) => warningKey(a).localeCompare(warningKey(b)));
+  dirty.warnings = false;
+  const all = [...run.warnings.values()];
+  // warnings before infos, then by code and node; the first MAX_WARNINGS_SHOWN are listed
+  const rank = (w) => (w.severity === "info" ? 1 : 0);
+  all.sort((a, b) => rank(a) - rank(b) || warningKey(a).localeCompare(warningKey(b)));
+  const items = all.slice(0, MAX_WARNINGS_SHOWN);
+  const more = document.createElement("li");
+  more.className = "more";
+  more.textContent = all.length > items.length ? `… and ${all.length - items.length} more (marked on their nodes)` : "";
   $("warnings").replaceChildren(...items.map((w) => {
     const li = document.createElement("li");
     li.dataset.code = w.code ?? "";
@@ -512,40 +544,84 @@ function renderWarnings() {
     const where = document.createElement("span");
     where.className = "node";
     where.textContent = w.nodeId ? ` · ${w.nodeId}` : "";
-    const bins = Array.isArray(w.bins) && w.bins.length ? ` (bins ${w.bins.join(", ")}${w.count > w.bins.length ? ", …" : ""})` : "";
-    li.append(code, where, document.createElement("br"), `${w.message ?? ""}${bins}`);
+    // the message names its bins already: only say how many there are in all
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = Number.isInteger(w.count) && w.count > 1 ? ` (${w.count} bins)` : "";
+    li.append(code, where, count, document.createElement("br"), w.message ?? "");
+    if (w.nodeId) li.addEventListener("click", () => { select(w.nodeId); if (!graph.readable(w.nodeId)) graph.focus(w.nodeId); });
     return li;
-  }));
-  $("warning-count").textContent = String(items.length);
+  }), ...(all.length > items.length ? [more] : []));
+  $("warning-count").textContent = String(all.length);
 }
 
 function renderStatus() {
+  dirty.status = false;
   $("run-status").textContent = run.status ?? "–";
   $("epoch").textContent = run.epoch ?? "–";
   $("seq").textContent = String(run.seq);
   $("last-bin").textContent = run.lastBin ?? "–";
   $("watermark").textContent = run.watermark ?? "–";
   $("lag").textContent = run.lagBins ?? "–";
-  $("reconnects").textContent = String(conn.reconnects);
-}
-
-function renderAll() {
-  renderStatus();
-  renderColors();
-  renderWarnings();
-  scheduleSparks();
+  $("reconnects").textContent = String(stream?.reconnects ?? 0);
+  $("run-kind").textContent = run.mode ? `${run.mode} run${run.grid.bins ? ` · ${run.grid.bins} bins` : ""}` : "";
+  const scrub = $("scrubber");
+  const last = run.lastBin ?? -1;
+  scrub.min = String(run.open ? Math.max(0, store.firstBin()) : 0);
+  scrub.max = String(Math.max(0, last));
+  scrub.disabled = last < 0;
+  scrub.value = String(Math.max(0, displayBin()));
+  const b = displayBin();
+  const when = binTime(run.grid.start, run.grid.binMinutes, b);
+  $("bin-label").textContent = b >= 0
+    ? `bin ${b}${when ? ` · ${when} UTC` : ""}${run.grid.binMinutes ? ` · ${run.grid.binMinutes}-minute bins` : ""}`
+      + (following() ? (run.open ? " · live" : " · last bin") : ` · time travel (newest ${last})`)
+    : "bin –";
+  const btn = $("follow");
+  btn.setAttribute("aria-pressed", String(following()));
+  btn.textContent = run.open ? (following() ? "● Following live" : "▶ Follow live") : (following() ? "Last bin" : "Go to last bin");
 }
 
 function setConn(state, detail = "") {
-  conn.state = state;
   const c = $("conn");
   c.dataset.state = state;
   c.textContent = detail ? `${state}: ${detail}` : state;
-  renderStatus();
+  dirty.status = true;
+  scheduleRender();
 }
 
 function showError(text) {
   $("error").textContent = text;
+}
+
+function fpsMeter() {
+  let last = performance.now(), frames = 0;
+  const tick = (now) => {
+    frames += 1;
+    perf.frames += 1;
+    if (now - last >= 1000) {
+      perf.fps = Math.round((frames * 1000) / (now - last));
+      $("fps").textContent = String(perf.fps);
+      frames = 0;
+      last = now;
+    }
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}
+
+// ---- auth ---------------------------------------------------------------------------------------
+function askForToken() {
+  $("auth-form").hidden = false;
+  $("auth-token").focus();
+}
+
+function onTokenSubmit(e) {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("auth-token").value.trim());
+  $("auth-token").value = "";
+  $("auth-form").hidden = true;
+  start();
 }
 
 // ---- start --------------------------------------------------------------------------------------
@@ -558,16 +634,35 @@ async function start() {
   }
 }
 
+function setUrl(key, value) {
+  const url = new URL(location.href);
+  if (value) url.searchParams.set(key, value); else url.searchParams.delete(key);
+  history.replaceState(null, "", url);
+}
+
+$("legend-items").replaceChildren(...LEGEND.map(([color, text]) => {
+  const li = document.createElement("li");
+  const sw = document.createElement("span");
+  sw.className = "swatch";
+  sw.dataset.color = color;
+  li.append(sw, `${color}: ${text}`);
+  return li;
+}));
 $("auth-form").addEventListener("submit", onTokenSubmit);
 $("run-select").addEventListener("change", (e) => {
-  const id = e.target.value;
-  const url = new URL(location.href);
-  url.searchParams.set("run", id);
-  history.replaceState(null, "", url);
-  const mode = e.target.selectedOptions[0]?.dataset.mode || undefined;
-  selectRun(id, mode ? { mode } : undefined).catch((err) => {
+  setUrl("run", e.target.value);
+  setUrl("compare", "");
+  selectRun(e.target.value).catch((err) => {
     if (err instanceof AuthRequired) askForToken(); else showError(err.message);
   });
 });
-setInterval(checkGaps, 1000);
+$("compare-select").addEventListener("change", (e) => {
+  setUrl("compare", e.target.value);
+  compareWith(e.target.value);
+});
+$("scrubber").addEventListener("input", (e) => travel(Number(e.target.value)));
+$("follow").addEventListener("click", () => follow());
+$("fit").addEventListener("click", () => graph.fit());
+setInterval(() => stream?.checkGaps(), 1000);
+fpsMeter();
 start();

@@ -4,6 +4,8 @@
   `runs/<id>/export/` and answers 201 with the files' paths, sizes and hashes and the catalog.
 - `GET /v1/runs/{run_id}/export/{fmt}` (read; csv | ndjson | parquet) streams the file, writing the
   export first when it is absent or older than the run's artifacts; 404 for an unknown run or format.
+- A live run that is still open is exported as of now: both first take a snapshot with its §4
+  artifacts (as `POST .../snapshots`), so the export holds every bin evaluated so far.
 - `POST /v1/telemetry/captures` (ingest, on the body's runId) → 201 with the bundle manifest, 200 for
   a dry run or when an identical bundle is already there.
 
@@ -30,10 +32,12 @@ from compat_api.context import AppContext, get_ctx
 from compat_api.run_claims import bundle_source_run
 from engine_live.errors import BundlePathError, NotFoundError
 from engine_live.model.series_csv import resolve_inside
+from engine_live.protocol import RunStatus
 from snapshot_writer.capture import capture_run
 from snapshot_writer.exports import FORMATS, MEDIA_TYPES, ensure_export, export_run
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
+OPEN = (RunStatus.LIVE, RunStatus.CREATED)
 router = APIRouter(tags=["exports"])
 
 EXPORT_EXAMPLE = {
@@ -62,6 +66,14 @@ class CaptureRequest(BaseModel):
     overwrite: StrictBool = False  # "yes" or 1 is not a yes: only JSON true overwrites
 
 
+async def _checkpoint_live(ctx: AppContext, run_id: str) -> None:
+    """An open live run is exported as of now: a snapshot writes its §4 artifacts first (as
+    `POST /v1/runs/{id}/snapshots` does), then the export reads them like a finished run's."""
+    live = ctx.live
+    if live is not None and live.knows(run_id) and live.detail(run_id)["status"] in OPEN:
+        await live.snapshot(run_id)
+
+
 def _export_body(run_id: str, catalog: dict[str, Any]) -> dict[str, Any]:
     links = {fmt: f"/v1/runs/{run_id}/export/{fmt}" for fmt in FORMATS}
     files = {fmt: {**info, "url": links[fmt]} for fmt, info in (catalog.get("files") or {}).items()}
@@ -81,6 +93,7 @@ def _export_body(run_id: str, catalog: dict[str, Any]) -> dict[str, Any]:
 )
 async def create_export(run_id: str, ctx: Ctx) -> JSONResponse:
     """Write the run's export in csv, ndjson and parquet plus catalog.json; paths and sizes."""
+    await _checkpoint_live(ctx, run_id)
     store = ctx.run_store
     run_dir = await run_in_threadpool(store.run_dir, run_id)
     catalog = await run_in_threadpool(export_run, run_dir, fsync=ctx.settings.fsync)
@@ -104,6 +117,7 @@ async def get_export(run_id: str, fmt: str, ctx: Ctx) -> FileResponse:
     """Stream the export file of `fmt` (csv | ndjson | parquet), generating it when absent."""
     if fmt not in FORMATS:
         raise NotFoundError(f"no export format {fmt!r}; known: {list(FORMATS)}", code="unknown_format", format=fmt)
+    await _checkpoint_live(ctx, run_id)
     store = ctx.run_store
     run_dir = await run_in_threadpool(store.run_dir, run_id)
     path = await run_in_threadpool(ensure_export, run_dir, fmt, fsync=ctx.settings.fsync)

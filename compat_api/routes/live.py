@@ -20,11 +20,14 @@ NDJSON_EXAMPLE = (
     '{"bin": 12, "node": "OrderService", "arrivals": 35, "served": 33, "errors": 2}\n'
     '{"ts": "2025-10-07T01:00:00Z", "series": "live_in", "value": 17.5}\n'
 )
+COLUMNS_EXAMPLE = '{"bin": 12, "series": ["OrderService.arrivals", "live_in"], "values": [35, 17.5]}\n'
 INGEST_BODY = {
     "required": True,
     "content": {
         "application/json": {"schema": {"type": "object"}, "example": INGEST_EXAMPLE},
         "application/x-ndjson": {"schema": {"type": "string"}, "example": NDJSON_EXAMPLE},
+        "application/x-flowtime-columns+ndjson": {"schema": {"type": "string"}, "example": COLUMNS_EXAMPLE},
+        "application/vnd.apache.arrow.stream": {"schema": {"type": "string", "format": "binary"}},
     },
 }
 PATCH_BODY = {
@@ -96,10 +99,13 @@ def _live(ctx: AppContext) -> LiveApi:
     responses=_example(202, INGEST_ANSWER),
 )
 async def ingest_bins(run_id: str, request: Request, ctx: AppContext = Depends(get_ctx)) -> JSONResponse:  # noqa: B008
-    """Ingest telemetry bins (JSON or NDJSON) into a live run; answers once they are durably logged."""
+    """Ingest telemetry bins into a live run; answers once they are durably logged. The Content-Type picks
+    the form: JSON or NDJSON frames, column lines (`application/x-flowtime-columns+ndjson`) or an Arrow
+    IPC stream (`application/vnd.apache.arrow.stream`; docs/api.md)."""
     live = _live(ctx)
     body = await request.body()
-    return JSONResponse(await live.ingest(run_id, body), status_code=202)
+    answer = await live.ingest(run_id, body, media_type=request.headers.get("content-type"))
+    return JSONResponse(answer, status_code=202)
 
 
 @router.post(

@@ -39,7 +39,12 @@ def test_parser_registers_client_commands_with_defaults() -> None:
     s = p.parse_args(["stream", "runs", "r1", "--since", "e1:4", "--nodes", "A,B", "--json", "--token", "t"])
     assert (s.run_id, s.since, s.nodes, s.json, s.token) == ("r1", "e1:4", "A,B", True, "t")
     d = p.parse_args(["demo"])
-    assert (d.speed, d.duration, d.port, d.data_dir) == (4.0, None, 8080, "./data/demo")
+    assert (d.speed, d.duration, d.port, d.data_dir) == (
+        4.0,
+        None,
+        None,
+        None,
+    )  # FLOWTIME_PORT/DATA_DIR or 8080, ./data
     c = p.parse_args(["compare", "a", "b", "--data-dir", "x"])
     assert (c.a, c.b, c.data_dir) == ("a", "b", "x")
     al = p.parse_args(["artifacts", "list", "--type", "bundle"])

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "compat_api" / "dashboard"
-FILES = ("index.html", "app.js", "style.css")
+FILES = ("index.html", "style.css", "app.js", "format.js", "store.js", "stream.js", "graph.js", "inspector.js")
+FILES += ("compare.js",)
+MODULES = tuple(f for f in FILES if f.endswith(".js"))
 # XML namespace names are identifiers, never fetched
 NAMESPACES = ("http://www.w3.org/2000/svg",)
 
@@ -40,6 +42,7 @@ def test_index_has_the_hooks_the_app_uses() -> None:
     app = text("app.js")
     ids = set(re.findall(r'\$\("([\w-]+)"\)', app))
     assert {"seq", "graph", "warnings", "run-select", "auth-form", "conn"} <= ids
+    assert {"scrubber", "follow", "bin-label", "compare-select", "compare-panel", "inspector", "legend-items"} <= ids
     for element_id in ids:
         assert f'id="{element_id}"' in html, element_id
 
@@ -47,16 +50,30 @@ def test_index_has_the_hooks_the_app_uses() -> None:
 def test_app_exposes_the_test_globals() -> None:
     app = text("app.js")
     assert "window.__flowtime" in app
-    for name in ("seq", "epoch", "connected", "nodeColors", "reconnects"):
+    for name in ("seq", "epoch", "connected", "nodeColors", "reconnects", "viewBin", "following", "perf"):
         assert re.search(rf"\bget {name}\(\)", app), name
-    assert '"data-node-id"' in app and '"data-color"' in app
+    graph = text("graph.js")
+    assert '"data-node-id"' in graph and '"data-color"' in graph and '"data-metric"' in graph
 
 
-def test_app_js_parses() -> None:
+@pytest.mark.parametrize("name", MODULES)
+def test_modules_import_only_siblings(name: str) -> None:
+    for target in re.findall(r'^import .* from "([^"]+)";', text(name), re.MULTILINE):
+        assert target.startswith("./") and (DASHBOARD / target[2:]).is_file(), (name, target)
+
+
+def test_legend_states_the_spec_thresholds() -> None:
+    fmt = text("format.js")
+    for rule in ("< 70 %", "70–90 %", "≥ 90 %", "≤ SLA", "1.5 × SLA", "dead-letter"):
+        assert rule in fmt, rule
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_modules_parse(name: str) -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    result = subprocess.run([node, "--check", str(DASHBOARD / "app.js")], capture_output=True, text=True, check=False)
+    result = subprocess.run([node, "--check", str(DASHBOARD / name)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
 

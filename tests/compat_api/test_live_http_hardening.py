@@ -71,3 +71,29 @@ def test_an_empty_array_is_refused_and_logs_nothing(tmp_path: Path) -> None:
         r = c.post("/v1/runs/e1/bins", content=b"[]", headers={"content-type": "application/json"})
         assert r.status_code == 422 and r.json()["error"] == "no_frames", r.text
         assert log.stat().st_size == size
+
+
+def test_column_lines_and_arrow_streams_are_ingested_by_content_type(tmp_path: Path) -> None:
+    """Issue 16: the Content-Type picks the body's form; the browser guard lets both types through."""
+    import pyarrow as pa
+
+    table = pa.table({"bin": pa.array([2, 3], pa.int32()), "series": ["demand", "demand"], "value": [6.0, 7.0]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    app, _ = client(tmp_path)
+    with app as c:
+        assert c.post("/v1/runs", json={"mode": "live", "model": MODEL, "options": {"runId": "c1"}}).status_code == 202
+        columns = {"content-type": "application/x-flowtime-columns+ndjson"}
+        line = orjson.dumps({"bin": 0, "series": ["demand", "demand"], "values": [4.0, 5.0]}) + b"\n"
+        r = c.post("/v1/runs/c1/bins", content=line, headers=columns)
+        assert r.status_code == 202 and r.json()["accepted"] == 2 and r.json()["corrected"] == 0, r.text
+        arrow = {"content-type": "application/vnd.apache.arrow.stream"}
+        r = c.post("/v1/runs/c1/bins", content=sink.getvalue().to_pybytes(), headers=arrow)
+        assert r.status_code == 202 and r.json()["accepted"] == 2, r.text
+        bad = orjson.dumps({"bin": 1, "series": ["demand"], "values": [None]})
+        r = c.post("/v1/runs/c1/bins", content=bad, headers=columns)
+        assert r.status_code == 422 and r.json()["frame"] == 0 and r.json()["position"] == 0, r.text
+        assert c.post("/v1/runs/c1/bins", content=b"\x00\x01", headers=arrow).status_code == 400
+        state = c.get("/v1/runs/c1/state/live").json()
+        assert state["watermark"] == 3

@@ -122,3 +122,12 @@ def test_access_token_query_parameters_are_masked(stream: io.StringIO) -> None:
     logging.getLogger("uvicorn.access").info(request_line, SECRET)
     assert SECRET not in stream.getvalue()
     assert mask_secrets(f"/x?a=1&access_token={SECRET}&b=2").endswith("&b=2")
+
+
+def test_uvicorns_ansi_color_message_is_left_out(stream: io.StringIO) -> None:
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}
+    )
+    (record,) = lines(stream)
+    assert record["msg"] == "Started server process [42]"
+    assert "color_message" not in record and "\x1b" not in stream.getvalue()

@@ -1,8 +1,10 @@
 """The dashboard in a real browser against a running `flowtime demo` (SPEC §11, issue 7 "Must show").
 
 Debian's `chromium` runs headless (installed by `.ci/run` when missing; the test skips, saying so,
-only when no chromium binary exists) and is driven over the DevTools protocol with `websockets`:
+only when no chromium binary exists) and is driven over the DevTools protocol (`browser_support`):
 `Runtime.evaluate` reads `window.__flowtime` and the DOM, `Page.captureScreenshot` writes the PNG.
+The console's views (values, time travel, inspector, compare, batch runs) are tested in
+`test_dashboard_console.py`, its speed with 1,000 nodes in `test_dashboard_perf.py`.
 
 Checks, against `flowtime demo --speed 4` (a live run of the `microservices` template):
 - the page draws every topology node of `GET /v1/runs/{id}/graph` as `svg#graph g.node`;
@@ -18,31 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from browser_support import ROOT, apoll, browser_page, chromium_binary, demo_run_id, free_port, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-TIMEOUT_S = 30.0
-T = TypeVar("T")
 
 # Installed before the app's module runs: logs every frame the page receives and keeps the sockets,
 # so the test can check seq continuity across a reconnect and drop the connection.
@@ -68,169 +56,6 @@ RECORDER = """
   window.WebSocket = Recorded;
 })();
 """
-
-
-def chromium_binary() -> str | None:
-    for path in CHROMIUM_PATHS:
-        if os.access(path, os.X_OK):
-            return path
-    return shutil.which("chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def poll(check: Callable[[], T | None], what: str, timeout_s: float = TIMEOUT_S, every_s: float = 0.05) -> T:
-    """Call `check` until it returns something other than None/False (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(every_s)
-
-
-async def apoll(
-    check: Callable[[], Awaitable[T | None]],
-    what: str,
-    last: Callable[[], Any] = lambda: None,
-    timeout_s: float = TIMEOUT_S,
-) -> T:
-    """`poll` for coroutines; `last()` describes what was seen, for the failure message."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last seen: {last()}")
-        await asyncio.sleep(0.1)
-
-
-# -- processes --------------------------------------------------------------------------------------
-@contextmanager
-def running(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process with its output in `log_path`; SIGTERM then SIGKILL (bounded) on exit."""
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-
-def demo_run_id(base: str, proc: subprocess.Popen[bytes], log_path: Path) -> str:
-    def live_run() -> str | None:
-        if proc.poll() is not None:
-            raise AssertionError(f"flowtime demo exited {proc.returncode}:\n{log_path.read_text(errors='replace')}")
-        try:
-            r = httpx.get(f"{base}/v1/runs", timeout=2.0)
-        except httpx.HTTPError:
-            return None
-        if r.status_code != 200:
-            return None
-        body = r.json()
-        runs = body if isinstance(body, list) else body.get("runs") or body.get("items") or []
-        ids = [
-            str(x.get("runId")) for x in runs if x.get("mode") == "live" and str(x.get("runId", "")).startswith("demo-")
-        ]
-        return ids[0] if ids else None
-
-    return poll(live_run, "the demo's live run", timeout_s=60.0)
-
-
-# -- DevTools protocol ------------------------------------------------------------------------------
-class Cdp:
-    """A minimal DevTools client on one page target: commands by id, events ignored."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.ids = itertools.count(1)
-        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for raw in self.ws:
-            msg = orjson.loads(raw)
-            fut = self.waiting.pop(msg.get("id", -1), None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
-
-    async def send(self, method: str, **params: Any) -> dict[str, Any]:
-        i = next(self.ids)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.waiting[i] = fut
-        await self.ws.send(orjson.dumps({"id": i, "method": method, "params": params}).decode())
-        async with asyncio.timeout(TIMEOUT_S):
-            msg = await fut
-        if "error" in msg:
-            raise AssertionError(f"{method}: {msg['error']}")
-        result: dict[str, Any] = msg.get("result", {})
-        return result
-
-    async def eval(self, expression: str) -> Any:
-        r = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in r:
-            raise AssertionError(f"{expression}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    async def close(self) -> None:
-        self.reader.cancel()
-        with suppress(asyncio.CancelledError, Exception):
-            await self.reader
-        await self.ws.close()
-
-
-@asynccontextmanager
-async def browser_page(binary: str, profile: Path, log_path: Path) -> AsyncIterator[Cdp]:
-    port = free_port()
-    cmd = [
-        binary,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,900",
-        f"--user-data-dir={profile}",
-        f"--remote-debugging-port={port}",
-        "about:blank",
-    ]
-    with running(cmd, log_path) as proc:
-
-        def page_ws_url() -> str | None:
-            if proc.poll() is not None:
-                raise AssertionError(f"chromium exited {proc.returncode}:\n{log_path.read_text(errors='replace')}")
-            try:
-                targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2.0).json()
-            except (httpx.HTTPError, ValueError):
-                return None
-            pages = [t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page"]
-            return pages[0] if pages else None
-
-        url = await asyncio.to_thread(poll, page_ws_url, "chromium's DevTools endpoint")
-        async with connect(url, max_size=64 * 1024 * 1024) as ws:
-            cdp = Cdp(ws)
-            try:
-                yield cdp
-            finally:
-                await cdp.close()
 
 
 # -- the test ---------------------------------------------------------------------------------------

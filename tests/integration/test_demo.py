@@ -38,6 +38,12 @@ def test_demo_with_duration_exits_0_from_a_fresh_folder_and_again(tmp_path: Path
     assert len(status_lines) >= 3  # about one per second: 288 bins at 50/s take ~6 s
     summary = next(line for line in r.stdout.splitlines() if line.startswith("summary:"))
     assert f"run {run_id} completed: {BINS} bins" in summary
+    assert f"replay finished: all {BINS} bins of the bundle sent" in r.stdout  # a finished replay says so
+    # the summary lists what it counts (up to 10, then how many more)
+    counted = int(re.search(r"(\d+) warnings in run\.json", summary).group(1))  # type: ignore[union-attr]
+    listed = [line for line in r.stdout.splitlines() if line.startswith("  warning ")]
+    assert len(listed) == min(counted, 10)
+    assert (f"… and {counted - 10} more in" in r.stdout) == (counted > 10)
     run_dir = data / "runs" / run_id
     assert f"artifacts: {run_dir}" in r.stdout
     run_json = json.loads((run_dir / "run.json").read_text())

@@ -282,3 +282,33 @@ async def test_stalled_client_does_not_delay_the_others(uvicorn_server: Any) -> 
                     pass
         finally:
             stalled.close()
+
+
+async def test_compact_subscription_gets_columns_and_a_bad_format_closes_1008(
+    served: tuple[Hub, FakeEngine, str],
+) -> None:
+    """Issue 16: `format: compact` — the layout with the first update, then only the nodes that changed."""
+    hub, engine, addr = served
+
+    def publish(arrivals: dict[str, float]) -> None:
+        engine.seq += 1
+        engine.last_bin += 1
+        ev = {"v": 1, "type": "run_update", "runId": RUN, "epoch": engine.epoch, "seq": engine.seq}
+        ev |= {"binIndex": engine.last_bin, "deltas": []}
+        for node, v in arrivals.items():
+            ev["deltas"].append({"nodeId": node, "kind": "service", "metrics": {"arrivals": v}, "derived": {}})
+        hub.publish(RUN, ev, orjson.dumps(ev))
+
+    async with connect(f"ws://{addr}/v1/runs/{RUN}/stream") as ws:
+        assert (await subscribe(ws, None, format="compact"))["recovered"] is True
+        publish({"A": 1.0, "B": 2.0})
+        publish({"A": 1.0, "B": 3.0})
+        first, second = await recv(ws), await recv(ws)
+        assert first["format"] == "compact" and first["layout"] == {"nodes": ["A", "B"], "kinds": ["service"] * 2}
+        assert first["metrics"] == {"arrivals": [1.0, 2.0]} and "deltas" not in first
+        assert (second["base"], second["idx"], second["metrics"]) == (first["seq"], [1], {"arrivals": [3.0]})
+    async with connect(f"ws://{addr}/v1/runs/{RUN}/stream") as ws:
+        await ws.send(orjson.dumps({"type": "subscribe", "since": None, "nodes": None, "format": "tiny"}).decode())
+        with pytest.raises(ConnectionClosed):
+            await recv(ws)
+        assert ws.close_code == 1008

@@ -13,18 +13,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from cli_support import ENV, FLOWTIME, Lines, Service, create_live_run, flowtime, popen
+from cli_support import ENV, FLOWTIME, Service, create_live_run, flowtime
 
 pytestmark = pytest.mark.integration
+LIVE_RUN = Path(__file__).resolve().parents[2] / "compat_api" / "examples" / "live_run.json"
 
 
 def _free_port() -> int:
@@ -76,31 +79,47 @@ def test_stream_json_into_head_ends_quietly(service: Service) -> None:
     assert r.stderr == "", r.stderr  # no "[stream] connection lost", no traceback, no "Exception ignored"
 
 
-def test_stream_table_into_a_closed_pipe_ends_quietly(service: Service) -> None:
-    bundle = create_live_run(service, "r-table", bins=24)
-    assert flowtime("ingest", "r-table", "--bundle", str(bundle), "--url", service.url).returncode == 0
-    tail = " ".join(shlex.quote(p) for p in [*FLOWTIME, "stream", "runs", "r-table", "--url", service.url])
-    r = _shell(f"set -o pipefail; {tail} | head -c 1")
-    assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr and "reconnecting" not in r.stderr, r.stderr
+def _read_until(fd: int, pattern: str, timeout_s: float = 60.0) -> str:
+    """Read the pipe `fd` (no thread, select with a deadline) until a line matches `pattern`."""
+    deadline, buf = time.monotonic() + timeout_s, b""
+    while True:
+        for line in buf.decode(errors="replace").splitlines():
+            if re.search(pattern, line):
+                return buf.decode(errors="replace")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no line matching {pattern!r} in {timeout_s}s; got {buf[-2000:]!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"output ended before {pattern!r}; got {buf[-2000:]!r}")
+            buf += chunk
 
 
 def _demo_with_closed_pipe(data: Path, sig: signal.Signals, *, twice: bool = False) -> tuple[int, str]:
     """Start a demo, read until its first status line, close the pipe, signal; → (exit code, run id)."""
-    with popen("demo", "--speed", "10", "--port", "0", "--data-dir", str(data)) as proc:
-        out = Lines(proc.stdout)
-        first = out.wait_for(lambda line: line.startswith("demo run "), timeout_s=60)
-        run_id = first.split()[2].rstrip(":")
-        out.wait_for(lambda line: bool(re.match(r"^\[\s*\d+\.\ds\] sent", line)), timeout_s=60)
-        assert proc.stdout is not None
-        proc.stdout.close()  # `tee` is gone: every later write of the demo fails with EPIPE
+    read_fd, write_fd = os.pipe()
+    cmd = [*FLOWTIME, "demo", "--speed", "10", "--port", "0", "--data-dir", str(data)]
+    with subprocess.Popen(cmd, stdout=write_fd, stderr=subprocess.PIPE, text=True, env=ENV) as proc:
+        os.close(write_fd)  # the demo holds the only writer, this test the only reader (`tee`)
+        try:
+            text = _read_until(read_fd, r"^\[\s*\d+\.\ds\] sent")
+        finally:
+            os.close(read_fd)  # `tee` is gone: every later write of the demo fails with EPIPE
         proc.send_signal(sig)
         if twice:
             proc.send_signal(sig)
-        code = proc.wait(timeout=60)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"the demo ignored {sig.name} with its stdout closed") from None
         err = proc.stderr.read() if proc.stderr else ""
     assert "Traceback" not in err, err
-    return code, run_id
+    match = re.search(r"^demo run (demo-\S+):", text, re.MULTILINE)
+    assert match, text
+    return code, match.group(1)
 
 
 @pytest.mark.slow
@@ -136,3 +155,49 @@ def test_export_of_a_live_run(service: Service) -> None:
         assert csv_text.status_code == 200, csv_text.text
         assert csv_text.text.startswith("time_utc,bin_index,node,metric,series_id,value")
         assert http.get("/v1/runs/r-export").json()["status"] == "live"  # exporting does not close it
+
+
+def test_ingested_frames_count_frames_not_values(service: Service) -> None:
+    body = b'{"mode": "live", "options": {"runId": "r1"}, "model": ' + _live_model() + b"}"
+    frames = (
+        b'{"bin": 0, "node": "OrderService", "arrivals": 35, "served": 33}\n'
+        b'{"bin": 1, "node": "OrderService", "arrivals": 40, "served": 38}'
+    )
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        assert http.post("/v1/runs", content=body, headers={"content-type": "application/json"}).status_code == 202
+        r = http.post("/v1/runs/r1/bins", content=frames, headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 202 and r.json()["accepted"] == 4, r.text  # the answer counts values
+        text = http.get("/metrics").text
+    assert 'flowtime_ingested_frames_total{run_id="r1"} 2.0' in text, [x for x in text.splitlines() if "frames" in x]
+
+
+def _live_model() -> bytes:
+    return json.dumps(json.loads(LIVE_RUN.read_text())["model"]).encode()
+
+
+def test_docs_page_and_its_assets_come_from_the_service(service: Service) -> None:
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        page = http.get("/docs")
+        assert page.status_code == 200 and "swagger-ui" in page.text
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)""", page.text)
+        assert urls and all(u.startswith("/docs/assets/") for u in urls), urls
+        for u in urls:
+            asset = http.get(u)
+            assert asset.status_code == 200 and len(asset.content) > 100, u
+        redoc = http.get("/redoc")
+        assert redoc.status_code == 200 and "fonts.googleapis" not in redoc.text and "cdn." not in redoc.text
+        assert http.get("/docs/assets/secret.txt").status_code == 404
+
+
+@pytest.mark.slow
+def test_demo_stopped_early_has_no_zero_filled_bins(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    r = flowtime("demo", "--duration", "3", "--speed", "10", "--port", "0", "--data-dir", str(data), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = next(line for line in r.stdout.splitlines() if line.startswith("summary:"))
+    sent = int(re.search(r"\((\d+) replayed\)", summary).group(1))  # type: ignore[union-attr]
+    run_id = re.search(r"^demo run (demo-\S+):", r.stdout, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    run_json = json.loads((data / "runs" / run_id / "run.json").read_text())
+    assert 0 < sent < 288 and run_json["grid"]["bins"] == sent  # the run ends where its telemetry ends
+    assert not [w for w in run_json.get("warnings") or [] if w["code"] == "data_gap"], run_json["warnings"]
+    assert "replay finished" not in r.stdout  # stopped by --duration before the bundle's end

@@ -1,0 +1,153 @@
+"""Compact `run_update`s (issue 16; docs/stream-protocol.md "Compact events"): one array per field.
+
+A client that subscribes with `"format": "compact"` gets every `run_update` as its envelope (all the
+fields but `deltas`), `"format": "compact"` and the node table as columns:
+
+    {"v":1,"type":"run_update",...,"revision":0,"format":"compact","base":41,"idx":[3,17],
+     "metrics":{"arrivals":[35,12],"served":[33,12]},"derived":{"utilization":[0.9,0.4],"color":"green",...}}
+
+- `layout` (`{"nodes": [ids], "kinds": [kinds]}`, plus `"sparse": {section: {field: [positions]}}`
+  when some nodes lack a field) comes with the first update after subscribing, after a snapshot, and
+  whenever it changes (a PATCH adding nodes): it is the node order every later update refers to;
+- without `base` the update holds every node, in layout order (a *key* update); with `base` it holds
+  only the nodes whose values differ from those of the update `base` (the seq of the `run_update`
+  this client received last), at the layout positions `idx`: every other node is as in `base`;
+- a column is an array (one value per node carried) or a single value (every node carried has it).
+
+A model without topology has `layout: {"series": [ids]}` and one column `values`.
+
+The table of an event is decoded once (`CompactTable.of`, shared through the hub's encoding cache);
+an encoding depends only on the event, the client's previous update and its `nodes` filter, so
+clients that keep up share one (`EventEncodings.compact`). An event the hub cannot put in this form
+(deltas that are not NodeDeltas) is sent as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+__all__ = ["CompactTable", "compact_update"]
+
+ObjArray = NDArray[np.object_]
+Section = dict[str, ObjArray]
+_NODE_ID, _KIND, _METRICS = itemgetter("nodeId"), itemgetter("kind"), itemgetter("metrics")
+
+
+def _objects(values: Any, n: int) -> ObjArray:
+    out: ObjArray = np.empty(n, dtype=object)
+    out[:] = values
+    return out
+
+
+def _section(dicts: list[dict[str, Any]]) -> tuple[Section, dict[str, list[int]]]:
+    """Columns of equal-keyed dicts (C-level itemgetter and zip, no Python code per value); dicts with
+    differing keys get `None` where a field is missing and its positions listed (`sparse`)."""
+    n = len(dicts)
+    shapes = set(map(tuple, dicts))
+    if len(shapes) == 1:
+        names = next(iter(shapes))
+        if not names:
+            return {}, {}
+        rows = list(map(itemgetter(*names), dicts)) if len(names) > 1 else [(d[names[0]],) for d in dicts]
+        return {name: _objects(col, n) for name, col in zip(names, zip(*rows, strict=True), strict=True)}, {}
+    names = tuple(dict.fromkeys(k for d in dicts for k in d))
+    columns = {name: _objects([d.get(name) for d in dicts], n) for name in names}
+    sparse = {name: [p for p, d in enumerate(dicts) if name in d] for name in names}
+    return columns, {name: where for name, where in sparse.items() if len(where) < n}
+
+
+def _column(values: ObjArray) -> Any:
+    """An array, or its one value when every node has the same (all-null columns are common)."""
+    if values.size > 1 and np.equal(values, values[0]).all():
+        return values[0]
+    return values.tolist()
+
+
+@dataclass(frozen=True, slots=True)
+class CompactTable:
+    """A `run_update` as its envelope and its node table in columns (sections `metrics`, `derived`,
+    or `values` for a model without topology)."""
+
+    head: dict[str, Any]
+    layout: dict[str, Any]
+    layout_key: bytes  # equal layouts, equal keys: a delta needs the same layout as its base
+    sections: dict[str, Section]
+    size: int  # nodes (or series)
+
+    @classmethod
+    def of(cls, data: bytes) -> CompactTable | None:
+        """Decode an encoded `run_update`; None when its deltas are not NodeDeltas or one SeriesDelta."""
+        head = orjson.loads(data)
+        deltas = head.pop("deltas", None) or []
+        try:
+            if len(deltas) == 1 and "nodeId" not in deltas[0] and isinstance(deltas[0].get("series"), dict):
+                series = deltas[0]["series"]
+                layout: dict[str, Any] = {"series": list(series)}
+                sections = {"values": {"value": _objects(list(series.values()), len(series))}}
+                return cls._make(head, layout, sections, len(series))
+            ids, kinds = list(map(_NODE_ID, deltas)), list(map(_KIND, deltas))
+            metrics, metric_gaps = _section(list(map(_METRICS, deltas)))
+            derived, derived_gaps = _section([d.get("derived") or {} for d in deltas])
+        except (KeyError, TypeError, AttributeError):
+            return None
+        layout = {"nodes": ids, "kinds": kinds}
+        sparse = {name: gaps for name, gaps in (("metrics", metric_gaps), ("derived", derived_gaps)) if gaps}
+        if sparse:
+            layout["sparse"] = sparse
+        return cls._make(head, layout, {"metrics": metrics, "derived": derived}, len(ids))
+
+    @classmethod
+    def _make(cls, head: dict[str, Any], layout: dict[str, Any], sections: dict[str, Section], n: int) -> CompactTable:
+        shape = {name: list(section) for name, section in sections.items()}
+        return cls(head, layout, orjson.dumps([layout, shape]), sections, n)
+
+    def __len__(self) -> int:  # bytes, roughly, for the cache's budget
+        return len(self.layout_key) + 16 * self.size * sum(len(s) for s in self.sections.values()) + 512
+
+    def keep(self, nodes: frozenset[str]) -> CompactTable:
+        """The table of a `nodes` filter: only those nodes, in layout order."""
+        ids = self.layout.get("nodes", self.layout.get("series", []))
+        kept = np.asarray([p for p, node in enumerate(ids) if node in nodes], dtype=np.intp)
+        layout: dict[str, Any] = {key: [ids[p] for p in kept] for key in ("nodes", "series") if key in self.layout}
+        if "kinds" in self.layout:
+            layout["kinds"] = [self.layout["kinds"][p] for p in kept]
+        if "sparse" in self.layout:
+            where = {int(p): k for k, p in enumerate(kept)}
+            layout["sparse"] = {
+                name: {f: [where[p] for p in ps if p in where] for f, ps in gaps.items()}
+                for name, gaps in self.layout["sparse"].items()
+            }
+        sections = {name: {f: col[kept] for f, col in section.items()} for name, section in self.sections.items()}
+        return CompactTable._make(self.head, layout, sections, len(kept))
+
+    def changed(self, base: CompactTable) -> NDArray[np.bool_]:
+        """Per node, whether any of its values differs from `base` (same layout)."""
+        out = np.zeros(self.size, dtype=bool)
+        for name, section in self.sections.items():
+            other = base.sections[name]
+            for field, col in section.items():
+                out |= np.not_equal(col, other[field])
+        return out
+
+
+def compact_update(table: CompactTable, base: tuple[int, CompactTable] | None) -> bytes:
+    """The encoded compact `run_update`: a delta on `base` (its seq and table) when the layouts match,
+    else a key update with the layout."""
+    body = dict(table.head)
+    body["format"] = "compact"
+    pick: NDArray[np.intp] | None = None
+    if base is not None and base[1].layout_key == table.layout_key:
+        pick = np.flatnonzero(table.changed(base[1]))
+        body["base"] = base[0]
+        body["idx"] = pick.tolist()
+    else:
+        body["layout"] = table.layout
+    for name, section in table.sections.items():
+        body[name] = {f: _column(col if pick is None else col[pick]) for f, col in section.items()}
+    return orjson.dumps(body)
