@@ -1,7 +1,6 @@
 """The wire protocol of the stream (SPEC §7), on one page: every message, cursor and close code.
 
-Server events are JSON objects with the envelope `{"v": 1, "type", "runId", "epoch", "seq"}`; `seq`
-rises by exactly 1 per event caused by an ingestion-log record, the others repeat the current seq.
+Events: JSON with the envelope `{"v": 1, "type", "runId", "epoch", "seq"}`; seq +1 per log-caused event, else repeated.
 
     type               body                                                        consumes a seq
     run_update         binIndex binStartUtc binMinutes status watermark lastBin    yes
@@ -12,11 +11,10 @@ rises by exactly 1 per event caused by an ingestion-log record, the others repea
     progress           watermark lagBins                                           no
 
 Replies to one client carry no envelope: `subscribed` {epoch, seq, recovered}, `snapshot` {epoch, seq, state},
-`resync`, `pong`, `error` {error}. The hot path builds plain dicts with the builders below and encodes each once
-with `encode_event` (orjson; NaN and ±inf become null); pydantic models validate the events' shapes at the edges.
-Client messages (`auth`, `subscribe` with its `format`: `stream_hub.compact`, `ping`), cursors (`<epoch>:<seq>`,
-`{epoch, seq}`) and close codes (`CloseCode`; which error closes with which is `engine_live.errors.ERROR_TABLE`)
-are here too; a protocol violation raises `StreamError`. `RunStatus` is the run lifecycle with checked transitions.
+`resync`, `pong`, `error` {error}. Events are plain dicts built below, encoded once with `encode_event` (orjson;
+NaN, ±inf → null); pydantic models validate their shapes at the edges. Client messages (`auth`, `subscribe` with
+its `format`: `stream_hub.compact`, `ping`), cursors (`<epoch>:<seq>`, `{epoch, seq}`), close codes (`CloseCode`;
+which error closes how: `engine_live.errors.ERROR_TABLE`; a violation raises `StreamError`) and `RunStatus`.
 """
 
 from __future__ import annotations
@@ -327,7 +325,6 @@ class PingMessage:
 
 ClientMessage = AuthMessage | SubscribeMessage | PingMessage
 _CLIENT_TYPES = frozenset(ClientMessageType)
-EVENT_FORMATS = frozenset({"full", "compact"})  # of `run_update`s, chosen at subscribe
 
 
 def decode_client_message(data: bytes | str) -> dict[str, Any]:
@@ -372,7 +369,7 @@ def parse_subscribe(body: Mapping[str, Any]) -> SubscribeMessage:
     nodes = body.get("nodes")
     if nodes is not None and not (isinstance(nodes, list) and all(isinstance(node, str) for node in nodes)):
         raise StreamError("nodes must be a list of node ids or null", code="bad_message")
-    if (fmt := body.get("format", "full")) not in EVENT_FORMATS:
+    if (fmt := body.get("format", "full")) not in ("full", "compact"):  # `run_update`s: stream_hub.compact
         raise StreamError("format must be 'full' or 'compact'", code="bad_message")
     return SubscribeMessage(since, nodes, fmt)
 
