@@ -16,7 +16,8 @@ fields but `deltas`), `"format": "compact"` and the node table as columns:
 
 A model without topology has `layout: {"series": [ids]}` and one column `values`.
 
-The table of an event is decoded once (`CompactTable.of`, shared through the hub's encoding cache);
+The table of an event is built once (`CompactTable.of_event` from the publisher's dict when the run
+has compact clients, else `CompactTable.of` from its bytes; shared through the hub's encoding cache);
 an encoding depends only on the event, the client's previous update and its `nodes` filter, so
 clients that keep up share one (`EventEncodings.compact`). An event the hub cannot put in this form
 (deltas that are not NodeDeltas) is sent as it is.
@@ -34,13 +35,20 @@ from numpy.typing import NDArray
 
 __all__ = ["CompactTable", "compact_update"]
 
-ObjArray = NDArray[np.object_]
-Section = dict[str, ObjArray]
+Column = NDArray[Any]  # float64 (null as NaN) when every value is a number or null, else objects
+Section = dict[str, Column]
 _NODE_ID, _KIND, _METRICS = itemgetter("nodeId"), itemgetter("kind"), itemgetter("metrics")
+_NUMBERS = frozenset({float, int, type(None)})
 
 
-def _objects(values: Any, n: int) -> ObjArray:
-    out: ObjArray = np.empty(n, dtype=object)
+def _objects(values: Any, n: int) -> Column:
+    """A column: float64 for numbers and nulls (compared and encoded as vectors), else objects."""
+    if _NUMBERS.issuperset(map(type, values)):
+        try:
+            return np.array(values, dtype=np.float64)
+        except OverflowError:  # an integer past the doubles: kept as it is
+            pass
+    out: Column = np.empty(n, dtype=object)
     out[:] = values
     return out
 
@@ -49,24 +57,42 @@ def _section(dicts: list[dict[str, Any]]) -> tuple[Section, dict[str, list[int]]
     """Columns of equal-keyed dicts (C-level itemgetter and zip, no Python code per value); dicts with
     differing keys get `None` where a field is missing and its positions listed (`sparse`)."""
     n = len(dicts)
-    shapes = set(map(tuple, dicts))
-    if len(shapes) == 1:
-        names = next(iter(shapes))
+    names = tuple(dicts[0]) if dicts else ()
+    if len(set(map(len, dicts))) == 1:  # as many keys each: the same keys unless one lacks a name
         if not names:
             return {}, {}
-        rows = list(map(itemgetter(*names), dicts)) if len(names) > 1 else [(d[names[0]],) for d in dicts]
-        return {name: _objects(col, n) for name, col in zip(names, zip(*rows, strict=True), strict=True)}, {}
+        try:
+            rows = list(map(itemgetter(*names), dicts)) if len(names) > 1 else [(d[names[0]],) for d in dicts]
+        except KeyError:
+            rows = None
+        if rows is not None:
+            return {name: _objects(col, n) for name, col in zip(names, zip(*rows, strict=True), strict=True)}, {}
     names = tuple(dict.fromkeys(k for d in dicts for k in d))
     columns = {name: _objects([d.get(name) for d in dicts], n) for name in names}
     sparse = {name: [p for p, d in enumerate(dicts) if name in d] for name in names}
     return columns, {name: where for name, where in sparse.items() if len(where) < n}
 
 
-def _column(values: ObjArray) -> Any:
+def _column(values: Column) -> Any:
     """An array, or its one value when every node has the same (all-null columns are common)."""
-    if values.size > 1 and np.equal(values, values[0]).all():
-        return values[0]
-    return values.tolist()
+    if values.size > 1:
+        if values.dtype == object:
+            if np.equal(values, values[0]).all():
+                return values[0]
+        elif np.isnan(values[0]):
+            if np.isnan(values).all():
+                return None
+        elif (values == values[0]).all():
+            return values[0].item()
+    return values.tolist()  # NaN is encoded as null
+
+
+def _differs(a: Column, b: Column) -> NDArray[np.bool_]:
+    if a.dtype == object or b.dtype == object:
+        differs: NDArray[np.bool_] = np.asarray(np.not_equal(a, b), dtype=bool)
+        return differs
+    numeric: NDArray[np.bool_] = (a != b) & ~(np.isnan(a) & np.isnan(b))
+    return numeric
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +109,13 @@ class CompactTable:
     @classmethod
     def of(cls, data: bytes) -> CompactTable | None:
         """Decode an encoded `run_update`; None when its deltas are not NodeDeltas or one SeriesDelta."""
-        head = orjson.loads(data)
-        deltas = head.pop("deltas", None) or []
+        return cls.of_event(orjson.loads(data))
+
+    @classmethod
+    def of_event(cls, event: dict[str, Any]) -> CompactTable | None:
+        """The table of a `run_update` dict (not changed); None as for `of`."""
+        head = {k: v for k, v in event.items() if k != "deltas"}
+        deltas = event.get("deltas") or []
         try:
             if len(deltas) == 1 and "nodeId" not in deltas[0] and isinstance(deltas[0].get("series"), dict):
                 series = deltas[0]["series"]
@@ -107,8 +138,9 @@ class CompactTable:
         shape = {name: list(section) for name, section in sections.items()}
         return cls(head, layout, orjson.dumps([layout, shape]), sections, n)
 
-    def __len__(self) -> int:  # bytes, roughly, for the cache's budget
-        return len(self.layout_key) + 16 * self.size * sum(len(s) for s in self.sections.values()) + 512
+    def __len__(self) -> int:  # bytes, roughly, for the cache's budget (an object cell: pointer + object)
+        cells = sum((8 if col.dtype != object else 64) * col.size for s in self.sections.values() for col in s.values())
+        return len(self.layout_key) + cells + 512
 
     def keep(self, nodes: frozenset[str]) -> CompactTable:
         """The table of a `nodes` filter: only those nodes, in layout order."""
@@ -132,7 +164,7 @@ class CompactTable:
         for name, section in self.sections.items():
             other = base.sections[name]
             for field, col in section.items():
-                out |= np.not_equal(col, other[field])
+                out |= _differs(col, other[field])
         return out
 
 
@@ -150,4 +182,4 @@ def compact_update(table: CompactTable, base: tuple[int, CompactTable] | None) -
         body["layout"] = table.layout
     for name, section in table.sections.items():
         body[name] = {f: _column(col if pick is None else col[pick]) for f, col in section.items()}
-    return orjson.dumps(body)
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -148,6 +148,12 @@ class EventEncodings:
             self._cache.put(key, text)
         return text
 
+    def prime(self, ev: HubEvent, event: Mapping[str, Any]) -> None:
+        """Build a `run_update`'s compact table from the publisher's dict (no decode of its bytes)."""
+        if ev.type == "run_update":
+            table = CompactTable.of_event(dict(event))
+            self._cache.put((ev.uid, None, "table"), table if table is not None else b"")
+
     def _table(self, ev: HubEvent, nodes: frozenset[str] | None) -> CompactTable | None:
         key = (ev.uid, nodes, "table")
         cached = self._cache.get(key)

@@ -2,7 +2,8 @@
 
 `publish` is synchronous and O(subscribers): it appends to history and to each subscriber's bounded
 queue, never awaits and never encodes (the publisher encoded the event once; per-client encodings
-happen lazily in the client's own task, only for a `nodes` filter or a coalesced `skipped`).
+happen lazily in the client's own task, only for a `nodes` filter, a coalesced `skipped` or a compact
+client; when the run has compact clients, a `run_update`'s columns are taken from the dict here).
 
 Resume rules of `subscribe(run_id, since, nodes)`:
 - `since` names the last event seen, so a replay starts at seq + 1; `None` means seq 1 of the
@@ -167,8 +168,12 @@ class Hub:
                 for sub in tuple(run.subscribers):
                     sub.request_resync()
         self._published += 1
+        compact = False
         for sub in tuple(run.subscribers):
             sub.offer(ev)
+            compact = compact or sub.compact
+        if compact:  # columns from the dict in hand: cheaper than decoding the bytes in a client's task
+            self.encodings.prime(ev, event)
         for listener in self._listeners:
             try:
                 listener(run_id, ev)

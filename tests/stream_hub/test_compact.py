@@ -128,6 +128,12 @@ def test_clients_that_keep_up_share_one_encoding_and_a_lagging_one_gets_its_own_
     assert [x.payload for x in df] == data  # the publisher's bytes for clients that did not ask
     assert all(x.payload is y.payload for x, y in zip(da, db, strict=True))  # encoded once, shared
     assert da[1].text is db[1].text
+    late = Hub()  # no compact client while publishing: the tables come from the bytes, same result
+    for s in (1, 2):
+        ev = update(s, s - 1, {"A": float(s), "B": 1.0})
+        late.publish(RUN, ev, orjson.dumps(ev))
+    replayed = deliveries(late.subscribe(RUN, None, None, compact=True))
+    assert [x.payload for x in replayed] == [x.payload for x in da]
     b.request_resync()  # b fell behind: it gets a snapshot, then a key update again
     publish(hub, update(3, 2, {"A": 3.0, "B": 1.0}))
     (na,), (nb,) = deliveries(a), deliveries(b)
