@@ -38,7 +38,7 @@ const run = {
   meta: new Map(), // node id -> {kind, slaMin}
 };
 let store = new Store(LIVE_WINDOW_BINS);
-const view = { bin: null, selected: null, compareWith: null, diff: null };
+const view = { bin: null, selected: null, compareWith: null, diff: null, drawnDiff: null };
 const dirty = { cards: true, warnings: true, inspector: true, sparks: true, status: true, compare: false };
 // the page's own performance counters (cumulative ms per kind of work; fps from the frame meter)
 const perf = { frames: 0, fps: 0, renders: 0, renderMs: 0, maxRenderMs: 0, lastEventAt: 0, screenLagMs: 0,
@@ -74,7 +74,7 @@ window.__flowtime = {
   get following() { return following(); },
   get selected() { return view.selected; },
   get compareWith() { return view.compareWith; },
-  get compareReady() { return view.diff !== null; },
+  get compareReady() { return view.diff !== null && view.drawnDiff === view.diff; }, // cards show the deltas
   get firstBin() { return store.firstBin(); },
   get nodeColors() {
     const bin = displayBin();
@@ -461,6 +461,7 @@ function renderCards(bin) {
   if (view.diff) {
     const deltas = deltasByNode(view.diff);
     for (const id of graph.cards.keys()) graph.renderDelta(id, deltas.get(id));
+    view.drawnDiff = view.diff;
     return;
   }
   const held = store.holds(bin);

@@ -79,6 +79,8 @@ def seed(client: Any, headers: dict[str, str]) -> None:
 
 # NDJSON ingest bodies are text on the wire (one JSON object per line).
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+schemathesis.serializer.alias("application/x-flowtime-columns+ndjson", "text/plain")
+schemathesis.serializer.alias("application/vnd.apache.arrow.stream", "application/octet-stream")
 # The document comes from an app that is never started; requests go to the started one (`app=`).
 schema = schemathesis.openapi.from_dict(
     make_app(Settings.model_validate({"data_dir": Path("unused-data-dir")})).openapi()

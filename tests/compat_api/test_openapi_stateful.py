@@ -28,6 +28,8 @@ APP: list[Any] = []  # the started app the machine calls (set by the fixture)
 HEADERS: dict[str, str] = {}
 
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+schemathesis.serializer.alias("application/x-flowtime-columns+ndjson", "text/plain")
+schemathesis.serializer.alias("application/vnd.apache.arrow.stream", "application/octet-stream")
 _doc_app = create_app(*(lambda s: (s, build_context(s)))(Settings.model_validate({"data_dir": Path("unused")})))
 # The run operations only: every other one is covered statelessly (test_openapi_schemathesis.py), and
 # here the machine should spend its steps on creates and the operations linked from them.
