@@ -35,3 +35,16 @@ def pct(xs: list[float], p: float) -> float:
         return float("nan")
     s = sorted(xs)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def bin_body(nodes: int, b: int, prefix: str = "Svc_") -> bytes:
+    """Bin `b`'s NDJSON node frames for services `<prefix>0..nodes-1` (arrivals, served, capacity)."""
+    rows = []
+    for i in range(nodes):
+        cap = 100 + (i * 7 + b * 3) % 50
+        arr = 40 + (i * 13 + b * 11) % 90
+        rows.append(
+            b'{"bin":%d,"node":"%s%d","arrivals":%d,"served":%d,"capacity":%d}'
+            % (b, prefix.encode(), i, arr, min(arr, cap), cap)
+        )
+    return b"\n".join(rows)

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_util import free_port, pct, proc_cpu
+from bench_util import bin_body, free_port, pct, proc_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_RE = re.compile(rb'"type":"(\w+)".*?"seq":(\d+)(?:,"binIndex":(\d+))?')
@@ -63,17 +63,6 @@ def model_text(nodes: int, bins: int) -> str:
     lines.append("  edges:")
     lines += [f"    - {{from: Svc_{i}, to: Svc_{i + 1}}}" for i in range(nodes - 1)]
     return "\n".join(lines) + "\n"
-
-
-def bin_body(nodes: int, b: int) -> bytes:
-    out = []
-    for i in range(nodes):
-        cap = 100 + (i * 7 + b * 3) % 50
-        arr = 40 + (i * 13 + b * 11) % 90
-        out.append(
-            b'{"bin":%d,"node":"Svc_%d","arrivals":%d,"served":%d,"capacity":%d}' % (b, i, arr, min(arr, cap), cap)
-        )
-    return b"\n".join(out)
 
 
 # -- client process --------------------------------------------------------------------------------

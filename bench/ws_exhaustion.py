@@ -45,7 +45,7 @@ from typing import Any
 
 import httpx
 import orjson
-from bench_util import free_port, pct, proc_cpu, rss_mib
+from bench_util import bin_body, free_port, pct, proc_cpu, rss_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 START = "2025-10-07T00:00:00Z"
@@ -58,17 +58,6 @@ def model_text(nodes: int) -> str:
     sem = "{arrivals: telemetry, served: telemetry, capacity: telemetry}"
     lines += [f"    - {{id: S{i}, kind: service, semantics: {sem}}}" for i in range(nodes)]
     return "\n".join(lines) + "\n"
-
-
-def bin_body(nodes: int, b: int) -> bytes:
-    rows = []
-    for i in range(nodes):
-        cap = 100 + (i * 7 + b * 3) % 50
-        arr = 40 + (i * 13 + b * 11) % 90
-        rows.append(
-            b'{"bin":%d,"node":"S%d","arrivals":%d,"served":%d,"capacity":%d}' % (b, i, arr, min(arr, cap), cap)
-        )
-    return b"\n".join(rows)
 
 
 def start_server(tree: Path, data: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
@@ -190,7 +179,7 @@ async def post_bins(
     posted: dict[int, tuple[float, float]] = {}
     t0 = time.monotonic()
     for k, b in enumerate(bins):
-        body = bin_body(nodes, b)
+        body = bin_body(nodes, b, prefix="S")
         if rate > 0:
             await asyncio.sleep(max(0.0, t0 + k / rate - time.monotonic()))  # pacing
         start = time.monotonic()

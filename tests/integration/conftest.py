@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import chromium_binary
 
 from tests.loopback import free_port, start_uvicorn, wait_for_port
 
@@ -64,3 +65,12 @@ def tansu_broker(tmp_path: Path) -> Iterator[TansuBroker]:
 def uvicorn_server() -> Any:
     """The `start_uvicorn` context manager, as a fixture (test modules cannot import conftest)."""
     return start_uvicorn
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's headless Chromium for the dashboard tests (skipped with the reason when missing)."""
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("no chromium binary (/usr/bin/chromium): `.ci/run` installs Debian's `chromium` with apt-get")
+    return binary

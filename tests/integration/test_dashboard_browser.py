@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browser_support import ROOT, apoll, browser_page, chromium_binary, demo_run_id, free_port, running
+from browser_support import ROOT, apoll, browser_page, demo_run_id, free_port, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,14 +59,6 @@ RECORDER = """
 
 
 # -- the test ---------------------------------------------------------------------------------------
-@pytest.fixture
-def chromium() -> str:
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("no chromium binary (/usr/bin/chromium): `.ci/run` installs Debian's `chromium` with apt-get")
-    return binary
-
-
 def test_dashboard_in_headless_chromium(chromium: str, tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"

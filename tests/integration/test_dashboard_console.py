@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browser_support import Page, chromium_binary, dashboard
+from browser_support import Page, dashboard
 from server_proc import ServerProcess
 
 from compat_api.templates.catalog import install_template_bundle, instantiate
@@ -41,14 +41,6 @@ CARDS_JS = """Object.fromEntries([...document.querySelectorAll('svg#graph g.node
   color: g.dataset.color, bin: g.dataset.bin, warnings: Number(g.dataset.warnings),
   values: Object.fromEntries([...g.querySelectorAll('[data-metric]')].map((t) =>
     [t.dataset.metric, {raw: t.dataset.value, text: t.textContent, tone: t.dataset.tone ?? null}]))}]))"""
-
-
-@pytest.fixture
-def chromium() -> str:
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("no chromium binary (/usr/bin/chromium): `.ci/run` installs Debian's `chromium` with apt-get")
-    return binary
 
 
 @pytest.fixture

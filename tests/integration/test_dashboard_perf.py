@@ -25,21 +25,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from browser_support import ROOT, chromium_binary, dashboard
+from browser_support import ROOT, dashboard
 from live_server_models import GroupModel
 from server_proc import ServerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 GROUPS, RATE, BINS = 500, 8.0, 160  # 1,000 nodes, 8 bins/s, 20 s
 LAG_BINS, MIN_FPS = 4, 10
-
-
-@pytest.fixture
-def chromium() -> str:
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("no chromium binary (/usr/bin/chromium): `.ci/run` installs Debian's `chromium` with apt-get")
-    return binary
 
 
 @pytest.fixture
