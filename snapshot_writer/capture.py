@@ -5,6 +5,13 @@ topology node × Gold metric the run holds, and `manifest.json` (schemaVersion 2
 files[{nodeId, metric, path, hash, points, classId}], warnings, provenance{runId, scenarioHash,
 capturedAtUtc}). Nothing depends on the clock or on chance, so the same run gives the same bytes.
 
+Classes (SPEC §14 "bundles keep classId"), as upstream FlowTime's capture writes them: a node metric
+whose series carries classes gets, after its DEFAULT file (the total), one file per class
+`<nodeId>_<metric>_<classId>.csv` with that classId in every row and in its files[] entry; the class
+files of a bin sum to the DEFAULT file. Such a manifest also carries upstream's `supportsClassMetrics:
+true`, `classes` and `classCoverage` (`full` when every class of the run is captured); a class-less
+bundle is unchanged. A gap entry applies to the node metric's class files too.
+
 Decisions where the spec is silent:
 - `capturedAtUtc` is the run's createdUtc (§12.10); provenance also carries modelHash.
 - Gap injection (`gaps: [{nodeId, metric?, bins: [..] | {from, to}, fill: zero|nan}]`, `to`
@@ -32,16 +39,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 import yaml
 
-from engine_live.errors import CaptureError, ConflictError, NotFoundError
+from engine_live.errors import CaptureError, ConflictError
 from engine_live.model.bundle_format import METRICS, warning
 from engine_live.model.grid import Grid
-from engine_live.plan.run_result import model_series_id
-from snapshot_writer.artifact_reader import is_complete, read_run_json, read_run_series
 from snapshot_writer.atomic_files import fsync_dir, json_bytes, write_file
 from snapshot_writer.number_format import CSV_HEADER, iter_csv_bodies
+from snapshot_writer.run_view import RunView, read_run_view
 
 BUNDLE_SCHEMA_VERSION = 2
 BUNDLE_HEADER = b"bin_index,classId,value\n"
@@ -49,60 +54,6 @@ CLASS_ID = "DEFAULT"
 FILLS = ("zero", "nan")
 _IO_THREADS = 8
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-FloatArray = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class RunView:
-    """What capture and export need of a finished run folder (no model compile)."""
-
-    run_dir: Path
-    run_json: dict[str, Any]
-    manifest_bytes: bytes
-    grid: Grid
-    topology: tuple[dict[str, Any], ...]  # topology.json nodes: {id, kind, semantics{field: series}}
-    series: dict[str, FloatArray]  # model series id → values
-    units: dict[str, str]  # model series id → unit
-
-    @property
-    def bins(self) -> int:
-        """The run's number of bins."""
-        return self.grid.bins or 0
-
-    def bindings(self, metrics: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
-        """(nodeId, field, series id) of every topology field whose series the run holds, in
-        topology order; fields in `metrics` order when given (only those), else as written."""
-        out = []
-        for node in self.topology:
-            fields: dict[str, Any] = node.get("semantics") or {}
-            for name in metrics if metrics is not None else list(fields):
-                sid = fields.get(name)
-                if isinstance(sid, str) and sid in self.series:
-                    out.append((str(node["id"]), name, sid))
-        return out
-
-
-def read_run_view(run_dir: Path) -> RunView:
-    """Read a complete run folder; NotFoundError when it has no complete artifact set."""
-    run_dir = Path(run_dir)
-    if not is_complete(run_dir):
-        raise NotFoundError(f"run folder {run_dir.name!r} has no complete artifact set", runId=run_dir.name)
-    manifest_bytes = (run_dir / "manifest.json").read_bytes()
-    run_json = read_run_json(run_dir)
-    g = run_json.get("grid") or {}
-    n = int(g.get("bins") or 0)
-    grid = Grid(n, int(g.get("binSize", 1)), str(g.get("binUnit", "minutes")), g.get("start"))
-    series = {model_series_id(k): v for k, v in read_run_series(run_dir).items()}
-    for sid, values in series.items():
-        if values.size != n:
-            fixed = np.zeros(n)
-            fixed[: min(n, values.size)] = values[:n]
-            series[sid] = fixed
-    units = {model_series_id(str(s["id"])): str(s.get("unit") or "") for s in run_json.get("series") or ()}
-    topo_path = run_dir / "topology.json"
-    topo = orjson.loads(topo_path.read_bytes()) if topo_path.is_file() else {}
-    nodes = tuple(n for n in (topo.get("nodes") or ()) if isinstance(n, dict) and "id" in n)
-    return RunView(run_dir, run_json, manifest_bytes, grid, nodes, series, units)
 
 
 @dataclass(frozen=True)
@@ -186,11 +137,32 @@ class CaptureResult:
         }
 
 
-def _file_names(bindings: Sequence[tuple[str, str, str]]) -> list[str]:
+@dataclass(frozen=True)
+class _File:
+    """One bundle file: a bound (node, metric)'s total (classId DEFAULT) or one of its classes."""
+
+    node: str
+    metric: str
+    series: str  # model series id: the total, or the class row `<id>@<classId>`
+    class_id: str
+    binding: int  # index of its (node, metric) binding, whose gap state it shares
+
+
+def _files_of(view: RunView, bindings: Sequence[tuple[str, str, str]]) -> list[_File]:
+    """Each binding's DEFAULT file, followed by one file per class of a class-bearing series."""
+    out = []
+    for k, (node, metric, sid) in enumerate(bindings):
+        out.append(_File(node, metric, sid, CLASS_ID, k))
+        out += [_File(node, metric, f"{sid}@{c}", c, k) for c in view.classes.get(sid, ())]
+    return out
+
+
+def _file_names(files: Sequence[_File]) -> list[str]:
     names: list[str] = []
     taken: set[str] = set()
-    for node, metric, _ in bindings:
-        stem = _UNSAFE.sub("_", f"{node}_{metric}")
+    for one in files:
+        suffix = "" if one.class_id == CLASS_ID else f"_{one.class_id}"
+        stem = _UNSAFE.sub("_", f"{one.node}_{one.metric}{suffix}")
         stem = "_" + stem[1:] if stem.startswith(".") else stem
         name, k = f"{stem}.csv", 1
         while name.lower() in taken:  # case-insensitive file systems too
@@ -200,14 +172,14 @@ def _file_names(bindings: Sequence[tuple[str, str, str]]) -> list[str]:
     return names
 
 
-def _bundle_csv(body: bytes, keep: npt.NDArray[np.bool_] | None) -> bytes:
+def _bundle_csv(body: bytes, keep: npt.NDArray[np.bool_] | None, class_id: str = CLASS_ID) -> bytes:
     """`bin_index,value` CSV bytes → `bin_index,classId,value`, leaving out rows where not `keep`."""
     rows = body[len(CSV_HEADER) :]
     if keep is not None and not keep.all():
         ends = np.flatnonzero(np.frombuffer(rows, np.uint8) == 10) + 1
         lengths = np.diff(np.concatenate(([0], ends)))
         rows = np.frombuffer(rows, np.uint8)[np.repeat(keep, lengths)].tobytes()
-    return BUNDLE_HEADER + rows.replace(b",", b",DEFAULT,")
+    return BUNDLE_HEADER + rows.replace(b",", b"," + class_id.encode() + b",")
 
 
 def _gap_warnings(grid: Grid, node: str, metric: str, state: npt.NDArray[np.int8]) -> list[dict[str, Any]]:
@@ -228,10 +200,8 @@ def _gap_warnings(grid: Grid, node: str, metric: str, state: npt.NDArray[np.int8
     return out
 
 
-def build_bundle(view: RunView, gaps: Sequence[Gap] = ()) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
-    """The manifest and the (file name, bytes) of the bundle of a run, in manifest order."""
-    bindings = view.bindings(METRICS)
-    n, grid = view.bins, view.grid
+def _gap_states(bindings: Sequence[tuple[str, str, str]], gaps: Sequence[Gap], n: int) -> list[npt.NDArray[np.int8]]:
+    """Per binding and bin: 0 kept, 1 zero gap (row left out), 2 NaN fill; later gaps win."""
     states = [np.zeros(n, np.int8) for _ in bindings]
     for i, gap in enumerate(gaps):
         hits = [
@@ -244,29 +214,49 @@ def build_bundle(view: RunView, gaps: Sequence[Gap] = ()) -> tuple[dict[str, Any
             raise CaptureError(f"gaps[{i}]: the run has no captured series for {what}", code="invalid_gaps")
         for k in hits:
             states[k][gap.bins] = 1 if gap.fill == "zero" else 2
+    return states
+
+
+def _class_keys(view: RunView, files: Sequence[_File]) -> dict[str, Any]:
+    """Upstream's class keys of a bundle with class files (none for a class-less bundle)."""
+    captured = list(dict.fromkeys(one.class_id for one in files if one.class_id != CLASS_ID))
+    if not captured:
+        return {}
+    coverage = "full" if set(captured) == set(view.class_ids) else "partial"
+    return {"supportsClassMetrics": True, "classes": captured, "classCoverage": coverage}
+
+
+def build_bundle(view: RunView, gaps: Sequence[Gap] = ()) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """The manifest and the (file name, bytes) of the bundle of a run, in manifest order."""
+    bindings = view.bindings(METRICS)
+    n, grid = view.bins, view.grid
+    states = _gap_states(bindings, gaps, n)
+    files = _files_of(view, bindings)
     arrays = []
-    for (_, _, sid), state in zip(bindings, states, strict=True):
-        values = view.series[sid]
+    for one in files:
+        values, state = view.series[one.series], states[one.binding]
         arrays.append(np.where(state == 2, np.nan, values) if (state == 2).any() else values)
-    files: list[tuple[str, bytes]] = []
-    entries, warnings = [], []
-    for (node, metric, _), name, body, state in zip(
-        bindings, _file_names(bindings), iter_csv_bodies(arrays), states, strict=True
-    ):
-        keep = state != 1
-        data = _bundle_csv(body.tobytes(), keep)
-        files.append((name, data))
+    out: list[tuple[str, bytes]] = []
+    entries = []
+    for one, name, body in zip(files, _file_names(files), iter_csv_bodies(arrays), strict=True):
+        keep = states[one.binding] != 1
+        data = _bundle_csv(body.tobytes(), keep, one.class_id)
+        out.append((name, data))
         entries.append(
             {
-                "nodeId": node,
-                "metric": metric,
+                "nodeId": one.node,
+                "metric": one.metric,
                 "path": name,
-                "classId": CLASS_ID,
+                "classId": one.class_id,
                 "points": int(keep.sum()),
                 "hash": "sha256:" + hashlib.sha256(data).hexdigest(),
             }
         )
-        warnings += _gap_warnings(grid, node, metric, state)
+    warnings = [
+        w
+        for (node, metric, _), state in zip(bindings, states, strict=True)
+        for w in _gap_warnings(grid, node, metric, state)
+    ]
     wire = {**grid.to_wire(), "binMinutes": grid.bin_minutes}
     manifest = {
         "schemaVersion": BUNDLE_SCHEMA_VERSION,
@@ -280,8 +270,9 @@ def build_bundle(view: RunView, gaps: Sequence[Gap] = ()) -> tuple[dict[str, Any
             "modelHash": view.run_json.get("modelHash"),
             "capturedAtUtc": view.run_json.get("createdUtc"),
         },
+        **_class_keys(view, files),
     }
-    return manifest, files
+    return manifest, out
 
 
 def capture_run(

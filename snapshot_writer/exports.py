@@ -8,11 +8,15 @@ id, `metric` = "value"); bins in order within each.
 
 Columns (all formats): `time_utc` (bin start; timestamp[ms, UTC] in Parquet, `YYYY-MM-DDTHH:MM:SSZ`
 text elsewhere; null when the grid has no start), `bin_index`, `node`, `metric`, `series_id`
-(artifact id), `value` (float64). CSV numbers use the shortest round-trip form of §12.10 (`NaN`,
-`Infinity`); NDJSON writes non-finite values as null. Columns are built with numpy repeat/tile and
-Arrow kernels in chunks of about `CHUNK_ROWS` rows, so no Python work runs per value and memory stays
-bounded. Same run, same bytes (no clock). An export is current while catalog.json names the run's
-manifest hash and every file has its recorded size; `ensure_export` rewrites it otherwise.
+(artifact id), `value` (float64), and for a run with classes (SPEC §14) one more column per class,
+`value@<classId>` (float64): the value of that class of the row's series (artifact
+`<id>@<ID>@<classId>`), null (empty in CSV) on a series without classes. A class-less run has no
+such column, so its files are what they were before classes. CSV numbers use the shortest
+round-trip form of §12.10 (`NaN`, `Infinity`); NDJSON writes non-finite values as null. Columns
+are built with numpy repeat/tile and Arrow kernels in chunks of about `CHUNK_ROWS` rows, so no
+Python work runs per value and memory stays bounded. Same run, same bytes (no clock). An export
+is current while catalog.json names the run's manifest hash and every file has its recorded size;
+`ensure_export` rewrites it otherwise.
 """
 
 from __future__ import annotations
@@ -34,8 +38,18 @@ import pyarrow.parquet as pq
 
 from engine_live.errors import NotFoundError
 from snapshot_writer.atomic_files import atomic_path, write_json_atomic
-from snapshot_writer.capture import RunView, read_run_view
+from snapshot_writer.export_layout import (
+    SCHEMA,
+    Entry,
+    artifact_id,
+    class_column,
+    columns_of,
+    entries_of,
+    schema_of,
+    unit_of,
+)
 from snapshot_writer.number_format import CSV_HEADER, series_csv_bytes
+from snapshot_writer.run_view import RunView, read_run_view
 
 EXPORT_DIR = "export"
 CATALOG = "catalog.json"
@@ -43,43 +57,8 @@ FORMATS = ("csv", "ndjson", "parquet")
 FILE_NAMES = {"csv": "export.csv", "ndjson": "export.ndjson", "parquet": "export.parquet"}
 MEDIA_TYPES = {"csv": "text/csv", "ndjson": "application/x-ndjson", "parquet": "application/vnd.apache.parquet"}
 CHUNK_ROWS = 1 << 20
-_COLUMN_DOCS = (
-    ("time_utc", pa.timestamp("ms", tz="UTC"), "UTC", "start of the bin (left-aligned); null without a grid start"),
-    ("bin_index", pa.int64(), None, "0-based bin of the grid"),
-    ("node", pa.string(), None, "topology node id, or the model node id of a series outside the topology"),
-    ("metric", pa.string(), None, "semantic field of the topology node (arrivals, served, ...), or 'value'"),
-    ("series_id", pa.string(), None, "artifact series id <node>@<NODE>@DEFAULT"),
-    ("value", pa.float64(), "see units", "value in the bin; CSV writes NaN/Infinity/-Infinity, NDJSON null"),
-)
-SCHEMA = pa.schema([(name, kind) for name, kind, _, _ in _COLUMN_DOCS])
-COLUMNS = [
-    {"name": n, "type": {"double": "float64"}.get(str(k), str(k)), "unit": u, "description": d}
-    for n, k, u, d in _COLUMN_DOCS
-]
 _LOCKS = tuple(threading.Lock() for _ in range(64))
 FloatArray = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One exported series: the node and metric it is bound to (a series outside the topology: itself, "value")."""
-
-    node: str
-    metric: str
-    series: str  # model series id
-
-
-def entries_of(view: RunView) -> list[Entry]:
-    """The export's entries: bound series in topology order, then the series outside the topology."""
-    out = [Entry(node, field, sid) for node, field, sid in view.bindings()]
-    bound = {entry.series for entry in out}
-    out += [Entry(sid, "value", sid) for sid in view.series if sid not in bound]
-    return out
-
-
-def artifact_id(sid: str) -> str:
-    """The export's series id: `<sid>@<SID>@DEFAULT`."""
-    return f"{sid}@{sid.upper()}@DEFAULT"
 
 
 def _bin_times(view: RunView) -> npt.NDArray[np.datetime64] | None:
@@ -124,6 +103,7 @@ class Chunk:
     bins: npt.NDArray[np.int64]
     values: FloatArray
     times: npt.NDArray[np.datetime64] | None
+    classes: tuple[tuple[FloatArray, npt.NDArray[np.bool_]], ...] = ()  # per class: values, has a class value
 
 
 def iter_chunks(view: RunView, entries: Sequence[Entry], rows: int | None = None) -> Iterator[Chunk]:
@@ -131,14 +111,21 @@ def iter_chunks(view: RunView, entries: Sequence[Entry], rows: int | None = None
     n = view.bins
     times = _bin_times(view)
     per = max(1, (rows or CHUNK_ROWS) // max(n, 1))
+    absent = np.full(n, np.nan)
     for lo in range(0, len(entries), per):
         group = entries[lo : lo + per]
         values = np.concatenate([view.series[entry.series] for entry in group]) + 0.0 if n else np.zeros(0)
+        classes = []
+        for c in view.class_ids:
+            has = np.array([c in view.classes.get(entry.series, ()) for entry in group], dtype=np.bool_)
+            parts = [view.series[f"{e.series}@{c}"] if h else absent for e, h in zip(group, has, strict=True)]
+            classes.append((np.concatenate(parts) + 0.0 if n else np.zeros(0), np.repeat(has, n)))
         yield Chunk(
             np.repeat(np.arange(lo, lo + len(group), dtype=np.int64), n),
             np.tile(np.arange(n, dtype=np.int64), len(group)),
             values,
             None if times is None else np.tile(times, len(group)),
+            tuple(classes),
         )
 
 
@@ -150,6 +137,7 @@ class Prefixes:
     csv_entry: pa.Array  # "<node>,<metric>,<series_id>,"
     json_bin: pa.Array  # '{"time_utc":"<time>","bin_index":<bin>,'
     json_entry: pa.Array  # '"node":"..","metric":"..","series_id":"..","value":'
+    json_classes: tuple[str, ...] = ()  # ',"value@<classId>":' per class
 
     @staticmethod
     def of(view: RunView, entries: Sequence[Entry]) -> Prefixes:
@@ -177,21 +165,30 @@ class Prefixes:
             + ',"value":'
             for entry in entries
         ]
-        return Prefixes(csv_bin, pa.array(csv_entry, pa.string()), json_bin, pa.array(json_entry, pa.string()))
+        json_classes = tuple("," + orjson.dumps(class_column(c)).decode() + ":" for c in view.class_ids)
+        return Prefixes(
+            csv_bin, pa.array(csv_entry, pa.string()), json_bin, pa.array(json_entry, pa.string()), json_classes
+        )
 
 
 def text_chunks(prefixes: Prefixes, chunk: Chunk) -> tuple[memoryview, memoryview]:
     """The CSV rows and the NDJSON lines of a chunk."""
     tokens = value_tokens(chunk.values)
     bins, codes = pa.array(chunk.bins), pa.array(chunk.codes)
-    csv = _joined([prefixes.csv_bin.take(bins), prefixes.csv_entry.take(codes), tokens, pa.scalar("\n")])
     value = pc.if_else(pa.array(np.isfinite(chunk.values)), tokens, pa.scalar("null"))
-    ndjson = _joined([prefixes.json_bin.take(bins), prefixes.json_entry.take(codes), value, pa.scalar("}\n")])
+    csv_parts = [prefixes.csv_bin.take(bins), prefixes.csv_entry.take(codes), tokens]
+    json_parts = [prefixes.json_bin.take(bins), prefixes.json_entry.take(codes), value]
+    for key, (values, has) in zip(prefixes.json_classes, chunk.classes, strict=True):
+        text = value_tokens(values)
+        csv_parts += [pa.scalar(","), pc.if_else(pa.array(has), text, pa.scalar(""))]
+        json_parts += [pa.scalar(key), pc.if_else(pa.array(has & np.isfinite(values)), text, pa.scalar("null"))]
+    csv = _joined([*csv_parts, pa.scalar("\n")])
+    ndjson = _joined([*json_parts, pa.scalar("}\n")])
     return csv, ndjson
 
 
-def arrow_chunk(entries: Sequence[Entry], chunk: Chunk) -> pa.Table:
-    """A chunk as an Arrow table of the parquet export's schema."""
+def arrow_chunk(entries: Sequence[Entry], chunk: Chunk, schema: pa.Schema = SCHEMA) -> pa.Table:
+    """A chunk as an Arrow table of the parquet export's schema (`schema_of` the run's classes)."""
     codes = pa.array(chunk.codes)
     node, metric, sid = (
         pa.array([key(entry) for entry in entries], pa.string()).take(codes)
@@ -203,7 +200,9 @@ def arrow_chunk(entries: Sequence[Entry], chunk: Chunk) -> pa.Table:
         if chunk.times is None
         else pa.array(chunk.times.astype("datetime64[ms]")).cast(kind)
     )
-    return pa.Table.from_arrays([time, pa.array(chunk.bins), node, metric, sid, pa.array(chunk.values)], schema=SCHEMA)
+    classes = [pa.array(values, mask=~has) for values, has in chunk.classes]
+    columns = [time, pa.array(chunk.bins), node, metric, sid, pa.array(chunk.values), *classes]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class _Sink:
@@ -231,6 +230,7 @@ class _Sink:
 def _write_files(view: RunView, entries: Sequence[Entry], folder: Path, fsync: bool) -> dict[str, dict[str, Any]]:
     """One pass over the table writing the three files (each to a temporary name, renamed at the end)."""
     prefixes = Prefixes.of(view, entries)
+    schema = schema_of(view.class_ids)
     paths = [folder / FILE_NAMES[fmt] for fmt in FORMATS]
     with (
         atomic_path(paths[0], fsync=fsync) as csv_tmp,
@@ -240,15 +240,15 @@ def _write_files(view: RunView, entries: Sequence[Entry], folder: Path, fsync: b
         with (
             csv_tmp.open("xb") as csv_file,
             ndjson_tmp.open("xb") as ndjson_file,
-            pq.ParquetWriter(parquet_tmp, SCHEMA, compression="zstd") as parquet,
+            pq.ParquetWriter(parquet_tmp, schema, compression="zstd") as parquet,
         ):
             csv, ndjson = _Sink(csv_file), _Sink(ndjson_file)
-            csv.add(b",".join(name.encode() for name in SCHEMA.names) + b"\n")
+            csv.add(b",".join(name.encode() for name in schema.names) + b"\n")
             for chunk in iter_chunks(view, entries):
                 rows, lines = text_chunks(prefixes, chunk)
                 csv.add(rows)
                 ndjson.add(lines)
-                parquet.write_table(arrow_chunk(entries, chunk))
+                parquet.write_table(arrow_chunk(entries, chunk, schema))
         table = _Sink()
         with parquet_tmp.open("rb") as parquet_file:
             while block := parquet_file.read(1 << 20):
@@ -274,16 +274,9 @@ def write_exports(run_dir: Path, *, fsync: bool = True) -> dict[str, Any]:
         "runId": run.get("runId", Path(run_dir).name),
         "rows": len(entries) * view.bins,
         "rowOrder": "node/metric entries in topology order, then series outside the topology; bins ascending",
-        "columns": COLUMNS,
-        "units": [
-            {
-                "node": entry.node,
-                "metric": entry.metric,
-                "seriesId": artifact_id(entry.series),
-                "unit": view.units.get(entry.series) or "entities/bin",
-            }
-            for entry in entries
-        ],
+        "columns": columns_of(view.class_ids),
+        **({"classes": list(view.class_ids)} if view.class_ids else {}),
+        "units": [unit_of(view, entry) for entry in entries],
         "grid": grid,
         "binMinutes": view.grid.bin_minutes,
         "provenance": {

@@ -7,8 +7,10 @@
 // or a completed live run): its bins are loaded with `state_window` (as many as a budget of cells
 // allows; others on demand with `state?binIndex=`). The graph shows one bin: the newest while
 // following live, else the bin chosen on the time scrubber (time travel). Rendering happens at most
-// once per animation frame, and only what changed is written to the DOM.
+// once per animation frame, and only what changed is written to the DOM. The class selector (SPEC §14,
+// classes.js) shows one class's values (`byClass`) instead of the totals; `?class=` keeps it in the URL.
 
+import { cardClassView, classList, classNoteText, fillClassSelect } from "./classes.js";
 import { deltasByNode, fetchCompare, renderCompareTable } from "./compare.js";
 import { CARD_FIELDS, FIELDS, LEGEND, binTime } from "./format.js";
 import { Graph } from "./graph.js";
@@ -36,9 +38,10 @@ const run = {
   grid: { start: null, binMinutes: null, bins: null }, open: false,
   warnings: new Map(), // key -> warning
   meta: new Map(), // node id -> {kind, slaMin}
+  classes: [], // the run's declared classes (`/graph`)
 };
 let store = new Store(LIVE_WINDOW_BINS);
-const view = { bin: null, selected: null, compareWith: null, diff: null, drawnDiff: null };
+const view = { bin: null, selected: null, compareWith: null, diff: null, drawnDiff: null, cls: null };
 const dirty = { cards: true, warnings: true, inspector: true, sparks: true, status: true, compare: false };
 // the page's own performance counters (cumulative ms per kind of work; fps from the frame meter)
 const perf = { frames: 0, fps: 0, renders: 0, renderMs: 0, maxRenderMs: 0, lastEventAt: 0, screenLagMs: 0,
@@ -49,6 +52,9 @@ let sparkCursor = 0;
 let lastInspector = 0;
 let lastWarnings = -Infinity;
 let fetching = new Set();
+let classKey = null; // the class selector's options and choice as last written
+const cardView = { tag: "", label: "", share: null, scopes: {} }; // one card's class view (reused)
+const CLASSED = { tag: "class" }, CLASSLESS = { tag: "none" }; // a card drawn as its colour only
 
 const graph = new Graph($("graph"), (id) => select(id));
 graph.hover = (id) => hoverTitle(id);
@@ -74,6 +80,8 @@ window.__flowtime = {
   get following() { return following(); },
   get selected() { return view.selected; },
   get compareWith() { return view.compareWith; },
+  get classId() { return view.cls; },
+  get classes() { return classList(run.classes, store.classIds); },
   get compareReady() { return view.diff !== null && view.drawnDiff === view.diff; }, // cards show the deltas
   get firstBin() { return store.firstBin(); },
   get nodeColors() {
@@ -82,16 +90,17 @@ window.__flowtime = {
   },
   get warnings() { return [...run.warnings.values()]; },
   get perf() { return { ...perf, messageMs: stream?.messageMs ?? 0 }; },
-  /** The values the page holds for a node at a bin (defaults to the bin on display). */
-  values(id, bin = displayBin()) {
+  /** The values the page holds for a node at a bin (defaults to the bin on display), a class's when given. */
+  values(id, bin = displayBin(), cls = null) {
     const i = store.index.get(id);
-    return i === undefined || !store.holds(bin) ? null : store.snapshot(i, bin);
+    return i === undefined || !store.holds(bin) ? null : store.snapshot(i, bin, cls);
   },
   travel: (bin) => travel(bin),
   follow: () => follow(),
   select: (id) => select(id),
   focus: (id) => graph.focus(id),
   compare: (id) => compareWith(id),
+  showClass: (id) => showClass(id),
 };
 
 // ---- REST ---------------------------------------------------------------------------------------
@@ -149,6 +158,7 @@ async function loadRuns() {
   if (!chosen) { showError("no runs yet: start one (flowtime demo)"); return; }
   $("run-select").value = chosen;
   const wantedCompare = new URLSearchParams(location.search).get("compare");
+  view.cls = new URLSearchParams(location.search).get("class") || null;
   await selectRun(chosen);
   if (wantedCompare) await compareWith(wantedCompare);
 }
@@ -161,6 +171,7 @@ function resetRun(id) {
   run.grid = { start: null, binMinutes: null, bins: null };
   run.warnings.clear();
   run.meta.clear();
+  run.classes = [];
   Object.assign(view, { bin: null, selected: null, compareWith: null, diff: null });
   $("compare-select").value = "";
   $("compare-panel").hidden = true;
@@ -191,6 +202,7 @@ function gridOf(body) {
 
 function drawNodes(graphBody, stateNodes) {
   const nodes = graph.draw(graphBody, stateNodes);
+  if (Array.isArray(graphBody?.classes)) run.classes = graphBody.classes.filter((c) => typeof c === "string");
   for (const n of nodes) {
     run.meta.set(n.id, { kind: n.kind ?? "", slaMin: n.semantics?.slaMin ?? null });
     store.node(n.id, n.kind);
@@ -373,6 +385,14 @@ async function ensureBin(bin) {
   if (body && id === run.id) { store.applyBinState(body); markAll(); scheduleRender(); }
 }
 
+/** Show one class's values (null or "": all classes, the totals). */
+function showClass(cls) {
+  view.cls = cls || null;
+  setUrl("class", view.cls ?? "");
+  markAll();
+  scheduleRender();
+}
+
 function select(id) {
   view.selected = id || null;
   graph.select(view.selected);
@@ -468,17 +488,20 @@ function renderCards(bin) {
   if (!held && bin >= 0) ensureBin(bin);
   const values = {};
   const small = graph.cards.size <= ALWAYS_WRITE_CARDS;
+  const cls = view.cls; // a class: its values where a field carries classes (store.value), else the node's
   for (const id of graph.cards.keys()) {
     const i = store.index.get(id);
     let color = "gray", reason = null;
     if (held && i !== undefined) ({ color, reason } = store.colorOf(i, bin));
     if (!small && !graph.readable(id)) { // off screen or too small to read: its colour only
-      graph.renderNode(id, null, color, reason, 0, bin);
+      const tag = cls === null ? null : i !== undefined && store.hasClasses(i) ? CLASSED : CLASSLESS;
+      graph.renderNode(id, null, color, reason, 0, bin, tag);
       continue;
     }
-    for (const k of CARD_KEYS) values[k] = held && i !== undefined ? store.value(k, i, bin) : null;
+    for (const k of CARD_KEYS) values[k] = held && i !== undefined ? store.value(k, i, bin, cls) : null;
+    const cv = cls === null ? null : cardClassView(cardView, store, i, bin, cls, CARD_KEYS);
     // data-bin names the bin whose values the card shows: none while they are being fetched
-    graph.renderNode(id, values, color, reason, byNode.get(id)?.length ?? 0, held ? bin : -1);
+    graph.renderNode(id, values, color, reason, byNode.get(id)?.length ?? 0, held ? bin : -1, cv);
   }
 }
 
@@ -486,7 +509,11 @@ function hoverTitle(id) {
   const i = store.index.get(id);
   const bin = displayBin();
   const snap = i === undefined || !store.holds(bin) ? { derived: { color: "gray" } } : store.snapshot(i, bin);
-  graph.title(id, snap.derived.color, snap.derived.colorReason, snap.derived, warningsByNode().get(id) ?? []);
+  const cls = view.cls;
+  const classLine = cls === null ? ""
+    : i !== undefined && store.hasClasses(i) ? `class ${cls}: bold values are ${cls}'s; italic ones and the colour the node's`
+      : `no classes: the node's totals (class ${cls} selected)`;
+  graph.title(id, snap.derived.color, snap.derived.colorReason, snap.derived, warningsByNode().get(id) ?? [], classLine);
 }
 
 function renderSparks(bin, t0) {
@@ -499,7 +526,7 @@ function renderSparks(bin, t0) {
     sparkCursor += 1;
     done += 1;
     if (n > ALWAYS_WRITE_CARDS && !graph.readable(ids[i])) continue;
-    const s = store.series("served", i);
+    const s = store.series("served", i, view.cls);
     graph.spark(ids[i], s.bins, s.values, bin);
     if (sparkCursor % n === 0) break; // a full round: the rest when data changes again
   }
@@ -511,7 +538,8 @@ function renderInspector(bin) {
   const id = view.selected;
   const i = store.index.get(id);
   if (i === undefined) { inspector.clear(); return; }
-  const snapshot = store.holds(bin) ? store.snapshot(i, bin) : { metrics: {}, derived: { color: "gray" } };
+  const cls = view.cls;
+  const snapshot = store.holds(bin) ? store.snapshot(i, bin, cls) : { metrics: {}, derived: { color: "gray" } };
   const fields = store.fieldNames().filter((f) => f in FIELDS || store.groups.get(f) === "metrics").sort(fieldOrder);
   inspector.render({
     id, bin, snapshot, fields,
@@ -519,7 +547,8 @@ function renderInspector(bin) {
     slaMin: run.meta.get(id)?.slaMin ?? null,
     grid: run.grid,
     warnings: warningsByNode().get(id) ?? [],
-    series: (f) => store.series(f, i),
+    series: (f) => store.series(f, i, cls),
+    cls, classed: store.hasClasses(i), scope: (f) => (store.perClass(i, f) ? "class" : "node"),
     close: () => select(null),
   });
 }
@@ -578,9 +607,23 @@ function renderStatus() {
     ? `bin ${b}${when ? ` · ${when} UTC` : ""}${run.grid.binMinutes ? ` · ${run.grid.binMinutes}-minute bins` : ""}`
       + (following() ? (run.open ? " · live" : " · last bin") : ` · time travel (newest ${last})`)
     : "bin –";
+  renderClassSelect();
   const btn = $("follow");
   btn.setAttribute("aria-pressed", String(following()));
   btn.textContent = run.open ? (following() ? "● Following live" : "▶ Follow live") : (following() ? "Last bin" : "Go to last bin");
+}
+
+/** The class selector's options (declared classes and any seen in the data) and the note, when changed. */
+function renderClassSelect() {
+  const classes = classList(run.classes, store.classIds);
+  const key = `${classes.join("\n")}|${view.cls ?? ""}|${view.compareWith ?? ""}`;
+  if (key === classKey) return;
+  classKey = key;
+  fillClassSelect($("class-select"), classes, view.cls);
+  $("class-note").textContent = view.compareWith
+    ? `Compare shows the changes of the totals; class ${view.cls} applies again without compare.`
+    : classNoteText(view.cls);
+  $("class-note").hidden = view.cls === null;
 }
 
 function setConn(state, detail = "") {
@@ -653,6 +696,8 @@ $("auth-form").addEventListener("submit", onTokenSubmit);
 $("run-select").addEventListener("change", (e) => {
   setUrl("run", e.target.value);
   setUrl("compare", "");
+  setUrl("class", "");
+  view.cls = null;
   selectRun(e.target.value).catch((err) => {
     if (err instanceof AuthRequired) askForToken(); else showError(err.message);
   });
@@ -661,6 +706,7 @@ $("compare-select").addEventListener("change", (e) => {
   setUrl("compare", e.target.value);
   compareWith(e.target.value);
 });
+$("class-select").addEventListener("change", (e) => showClass(e.target.value));
 $("scrubber").addEventListener("input", (e) => travel(Number(e.target.value)));
 $("follow").addEventListener("click", () => follow());
 $("fit").addEventListener("click", () => graph.fit());

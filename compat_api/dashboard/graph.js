@@ -1,6 +1,7 @@
 // The topology as node cards: each card shows the node's values at the bin on display (with units),
 // its colour (SPEC §3) as a stripe and border, the reason on hover, a badge with its active warnings
-// and a sparkline of `served` over the held bins. Cards are SVG groups, built once per graph; a
+// and a sparkline of `served` over the held bins; under a class selection (classes.js) the class's
+// values, a bar with its share and the class in the kind line. Cards are SVG groups, built once per graph; a
 // render only rewrites the texts and attributes that changed, so a 1,000-node run stays cheap.
 // Wheel zooms, dragging pans; a click selects a node for the inspector.
 
@@ -155,8 +156,11 @@ export class Graph {
     el("rect", { class: "card", width: NODE_W, height: NODE_H, rx: 6 }, g);
     const stripe = el("rect", { class: "stripe", width: 6, height: NODE_H, rx: 3 }, g);
     el("text", { class: "label", x: 14, y: 17 }, g).textContent = n.id;
-    // under the id: upstream's kind when it is shown as another (e.g. dependency)
-    el("text", { class: "kind", x: 14, y: 31 }, g).textContent = n.declaredKind ?? n.kind ?? "";
+    // under the id: upstream's kind when it is shown as another (e.g. dependency), and the class on display
+    const kindLabel = n.declaredKind ?? n.kind ?? "";
+    const kind = el("text", { class: "kind", x: 14, y: 31 }, g);
+    kind.textContent = kindLabel;
+    const share = el("rect", { class: "share", x: 14, y: 35, width: 0, height: 3, rx: 1.5 }, g);
     const badge = el("g", { class: "badge", transform: `translate(${NODE_W - 38},6)` }, g);
     el("rect", { width: 32, height: 16, rx: 8 }, badge);
     const badgeText = el("text", { x: 16, y: 12, "text-anchor": "middle" }, badge);
@@ -172,20 +176,31 @@ export class Graph {
       });
     });
     const spark = el("polyline", { class: "spark", points: "" }, g);
-    const info = { kind: n.kind ?? "", slaMin: numberOr(n.semantics?.slaMin), labels: labelLines(n) };
-    this.cards.set(n.id, { g, stripe, badge, badgeText, values, spark, title, info, pos: p, state: {} });
+    const info = { kind: n.kind ?? "", kindLabel, slaMin: numberOr(n.semantics?.slaMin), labels: labelLines(n) };
+    this.cards.set(n.id, { g, stripe, badge, badgeText, values, spark, title, info, kind, share, pos: p,
+                           state: { tag: "", kindText: kindLabel, share: null, scopes: {} } });
   }
 
   /** Write one node's colour and warnings at the bin on display, and its values when `values` is
-   *  given (only what changed is touched). */
-  renderNode(id, values, color, reason, warnings, bin) {
+   *  given (only what changed is touched). `cv`: its class view (classes.js `cardClassView`), or null. */
+  renderNode(id, values, color, reason, warnings, bin, cv = null) {
     const c = this.cards.get(id);
     if (!c) return;
     const s = c.state;
     s.stale = values === null; // its texts are left as they were: written when it can be seen
+    const tag = cv?.tag ?? "";
+    if (s.tag !== tag) { c.g.setAttribute("data-class-view", tag); s.tag = tag; } // "none": dimmed
     if (values === null) {
       if (s.color !== color) { c.g.setAttribute("data-color", color); s.color = color; }
       return;
+    }
+    const kindText = cv?.label ? `${c.info.kindLabel} · ${cv.label}` : c.info.kindLabel;
+    if (s.kindText !== kindText) { c.kind.textContent = kindText; s.kindText = kindText; }
+    const share = cv?.share ?? null;
+    if (s.share !== share) {
+      c.share.setAttribute("width", share == null ? "0" : (share * (NODE_W - 28)).toFixed(1));
+      c.share.setAttribute("data-share", share == null ? "" : String(share));
+      s.share = share;
     }
     if (s.mode !== "values") { s.mode = "values"; c.g.dataset.mode = "values"; s.color = null; }
     if (s.color !== color) { c.g.setAttribute("data-color", color); s.color = color; }
@@ -199,6 +214,8 @@ export class Graph {
     }
     for (const [field, tspan] of c.values) {
       const v = values[field];
+      const scope = cv?.scopes?.[field] ?? "";
+      if (s.scopes[field] !== scope) { tspan.setAttribute("data-scope", scope); s.scopes[field] = scope; }
       const raw = v == null ? "" : String(v);
       if (tspan.dataset.value !== raw || tspan.dataset.tone) {
         tspan.dataset.value = raw;
@@ -214,6 +231,7 @@ export class Graph {
     if (!c) return;
     c.state.mode = "compare";
     c.g.dataset.mode = "compare";
+    this._plain(c); // the changes are of the totals: no class view
     let worst = "none";
     const rank = { none: 0, same: 1, changed: 2, better: 3, worse: 4 };
     for (const [field, tspan] of c.values) {
@@ -229,12 +247,20 @@ export class Graph {
     c.state.color = null;
   }
 
-  /** The tooltip: id, kind, colour with its reason and number, warnings, upstream labels. */
-  title(id, color, reason, derived, warnings) {
+  _plain(c) {
+    const s = c.state;
+    if (s.tag) { c.g.setAttribute("data-class-view", ""); s.tag = ""; }
+    if (s.kindText !== c.info.kindLabel) { c.kind.textContent = c.info.kindLabel; s.kindText = c.info.kindLabel; }
+    if (s.share !== null) { c.share.setAttribute("width", "0"); c.share.setAttribute("data-share", ""); s.share = null; }
+  }
+
+  /** The tooltip: id, kind, colour with its reason and number, the class on display, warnings, upstream labels. */
+  title(id, color, reason, derived, warnings, classLine = "") {
     const c = this.cards.get(id);
     if (!c) return;
     const why = colorReasonText(color, reason, derived, c.info.slaMin);
     const lines = [`${id} (${c.info.kind}) — ${color}${why ? `: ${why}` : ""}`];
+    if (classLine) lines.push(classLine);
     for (const w of warnings) lines.push(`⚠ ${w.code}: ${w.message ?? ""}`);
     if (c.info.labels) lines.push(c.info.labels);
     c.title.textContent = lines.join("\n");

@@ -1,6 +1,8 @@
 // The inspector of the selected node: its colour and why, every metric and derived value at the bin
 // on display (with units), and one chart per field over the held bins — y axis with unit and ticks,
 // x axis in bins and UTC time, the bin on display marked. Clicking a chart travels to that bin.
+// Under a class selection the values and charts of fields that carry classes are the class's; the
+// rest (derived metrics, fields without classes) and the colour are the node's, and say so.
 
 import { FIELDS, binTime, colorReasonText, num, tick, withUnit } from "./format.js";
 import { el } from "./graph.js";
@@ -22,7 +24,8 @@ export class Inspector {
   }
 
   /** ctx: {id, kind, slaMin, bin, grid:{start, binMinutes}, snapshot:{metrics, derived}, warnings,
-   *  fields: [names], series(field) -> {bins, values}} */
+   *  fields: [names], series(field) -> {bins, values}, cls: the class on display or null,
+   *  scope(field) -> "class" | "node" (with a class), classed: whether the node carries classes} */
   render(ctx) {
     this.root.hidden = false;
     const { id, kind, bin, snapshot } = ctx;
@@ -42,11 +45,21 @@ export class Inspector {
     sub.className = "muted";
     const when = binTime(ctx.grid.start, ctx.grid.binMinutes, bin);
     sub.textContent = `${kind || "node"} · bin ${bin}${when ? ` · ${when} UTC` : ""}`;
+    const cls = ctx.cls ?? null;
+    const scope = (f) => (cls == null ? "" : ctx.scope(f));
+    const classNote = document.createElement("p");
+    classNote.className = "class-note";
+    classNote.dataset.classView = cls == null ? "" : ctx.classed ? "class" : "none";
+    classNote.hidden = cls == null;
+    classNote.textContent = cls == null ? ""
+      : ctx.classed ? `class ${cls}: its values where a field carries classes; "(node)" marks the node's own`
+        : `no classes: class ${cls} is not on this node, its totals are shown`;
     const colour = document.createElement("p");
     colour.className = "why";
     colour.dataset.color = d.color ?? "gray";
-    colour.textContent = `${d.color ?? "gray"}: ${colorReasonText(d.color, d.colorReason, d, ctx.slaMin) || "—"}`;
-    const table = this.table(snapshot, ctx.fields);
+    colour.textContent = `${d.color ?? "gray"}${cls == null ? "" : " (the node's)"}: `
+      + `${colorReasonText(d.color, d.colorReason, d, ctx.slaMin) || "—"}`;
+    const table = this.table(snapshot, ctx.fields, scope);
     const warn = document.createElement("ul");
     warn.className = "node-warnings";
     for (const w of ctx.warnings) {
@@ -59,12 +72,12 @@ export class Inspector {
     for (const f of ctx.fields) {
       const s = ctx.series(f);
       if (!s.values.some((v) => v != null)) continue;
-      charts.append(this.chart(f, s, bin, ctx.grid));
+      charts.append(this.chart(f, s, bin, ctx.grid, scope(f) === "class" ? cls : scope(f)));
     }
-    this.root.replaceChildren(head, sub, colour, warn, table, charts);
+    this.root.replaceChildren(head, sub, classNote, colour, warn, table, charts);
   }
 
-  table(snapshot, fields) {
+  table(snapshot, fields, scope = () => "") {
     const table = document.createElement("table");
     table.className = "values";
     const body = table.createTBody();
@@ -72,7 +85,8 @@ export class Inspector {
       const v = snapshot.metrics[f] ?? snapshot.derived[f] ?? null;
       const tr = body.insertRow();
       tr.dataset.field = f;
-      tr.insertCell().textContent = FIELDS[f]?.label ?? f;
+      tr.dataset.scope = scope(f);
+      tr.insertCell().textContent = `${FIELDS[f]?.label ?? f}${scope(f) === "node" ? " (node)" : ""}`;
       const cell = tr.insertCell();
       cell.className = "num";
       cell.dataset.value = v == null ? "" : String(v);
@@ -88,11 +102,13 @@ export class Inspector {
     return table;
   }
 
-  chart(field, series, bin, grid) {
+  /** `whose`: "" (totals), a class id, or "node" (the node's own value under a class selection). */
+  chart(field, series, bin, grid, whose = "") {
     const { bins, values } = series;
     const wrap = document.createElement("figure");
     wrap.className = "chart";
     wrap.dataset.field = field;
+    wrap.dataset.scope = whose === "" ? "" : whose === "node" ? "node" : "class";
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
                             "aria-label": `${field} over bins` });
     const nums = values.filter((v) => v != null);
@@ -110,7 +126,8 @@ export class Inspector {
       el("line", { class: "grid", x1: PAD_L, y1: y(v), x2: W - PAD_R, y2: y(v) }, axis);
       el("text", { x: PAD_L - 4, y: y(v) + 3, "text-anchor": "end" }, axis).textContent = tick(field, v);
     }
-    el("text", { class: "unit", x: 2, y: 10 }, axis).textContent = `${FIELDS[field]?.label ?? field} (${FIELDS[field]?.unit || "value"})`;
+    const label = `${FIELDS[field]?.label ?? field}${whose ? ` · ${whose}` : ""}`;
+    el("text", { class: "unit", x: 2, y: 10 }, axis).textContent = `${label} (${FIELDS[field]?.unit || "value"})`;
     const t0 = binTime(grid.start, grid.binMinutes, first), t1 = binTime(grid.start, grid.binMinutes, last);
     el("text", { x: PAD_L, y: H - 6 }, axis).textContent = `bin ${first}${t0 ? ` · ${t0.slice(11)}` : ""}`;
     el("text", { x: W - PAD_R, y: H - 6, "text-anchor": "end" }, axis).textContent = `bin ${last}${t1 ? ` · ${t1.slice(11)}` : ""}`;

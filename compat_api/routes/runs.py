@@ -305,14 +305,25 @@ async def get_run(run_id: str, ctx: Ctx) -> JSONResponse:
 @router.get(
     "/v1/runs/{run_id}/graph",
     dependencies=[Depends(require("read"))],
-    responses=_json({"runId": "r1", "nodes": [{"id": "Svc", "kind": "service", "semantics": {}}], "edges": []}),
+    responses=_json(
+        {"runId": "r1", "nodes": [{"id": "Svc", "kind": "service", "semantics": {}}], "edges": [], "classes": []}
+    ),
 )
 async def run_graph(run_id: str, ctx: Ctx) -> JSONResponse:
-    """topology.json: nodes and edges for a graph view."""
+    """topology.json: nodes and edges for a graph view, and the run's `classes` (SPEC §14; [] without)."""
     store = ctx.run_store
     if not store.exists(run_id) and ctx.live is not None and ctx.live.knows(run_id):
-        return JSONResponse({"runId": run_id, **topology_view(ctx.live.handle(run_id).model.graph)})
-    return JSONResponse({"runId": run_id, **await run_in_threadpool(store.read_json, run_id, "topology.json")})
+        graph = ctx.live.handle(run_id).model.graph
+        return JSONResponse({"runId": run_id, **topology_view(graph), "classes": list(graph.classes)})
+    return JSONResponse({"runId": run_id, **await run_in_threadpool(_finished_graph, ctx, run_id)})
+
+
+def _finished_graph(ctx: AppContext, run_id: str) -> dict[str, Any]:
+    """A finished run's topology.json with its classes: those of its per-class series in series/index.json
+    (a total's `class` is DEFAULT), in the model's order (each class-bearing series lists all of them)."""
+    topology = ctx.run_store.read_json(run_id, "topology.json")
+    classes = (s.get("class") for s in ctx.run_store.read_json(run_id, "series/index.json").get("series") or [])
+    return {**topology, "classes": list(dict.fromkeys(c for c in classes if isinstance(c, str) and c != "DEFAULT"))}
 
 
 @router.get(

@@ -64,6 +64,11 @@ class ClassRules:
             if left is None:
                 return right if expr.op == "+" or right is None else Unary("-", right)
             return left if right is None else Binary(expr.op, left, right)
+        if isinstance(expr, Binary) and expr.op in "*/":  # by a class-less factor: the same shares,
+            if not self.carries(expr.right):  # applied to the class parts directly (fewer operations)
+                return Binary(expr.op, self.part_or_zero(expr.left, class_id), expr.right)
+            if expr.op == "*" and not self.carries(expr.left):
+                return Binary("*", expr.left, self.part_or_zero(expr.right, class_id))
         if isinstance(expr, Call) and expr.name in ("SHIFT", "CONV"):
             inner = self.part(expr.args[0], class_id)
             assert inner is not None
@@ -88,8 +93,10 @@ class ClassRules:
     def raw(self, expr: Expr) -> tuple[tuple[Expr, ...], tuple[Expr, ...] | None]:
         """(raw class parts of a series' expression, fallback parts) — the fallback gives the shares of
         the first class-bearing term when the raw parts sum to zero or less (None: the model mix)."""
-        if not _additive(expr):
-            top = self.first_bearing(expr) if operands(expr) else expr
+        if not _additive(expr):  # the shares of the first class-bearing operand, at any depth: the
+            top = expr  # operand's own class parts are its value times its first operand's shares
+            while not _additive(top) and operands(top):
+                top = self.first_bearing(top)
             return tuple(self.part_or_zero(top, class_id) for class_id in self.classes), None
         raw = tuple(self.part_or_zero(expr, class_id) for class_id in self.classes)
         first = next((term for term in _terms(expr) if self.carries(term)), None)

@@ -2,7 +2,8 @@
 
 Like every stage they compute any bin range [t0, t1) from rows of earlier stages, so batch,
 bin-by-bin and suffix evaluation give the same bits; a queue's classes step bin by bin (the
-shares of a bin depend on the previous bin's per-class depth), all queues and classes together.
+shares of a bin depend on the previous bin's per-class depth). The cell work is compiled
+(`engine_live.plan.class_kernels`); the raw class parts are expression closures like any group's.
 """
 
 from __future__ import annotations
@@ -13,20 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine_live.expressions.kernels import Fn
+from engine_live.plan.class_kernels import compiled
 from engine_live.plan.stages import Stage
 
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    out = np.zeros(np.broadcast_shapes(num.shape, den.shape))
-    np.divide(num, den, out=out, where=den > 0)
-    return out
-
-
-def _sum(parts: Sequence[np.ndarray]) -> np.ndarray:
-    acc = parts[0]
-    for part in parts[1:]:
-        acc = acc + part
-    return acc
+_NO_BACK = np.empty((0, 0, 0))
 
 
 @dataclass
@@ -36,30 +27,43 @@ class ClassSplitGroup(Stage):
     rows: np.ndarray
     out_rows: np.ndarray  # (K, n)
     total_rows: np.ndarray  # (n,)
-    raw: Sequence[Fn]  # K closures over the n members
+    raw: Sequence[Fn]  # closures over the K·n raw parts, class-major: one, or one per class
     fallback: Sequence[Fn] | None
-    mix: np.ndarray  # (K, 1)
+    mix: np.ndarray  # (K,)
 
-    def _parts(self, fns: Sequence[Fn], V: np.ndarray, base: int, t0: int, t1: int) -> list[np.ndarray]:
-        shape = (len(self.total_rows), t1 - t0)
-        return [np.broadcast_to(fn(V, base, t0, t1), shape) for fn in fns]
+    def _parts(self, fns: Sequence[Fn], V: np.ndarray, base: int, t0: int, t1: int) -> np.ndarray:
+        k, n = self.out_rows.shape
+        w = t1 - t0
+        if len(fns) == 1:
+            return np.ascontiguousarray(np.broadcast_to(fns[0](V, base, t0, t1), (k * n, w))).reshape(k, n, w)
+        out = np.empty((k, n, w))
+        for c, fn in enumerate(fns):
+            out[c] = fn(V, base, t0, t1)
+        return out
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
         """Write every class row of the members for bins [t0, t1)."""
-        c0, c1 = t0 - base, t1 - base
-        total = V[self.total_rows, c0:c1]
         raw = self._parts(self.raw, V, base, t0, t1)
-        raw_sum = _sum(raw)
-        ok = raw_sum > 0
-        if self.fallback is not None:
-            back = self._parts(self.fallback, V, base, t0, t1)
-            back_sum = _sum(back)
-            back_ok = back_sum > 0
-        for c in range(len(raw)):
-            value = total * self.mix[c]
-            if self.fallback is not None:
-                value = np.where(back_ok, total * _ratio(back[c], back_sum), value)
-            V[self.out_rows[c], c0:c1] = np.where(ok, total * _ratio(raw[c], raw_sum), value)
+        back = _NO_BACK if self.fallback is None else self._parts(self.fallback, V, base, t0, t1)
+        compiled().split_classes(V, self.out_rows, self.total_rows, raw, back, self.mix, t0 - base)
+
+
+@dataclass
+class ClassRowSplitGroup(Stage):
+    """A `ClassSplitGroup` whose raw parts are class rows, each read `lags[c]` bins back (most groups:
+    a reference, or a SHIFT of one), read by the kernel in place. No fallback: the mix."""
+
+    rows: np.ndarray
+    out_rows: np.ndarray  # (K, n)
+    total_rows: np.ndarray  # (n,)
+    raw_rows: np.ndarray  # (K, n)
+    lags: np.ndarray  # (K,)
+    mix: np.ndarray  # (K,)
+
+    def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
+        """Write every class row of the members for bins [t0, t1)."""
+        kernel = compiled().split_class_rows
+        kernel(V, self.out_rows, self.total_rows, self.raw_rows, self.lags, self.mix, t0 - base, t0, t1 - t0)
 
 
 @dataclass
@@ -75,35 +79,23 @@ class ClassQueueGroup(Stage):
     out_class: np.ndarray
     ovf_class: np.ndarray
     initial: np.ndarray  # (n,)
-    mix: np.ndarray  # (K, 1)
+    mix: np.ndarray  # (K,)
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
         """Step bins [t0, t1): Q_c[t] = (Q_c[t-1] + in_c[t]) · Q[t] / (Q[t-1] + Σ in[t]); the outflow and
         overflow take the shares of that available content (the model mix when there is none)."""
-        c0, c1 = t0 - base, t1 - base
-        raw_in = V[self.in_rows, c0:c1]  # (m, K, n, w)
-        inflow = _sum([np.where(np.isfinite(one), one, 0.0) for one in raw_in])
-        queue, out, ovf = V[self.q_rows, c0:c1], V[self.out_rows, c0:c1], V[self.ovf_rows, c0:c1]
-        before = np.concatenate([(V[self.q_rows, c0 - 1] if t0 > 0 else self.initial)[:, None], queue[:, :-1]], axis=1)
-        den = before + _sum(list(inflow))  # (n, w)
-        has = den > 0
-        rate = _ratio(queue, den)
-        reset = np.where(has, 0.0, queue)[None, :, :] * self.mix[:, :, None]
-        if t0 > 0:
-            prev = V[self.q_class, c0 - 1]
-        else:
-            first = inflow[:, :, 0]
-            whole = first.sum(axis=0)
-            prev = np.where(whole > 0, self.initial * _ratio(first, whole), self.initial * self.mix)
-        avail = np.empty(inflow.shape)
-        depth = np.empty(inflow.shape)
-        for j in range(c1 - c0):
-            a, q = avail[:, :, j], depth[:, :, j]
-            np.add(prev, inflow[:, :, j], out=a)
-            np.multiply(a, rate[:, j], out=q)
-            np.add(q, reset[:, :, j], out=q)
-            prev = q
-        shares = np.where(has[None, :, :], _ratio(avail, den[None, :, :]), self.mix[:, :, None])
-        V[self.q_class, c0:c1] = depth
-        V[self.out_class, c0:c1] = out[None, :, :] * shares
-        V[self.ovf_class, c0:c1] = ovf[None, :, :] * shares
+        compiled().step_class_queues(
+            V,
+            self.q_rows,
+            self.out_rows,
+            self.ovf_rows,
+            self.in_rows,
+            self.q_class,
+            self.out_class,
+            self.ovf_class,
+            self.initial,
+            self.mix,
+            t0 - base,
+            t1 - base,
+            t0 == 0,
+        )

@@ -14,10 +14,10 @@ from collections.abc import Iterable
 import numpy as np
 
 from engine_live.expressions.kernels import Fn, ShapeCompiler, Slots, shape_key
-from engine_live.expressions.syntax import Expr
+from engine_live.expressions.syntax import Call, Expr, Num, Ref
 from engine_live.model.class_defs import ClassQueueDef, ClassSplitDef, class_row
 from engine_live.model.series_defs import CapDef, ConstDef, ExprDef, PmfSampleDef, QueueDef, SeriesDef
-from engine_live.plan.class_stages import ClassQueueGroup, ClassSplitGroup
+from engine_live.plan.class_stages import ClassQueueGroup, ClassRowSplitGroup, ClassSplitGroup
 from engine_live.plan.stages import CapStage, ConstStage, ExprGroup, PmfStage, QueueGroup, Stage
 
 
@@ -73,15 +73,42 @@ class StageBuilder:
         out: list[Stage] = []
         for items in by_shape.values():
             k = len(items[0].classes)
-            raw = [self._closures([item.raw[c] for item in items]) for c in range(k)]
+            out_rows = np.array([self.rows_of(item.outputs[c] for item in items) for c in range(k)], dtype=np.intp)
+            mix = np.array(items[0].mix, dtype=np.float64)
+            totals = self.rows_of(item.total for item in items)
+            reads = [self._row_read(item.raw[c]) for c in range(k) for item in items]
+            if items[0].fallback is None and all(read is not None for read in reads):
+                names = np.array([read[0] for read in reads if read], dtype=object).reshape(k, len(items))
+                raw_rows = np.array([self.rows_of(names[c]) for c in range(k)], dtype=np.intp)
+                lags = np.array([read[1] for read in reads[:: len(items)] if read], dtype=np.intp)
+                out.append(ClassRowSplitGroup(out_rows.reshape(-1), out_rows, totals, raw_rows, lags, mix))
+                continue
+            raw = self._class_closures([item.raw for item in items])
             fallback = None
             if items[0].fallback is not None:
-                fallback = [self._closures([item.fallback[c] for item in items if item.fallback]) for c in range(k)]
-            out_rows = np.array([self.rows_of(item.outputs[c] for item in items) for c in range(k)], dtype=np.intp)
-            mix = np.array(items[0].mix)[:, None]
-            totals = self.rows_of(item.total for item in items)
+                fallback = self._class_closures([item.fallback for item in items if item.fallback])
             out.append(ClassSplitGroup(out_rows.reshape(-1), out_rows, totals, raw, fallback, mix))
         return out
+
+    def _class_closures(self, parts: list[tuple[Expr, ...]]) -> list[Fn]:
+        """Closures over the class parts of n members, class-major: one over all K·n parts when every
+        class has the same shape, else one per class."""
+        k = len(parts[0])
+        keys = {shape_key(parts[0][c], self.init_of)[0] for c in range(k)}
+        if len(keys) == 1:
+            return [self._closures([one[c] for c in range(k) for one in parts])]
+        return [self._closures([one[c] for one in parts]) for c in range(k)]
+
+    def _row_read(self, expr: Expr) -> tuple[str, int] | None:
+        """(row, lag) when a raw class part is a row read back `lag` bins with initial value 0."""
+        if isinstance(expr, Ref) and expr.name in self.row:
+            return expr.name, 0
+        if isinstance(expr, Call) and expr.name == "SHIFT" and len(expr.args) == 2:
+            inner, lag = expr.args
+            readable = isinstance(inner, Ref) and inner.name in self.row and self.init_of(inner.name) == 0.0
+            if readable and isinstance(lag, Num) and lag.value >= 0 and float(lag.value).is_integer():
+                return inner.name, int(lag.value)  # type: ignore[union-attr]
+        return None
 
     def class_queue_group(self, members: list[ClassQueueDef]) -> ClassQueueGroup:
         """Per-class rows of queues, stepped together."""
@@ -107,8 +134,8 @@ class StageBuilder:
             q_class=q_class,
             out_class=out_class,
             ovf_class=ovf_class,
-            initial=np.array([queue.initial for queue in members]),
-            mix=np.array(members[0].mix)[:, None],
+            initial=np.array([queue.initial for queue in members], dtype=np.float64),
+            mix=np.array(members[0].mix, dtype=np.float64),
         )
 
     def queue_group(self, members: list[QueueDef]) -> QueueGroup:
@@ -135,7 +162,7 @@ class StageBuilder:
             extra_rows=extra,
             outflow_src=np.array([optional_row(queue.outflow) for queue in members], dtype=np.intp),
             loss_src=np.array([optional_row(queue.loss) for queue in members], dtype=np.intp),
-            initial=np.array([queue.initial for queue in members]),
+            initial=np.array([queue.initial for queue in members], dtype=np.float64),
             wip_num=np.array([queue.wip_limit if queue.wip_limit is not None else np.nan for queue in members]),
             wip_rows=np.array([row[queue.wip_series] if queue.wip_series else -1 for queue in members], dtype=np.intp),
             period=np.array([queue.dispatch.period if queue.dispatch else 0 for queue in members], dtype=np.int64),

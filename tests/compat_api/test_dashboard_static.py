@@ -11,7 +11,7 @@ import pytest
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "compat_api" / "dashboard"
 FILES = ("index.html", "style.css", "app.js", "format.js", "store.js", "stream.js", "graph.js", "inspector.js")
-FILES += ("compare.js",)
+FILES += ("compare.js", "classes.js")
 MODULES = tuple(f for f in FILES if f.endswith(".js"))
 # XML namespace names are identifiers, never fetched
 NAMESPACES = ("http://www.w3.org/2000/svg",)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from compat_runs_support import GOLDEN_MODEL, MY_ROUTERS, post_model
@@ -20,6 +21,7 @@ from compat_api.auth import TokenAuthenticator, parse_tokens_setting
 from compat_api.context import AppContext
 from compat_api.settings import Settings
 from tests.duckdb_query import duckdb_fetchall
+from tests.snapshot_writer.class_run import ROUTER_MIXED
 
 ROUTER = "compat_api.routes.exports"
 
@@ -173,3 +175,18 @@ def test_scopes(tmp_path: Path) -> None:
         narrow = {"Authorization": "Bearer narrow"}
         assert c.post("/v1/telemetry/captures", json={"runId": run_id}, headers=narrow).status_code == 403
         assert c.post("/v1/telemetry/captures", json={"runId": run_id}, headers=writer).status_code == 201
+
+
+def test_a_class_run_exports_class_columns_and_captures_class_files(client: TestClient) -> None:
+    run_id = post_model(client, ROUTER_MIXED)  # issue 14: SPEC §14 per-class columns; bundles keep classId
+    csv = client.get(f"/v1/runs/{run_id}/export/csv").text.splitlines()
+    assert csv[0] == "time_utc,bin_index,node,metric,series_id,value,value@Alpha,value@Beta"
+    assert "2025-01-01T00:00:00Z,0,General,arrivals,general@GENERAL@DEFAULT,45,0,45" in csv
+    parquet = pq.read_table(io.BytesIO(client.get(f"/v1/runs/{run_id}/export/parquet").content))
+    airport = parquet.filter(pc.equal(parquet.column("node"), "Airport")).slice(0, 1).to_pylist()[0]
+    assert (airport["value"], airport["value@Alpha"], airport["value@Beta"]) == (40, 40, 0)
+    r = client.post("/v1/telemetry/captures", json={"runId": run_id, "output": "classes"})
+    assert r.status_code == 201, r.text
+    files = {(f["nodeId"], f["metric"], f["classId"]): f["path"] for f in r.json()["manifest"]["files"]}
+    assert files[("General", "arrivals", "Beta")] == "General_arrivals_Beta.csv"
+    assert files[("Airport", "served", "Alpha")] == "Airport_served_Alpha.csv" and len(files) == 12

@@ -16,6 +16,7 @@ from engine_live.plan.batch_run import run_model
 from ingestion.bundle import bundle_telemetry, load_bundle, telemetry_model
 from snapshot_writer.artifacts import write_run_artifacts
 from snapshot_writer.capture import BUNDLE_HEADER, capture_run
+from tests.snapshot_writer.class_run import make_class_run
 
 CREATED = "2025-10-08T12:00:00Z"
 ORDER_SYSTEM = Path(__file__).parents[2] / "compat_api" / "examples" / "order_system.yaml"
@@ -217,3 +218,99 @@ def test_a_missing_gaps_file_is_a_capture_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("# no gaps\n")
     assert capture_run(run_dir, tmp_path / "b", gaps=empty, fsync=False).manifest["warnings"] == []
+
+
+# Issue 14: bundles keep classId (SPEC §14), as upstream FlowTime's capture writes them: after each
+# DEFAULT file, one file per class `<node>_<metric>_<classId>.csv` with that classId in its rows and
+# in its files[] entry.
+CLASS_FILES = [
+    ("Split", "arrivals", "DEFAULT", "Split_arrivals.csv"),
+    ("Split", "arrivals", "Alpha", "Split_arrivals_Alpha.csv"),
+    ("Split", "arrivals", "Beta", "Split_arrivals_Beta.csv"),
+    ("Airport", "arrivals", "DEFAULT", "Airport_arrivals.csv"),
+    ("Airport", "arrivals", "Alpha", "Airport_arrivals_Alpha.csv"),
+    ("Airport", "arrivals", "Beta", "Airport_arrivals_Beta.csv"),
+    ("Airport", "served", "DEFAULT", "Airport_served.csv"),
+    ("Airport", "served", "Alpha", "Airport_served_Alpha.csv"),
+    ("Airport", "served", "Beta", "Airport_served_Beta.csv"),
+    ("General", "arrivals", "DEFAULT", "General_arrivals.csv"),
+    ("General", "arrivals", "Alpha", "General_arrivals_Alpha.csv"),
+    ("General", "arrivals", "Beta", "General_arrivals_Beta.csv"),
+]
+BOUND = {"Split": "total_arrivals", "Airport": "airport", "General": "general"}
+
+
+def bundle_rows(path: Path) -> list[tuple[int, str, float]]:
+    lines = path.read_text().splitlines()
+    assert lines[0] == "bin_index,classId,value"
+    return [(int(i), c, float(v)) for i, c, v in (line.split(",") for line in lines[1:])]
+
+
+def test_a_class_run_captures_one_file_per_class(tmp_path: Path) -> None:
+    series = make_class_run(tmp_path / "run")
+    result = capture_run(tmp_path / "run", tmp_path / "b", fsync=False)
+    manifest = orjson.loads((tmp_path / "b" / "manifest.json").read_bytes())
+    assert manifest == result.manifest
+    assert [(f["nodeId"], f["metric"], f["classId"], f["path"]) for f in manifest["files"]] == CLASS_FILES
+    assert manifest["supportsClassMetrics"] is True and manifest["classes"] == ["Alpha", "Beta"]
+    assert manifest["classCoverage"] == "full"
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for entry in manifest["files"]:
+        body = (tmp_path / "b" / entry["path"]).read_bytes()
+        assert entry["hash"] == "sha256:" + hashlib.sha256(body).hexdigest() and entry["points"] == 3
+        rows = bundle_rows(tmp_path / "b" / entry["path"])
+        assert [(i, c) for i, c, _ in rows] == [(0, entry["classId"]), (1, entry["classId"]), (2, entry["classId"])]
+        key = (entry["nodeId"], entry["metric"], entry["classId"])
+        values[key] = [v for _, _, v in rows]
+        sid = BOUND[entry["nodeId"]]
+        np.testing.assert_array_equal(values[key], series[f"{sid}@{sid.upper()}@{entry['classId']}"], err_msg=str(key))
+    assert values[("Airport", "served", "Alpha")] == [40, 20, 0] and values[("Airport", "served", "Beta")] == [0, 0, 0]
+    assert values[("General", "arrivals", "Alpha")] == [0, 0, 0]
+    assert values[("General", "arrivals", "Beta")] == [45, 22.5, 0]
+    assert values[("Split", "arrivals", "Alpha")] == [40, 20, 0] and values[("Split", "arrivals", "Beta")] == [
+        60,
+        30,
+        0,
+    ]
+    for node, metric, class_id, _ in CLASS_FILES:
+        if class_id == "DEFAULT":  # the classes of a bin sum to the DEFAULT file
+            total = np.add(values[(node, metric, "Alpha")], values[(node, metric, "Beta")])
+            np.testing.assert_allclose(total, values[(node, metric, "DEFAULT")], rtol=1e-12)
+    again = capture_run(tmp_path / "run", tmp_path / "again", fsync=False)
+    assert again.manifest_bytes == result.manifest_bytes
+    assert files_of(tmp_path / "b") == files_of(tmp_path / "again")
+
+
+def test_a_gap_applies_to_the_class_files_too(tmp_path: Path) -> None:
+    make_class_run(tmp_path / "run")
+    gaps = [{"nodeId": "General", "bins": [1]}, {"nodeId": "Airport", "metric": "served", "bins": [0], "fill": "nan"}]
+    result = capture_run(tmp_path / "run", tmp_path / "b", gaps=gaps, fsync=False)
+    points = {(f["nodeId"], f["metric"], f["classId"]): f["points"] for f in result.manifest["files"]}
+    assert {points[("General", "arrivals", c)] for c in ("DEFAULT", "Alpha", "Beta")} == {2}
+    assert [i for i, _, _ in bundle_rows(tmp_path / "b" / "General_arrivals_Beta.csv")] == [0, 2]
+    served = bundle_rows(tmp_path / "b" / "Airport_served_Alpha.csv")
+    assert np.isnan(served[0][2]) and served[1] == (1, "Alpha", 20.0)
+    # one warning per node metric, not per class file
+    assert sorted((w["code"], w["nodeId"]) for w in result.manifest["warnings"]) == [
+        ("data_gap", "General"),
+        ("nan_fill", "Airport"),
+    ]
+
+
+# sha256 of the CSVs of `make_run` captured before class files existed (a class-less bundle is unchanged)
+BEFORE_CLASSES = {
+    "Svc_arrivals.csv": "2a7a2751576199e526f96f28ece758540a15d096e02cfa51b14c195e263e37dd",
+    "Svc_capacity.csv": "92ab106f9a135ffac0d6af45823e9d730f3239accc896ceaf4f0b7e8f24b066b",
+    "Svc_served.csv": "f2c8e10b83e3be7fddd15061ae7d3ab7e563c9a9a8b925a6eb7f219d8cdd93bc",
+}
+
+
+def test_a_class_less_bundle_is_what_it_was_before_classes(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run")
+    result = capture_run(run_dir, tmp_path / "b", fsync=False)
+    got = {name: hashlib.sha256(data).hexdigest() for name, data in files_of(tmp_path / "b").items()}
+    assert {name: got[name] for name in BEFORE_CLASSES} == BEFORE_CLASSES and set(got) == {
+        *BEFORE_CLASSES,
+        "manifest.json",
+    }
+    assert list(result.manifest) == ["schemaVersion", "window", "grid", "files", "warnings", "provenance"]

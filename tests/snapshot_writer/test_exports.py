@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -22,6 +23,7 @@ from snapshot_writer.artifacts import write_run_artifacts
 from snapshot_writer.exports import ensure_export, export_run, is_current, read_catalog, value_tokens
 from snapshot_writer.number_format import format_values
 from tests.duckdb_query import duckdb_fetchall
+from tests.snapshot_writer.class_run import make_class_run
 
 CREATED = "2025-10-08T12:00:00Z"
 MODEL = """\
@@ -188,3 +190,95 @@ def test_an_incomplete_run_cannot_be_exported(tmp_path: Path) -> None:
     (run_dir / "manifest.json").unlink()
     with pytest.raises(NotFoundError):
         export_run(run_dir)
+
+
+# Issue 14: per-class columns (SPEC §14). Class-less exports must stay what they were before classes:
+# sha256 of export.csv / export.ndjson of `make_run(odd=ODD)` and of its catalog.json without `files`
+# and `provenance` (those hold the parquet file's bytes, which name the pyarrow version, and run hashes),
+# taken before per-class columns existed.
+BEFORE_CLASSES = {
+    "export.csv": "d2786e4e1e220ebda2e4cb4bac410282544133465d52f5d1dba756229fd197fe",
+    "export.ndjson": "21dde1f0b2f9eb3ea42874d713018107d85498cf366bc6a2a1e72a438f8cf04c",
+    "catalog": "0e7c1329fe4b29d81e0bf775cd5f9c062b10f4dc5f9c5c3c2340dea107afe9de",
+}
+CLASS_COLUMNS = [*COLUMNS, "value@Alpha", "value@Beta"]
+
+
+def test_a_class_less_export_is_byte_identical_to_before_classes(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run", odd=ODD)
+    catalog = export_run(run_dir, fsync=False)
+    for name in ("export.csv", "export.ndjson"):
+        assert hashlib.sha256((run_dir / "export" / name).read_bytes()).hexdigest() == BEFORE_CLASSES[name], name
+    stable = {k: v for k, v in catalog.items() if k not in ("files", "provenance")}
+    assert hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)).hexdigest() == BEFORE_CLASSES["catalog"]
+    assert "classes" not in catalog and all("classSeriesIds" not in u for u in catalog["units"])
+    schema = pq.read_schema(run_dir / "export" / "export.parquet")
+    assert schema.names == COLUMNS
+    assert [str(t) for t in schema.types] == ["timestamp[ms, tz=UTC]", "int64", "string", "string", "string", "double"]
+
+
+def test_a_class_run_exports_one_column_per_class(tmp_path: Path) -> None:
+    series = make_class_run(tmp_path / "run")
+    catalog = export_run(tmp_path / "run", fsync=False)
+    folder = tmp_path / "run" / "export"
+    assert [c["name"] for c in catalog["columns"]] == CLASS_COLUMNS and catalog["classes"] == ["Alpha", "Beta"]
+    # rows stay one per (node, metric, bin): Split, Airport ×2, General; splitter, odd, overflow_target
+    assert catalog["rows"] == 7 * 3
+    units = {(u["node"], u["metric"]): u for u in catalog["units"]}
+    assert units[("Airport", "served")]["classSeriesIds"] == {
+        "Alpha": "airport@AIRPORT@Alpha",
+        "Beta": "airport@AIRPORT@Beta",
+    }
+    assert "classSeriesIds" not in units[("odd", "value")]
+    assert not [u for u in catalog["units"] if "@" in u["node"]]  # class rows are columns, not entries
+
+    lines = (folder / "export.csv").read_text().splitlines()
+    assert lines[0] == ",".join(CLASS_COLUMNS)
+    rows = {(r.split(",")[2], r.split(",")[3], r.split(",")[1]): r.split(",")[5:] for r in lines[1:]}
+    assert rows[("Airport", "arrivals", "0")] == ["40", "40", "0"]
+    assert rows[("General", "arrivals", "0")] == ["45", "0", "45"]
+    assert rows[("General", "arrivals", "1")] == ["22.5", "0", "22.5"]
+    assert rows[("overflow_target", "value", "1")] == ["7.5", "0", "7.5"]
+    assert rows[("Split", "arrivals", "1")] == ["50", "20", "30"]
+    assert rows[("odd", "value", "2")] == ["3", "", ""]  # a class-less series: empty class cells
+
+    ndjson = [orjson.loads(line) for line in (folder / "export.ndjson").read_bytes().splitlines()]
+    assert all(list(r) == CLASS_COLUMNS for r in ndjson)
+    general = [r for r in ndjson if r["node"] == "General"]
+    assert [(r["value"], r["value@Alpha"], r["value@Beta"]) for r in general] == [
+        (45, 0, 45),
+        (22.5, 0, 22.5),
+        (0, 0, 0),
+    ]
+    assert {(r["value@Alpha"], r["value@Beta"]) for r in ndjson if r["node"] == "odd"} == {(None, None)}
+
+    table = pq.read_table(folder / "export.parquet")
+    assert table.column_names == CLASS_COLUMNS and table.num_rows == 21
+    frame = table.to_pandas()
+    for (node, metric), unit in units.items():
+        got = frame[(frame["node"] == node) & (frame["metric"] == metric)]
+        sid = unit["seriesId"]
+        np.testing.assert_array_equal(got["value"], series[sid], err_msg=sid)
+        if node == "odd":
+            assert got["value@Alpha"].isna().all() and got["value@Beta"].isna().all()
+            continue
+        for c in ("Alpha", "Beta"):  # each class column is the run's class series
+            np.testing.assert_array_equal(got[f"value@{c}"], series[unit["classSeriesIds"][c]], err_msg=f"{sid} {c}")
+        np.testing.assert_allclose(got["value@Alpha"] + got["value@Beta"], got["value"], rtol=1e-12)
+    path = folder / "export.parquet"
+    query = f"""SELECT bin_index, value, "value@Alpha", "value@Beta" FROM '{path}'"""
+    duck = duckdb_fetchall(query + " WHERE node = 'Airport' AND metric = 'served' ORDER BY bin_index")
+    assert duck == [[0, 40.0, 40.0, 0.0], [1, 20.0, 20.0, 0.0], [2, 0.0, 0.0, 0.0]]
+
+
+def test_class_columns_do_not_depend_on_chunking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_class_run(tmp_path / "run")
+    export_run(tmp_path / "run", fsync=False)
+    first = {p.name: p.read_bytes() for p in (tmp_path / "run" / "export").iterdir() if p.suffix != ".parquet"}
+    a = pq.read_table(tmp_path / "run" / "export" / "export.parquet")
+    monkeypatch.setattr(exports, "CHUNK_ROWS", 4)  # one entry (3 rows) a chunk
+    export_run(tmp_path / "run", fsync=False)
+    assert pq.ParquetFile(tmp_path / "run" / "export" / "export.parquet").num_row_groups == 7
+    for name in ("export.csv", "export.ndjson"):
+        assert (tmp_path / "run" / "export" / name).read_bytes() == first[name], name
+    assert pq.read_table(tmp_path / "run" / "export" / "export.parquet").equals(a)
