@@ -13,8 +13,9 @@ Events: JSON with the envelope `{"v": 1, "type", "runId", "epoch", "seq"}`; seq 
 Replies to one client carry no envelope: `subscribed` {epoch, seq, recovered}, `snapshot` {epoch, seq, state},
 `resync`, `pong`, `error` {error}. Events are plain dicts built below, encoded once with `encode_event` (orjson;
 NaN, ±inf → null); pydantic models validate their shapes at the edges. Client messages (`auth`, `subscribe` with
-its `format`: `stream_hub.compact`, `ping`), cursors (`<epoch>:<seq>`, `{epoch, seq}`), close codes (`CloseCode`;
-which error closes how: `engine_live.errors.ERROR_TABLE`; a violation raises `StreamError`) and `RunStatus`.
+its `nodes`, `format` and `classes`: `engine_live.subscribe_options`, `ping`), cursors (`<epoch>:<seq>`, `{epoch,
+seq}`), close codes (`CloseCode`; which error closes how: `engine_live.errors.ERROR_TABLE`; a violation raises
+`StreamError`) and `RunStatus`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from engine_live.errors import FlowTimeError, IllegalTransitionError, StreamError
+from engine_live.subscribe_options import parse_classes, parse_format, parse_nodes
 
 PROTOCOL_VERSION = 1
 
@@ -311,11 +313,12 @@ class AuthMessage:
 
 @dataclass(frozen=True, slots=True)
 class SubscribeMessage:
-    """`{"type": "subscribe", "since": {epoch, seq} | null, "nodes": [...] | null, "format"?: "full" | "compact"}`."""
+    """`{"type": "subscribe", "since": {epoch, seq} | null, "nodes": [...] | null, "format"?, "classes"?}`."""
 
     since: Cursor | None = None
     nodes: list[str] | None = None
     format: str = "full"
+    classes: list[str] | None = None  # only these classes in every `byClass` (None: all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +351,7 @@ def parse_client_message(data: bytes | str | Mapping[str, Any]) -> ClientMessage
     """A client message (raw, or decoded by `decode_client_message`), or StreamError.
 
     Codes: `bad_message` (not a JSON object, an `auth` without a token string, a malformed `since`
-    or `nodes`), `unknown_message` (another `type`). Keys a message does not define are ignored."""
+    or option), `unknown_message` (another `type`). Keys a message does not define are ignored."""
     body = data if isinstance(data, Mapping) else decode_client_message(data)
     kind = client_message_type(body)
     if kind is ClientMessageType.AUTH:
@@ -364,20 +367,17 @@ def parse_client_message(data: bytes | str | Mapping[str, Any]) -> ClientMessage
 
 
 def parse_subscribe(body: Mapping[str, Any]) -> SubscribeMessage:
-    """A decoded `subscribe` message; StreamError when its `since` or `nodes` is malformed."""
-    since = cursor_from_wire(body.get("since"))
-    nodes = body.get("nodes")
-    if nodes is not None and not (isinstance(nodes, list) and all(isinstance(node, str) for node in nodes)):
-        raise StreamError("nodes must be a list of node ids or null", code="bad_message")
-    if (fmt := body.get("format", "full")) not in ("full", "compact"):  # `run_update`s: stream_hub.compact
-        raise StreamError("format must be 'full' or 'compact'", code="bad_message")
-    return SubscribeMessage(since, nodes, fmt)
+    """A decoded `subscribe` message; StreamError when its `since`, `nodes`, `format` or `classes` is malformed."""
+    since, nodes = cursor_from_wire(body.get("since")), parse_nodes(body.get("nodes"))
+    return SubscribeMessage(since, nodes, parse_format(body.get("format", "full")), parse_classes(body.get("classes")))
 
 
-def subscribe_message(since: Cursor | None, nodes: list[str] | None, fmt: str = "full") -> dict[str, Any]:
-    """The `subscribe` message a client sends (`format` only when not the default)."""
+def subscribe_message(
+    since: Cursor | None, nodes: list[str] | None, fmt: str = "full", classes: list[str] | None = None
+) -> Event:
+    """The `subscribe` message a client sends (`format` and `classes` only when not the default)."""
     body = {"type": ClientMessageType.SUBSCRIBE.value, "since": since._asdict() if since else None, "nodes": nodes}
-    return body if fmt == "full" else body | {"format": fmt}
+    return body | ({} if fmt == "full" else {"format": fmt}) | ({} if classes is None else {"classes": classes})
 
 
 def parse_cursor(text: str) -> Cursor:

@@ -14,11 +14,17 @@ fields but `deltas`), `"format": "compact"` and the node table as columns:
   this client received last), at the layout positions `idx`: every other node is as in `base`;
 - a column is an array (one value per node carried) or a single value (every node carried has it).
 
+A class-bearing node's `byClass` (SPEC §14) travels as one section per class with the same columns
+as the totals, `"byClass": {classId: {field: column}}`; `layout.byClass` lists the positions of the
+nodes that carry `byClass` and `sparse.byClass.<classId>` the positions that have a field when not
+all do. A node carries a class when it has one of its fields (an empty class entry has no compact
+form: such an update is sent as it is). A `classes` filter keeps only its classes' sections.
+
 A model without topology has `layout: {"series": [ids]}` and one column `values`.
 
 The table of an event is built once (`CompactTable.of_event` from the publisher's dict when the run
 has compact clients, else `CompactTable.of` from its bytes; shared through the hub's encoding cache);
-an encoding depends only on the event, the client's previous update and its `nodes` filter, so
+an encoding depends only on the event, the client's previous update and its filters, so
 clients that keep up share one (`EventEncodings.compact`). An event the hub cannot put in this form
 (deltas that are not NodeDeltas) is sent as it is.
 """
@@ -73,6 +79,34 @@ def _section(dicts: list[dict[str, Any]]) -> tuple[Section, dict[str, list[int]]
     return columns, {name: where for name, where in sparse.items() if len(where) < n}
 
 
+def _class_sections(deltas: list[dict[str, Any]]) -> tuple[list[int], dict[str, Section], dict[str, Any]] | None:
+    """The nodes carrying `byClass` (positions), one section per class, and the classes' gaps; None
+    when an entry has no compact form (a class with no field)."""
+    found = [(p, by) for p, d in enumerate(deltas) if (by := d.get("byClass")) is not None]
+    if not found:
+        return [], {}, {}
+    if not all(isinstance(by, dict) and all(isinstance(v, dict) and v for v in by.values()) for _, by in found):
+        return None
+    empty: dict[str, Any] = {}
+    sections: dict[str, Section] = {}
+    gaps: dict[str, Any] = {}
+    for class_id in dict.fromkeys(c for _, by in found for c in by):
+        rows = [empty] * len(deltas)
+        for p, by in found:
+            rows[p] = by.get(class_id, empty)
+        sections[class_id], where = _section(rows)
+        if where:
+            gaps[class_id] = where
+    return [p for p, _ in found], sections, gaps
+
+
+def _remap(gaps: dict[str, Any], where: dict[int, int]) -> dict[str, Any]:
+    """Sparse positions (`{field: [p]}`, nested per class for `byClass`) after a `keep`."""
+    return {
+        k: _remap(v, where) if isinstance(v, dict) else [where[p] for p in v if p in where] for k, v in gaps.items()
+    }
+
+
 def _column(values: Column) -> Any:
     """An array, or its one value when every node has the same (all-null columns are common)."""
     if values.size > 1:
@@ -98,13 +132,14 @@ def _differs(a: Column, b: Column) -> NDArray[np.bool_]:
 @dataclass(frozen=True, slots=True)
 class CompactTable:
     """A `run_update` as its envelope and its node table in columns (sections `metrics`, `derived`,
-    or `values` for a model without topology)."""
+    or `values` for a model without topology; one section per class of `byClass`)."""
 
     head: dict[str, Any]
     layout: dict[str, Any]
     layout_key: bytes  # equal layouts, equal keys: a delta needs the same layout as its base
     sections: dict[str, Section]
     size: int  # nodes (or series)
+    classes: dict[str, Section]  # classId → its section (the nodes without it: null, listed in sparse)
 
     @classmethod
     def of(cls, data: bytes) -> CompactTable | None:
@@ -125,21 +160,37 @@ class CompactTable:
             ids, kinds = list(map(_NODE_ID, deltas)), list(map(_KIND, deltas))
             metrics, metric_gaps = _section(list(map(_METRICS, deltas)))
             derived, derived_gaps = _section([d.get("derived") or {} for d in deltas])
+            by_class = _class_sections(deltas)
         except (KeyError, TypeError, AttributeError):
             return None
+        if by_class is None:
+            return None
+        bearing, classes, class_gaps = by_class
         layout = {"nodes": ids, "kinds": kinds}
-        sparse = {name: gaps for name, gaps in (("metrics", metric_gaps), ("derived", derived_gaps)) if gaps}
+        if bearing:
+            layout["byClass"] = bearing
+        gaps = (("metrics", metric_gaps), ("derived", derived_gaps), ("byClass", class_gaps))
+        sparse = {name: where for name, where in gaps if where}
         if sparse:
             layout["sparse"] = sparse
-        return cls._make(head, layout, {"metrics": metrics, "derived": derived}, len(ids))
+        return cls._make(head, layout, {"metrics": metrics, "derived": derived}, len(ids), classes)
 
     @classmethod
-    def _make(cls, head: dict[str, Any], layout: dict[str, Any], sections: dict[str, Section], n: int) -> CompactTable:
-        shape = {name: list(section) for name, section in sections.items()}
-        return cls(head, layout, orjson.dumps([layout, shape]), sections, n)
+    def _make(
+        cls,
+        head: dict[str, Any],
+        layout: dict[str, Any],
+        sections: dict[str, Section],
+        n: int,
+        classes: dict[str, Section] | None = None,
+    ) -> CompactTable:
+        classes = classes or {}
+        shape = [{name: list(section) for name, section in group.items()} for group in (sections, classes)]
+        return cls(head, layout, orjson.dumps([layout, shape]), sections, n, classes)
 
     def __len__(self) -> int:  # bytes, roughly, for the cache's budget (an object cell: pointer + object)
-        cells = sum((8 if col.dtype != object else 64) * col.size for s in self.sections.values() for col in s.values())
+        groups = (*self.sections.values(), *self.classes.values())
+        cells = sum((8 if col.dtype != object else 64) * col.size for s in groups for col in s.values())
         return len(self.layout_key) + cells + 512
 
     def keep(self, nodes: frozenset[str]) -> CompactTable:
@@ -149,22 +200,41 @@ class CompactTable:
         layout: dict[str, Any] = {key: [ids[p] for p in kept] for key in ("nodes", "series") if key in self.layout}
         if "kinds" in self.layout:
             layout["kinds"] = [self.layout["kinds"][p] for p in kept]
+        where = {int(p): k for k, p in enumerate(kept)}
+        bearing = [where[p] for p in self.layout.get("byClass", ()) if p in where]
+        if bearing:
+            layout["byClass"] = bearing
         if "sparse" in self.layout:
-            where = {int(p): k for k, p in enumerate(kept)}
-            layout["sparse"] = {
-                name: {f: [where[p] for p in ps if p in where] for f, ps in gaps.items()}
-                for name, gaps in self.layout["sparse"].items()
-            }
+            sparse = _remap(self.layout["sparse"], where)
+            if not bearing:
+                sparse.pop("byClass", None)
+            if sparse:
+                layout["sparse"] = sparse
         sections = {name: {f: col[kept] for f, col in section.items()} for name, section in self.sections.items()}
-        return CompactTable._make(self.head, layout, sections, len(kept))
+        classes = {c: {f: col[kept] for f, col in s.items()} for c, s in self.classes.items()} if bearing else {}
+        return CompactTable._make(self.head, layout, sections, len(kept), classes)
+
+    def keep_classes(self, classes: frozenset[str]) -> CompactTable:
+        """The table of a `classes` filter: only those classes' sections (the nodes carrying `byClass`
+        still do, with nothing left when none of theirs is kept)."""
+        layout = dict(self.layout)
+        sparse = dict(layout.pop("sparse", {}))
+        kept_gaps = {c: gaps for c, gaps in sparse.pop("byClass", {}).items() if c in classes}
+        if kept_gaps:
+            sparse["byClass"] = kept_gaps
+        if sparse:
+            layout["sparse"] = sparse
+        kept = {c: section for c, section in self.classes.items() if c in classes}
+        return CompactTable._make(self.head, layout, self.sections, self.size, kept)
 
     def changed(self, base: CompactTable) -> NDArray[np.bool_]:
         """Per node, whether any of its values differs from `base` (same layout)."""
         out = np.zeros(self.size, dtype=bool)
-        for name, section in self.sections.items():
-            other = base.sections[name]
-            for field, col in section.items():
-                out |= _differs(col, other[field])
+        for mine, theirs in ((self.sections, base.sections), (self.classes, base.classes)):
+            for name, section in mine.items():
+                other = theirs[name]
+                for field, col in section.items():
+                    out |= _differs(col, other[field])
         return out
 
 
@@ -182,4 +252,9 @@ def compact_update(table: CompactTable, base: tuple[int, CompactTable] | None) -
         body["layout"] = table.layout
     for name, section in table.sections.items():
         body[name] = {f: _column(col if pick is None else col[pick]) for f, col in section.items()}
+    if table.classes:
+        body["byClass"] = {
+            c: {f: _column(col if pick is None else col[pick]) for f, col in section.items()}
+            for c, section in table.classes.items()
+        }
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -188,10 +188,17 @@ class Hub:
 
     # -- subscribing --------------------------------------------------------------------------------
     def subscribe(
-        self, run_id: str, since: tuple[str, int] | None, nodes: Iterable[str] | None = None, *, compact: bool = False
+        self,
+        run_id: str,
+        since: tuple[str, int] | None,
+        nodes: Iterable[str] | None = None,
+        *,
+        compact: bool = False,
+        classes: Iterable[str] | None = None,
     ) -> Subscription:
         """A new subscription after cursor `since` (None: from seq 1), with the resume rules above;
-        `compact`: its `run_update`s in compact form (`stream_hub.compact`)."""
+        `compact`: its `run_update`s in compact form (`stream_hub.compact`); `classes`: only those
+        classes in every `byClass` it receives (`engine_live.subscribe_options`)."""
         run = self._run(run_id)
         history = run.history
         if since is None:
@@ -211,6 +218,7 @@ class Hub:
             detach=self.unsubscribe,
             encodings=self.encodings,
             compact=compact,
+            classes=frozenset(classes) if classes is not None else None,
         )
         if run.closed is not None:
             sub.close(*run.closed)

@@ -13,13 +13,15 @@ loop nearly all the time (issue 12). Now:
 - **off the loop**: the endpoint captures what the body needs on the loop (cheap copies, no await
   in between) and builds and encodes it in this cache's one worker thread, so builds for all runs
   queue behind each other instead of competing for the CPU;
-- **bounded**: built snapshots stay in a `ByteLRU` (`snapshot_cache_bytes`, default 128 MiB).
+- **bounded**: built snapshots stay in a `ByteLRU` (`snapshot_cache_bytes`, default 128 MiB);
+- **derived once**: a `classes` filter's snapshot (its `byClass` trimmed) is made from the shared
+  one in the same thread, once per (snapshot, filter), and shares the same cache (`derived`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -50,7 +52,7 @@ class SnapshotCache:
 
     def __init__(self, max_bytes: int = DEFAULT_SNAPSHOT_CACHE_BYTES) -> None:
         self._cache: ByteLRU[Snapshot] = ByteLRU(max_bytes)
-        self._inflight: dict[str, asyncio.Future[Snapshot]] = {}
+        self._inflight: dict[Hashable, asyncio.Future[Snapshot]] = {}
         self._executor: ThreadPoolExecutor | None = None
         self.builds = 0
 
@@ -64,20 +66,30 @@ class SnapshotCache:
         cached = self._cache.get(run_id)
         if cached is not None and usable(cached):
             return cached
-        future = self._inflight.get(run_id)
+        return await self._single_flight(run_id, build, counted=True)
+
+    async def derived(self, key: Hashable, build: Callable[[], Awaitable[Snapshot]]) -> Snapshot:
+        """The snapshot under `key` (one derived from a shared snapshot, e.g. for a `classes` filter,
+        keyed by that snapshot and the filter): cached, else built once like a shared one (not counted
+        in `builds`)."""
+        cached = self._cache.get(key)
+        return cached if cached is not None else await self._single_flight(key, build, counted=False)
+
+    async def _single_flight(self, key: Hashable, build: Callable[[], Awaitable[Snapshot]], counted: bool) -> Snapshot:
+        future = self._inflight.get(key)
         if future is None:
-            future = self._inflight[run_id] = asyncio.ensure_future(self._build(run_id, build))
+            future = self._inflight[key] = asyncio.ensure_future(self._build(key, build, counted))
             future.add_done_callback(_retrieve)
         return await asyncio.shield(future)
 
-    async def _build(self, run_id: str, build: Callable[[], Awaitable[Snapshot]]) -> Snapshot:
+    async def _build(self, key: Hashable, build: Callable[[], Awaitable[Snapshot]], counted: bool) -> Snapshot:
         try:
             snapshot = await build()
-            self.builds += 1
-            self._cache.put(run_id, snapshot)
+            self.builds += counted
+            self._cache.put(key, snapshot)
             return snapshot
         finally:
-            self._inflight.pop(run_id, None)
+            self._inflight.pop(key, None)
 
     async def in_thread(self, work: Callable[[], T]) -> T:
         """Run `work` in the snapshot thread (one for every run: builds wait for each other)."""

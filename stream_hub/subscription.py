@@ -50,21 +50,22 @@ class Delivery:
     encodings: EventEncodings
     compact: bool = False  # the client asked for compact `run_update`s
     base: HubEvent | None = None  # compact: the `run_update` this client received before this one
+    classes: frozenset[str] | None = None  # only these classes in every `byClass` (None: all)
 
     @property
     def payload(self) -> bytes:
-        """The bytes: the publisher's own unless a `nodes` filter trims deltas, `skipped` is set or the
-        client takes compact `run_update`s."""
+        """The bytes: the publisher's own unless a `nodes` or `classes` filter trims deltas, `skipped`
+        is set or the client takes compact `run_update`s."""
         if self.compact:
-            return self.encodings.compact(self.event, self.nodes, self.base, self.skipped)
-        return self.encodings.payload(self.event, self.nodes, self.skipped)
+            return self.encodings.compact(self.event, self.nodes, self.base, self.skipped, self.classes)
+        return self.encodings.payload(self.event, self.nodes, self.skipped, self.classes)
 
     @property
     def text(self) -> str:
-        """The payload as text, decoded once and shared by every client with the same filter (and base)."""
+        """The payload as text, decoded once and shared by every client with the same filters (and base)."""
         if self.compact:
-            return self.encodings.compact_text(self.event, self.nodes, self.base, self.skipped)
-        return self.encodings.text(self.event, self.nodes, self.skipped)
+            return self.encodings.compact_text(self.event, self.nodes, self.base, self.skipped, self.classes)
+        return self.encodings.text(self.event, self.nodes, self.skipped, self.classes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +119,11 @@ class Subscription:
         detach: Callable[[Subscription], None],
         encodings: EventEncodings,
         compact: bool = False,
+        classes: frozenset[str] | None = None,
     ) -> None:
         self.run_id = run_id
         self.nodes = nodes
+        self.classes = classes  # `byClass` trimmed to these, in events and snapshots (None: every class)
         self.compact = compact
         self._last_update: HubEvent | None = None  # compact: the last run_update delivered (the next one's base)
         self.recovered = recovered
@@ -279,8 +282,8 @@ class Subscription:
             skipped = tuple(sorted(entry.skipped))
             if self.compact and ev.type == "run_update":
                 base, self._last_update = self._last_update, ev
-                return Delivery(ev, self.nodes, skipped, self._encodings, True, base)
-            return Delivery(ev, self.nodes, skipped, self._encodings, self.compact)
+                return Delivery(ev, self.nodes, skipped, self._encodings, True, base, self.classes)
+            return Delivery(ev, self.nodes, skipped, self._encodings, self.compact, classes=self.classes)
         if self._close is not None:
             return self._close
         return None

@@ -4,7 +4,7 @@ Session: admission (the hub's `ConnectionGate`, charged to the client's address:
 handshake is refused with 429) → accept → auth (when on: an `Authorization: Bearer` handshake
 header, or a first `{"type": "auth", "token"}` message within `auth_timeout_s`, else 4408; the
 connection is then charged to its token, over that token's limit: 1013) → unknown run 4404 → wait
-for `{"type": "subscribe", "since", "nodes", "format"?}` (a non-null `since` wins over the query), until
+for `{"type": "subscribe", "since", "nodes", "format"?, "classes"?}` (a non-null `since` wins over the query), until
 `idle_s` after accept (else 4408) → `{"type": "subscribed", epoch, seq, recovered}` → replay, or one
 `{"type": "snapshot", epoch, seq, state}` (shared and built off the loop: `stream_hub.snapshots`)
 → live events, `progress` heartbeats, `pong`s. Events are sent as text frames carrying the
@@ -228,9 +228,8 @@ class _Session:
         """Register the subscription with the hub (the message's cursor wins over the query's)."""
         epoch, head = self.runs.current(self.run_id)
         self.hub.ensure_run(self.run_id, epoch, head)
-        sub = self.hub.subscribe(
-            self.run_id, message.since or query_since, message.nodes, compact=message.format == "compact"
-        )
+        since, compact = message.since or query_since, message.format == "compact"
+        sub = self.hub.subscribe(self.run_id, since, message.nodes, compact=compact, classes=message.classes)
         self.life.advance(ClientState.SUBSCRIBED)
         return sub
 

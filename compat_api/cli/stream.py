@@ -5,7 +5,9 @@ cursor to its position), and after a dropped connection reconnects with that cur
 missed or repeated; it says so through `on_notice`. The server's close 1000 (run completed) ends the
 tail with exit 0; 4401/4403/4404/1008 are bad input (exit 2); when the server stays unreachable for
 `retry_seconds` it gives up (exit 3). `TailView` folds events into the latest per-node metrics, and
-`render_table` draws it with rich; `--json` prints each server message as received, one per line.
+`render_table` draws it with rich (both in `compat_api.cli.tail_view`); `--json` prints each server
+message as received, one per line. `--class ID` subscribes with `classes: [ID]` and shows that
+class's values on class-bearing nodes (class-less nodes keep their totals, marked so: docs/classes.md).
 Messages, cursors and close codes are those of `engine_live.protocol`.
 """
 
@@ -15,20 +17,18 @@ import argparse
 import asyncio
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from compat_api.cli.client import add_client_args, console
 from compat_api.cli.output import detach_stdout
+from compat_api.cli.tail_view import Rendered, TailView, render_table
 from engine_live.errors import BadInputError, OutputClosedError, ServerError, StreamError
 from engine_live.protocol import (
     SEQD_TYPES,
@@ -40,6 +40,7 @@ from engine_live.protocol import (
     subscribe_message,
 )
 from engine_live.protocol import parse_cursor as parse_wire_cursor
+from engine_live.subscribe_options import parse_classes
 
 FATAL_CLOSES: dict[int, str] = {  # closes that reconnecting cannot fix (exit 2)
     CloseCode.POLICY_VIOLATION: "protocol violation",
@@ -49,15 +50,6 @@ FATAL_CLOSES: dict[int, str] = {  # closes that reconnecting cannot fix (exit 2)
     CloseCode.UNKNOWN_RUN: "unknown run",
     CloseCode.AUTH_TIMEOUT: "no auth in time",
 }
-COLOURS = {"green": "green", "yellow": "yellow", "red": "red", "gray": "grey50", "dlq": "magenta"}
-COLUMNS = (
-    ("arrivals", "metrics"),
-    ("served", "metrics"),
-    ("errors", "metrics"),
-    ("queueDepth", "metrics"),
-    ("utilization", "derived"),
-    ("latencyMinutes", "derived"),
-)
 
 
 def parse_cursor(text: str) -> Cursor:
@@ -88,13 +80,14 @@ class StreamTail:
         *,
         since: Cursor | None = None,
         nodes: list[str] | None = None,
+        classes: list[str] | None = None,
         token: str | None = None,
         on_message: Callable[[dict[str, Any], str], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
         retry_seconds: float = 60.0,
     ) -> None:
         self.url, self.run_id, self.token = stream_url(url, run_id), run_id, token
-        self.cursor, self.nodes = Cursor(*since) if since else None, nodes
+        self.cursor, self.nodes, self.classes = Cursor(*since) if since else None, nodes, classes
         self.on_message = on_message or (lambda msg, raw: None)
         self.on_notice = on_notice or (lambda text: None)
         self.retry_seconds = retry_seconds
@@ -128,7 +121,7 @@ class StreamTail:
         async with connect(self.url, additional_headers=headers, open_timeout=10, max_size=None) as ws:
             self.connections += 1
             try:  # the server may close at once (unknown run, auth): the close code says why
-                await ws.send(encode_event(subscribe_message(self.cursor, self.nodes)).decode())
+                await ws.send(encode_event(subscribe_message(self.cursor, self.nodes, classes=self.classes)).decode())
                 async for raw in ws:
                     text = raw if isinstance(raw, str) else raw.decode()
                     msg = decode_event(text)
@@ -176,100 +169,6 @@ class StreamTail:
             delay = min(delay * 2, 2.0)
 
 
-@dataclass
-class TailView:
-    """What the terminal table shows: the latest delta per node plus the run's position."""
-
-    run_id: str
-    epoch: str | None = None
-    seq: int | None = None
-    status: str = "connecting"
-    bin_index: int | None = None
-    bin_start: str | None = None
-    last_bin: int | None = None
-    watermark: int | None = None
-    lag: int | None = None
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    warnings: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    notices: deque[str] = field(default_factory=lambda: deque(maxlen=3))
-
-    def apply(self, msg: dict[str, Any]) -> None:
-        """Fold one server message into the view."""
-        kind = msg.get("type")
-        if isinstance(msg.get("epoch"), str):
-            self.epoch, self.seq = msg["epoch"], msg.get("seq", self.seq)
-        if kind == EventType.SNAPSHOT:
-            self._snapshot(msg.get("state") or {})
-        elif kind == EventType.RUN_UPDATE:
-            self.bin_index, self.bin_start = msg.get("binIndex"), msg.get("binStartUtc")
-            self.last_bin, self.watermark = msg.get("lastBin"), msg.get("watermark")
-            self.status = str(msg.get("status") or self.status)
-            for d in msg.get("deltas") or []:
-                if "nodeId" in d:
-                    self.nodes[d["nodeId"]] = d
-        elif kind == EventType.WARNING_UPDATE:
-            w = msg.get("warning") or {}
-            key = (str(w.get("code")), str(w.get("nodeId") or ""))
-            if msg.get("op") == "clear":
-                self.warnings.pop(key, None)
-            else:
-                self.warnings[key] = w
-        elif kind == EventType.STATUS:
-            self.status = str(msg.get("status"))
-        elif kind == EventType.PROGRESS:
-            self.watermark, self.lag = msg.get("watermark", self.watermark), msg.get("lagBins")
-        if self.watermark is not None and self.last_bin is not None and kind != EventType.PROGRESS:
-            self.lag = max(0, self.watermark - self.last_bin)
-
-    def _snapshot(self, state: dict[str, Any]) -> None:
-        self.status = str(state.get("status") or self.status)
-        self.last_bin, self.watermark = state.get("lastBin"), state.get("watermark")
-        self.bin_index = self.last_bin if isinstance(self.last_bin, int) and self.last_bin >= 0 else None
-        self.bin_start = (state.get("bin") or {}).get("startUtc")
-        self.nodes = {n["id"]: {"nodeId": n["id"], **n} for n in state.get("nodes") or [] if "id" in n}
-        self.warnings = {(str(w.get("code")), str(w.get("nodeId") or "")): w for w in state.get("warnings") or []}
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:,.0f}" if v.is_integer() else f"{v:.3f}" if abs(v) < 10 else f"{v:,.1f}"
-    return str(v)
-
-
-def render_table(view: TailView) -> Table:
-    """The view as a rich table: one row per node, the run's position in the title and caption."""
-    pos = f"epoch {view.epoch or '—'}  seq {_cell(view.seq)}  bin {_cell(view.bin_index)}"
-    pos += f" ({view.bin_start})" if view.bin_start else ""
-    caption = [
-        f"lastBin {_cell(view.last_bin)}  watermark {_cell(view.watermark)}  lag {_cell(view.lag)}",
-        f"warnings {len(view.warnings)}",
-        *view.notices,
-    ]
-    table = Table(title=f"{view.run_id} — {view.status} — {pos}", caption="  ·  ".join(caption))
-    table.add_column("node")
-    table.add_column("kind")
-    for name, _ in COLUMNS:
-        table.add_column(name, justify="right")
-    table.add_column("colour")
-    for node_id, d in view.nodes.items():
-        derived = d.get("derived") or {}
-        colour = str(derived.get("color") or "gray")
-        style = COLOURS.get(colour, "")
-        cells = [_cell((d.get(group) or {}).get(name)) for name, group in COLUMNS]
-        table.add_row(node_id, str(d.get("kind") or ""), *cells, f"[{style}]● {colour}[/]" if style else colour)
-    return table
-
-
-class _Rendered:
-    def __init__(self, view: TailView) -> None:
-        self.view = view
-
-    def __rich__(self) -> Table:
-        return render_table(self.view)
-
-
 async def newest_live_run(url: str, token: str | None) -> str:
     """The id of the most recently created run that is live on the service (BadInputError: none)."""
     from compat_api.cli.client import Api
@@ -286,6 +185,7 @@ async def newest_live_run(url: str, token: str | None) -> str:
 async def _tail(args: argparse.Namespace) -> int:
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()] if args.nodes else None
     since = parse_cursor(args.since) if args.since else None
+    classes = _classes(args.class_id)
     err = Console(stderr=True, soft_wrap=True)  # notices are log lines: never wrapped
     if args.run_id is None:
         args.run_id = await newest_live_run(args.url, args.token)
@@ -304,15 +204,16 @@ async def _tail(args: argparse.Namespace) -> int:
             args.run_id,
             since=since,
             nodes=nodes,
+            classes=classes,
             token=args.token,
             on_message=emit,
             on_notice=lambda t: err.print(f"[stream] {t}", highlight=False, markup=False),
             retry_seconds=args.retry_seconds,
         )
         return await tail.run()
-    view = TailView(args.run_id)
+    view = TailView(args.run_id, args.class_id)
     out = console()
-    with Live(_Rendered(view), console=out, refresh_per_second=4) as live:
+    with Live(Rendered(view), console=out, refresh_per_second=4) as live:
 
         def notice(text: str) -> None:
             view.notices.append(text)
@@ -323,6 +224,7 @@ async def _tail(args: argparse.Namespace) -> int:
             args.run_id,
             since=since,
             nodes=nodes,
+            classes=classes,
             token=args.token,
             on_message=lambda m, _: view.apply(m),
             on_notice=notice,
@@ -334,6 +236,14 @@ async def _tail(args: argparse.Namespace) -> int:
         out.line()  # rich leaves a piped live display without its final newline
     out.print(f"run {args.run_id} {view.status} at {tail.cursor_text()}", highlight=False)
     return code
+
+
+def _classes(class_id: str | None) -> list[str] | None:
+    """`--class ID` → the subscribe message's `classes`; BadInputError when ID cannot be a class id."""
+    try:
+        return parse_classes([class_id] if class_id is not None else None)
+    except StreamError:
+        raise BadInputError(f"--class {class_id!r}: a class id is letters, digits, '_' or '-'") from None
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -354,6 +264,13 @@ def register(sub: Any) -> None:
     r.add_argument("run_id", nargs="?", help="the run to tail (default: the newest live run on the service)")
     r.add_argument("--since", help="cursor EPOCH:SEQ of the last event seen (replay starts after it)")
     r.add_argument("--nodes", help="comma-separated node ids to show")
+    r.add_argument(
+        "--class",
+        dest="class_id",
+        metavar="CLASSID",
+        help="show this class's values instead of the totals on class-bearing nodes (class-less nodes: "
+        "their totals, marked 'total (no classes)'; derived columns stay the node's)",
+    )
     r.add_argument("--json", action="store_true", help="print raw events, one JSON object per line")
     r.add_argument(
         "--retry-seconds",

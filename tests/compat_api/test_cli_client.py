@@ -165,6 +165,26 @@ def test_view_folds_events_and_table_renders_them() -> None:
     assert view.warnings == {} and view.status == "completed"
 
 
+def test_class_view_shows_the_class_on_class_bearing_nodes_and_marks_class_less_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`stream runs --class Alpha` (issue 14): subscribes with `classes: [Alpha]`; the table shows Alpha's
+    values on class-bearing nodes, the totals on class-less ones, marked."""
+    args = build_parser().parse_args(["stream", "runs", "r1", "--class", "Alpha"])
+    assert args.class_id == "Alpha"
+    view = TailView("r1", args.class_id)
+    bearing = delta("Gateway", "green", 0.5) | {"byClass": {"Alpha": {"arrivals": 4.0, "served": 3.0}}}
+    view.apply(ev("run_update", 1, binIndex=0, deltas=[bearing, delta("Orders", "green", 0.25)]))
+    console = Console(record=True, width=200)
+    console.print(render_table(view))
+    text = console.export_text()
+    rows = {cells[0]: cells[1:] for line in text.splitlines() if (cells := [c.strip() for c in line.split("│")[1:-1]])}
+    assert "class Alpha" in text and rows["Gateway"][1:4] == ["Alpha", "4", "3"]  # kind, values, arrivals, served
+    assert rows["Orders"][1:4] == ["total (no classes)", "10", "9"] and rows["Orders"][6] == "0.250"
+    assert main(["stream", "runs", "r1", "--class", "Alpha,Beta"]) == 2  # not a class id: bad input, no socket
+    assert "--class 'Alpha,Beta'" in capsys.readouterr().err
+
+
 # -- HTTP: retries, errors, pacing --------------------------------------------------------------
 def test_retry_after_parsing() -> None:
     assert retry_after("2") == 2.0 and retry_after(None) == 1.0 and retry_after("soon") == 1.0

@@ -53,15 +53,15 @@ class Reader:
         else:
             deltas, where = [{} for _ in ids], list(range(len(ids)))
         sections = {name: msg.pop(name) for name in ("metrics", "derived")}
+        classes, bearing = msg.pop("byClass", {}), set(self.layout.get("byClass", ()))
         for k, p in enumerate(where):
             delta: dict[str, Any] = {"nodeId": ids[p], "kind": kinds[p]}
             for name, columns in sections.items():
-                gaps = sparse.get(name, {})
-                delta[name] = {
-                    f: (col[k] if isinstance(col, list) else col)
-                    for f, col in columns.items()
-                    if f not in gaps or p in gaps[f]
-                }
+                delta[name] = _cells(columns, sparse.get(name, {}), k, p)
+            if p in bearing:  # a class-bearing node: its classes that have a field at p
+                class_gaps = sparse.get("byClass", {})
+                cells = {c: _cells(columns, class_gaps.get(c, {}), k, p) for c, columns in classes.items()}
+                delta["byClass"] = {c: values for c, values in cells.items() if values}
             deltas[p] = delta
         self.last = (msg["seq"], deltas)
         return msg | {"deltas": deltas}
@@ -77,6 +77,13 @@ class Reader:
             held[ids[p]] = values[k] if isinstance(values, list) else values
         self.last = (msg["seq"], [{"series": held}])
         return msg | {"deltas": [{"series": {i: held[i] for i in ids}}]}
+
+
+def _cells(columns: dict[str, Any], gaps: dict[str, list[int]], k: int, p: int) -> dict[str, Any]:
+    """Node p's fields (the k-th carried) of a section: arrays or single values, minus sparse gaps."""
+    return {
+        f: (col[k] if isinstance(col, list) else col) for f, col in columns.items() if f not in gaps or p in gaps[f]
+    }
 
 
 def publish(hub: Hub, ev: dict[str, Any]) -> bytes:
@@ -179,3 +186,69 @@ def test_subscribe_format_is_checked() -> None:
     assert "format" not in subscribe_message(None, None)
     with pytest.raises(StreamError):
         parse_subscribe({"type": "subscribe", "format": "tiny"})
+
+
+# -- byClass (issue 14) ----------------------------------------------------------------------------
+def class_update(seq: int, split: dict[str, tuple[float, float]], plain: float = 1.0) -> dict[str, Any]:
+    """Class-bearing nodes n with (Alpha, Beta) = split[n] (totals their sums), then class-less P."""
+    ev = update(seq, seq - 1, {n: a + b for n, (a, b) in split.items()} | {"P": plain})
+    for d in ev["deltas"][:-1]:
+        a, b = split[d["nodeId"]]
+        d["byClass"] = {"Alpha": {"arrivals": a, "served": min(a, 10.0)}, "Beta": {"arrivals": b, "served": b}}
+    return ev
+
+
+def expected(ev: dict[str, Any], nodes: set[str] | None, classes: set[str] | None) -> dict[str, Any]:
+    """The full event a client with these filters receives (written out here, not the hub's code)."""
+    deltas = [dict(d) for d in ev["deltas"] if nodes is None or d["nodeId"] in nodes]
+    for d in deltas:
+        if classes is not None and "byClass" in d:
+            d["byClass"] = {c: v for c, v in d["byClass"].items() if c in classes}
+    return ev | {"deltas": deltas}
+
+
+def test_compact_updates_carry_by_class_per_class_columns_and_the_classes_filter() -> None:
+    events = [
+        class_update(1, {"A": (1.0, 2.0), "B": (3.0, 4.0)}),
+        class_update(2, {"A": (1.0, 2.0), "B": (3.0, 4.0)}, plain=2.0),  # only the class-less node
+        class_update(3, {"A": (2.0, 1.0), "B": (3.0, 4.0)}, plain=2.0),  # A's classes moved, not its totals
+    ]
+    filters: list[tuple[set[str] | None, set[str] | None]] = [
+        (None, None),
+        (None, {"Alpha"}),
+        ({"B", "P"}, {"Beta", "Nope"}),
+        (None, {"Nope"}),  # an unknown class matches nothing: class-bearing nodes keep `byClass: {}`
+    ]
+    changed_last = [[0], [0], [], []]  # the third update changed only A's classes: a delta of A where seen
+    hub = Hub()
+    subs = [hub.subscribe(RUN, None, nodes, compact=True, classes=classes) for nodes, classes in filters]
+    for ev in events:
+        publish(hub, ev)
+    for sub, (nodes, classes), idx in zip(subs, filters, changed_last, strict=True):
+        reader = Reader()
+        got = [d.payload for d in deliveries(sub)]
+        assert [reader.read(g) for g in got] == [expected(ev, nodes, classes) for ev in events]
+        assert orjson.loads(got[2])["idx"] == idx
+    first, *_ = (orjson.loads(d.payload) for d in deliveries(hub.subscribe(RUN, None, None, compact=True)))
+    assert first["layout"]["byClass"] == [0, 1]  # A and B carry byClass, P does not
+    assert first["layout"]["sparse"]["byClass"]["Alpha"] == {"arrivals": [0, 1], "served": [0, 1]}
+    assert first["byClass"]["Alpha"] == {"arrivals": [1.0, 3.0, None], "served": [1.0, 3.0, None]}
+    assert first["metrics"]["arrivals"] == [3.0, 7.0, 1.0]  # totals untouched
+    alpha = orjson.loads(deliveries(hub.subscribe(RUN, None, None, compact=True, classes=["Alpha"]))[0].payload)
+    assert list(alpha["byClass"]) == ["Alpha"] and list(alpha["layout"]["sparse"]["byClass"]) == ["Alpha"]
+    nope = orjson.loads(deliveries(hub.subscribe(RUN, None, None, compact=True, classes=["Nope"]))[0].payload)
+    assert "byClass" not in nope and nope["layout"]["byClass"] == [0, 1]
+
+
+def test_compact_tables_share_per_filter_and_an_empty_class_entry_has_no_compact_form() -> None:
+    hub = Hub()
+    a, b = (hub.subscribe(RUN, None, None, compact=True, classes=["Beta"]) for _ in range(2))
+    publish(hub, class_update(1, {"A": (1.0, 2.0)}))
+    (da,), (db,) = deliveries(a), deliveries(b)
+    assert da.payload is db.payload and da.text is db.text  # encoded once per (nodes, classes)
+    odd = class_update(2, {"A": (1.0, 2.0)})
+    odd["deltas"][0]["byClass"]["Alpha"] = {}
+    assert CompactTable.of_event(odd) is None
+    data = publish(hub, odd)
+    (sent,) = deliveries(a)
+    assert orjson.loads(sent.payload) == expected(odd, None, {"Beta"}) and sent.payload != data
