@@ -2,8 +2,10 @@
 
 `load_bundle` validates `manifest.json` (schemaVersion 2: window, grid, files[{nodeId, metric,
 path, hash, points, classId}], warnings, provenance), reads every CSV in any of the three formats,
-refuses a file whose SHA-256 differs from its manifest hash, sums classIds into DEFAULT (info
-`class_summed`), and zero-fills missing bins (`data_gap`, naming bins and times) and data that
+refuses a file whose SHA-256 differs from its manifest hash, keeps a per-class file (its `classId`,
+or the one class its rows name) apart from the total (`BundleSeries.class_id`; binding decides what
+a class file feeds: `ingestion.bundle`), sums files of the same key and a file naming several classes
+into one series (info `class_summed`), and zero-fills missing bins (`data_gap`, naming bins and times) and data that
 ends early (`length_mismatch`). Paths never leave the bundle folder, symlinks included.
 """
 
@@ -32,6 +34,7 @@ class BundleSeries:
     metric: str
     values: np.ndarray  # float64, length = bundle bins, zero-filled
     present: np.ndarray  # bool per bin: a value was given
+    class_id: str = "DEFAULT"  # the class of a per-class file (SPEC §14); DEFAULT for a total
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,23 @@ def _ranges(bins: list[int], grid: Grid) -> str:
     return ", ".join(spans[:5]) + (" …" if len(spans) > 5 else "")
 
 
-def _read_file(folder: Path, entry: dict[str, Any], index: int) -> tuple[str, str, str, np.ndarray, np.ndarray, bool]:
+def _file_class(rows: tuple[str, ...] | list[str] | set[str], entry_class: Any) -> tuple[str, bool]:
+    """(class of a file, summed): its manifest `classId` or the one class its rows name; a file whose
+    rows name several classes is summed into DEFAULT."""
+    named = {name for name in rows if name not in ("",)}
+    if len(named) > 1:
+        return "DEFAULT", True
+    declared = {name for name in (*named, entry_class if isinstance(entry_class, str) else "") if name}
+    declared.discard("DEFAULT")
+    if len(declared) > 1:
+        return "DEFAULT", True
+    return (declared.pop() if declared else "DEFAULT"), False
+
+
+FileRead = tuple[str, str, str, np.ndarray, np.ndarray, str, bool]  # node, metric, path, values, present, class
+
+
+def _read_file(folder: Path, entry: dict[str, Any], index: int) -> FileRead:
     node, metric, rel = entry.get("nodeId"), entry.get("metric"), entry.get("path")
     if not isinstance(node, str) or not isinstance(metric, str) or not isinstance(rel, str):
         raise BundleError(f"manifest.json: files[{index}] needs nodeId, metric and path")
@@ -120,9 +139,8 @@ def _read_file(folder: Path, entry: dict[str, Any], index: int) -> tuple[str, st
         csv = parse_series_csv(body.decode("utf-8"), rel)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"files[{index}]: {exc}", path=rel) from None
-    class_id = entry.get("classId")
-    summed = len(csv.classes) > 1 or any(name not in ("", "DEFAULT") for name in (*csv.classes, class_id or ""))
-    return node, metric, rel, csv.values, csv.present, summed
+    class_id, summed = _file_class(csv.classes, entry.get("classId"))
+    return node, metric, rel, csv.values, csv.present, class_id, summed
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
@@ -140,13 +158,13 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
 
 def _sum_files(
     folder: Path, files: list[Any], bins: int, warnings: list[dict[str, Any]]
-) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
-    """(node, metric) → (values, present) over the grid's bins, the files of one key summed."""
-    sums: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
+    """(node, metric, classId) → (values, present) over the grid's bins, the files of one key summed."""
+    sums: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
     for index, entry in enumerate(files):
         if not isinstance(entry, dict):
             raise BundleError(f"manifest.json: files[{index}] must be an object")
-        node, metric, rel, values, present, summed = _read_file(folder, entry, index)
+        node, metric, rel, values, present, class_id, summed = _read_file(folder, entry, index)
         if metric not in METRICS:
             warnings.append(
                 warning(
@@ -171,7 +189,7 @@ def _sum_files(
         grid_values, grid_present = np.zeros(bins), np.zeros(bins, dtype=bool)
         given = min(bins, len(values))
         grid_values[:given], grid_present[:given] = values[:given], present[:given]
-        key = (node, metric)
+        key = (node, metric, class_id)
         if key in sums or summed:
             warnings.append(
                 warning(
@@ -230,9 +248,13 @@ def load_bundle(folder: Path) -> Bundle:
     warnings: list[dict[str, Any]] = []
     sums = _sum_files(folder, files, grid.bins or 0, warnings)
     series = []
-    for (node, metric), (values, present) in sums.items():
+    any_present: dict[tuple[str, str], np.ndarray] = {}
+    for (node, metric, class_id), (values, present) in sums.items():
+        seen = any_present.get((node, metric))
+        any_present[(node, metric)] = present if seen is None else seen | present
+        series.append(BundleSeries(node, metric, values, present, class_id))
+    for (node, metric), present in any_present.items():  # a total or any class given: not a gap
         warnings.extend(_gap_warnings(node, metric, present, grid))
-        series.append(BundleSeries(node, metric, values, present))
     return Bundle(folder, grid, manifest, tuple(series), tuple(warnings))
 
 

@@ -9,7 +9,8 @@ otherwise the values come back as one `FrameBatch` (columns, in frame order; cou
 
 Codes: `malformed_body` (400), `no_frames` (an empty array), `invalid_frame`, `run_id_mismatch`,
 `missing_bin`, `invalid_bin`, `ts_not_aligned`, `bin_ts_mismatch`, `bin_out_of_range`,
-`bin_too_far_ahead`, `unknown_node`, `not_telemetry`, `ambiguous_frame`, `no_values`, `unknown_field`, `invalid_value`.
+`bin_too_far_ahead`, `unknown_node`, `not_telemetry`, `ambiguous_frame`, `no_values`, `unknown_field`, `invalid_value`,
+`unknown_class`, `no_class_telemetry` (a frame's `classId`, SPEC §14: the value goes to that class of the series).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from engine_live.model.series_defs import ModelGraph
 from engine_live.state.frame_batch import FrameBatch
 
 MAX_BINS_AHEAD = 1440
-_ADDRESS_KEYS = frozenset({"runId", "bin", "ts"})
+_ADDRESS_KEYS = frozenset({"runId", "bin", "ts", "classId"})
 _SERIES_KEYS = _ADDRESS_KEYS | {"series", "value"}
+TOTAL_CLASS = "DEFAULT"  # a classId naming the total, as upstream bundles do
 _SERIES_FIELDS = itemgetter("bin", "series", "value")
 _NUMBER_TYPES = frozenset({int, float})
 
@@ -112,8 +114,14 @@ class FrameValidator:
     def __init__(self, graph: ModelGraph, run_id: str, *, max_bins_ahead: int = MAX_BINS_AHEAD) -> None:
         self.grid, self.run_id, self.max_bins_ahead = graph.grid, run_id, max_bins_ahead
         self.capacity = graph.grid.capacity()
-        self.telemetry = frozenset(graph.telemetry_ids())
+        self.telemetry = frozenset(graph.telemetry_ids()) - graph.input_rows()
         self.all_series = frozenset(out for d in graph.defs for out in d.outputs)
+        self.classes = frozenset(graph.classes)
+        self.class_inputs = {
+            (one.source, class_id): sid
+            for one in graph.class_inputs
+            for class_id, sid in zip(graph.classes, one.inputs, strict=True)
+        }
         self.nodes: dict[str, dict[str, str]] = {}  # node → field → series (all fields)
         for b in graph.topo:
             self.nodes[b.id] = dict(b.fields)
@@ -179,6 +187,7 @@ class FrameValidator:
         if run_id is not None and run_id != self.run_id:
             raise _fail(i, "runId", "run_id_mismatch", f"runId {run_id!r} is not this run ({self.run_id!r})")
         b = self._bin(i, f, last_bin)
+        class_id = self._class(i, f)
         if "node" in f and "series" in f:
             raise _fail(i, "series", "ambiguous_frame", "give either node + metrics or series + value")
         if "series" in f:
@@ -191,7 +200,7 @@ class FrameValidator:
                 raise _fail(i, "series", "not_telemetry", f"series {sid!r} {what}")
             if "value" not in f:
                 raise _fail(i, "value", "invalid_value", "value: missing")
-            out.add(b, sid, _number(i, "value", f["value"]))
+            out.add(b, self._target(i, "series", sid, class_id), _number(i, "value", f["value"]))
             return
         if "node" not in f:
             raise _fail(i, "node", "invalid_frame", "a frame needs node + metrics or series + value")
@@ -207,9 +216,27 @@ class FrameValidator:
             if sid is None or sid not in self.telemetry:
                 what = "is not telemetry-fed" if sid is not None else "is not a semantic field of the node"
                 raise _fail(i, k, "not_telemetry", f"node {node!r}: {k!r} {what}")
-            out.add(b, sid, _number(i, k, v))
+            out.add(b, self._target(i, k, sid, class_id), _number(i, k, v))
         if len(out.series) == n0:
             raise _fail(i, None, "no_values", f"node {node!r}: no metric values in the frame")
+
+    def _class(self, i: int, f: dict[str, Any]) -> str | None:
+        """The frame's `classId` (SPEC §14): None for none or `DEFAULT` (the total); 422 `unknown_class`."""
+        class_id = f.get("classId")
+        if class_id is None or class_id == TOTAL_CLASS:
+            return None
+        if not isinstance(class_id, str) or class_id not in self.classes:
+            raise _fail(i, "classId", "unknown_class", f"classId {class_id!r} is not a declared class")
+        return class_id
+
+    def _target(self, i: int, fld: str, sid: str, class_id: str | None) -> str:
+        """The telemetry row a value goes to: the series, or its class input; 422 `no_class_telemetry`."""
+        if class_id is None:
+            return sid
+        target = self.class_inputs.get((sid, class_id))
+        if target is None:
+            raise _fail(i, fld, "no_class_telemetry", f"series '{sid}' takes no per-class values (SPEC §14)")
+        return target
 
     def _bin(self, i: int, f: dict[str, Any], last_bin: int) -> int:
         b = f.get("bin")

@@ -55,6 +55,18 @@ from engine_live.warnings.book import Key, MessageFn, WarningBook
 CODES = tuple(CHECKS)
 DEPENDENT_BINS = CAPACITY_WINDOW + STREAK_BINS - 2  # later bins whose flags read a bin (13)
 NAN_CODE = "nan_detected"
+MISMATCH_CODE = "class_totals_mismatch"  # SPEC §14: classes sent that do not sum to the total sent
+
+
+def mismatch_entities(plan: Plan) -> list[tuple[Key, int]]:
+    """(warning key, matrix row of `<source>@:mismatch`) of each telemetry-fed class source."""
+    node_of = {sid: binding.id for binding in plan.graph.topo for sid in binding.fields.values()}
+    return [
+        ((MISMATCH_CODE, node_of.get(one.source), one.source), plan.row[one.mismatch])
+        for one in plan.graph.class_inputs
+    ]
+
+
 Change = tuple[Literal["add", "clear"], dict[str, Any]]
 
 
@@ -109,9 +121,12 @@ class DerivedHooks(BinHooks):
         ]
         self._nan_rows = np.array([plan.row[sid] for sid in self._nan_sids], dtype=np.intp)
         self._n_node = len(CODES) * len(self.layout.ids)
+        mismatch = mismatch_entities(plan)
+        self._mismatch_rows = np.array([row for _, row in mismatch], dtype=np.intp)
         self.entity_keys: tuple[Key, ...] = (
             *((code, node_id, None) for code in CODES for node_id in self.layout.ids),
             *((NAN_CODE, None, sid) for sid in self._nan_sids),
+            *(key for key, _ in mismatch),
         )
         self._entity_specs = [key_spec(key) for key in self.entity_keys]
         self._done = done  # highest bin whose warnings were taken
@@ -194,8 +209,9 @@ class DerivedHooks(BinHooks):
         width = t1 - t0
         node_mask, node_value = node_flag_block(self.layout, blk)
         nan_mask = ~np.isfinite(run.V[self._nan_rows, t0 - run.base : t1 - run.base])
-        mask = np.concatenate([node_mask.reshape(self._n_node, width), nan_mask])
-        value = np.concatenate([node_value.reshape(self._n_node, width), np.zeros(nan_mask.shape)])
+        off = run.V[self._mismatch_rows, t0 - run.base : t1 - run.base]
+        mask = np.concatenate([node_mask.reshape(self._n_node, width), nan_mask, off != 0])
+        value = np.concatenate([node_value.reshape(self._n_node, width), np.zeros(nan_mask.shape), off])
         return mask, value
 
     def _feed(self, t0: int, t1: int, mask: BoolArray, value: FloatArray) -> None:
@@ -322,6 +338,8 @@ def key_spec(key: Key) -> tuple[str, str, MessageFn | None, str | None]:
     code, _node_id, sid = key
     if code == NAN_CODE:
         return "warning", "max", None, f"series '{sid}' has non-finite values"
+    if code == MISMATCH_CODE:
+        return "warning", "absmax", None, f"series '{sid}': the classes sent do not sum to the total sent"
     spec = CHECKS[code]
     return spec.severity, spec.worst, spec.message, None
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from engine_live.expressions.syntax import Expr
 
 CLASS_SEP = "@"
+INPUT_SUFFIX = ":in"
+MISMATCH_SUFFIX = "@:mismatch"
 
 
 def class_row(series_id: str, class_id: str) -> str:
@@ -63,3 +65,24 @@ class ClassQueueDef:
             for series in (self.queue, self.outflow_id, self.overflow_id)
             for class_id in self.classes
         )
+
+
+def class_input(series_id: str, class_id: str) -> str:
+    """The telemetry row that holds the values sent for one class of a telemetry-fed source."""
+    return f"{class_row(series_id, class_id)}{INPUT_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class ClassInput:
+    """A telemetry-fed class source `source` (SPEC §14): frames with `classId` write `inputs` (one
+    telemetry row per class, hidden); the run derives the total from them when no total was sent,
+    and `mismatch` (a hidden row) holds total − Σ classes where both were sent and differ."""
+
+    source: str
+    inputs: tuple[str, ...]  # one per declared class, in order
+    mismatch: str
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """Every hidden row of this source."""
+        return (*self.inputs, self.mismatch)

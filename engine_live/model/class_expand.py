@@ -15,7 +15,14 @@ from typing import Any
 
 from engine_live.expressions.parser import refs_of
 from engine_live.expressions.syntax import Binary, Expr, Num, Ref
-from engine_live.model.class_defs import ClassQueueDef, ClassSplitDef, class_row
+from engine_live.model.class_defs import (
+    MISMATCH_SUFFIX,
+    ClassInput,
+    ClassQueueDef,
+    ClassSplitDef,
+    class_input,
+    class_row,
+)
 from engine_live.model.class_rules import ClassRules
 from engine_live.model.classes import ClassSpec
 from engine_live.model.series_defs import (
@@ -25,6 +32,7 @@ from engine_live.model.series_defs import (
     QueueDef,
     RoutePart,
     SeriesDef,
+    TelemetryDef,
 )
 
 
@@ -96,12 +104,19 @@ class ClassExpander:
         for definition in defs:
             extra.extend(self._class_defs(definition))
         class_of = {row: (definition_total, c) for definition_total, c, row in self._rows(extra)}
+        inputs = tuple(
+            ClassInput(d.id, tuple(class_input(d.id, c) for c in self.classes), d.id + MISMATCH_SUFFIX)
+            for d in defs
+            if isinstance(d, TelemetryDef) and d.id in self.sources
+        )
+        hidden = [TelemetryDef(row) for one in inputs for row in one.rows]
         return replace(
             self.graph,
-            defs=tuple(defs) + tuple(extra),
+            defs=tuple(defs) + tuple(hidden) + tuple(extra),
             info=self.graph.info + tuple(self.info),
             classes=self.classes,
             class_of=class_of,
+            class_inputs=inputs,
         )
 
     def _rows(self, extra: list[SeriesDef]) -> list[tuple[str, str, str]]:
@@ -118,8 +133,11 @@ class ClassExpander:
 
     def _class_defs(self, definition: SeriesDef) -> list[SeriesDef]:
         if definition.id in self.sources:
-            shares = self.sources[definition.id]
-            return [self._split(definition.id, tuple(Num(share) for share in shares))]
+            shares = tuple(Num(share) for share in self.sources[definition.id])
+            if isinstance(definition, TelemetryDef):  # the classes sent, else the model's shares
+                sent = tuple(Ref(class_input(definition.id, c)) for c in self.classes)
+                return [self._split(definition.id, sent, shares)]
+            return [self._split(definition.id, shares)]
         if isinstance(definition, ExprDef) and definition.id in self.bearing:
             if definition.id in self.route_raw:
                 return [self._split(definition.id, self.route_raw[definition.id])]

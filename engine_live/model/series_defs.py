@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine_live.expressions.syntax import Expr
-from engine_live.model.class_defs import ClassQueueDef, ClassSplitDef
+from engine_live.model.class_defs import ClassInput, ClassQueueDef, ClassSplitDef
 from engine_live.model.grid import Grid
 from engine_live.model.node_specs import Dispatch
 from engine_live.model.topology_specs import EdgeSpec
@@ -178,6 +178,11 @@ class ModelGraph:
     classes: tuple[str, ...] = ()  # declared classes (SPEC §14); empty for a class-less model
     class_of: dict[str, tuple[str, str]] = field(default_factory=dict)  # class row -> (series, classId)
     routes: tuple[RoutePart, ...] = ()
+    class_inputs: tuple[ClassInput, ...] = ()  # telemetry-fed class sources and their hidden input rows
+
+    def input_rows(self) -> frozenset[str]:
+        """The hidden telemetry rows of class inputs (never addressed, written or shown as series)."""
+        return frozenset(row for one in self.class_inputs for row in one.rows)
 
     def class_rows(self, series_id: str) -> tuple[str, ...]:
         """The per-class rows of a series (empty when it carries no classes)."""
@@ -186,5 +191,5 @@ class ModelGraph:
         return tuple(f"{series_id}@{class_id}" for class_id in self.classes)
 
     def telemetry_ids(self) -> tuple[str, ...]:
-        """The ids of the telemetry series, in definition order."""
+        """The ids of the telemetry series, in definition order (class input rows included)."""
         return tuple(definition.id for definition in self.defs if isinstance(definition, TelemetryDef))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from engine_live.derived.live_hooks import key_spec, mismatch_entities
 from engine_live.derived.node_checks import node_flags, record_node_flags
 from engine_live.derived.node_metrics import NodeInputs, derive
 from engine_live.model.build import build_model
@@ -95,6 +96,11 @@ def collect_warnings(
                 severity="warning",
                 message=f"series '{sid}' has non-finite values",
             )
+    for key, row in mismatch_entities(plan):
+        off = V[row]
+        if off.any():
+            severity, worst, _, message = key_spec(key)
+            book.set_flags(key, bins, off != 0, off, severity=severity, message=message, worst=worst)  # type: ignore[arg-type]
     view = {sid: V[row] for sid, row in plan.row.items()}
     for binding in graph.topo:
         gap = gaps.get(binding.id) if gaps else None
@@ -126,7 +132,8 @@ def output_series(graph: ModelGraph, plan: Plan, V: np.ndarray) -> list[SeriesOu
     if graph.outputs is not None:
         chosen = [(sid, name) for sid, name in graph.outputs if sid is not None]
     else:
-        chosen = [(sid, None) for sid in plan.names if sid != ZERO and sid not in graph.class_of]
+        hidden = graph.input_rows()
+        chosen = [(sid, None) for sid in plan.names if sid != ZERO and sid not in graph.class_of and sid not in hidden]
     out: list[SeriesOut] = []
     for sid, name in chosen:
         kind = plan.kind_of.get(sid, "expr")

@@ -59,8 +59,9 @@ def split_classes(
             for c in range(1, k):
                 raw_sum = raw_sum + raw[c, i, j]
             if raw_sum > 0:
-                for c in range(k):
-                    V[out_rows[c, i], c0 + j] = total * (raw[c, i, j] / raw_sum)
+                for c in range(k):  # parts that already sum to the total are kept exactly
+                    part = raw[c, i, j]
+                    V[out_rows[c, i], c0 + j] = part if raw_sum == total else total * (part / raw_sum)
                 continue
             back_sum = 0.0
             if has_back:
@@ -102,7 +103,7 @@ def split_class_rows(
             total = V[t_row, c0 + j]
             if raw_sum > 0:
                 for c in range(k):
-                    V[out_rows[c, i], c0 + j] = total * (raw[c] / raw_sum)
+                    V[out_rows[c, i], c0 + j] = raw[c] if raw_sum == total else total * (raw[c] / raw_sum)
             else:
                 for c in range(k):
                     V[out_rows[c, i], c0 + j] = total * mix[c]

@@ -29,6 +29,7 @@ from engine_live.protocol import RunStatus
 from engine_live.runtime.handle import RunHandle
 from engine_live.runtime.ports import ArtifactsWritten, SnapshotStore
 from engine_live.runtime.snapshot_types import Segment
+from engine_live.state.class_inputs import ClassInputIndex
 from engine_live.state.run_window import node_gap_masks
 
 
@@ -95,7 +96,9 @@ def build_result(view: LiveView, store: SnapshotStore) -> RunResult:
     else:
         V, P = np.zeros((plan.n_rows, 0)), np.zeros((len(view.telemetry_ids), 0), dtype=bool)
     V[plan.row[ZERO]] = 0.0  # as a batch run has it
-    gaps = node_gap_masks(plan, view.telemetry_ids, ~P) if n else {}
+    inputs = ClassInputIndex.of(plan.graph, plan.row, view.telemetry_ids)
+    present = P if inputs is None else inputs.presence(P)
+    gaps = node_gap_masks(plan, view.telemetry_ids, ~present) if n else {}
     provenance, seed = view.provenance, view.graph.seed
     status = view.status
     return RunResult(

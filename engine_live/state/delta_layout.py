@@ -56,7 +56,8 @@ class DeltaLayout:
                     rows.extend(plan.row[f"{b.fields[f]}@{class_id}"] for f in names)
         series_ids: tuple[str, ...] = ()
         if not graph.topo:
-            series_ids = tuple(s for s in plan.names if s != ZERO and s not in graph.hidden and s not in graph.class_of)
+            shown = set(plan.names) - graph.hidden - graph.class_of.keys() - graph.input_rows() - {ZERO}
+            series_ids = tuple(s for s in plan.names if s in shown)
             rows = [plan.row[s] for s in series_ids]
         return cls(np.asarray(rows, dtype=np.intp), tuple(nodes), tuple(classes), series_ids)
 

@@ -52,6 +52,7 @@ from engine_live.protocol import (
     warning_event,
 )
 from engine_live.state.cell_writes import write_distinct, write_in_order
+from engine_live.state.class_inputs import ClassInputIndex
 from engine_live.state.delta_layout import DeltaLayout
 from engine_live.state.frame_batch import FrameBatch
 from engine_live.state.run_window import FloatArray, RunWindow
@@ -252,6 +253,8 @@ class LiveRun(RunWindow):
             w = write_distinct(self.V, self.P, cols, idx, rows, bins, values, self.last_bin)
         else:
             w = write_in_order(self.V, self.P, cols, idx, rows, bins, values, self.last_bin)
+        if self.class_inputs is not None and w.lowest is not None:
+            self.class_inputs.settle(self.V, self.P, w.lowest - self.base, top + 1 - self.base)
         res.accepted, res.duplicates, res.corrected = w.accepted, w.duplicates, w.corrected
         fixed = w.fixed
         if w.lowest is not None:
@@ -299,6 +302,7 @@ class LiveRun(RunWindow):
         self._tele_rows_a = np.asarray(self._tele_rows, dtype=np.intp)
         self._series_cache = None
         self.P = self.P[[old_index[sid] for sid in self.telemetry_ids]]
+        self.class_inputs = ClassInputIndex.of(plan.graph, plan.row, self.telemetry_ids)
         self._keep = self.retention_bins + plan.lookback
         self._layout = DeltaLayout.of(self.plan)
         if hooks is not None:
@@ -314,7 +318,7 @@ class LiveRun(RunWindow):
         t, w = max(self.last_bin, self._pending) + 1, self.watermark
         if t > w:
             return
-        ready: NDArray[np.bool_] = np.all(self.P[:, t - self.base : w + 1 - self.base], axis=0)
+        ready: NDArray[np.bool_] = np.all(self.presence(t, w + 1), axis=0)
         ready[: max(0, w - self.grace_bins - t + 1)] = True
         k = len(ready) if ready.all() else int(ready.argmin())
         if k and self._quiet:

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from engine_live.errors import OutsideRetentionError
 from engine_live.plan.compiler import ZERO, Plan
+from engine_live.state.class_inputs import ClassInputIndex
 
 OPEN_ENDED_RETENTION = 8640
 FloatArray = NDArray[np.float64]
@@ -35,6 +36,7 @@ class RunWindow:
         self.last_bin = -1
         self.telemetry_ids: tuple[str, ...] = tuple(plan.names[int(r)] for r in plan.telemetry_rows)
         self._tele_rows = [int(r) for r in plan.telemetry_rows]
+        self.class_inputs = ClassInputIndex.of(plan.graph, plan.row, self.telemetry_ids)
         self._keep = self.retention_bins + plan.lookback
         self._slack = max(self.MIN_SLACK, self._keep // 8)
         cols = min(self._keep + self._slack, self.INITIAL_COLUMNS)
@@ -119,9 +121,15 @@ class RunWindow:
         lo, hi = self.retained_range()
         return self.V[self.plan.row[series_id], lo - self.base : hi - self.base].copy()
 
+    def presence(self, t0: int, t1: int) -> NDArray[np.bool_]:
+        """(telemetry series × bins) True where a series has a value (class telemetry: its total or a
+        class sent; `engine_live.state.class_inputs`)."""
+        present = self.P[:, t0 - self.base : t1 - self.base]
+        return present if self.class_inputs is None else self.class_inputs.presence(present)
+
     def gaps(self, t0: int, t1: int) -> NDArray[np.bool_]:
         """(telemetry series × bins) True where an evaluated bin was zero-filled."""
-        return ~self.P[:, t0 - self.base : t1 - self.base]
+        return ~self.presence(t0, t1)
 
     def node_gaps(self, t0: int, t1: int) -> dict[str, NDArray[np.bool_]]:
         """Per topology node, the bins of [t0, t1) where any of its telemetry inputs was zero-filled."""

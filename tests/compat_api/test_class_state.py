@@ -80,3 +80,31 @@ def test_a_live_class_run_splits_telemetry_by_the_model_shares(c: TestClient) ->
     node = c.get("/v1/runs/k/state/live").json()["nodes"][0]
     assert node["metrics"]["arrivals"] == 11.0
     assert node["byClass"] == {"Alpha": {"arrivals": 8.0, "served": 8.0}, "Beta": {"arrivals": 3.0, "served": 3.0}}
+
+
+def test_live_frames_with_class_id_feed_the_classes_and_a_mismatch_is_a_warning(c: TestClient) -> None:
+    live = model({"source": "telemetry"}, {"values": [6]}, None)
+    live["traffic"]["arrivals"].append(
+        {"nodeId": "a", "classId": "Beta", "pattern": {"kind": "constant", "ratePerBin": 4}}
+    )
+    assert c.post("/v1/runs", json={"mode": "live", "model": live, "options": {"runId": "m"}}).status_code == 202
+    frames = [
+        {"bin": 0, "series": "a", "classId": "Alpha", "value": 1},
+        {"bin": 0, "series": "a", "classId": "Beta", "value": 2},
+        {"bin": 1, "series": "a", "value": 10},
+        {"bin": 1, "series": "a", "classId": "Alpha", "value": 4},
+        {"bin": 1, "series": "a", "classId": "Beta", "value": 5},
+    ]
+    body = b"\n".join(orjson.dumps(f) for f in frames)
+    r = c.post("/v1/runs/m/bins", content=body, headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 202 and r.json()["accepted"] == 5
+    window = c.get("/v1/runs/m/state_window", params={"startBin": 0, "endBin": 1}).json()["nodes"][0]
+    # s = a + b: a is 1 + 2 = 3 sent per class, then 10 sent with classes 4 + 5 scaled to it; b = [6, 0], Beta
+    assert window["metrics"]["arrivals"] == [9.0, 10.0]
+    assert window["byClass"]["Alpha"]["arrivals"] == pytest.approx([1.0, 10 * 4 / 9], abs=1e-6)  # wire: 6 decimals
+    assert window["byClass"]["Beta"]["arrivals"] == pytest.approx([8.0, 10 * 5 / 9], abs=1e-6)
+    warnings = c.get("/v1/runs/m/state", params={"binIndex": 1}).json()["warnings"]
+    found = [w for w in warnings if w["code"] == "class_totals_mismatch"]
+    assert [(w["bins"], w["value"], w["seriesId"]) for w in found] == [([1], 1.0, "a")]
+    bad = c.post("/v1/runs/m/bins", json={"bin": 2, "series": "a", "classId": "Gamma", "value": 1})
+    assert bad.status_code == 422 and bad.json()["error"] == "unknown_class"

@@ -122,9 +122,11 @@ def test_class_ids_sum_into_default_with_an_info_warning(tmp_path: Path) -> None
     (folder / "more.csv").write_text("2\n2\n2\n2\n")
     manifest["files"].append({"nodeId": "Svc", "metric": "arrivals", "path": "more.csv", "classId": "mobile"})
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    two = load_bundle(folder)
-    assert len(two.series) == 1 and two.series[0].values.tolist() == [3, 3, 3, 3]
-    assert "class_summed" in codes(two.warnings)
+    two = load_bundle(folder)  # the reader keeps the classes apart; a model without classes sums them
+    assert [(one.class_id, one.values.tolist()) for one in two.series] == [("web", [1] * 4), ("mobile", [2] * 4)]
+    telemetry, warnings = bundle_telemetry(two, load_graph(MODEL))
+    assert telemetry["arrivals"].tolist() == [3, 3, 3, 3]
+    assert codes(warnings).count("class_summed") == 2
 
 
 def test_a_changed_file_fails_its_hash(tmp_path: Path) -> None:

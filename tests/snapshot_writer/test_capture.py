@@ -16,7 +16,7 @@ from engine_live.plan.batch_run import run_model
 from ingestion.bundle import bundle_telemetry, load_bundle, telemetry_model
 from snapshot_writer.artifacts import write_run_artifacts
 from snapshot_writer.capture import BUNDLE_HEADER, capture_run
-from tests.snapshot_writer.class_run import make_class_run
+from tests.snapshot_writer.class_run import ROUTER_MIXED, make_class_run
 
 CREATED = "2025-10-08T12:00:00Z"
 ORDER_SYSTEM = Path(__file__).parents[2] / "compat_api" / "examples" / "order_system.yaml"
@@ -314,3 +314,24 @@ def test_a_class_less_bundle_is_what_it_was_before_classes(tmp_path: Path) -> No
         "manifest.json",
     }
     assert list(result.manifest) == ["schemaVersion", "window", "grid", "files", "warnings", "provenance"]
+
+
+def test_a_captured_class_bundle_replays_its_classes(tmp_path: Path) -> None:
+    """Class files feed the class inputs of a telemetry-fed class source (SPEC §14): the replay keeps the
+    source's classes exactly; class files of series that take no classes are left out (the total is there)."""
+    make_class_run(tmp_path / "run")
+    capture_run(tmp_path / "run", tmp_path / "b", fsync=False)
+    source = parse_model_text(ROUTER_MIXED)
+    graph = load_graph(source)
+    bundle = load_bundle(tmp_path / "b")
+    telemetry, _ = bundle_telemetry(bundle, graph)
+    replay_model = telemetry_model(source, graph, telemetry)
+    replay_graph = load_graph(replay_model)
+    telemetry, warnings = bundle_telemetry(bundle, replay_graph)
+    assert not [w for w in warnings if w["severity"] == "warning"]
+    assert "class_summed" in {w["code"] for w in warnings}  # airport and general take no classes
+    replayed = {s.series_id: s.values.tolist() for s in run_model(replay_model, telemetry=telemetry).result.series}
+    assert replayed["total_arrivals@TOTAL_ARRIVALS@DEFAULT"] == [100, 50, 0]
+    assert replayed["total_arrivals@TOTAL_ARRIVALS@Alpha"] == [40, 20, 0]
+    assert replayed["total_arrivals@TOTAL_ARRIVALS@Beta"] == [60, 30, 0]
+    assert replayed["general@GENERAL@DEFAULT"] == [45, 22.5, 0]
