@@ -1,6 +1,6 @@
 """Compiled kernels of the class stages (SPEC §14): one pass over the cells, no temporaries.
 
-`split_classes` and `split_class_rows` scale raw class parts to their totals, `step_class_queues`
+`split_classes` and `split_linear` scale raw class parts to their totals, `step_class_queues`
 steps per-class queue depths bin by bin. They are plain Python here; `compiled()` gives them
 compiled by numba, once per machine (`cache=True`: `__pycache__` beside this file, or
 `NUMBA_CACHE_DIR`), without optimisations that reorder floating point (no fastmath), so a cell gets
@@ -24,7 +24,7 @@ class Kernels(NamedTuple):
     """The compiled kernels."""
 
     split_classes: Kernel
-    split_class_rows: Kernel
+    split_linear: Kernel
     step_class_queues: Kernel
 
 
@@ -34,8 +34,10 @@ def compiled() -> Kernels:
     for the import (about 0.5 s) or the compilation."""
     from numba import njit
 
+    global _linear_impl  # split_linear calls it: compiled first, so numba compiles the call
     jit = njit(cache=True, nogil=True)
-    return Kernels(jit(split_classes), jit(split_class_rows), jit(step_class_queues))
+    _linear_impl = jit(_linear)
+    return Kernels(jit(split_classes), jit(split_linear), jit(step_class_queues))
 
 
 def split_classes(
@@ -76,37 +78,91 @@ def split_classes(
                     V[out_rows[c, i], c0 + j] = total * mix[c]
 
 
-def split_class_rows(
+def _linear(
+    V: np.ndarray,
+    const: np.ndarray,
+    coef: np.ndarray,
+    rows: np.ndarray,
+    lags: np.ndarray,
+    out: np.ndarray,
+    i: int,
+    c0: int,
+    t0: int,
+) -> None:
+    """The K linear forms of member i over columns [c0, c0 + w) into `out` (K, w): a constant, then
+    each term in order (a row read before bin 0 adds nothing). Inner loops run along a row."""
+    k, _, width = coef.shape
+    w = out.shape[1]
+    for c in range(k):
+        for j in range(w):
+            out[c, j] = const[c, i]
+        for m in range(width):
+            lag = lags[c, i, m]
+            factor = coef[c, i, m]
+            row = rows[c, i, m]
+            for j in range(max(0, lag - t0), w):
+                out[c, j] = out[c, j] + factor * V[row, c0 + j - lag]
+
+
+_linear_impl: Callable[..., None] = _linear
+
+
+def split_linear(
     V: np.ndarray,
     out_rows: np.ndarray,
     total_rows: np.ndarray,
-    raw_rows: np.ndarray,
-    lags: np.ndarray,
+    r_const: np.ndarray,
+    r_coef: np.ndarray,
+    r_rows: np.ndarray,
+    r_lags: np.ndarray,
+    b_const: np.ndarray,
+    b_coef: np.ndarray,
+    b_rows: np.ndarray,
+    b_lags: np.ndarray,
     mix: np.ndarray,
     c0: int,
     t0: int,
     w: int,
 ) -> None:
-    """`split_classes` of raw parts that are rows read `lags[c]` bins back (a reference or a SHIFT of
-    one; before bin 0 they read 0), straight from V: no closure, no copy."""
-    k, n = raw_rows.shape
-    raw = np.empty(k)
+    """`split_classes` of raw parts (and fallback parts, `b_*`, empty when none) that are linear forms
+    over rows (`engine_live.plan.class_linear`), read straight from V: no closure, no temporary
+    beyond one member's (K, w) block."""
+    k, n = r_const.shape
+    has_back = b_coef.shape[0] > 0
+    raw = np.empty((k, w))
+    back = np.empty((k, w))
+    sums = np.empty(w)
     for i in range(n):
         t_row = total_rows[i]
+        _linear_impl(V, r_const, r_coef, r_rows, r_lags, raw, i, c0, t0)
+        fall = False
         for j in range(w):
-            raw_sum = 0.0
-            for c in range(k):
-                lag = lags[c]
-                x = V[raw_rows[c, i], c0 + j - lag] if t0 + j - lag >= 0 else 0.0
-                raw[c] = x
-                raw_sum = x if c == 0 else raw_sum + x
-            total = V[t_row, c0 + j]
+            raw_sum = raw[0, j]
+            for c in range(1, k):
+                raw_sum = raw_sum + raw[c, j]
+            sums[j] = raw_sum
+            fall = fall or not raw_sum > 0
+        if has_back and fall:  # the fallback parts only for a member that needs them somewhere
+            _linear_impl(V, b_const, b_coef, b_rows, b_lags, back, i, c0, t0)
+        for j in range(w):
+            col = c0 + j
+            total = V[t_row, col]
+            raw_sum = sums[j]
             if raw_sum > 0:
+                for c in range(k):  # parts that already sum to the total are kept exactly
+                    V[out_rows[c, i], col] = raw[c, j] if raw_sum == total else total * (raw[c, j] / raw_sum)
+                continue
+            back_sum = 0.0
+            if has_back and fall:
+                back_sum = back[0, j]
+                for c in range(1, k):
+                    back_sum = back_sum + back[c, j]
+            if back_sum > 0:
                 for c in range(k):
-                    V[out_rows[c, i], c0 + j] = raw[c] if raw_sum == total else total * (raw[c] / raw_sum)
+                    V[out_rows[c, i], col] = total * (back[c, j] / back_sum)
             else:
                 for c in range(k):
-                    V[out_rows[c, i], c0 + j] = total * mix[c]
+                    V[out_rows[c, i], col] = total * mix[c]
 
 
 def step_class_queues(

@@ -15,6 +15,7 @@ import numpy as np
 
 from engine_live.expressions.kernels import Fn
 from engine_live.plan.class_kernels import compiled
+from engine_live.plan.class_linear import LinearParts
 from engine_live.plan.stages import Stage
 
 _NO_BACK = np.empty((0, 0, 0))
@@ -49,21 +50,37 @@ class ClassSplitGroup(Stage):
 
 
 @dataclass
-class ClassRowSplitGroup(Stage):
-    """A `ClassSplitGroup` whose raw parts are class rows, each read `lags[c]` bins back (most groups:
-    a reference, or a SHIFT of one), read by the kernel in place. No fallback: the mix."""
+class LinearSplitGroup(Stage):
+    """A `ClassSplitGroup` whose raw (and fallback) parts are linear forms over rows (most groups;
+    `engine_live.plan.class_linear`), evaluated by the kernel in place."""
 
     rows: np.ndarray
     out_rows: np.ndarray  # (K, n)
     total_rows: np.ndarray  # (n,)
-    raw_rows: np.ndarray  # (K, n)
-    lags: np.ndarray  # (K,)
+    raw: LinearParts
+    fallback: LinearParts
     mix: np.ndarray  # (K,)
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
         """Write every class row of the members for bins [t0, t1)."""
-        kernel = compiled().split_class_rows
-        kernel(V, self.out_rows, self.total_rows, self.raw_rows, self.lags, self.mix, t0 - base, t0, t1 - t0)
+        r, b = self.raw, self.fallback
+        compiled().split_linear(
+            V,
+            self.out_rows,
+            self.total_rows,
+            r.const,
+            r.coef,
+            r.rows,
+            r.lags,
+            b.const,
+            b.coef,
+            b.rows,
+            b.lags,
+            self.mix,
+            t0 - base,
+            t0,
+            t1 - t0,
+        )
 
 
 @dataclass

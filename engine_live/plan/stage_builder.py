@@ -14,10 +14,11 @@ from collections.abc import Iterable
 import numpy as np
 
 from engine_live.expressions.kernels import Fn, ShapeCompiler, Slots, shape_key
-from engine_live.expressions.syntax import Call, Expr, Num, Ref
+from engine_live.expressions.syntax import Expr
 from engine_live.model.class_defs import ClassQueueDef, ClassSplitDef, class_row
 from engine_live.model.series_defs import CapDef, ConstDef, ExprDef, PmfSampleDef, QueueDef, SeriesDef
-from engine_live.plan.class_stages import ClassQueueGroup, ClassRowSplitGroup, ClassSplitGroup
+from engine_live.plan.class_linear import LinearParts, linear_form
+from engine_live.plan.class_stages import ClassQueueGroup, ClassSplitGroup, LinearSplitGroup
 from engine_live.plan.stages import CapStage, ConstStage, ExprGroup, PmfStage, QueueGroup, Stage
 
 
@@ -76,12 +77,11 @@ class StageBuilder:
             out_rows = np.array([self.rows_of(item.outputs[c] for item in items) for c in range(k)], dtype=np.intp)
             mix = np.array(items[0].mix, dtype=np.float64)
             totals = self.rows_of(item.total for item in items)
-            reads = [self._row_read(item.raw[c]) for c in range(k) for item in items]
-            if items[0].fallback is None and all(read is not None for read in reads):
-                names = np.array([read[0] for read in reads if read], dtype=object).reshape(k, len(items))
-                raw_rows = np.array([self.rows_of(names[c]) for c in range(k)], dtype=np.intp)
-                lags = np.array([read[1] for read in reads[:: len(items)] if read], dtype=np.intp)
-                out.append(ClassRowSplitGroup(out_rows.reshape(-1), out_rows, totals, raw_rows, lags, mix))
+            linear = self._linear_parts([item.raw for item in items])
+            back = self._linear_parts([item.fallback for item in items if item.fallback])
+            if linear is not None and (items[0].fallback is None or back is not None):
+                parts = LinearParts.empty() if back is None else back
+                out.append(LinearSplitGroup(out_rows.reshape(-1), out_rows, totals, linear, parts, mix))
                 continue
             raw = self._class_closures([item.raw for item in items])
             fallback = None
@@ -99,16 +99,16 @@ class StageBuilder:
             return [self._closures([one[c] for c in range(k) for one in parts])]
         return [self._closures([one[c] for one in parts]) for c in range(k)]
 
-    def _row_read(self, expr: Expr) -> tuple[str, int] | None:
-        """(row, lag) when a raw class part is a row read back `lag` bins with initial value 0."""
-        if isinstance(expr, Ref) and expr.name in self.row:
-            return expr.name, 0
-        if isinstance(expr, Call) and expr.name == "SHIFT" and len(expr.args) == 2:
-            inner, lag = expr.args
-            readable = isinstance(inner, Ref) and inner.name in self.row and self.init_of(inner.name) == 0.0
-            if readable and isinstance(lag, Num) and lag.value >= 0 and float(lag.value).is_integer():
-                return inner.name, int(lag.value)  # type: ignore[union-attr]
-        return None
+    def _linear_parts(self, parts: list[tuple[Expr, ...]]) -> LinearParts | None:
+        """The class parts of n members (`parts[i][c]`) as linear forms, or None if any is not one."""
+        if not parts:
+            return None
+        forms = [
+            [linear_form(one[c], self.row.__contains__, self.init_of) for one in parts] for c in range(len(parts[0]))
+        ]
+        if any(form is None for per_class in forms for form in per_class):
+            return None
+        return LinearParts.of(forms, self.row.__getitem__, 0)  # type: ignore[arg-type]  # row 0: the zero row
 
     def class_queue_group(self, members: list[ClassQueueDef]) -> ClassQueueGroup:
         """Per-class rows of queues, stepped together."""

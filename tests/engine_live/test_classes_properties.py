@@ -7,6 +7,7 @@ import itertools
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from engine_live.errors import ModelError
 from engine_live.model.build import load_graph
 from engine_live.plan.compiler import Plan, compile_model
 from engine_live.plan.evaluator import evaluate_batch, evaluate_range
+from engine_live.plan.stage_builder import StageBuilder
 from engine_live.state.live_run import LiveRun
 from engine_live.state.live_state import capture, restore
 from tests.engine_live.live_support import TinyRun, apply_frames
@@ -139,3 +141,23 @@ def test_a_restored_live_run_equals_batch_per_class(model: dict[str, Any], data:
     live = run.V[:, lo - run.base : hi - run.base]
     assert np.array_equal(live.view(np.uint64), batch[:, lo:hi].view(np.uint64))
     assert plan.graph.class_of  # per-class rows are among the compared rows
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=class_models(), data=st.data())
+def test_the_compiled_linear_parts_equal_the_expression_closures(model: dict[str, Any], data: st.DataObject) -> None:
+    """The fast path (raw class parts as linear forms over rows, `plan/class_linear.py`) gives the
+    values of the general path (the parts' expression closures), to rounding."""
+    try:
+        graph = load_graph(model, live=True)
+    except ModelError:
+        assume(False)
+        raise
+    telemetry = telemetry_of(data, model["grid"]["bins"])
+    fast = evaluate_batch(compile_model(graph), telemetry)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StageBuilder, "_linear_parts", lambda self, parts: None)
+        slow_plan = compile_model(graph)
+    assert not any(type(stage).__name__ == "LinearSplitGroup" for stage in slow_plan.stages)
+    slow = evaluate_batch(slow_plan, telemetry)
+    np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-9)
