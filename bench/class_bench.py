@@ -4,7 +4,11 @@ Generates the dagq 1,000-node model (../shared/bench/gen_models.py, seed 1), add
 arrivals on every const source (rates 1, 2, 3), and times `evaluate_batch` of both models (best of
 `--repeat`) and the live per-bin `evaluate_range`.
 
-    python bench/class_bench.py [--nodes 1000] [--bins 8640] [--repeat 3]
+    python bench/class_bench.py [--nodes 1000] [--bins 8640] [--repeat 3] [--queues numpy|compiled]
+
+`--queues` picks the class-less queue recurrence for both models alike: `compiled` (numba, what a
+long-lived server uses) or `numpy` (`queue_kernel.queue_series`, what a short CLI run of a small
+model uses); the class stages are compiled either way.
 """
 
 from __future__ import annotations
@@ -60,7 +64,14 @@ def main() -> None:
     parser.add_argument("--bins", type=int, default=8640)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--live-bins", type=int, default=200)
+    parser.add_argument("--queues", choices=("numpy", "compiled"), default="compiled")
     args = parser.parse_args()
+    import engine_live.plan.stages as stages
+
+    if args.queues == "numpy":
+        stages.compiled_steps = lambda cells: None  # type: ignore[assignment]
+    else:
+        import numba  # noqa: F401  (loaded: QueueGroup uses the compiled recurrence)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.yaml"
         cmd = [sys.executable, str(GEN), "--shape", "dag", "--nodes", str(args.nodes), "--bins", str(args.bins)]

@@ -13,9 +13,60 @@ in one step. Inputs are already sanitized (non-finite → 0) and L has NaN repla
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from functools import cache
+
 import numpy as np
 
 SCALAR_BINS = 16  # busy bins stepped as plain floats before switching to cumulative sums
+COMPILED_CELLS = 2_000_000  # queue cells (queues x bins) from which the compiled kernel pays for numba's import
+
+
+def write_steps(
+    V: np.ndarray,
+    q_rows: np.ndarray,
+    ovf_rows: np.ndarray,
+    c0: int,
+    prev: np.ndarray,
+    inn: np.ndarray,
+    out: np.ndarray,
+    loss: np.ndarray,
+    limit: np.ndarray,
+) -> None:
+    """`step_bins` written straight into V's rows, one queue at a time (compiled by `compiled_steps`):
+    the same IEEE operations in the same order, so the same bits."""
+    k, w = inn.shape
+    for i in range(k):
+        p = prev[i]
+        q_row, o_row = q_rows[i], ovf_rows[i]
+        for j in range(w):
+            v = ((p + inn[i, j]) - out[i, j]) - loss[i, j]
+            q = v if v > 0 else 0.0
+            lim = limit[i, j]
+            ovf = 0.0
+            if q > lim:
+                ovf = q - lim
+                q = lim
+            V[q_row, c0 + j] = q
+            V[o_row, c0 + j] = ovf
+            p = q
+
+
+@cache
+def _compiled() -> Callable[..., None]:
+    from numba import njit
+
+    compiled: Callable[..., None] = njit(cache=True, nogil=True)(write_steps)
+    return compiled
+
+
+def compiled_steps(cells: int) -> Callable[..., None] | None:
+    """The compiled `write_steps` when it pays: numba is loaded already (a long-lived server loads it
+    at start) or the range is big; None: use `step_bins` / `queue_series` (same bits)."""
+    if "numba" in sys.modules or cells >= COMPILED_CELLS:
+        return _compiled()
+    return None
 
 
 def step_bins(

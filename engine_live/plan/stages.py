@@ -17,7 +17,7 @@ import numpy as np
 
 from engine_live.expressions.kernels import Fn
 from engine_live.model.pcg32 import pmf_draws
-from engine_live.plan.queue_kernel import queue_series, step_bins
+from engine_live.plan.queue_kernel import compiled_steps, queue_series, step_bins
 
 SHORT_RANGE = 8  # bins; longer ranges use the accumulate kernel
 
@@ -127,6 +127,10 @@ class QueueGroup(Stage):
         limit = np.where(np.isnan(limit), np.inf, limit)
         prev = V[self.q_rows, c0 - 1] if t0 > 0 else self.initial
         V[self.out_rows, c0:c1] = out
+        kernel = compiled_steps(inn.size)
+        if kernel is not None:
+            kernel(V, self.q_rows, self.ovf_rows, c0, np.asarray(prev, dtype=np.float64), inn, out, loss, limit)
+            return
         if t1 - t0 <= SHORT_RANGE:
             queues, ovf = step_bins(prev, inn, out, loss, limit)
             V[self.q_rows, c0:c1] = queues

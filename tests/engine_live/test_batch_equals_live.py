@@ -17,7 +17,7 @@ from engine_live.model.build import load_graph
 from engine_live.model.topology_builder import snake_case
 from engine_live.plan.compiler import Plan, compile_model
 from engine_live.plan.evaluator import evaluate_batch, evaluate_range
-from engine_live.plan.queue_kernel import queue_series, step_bins
+from engine_live.plan.queue_kernel import COMPILED_CELLS, compiled_steps, queue_series, step_bins
 
 NAN, INF = math.nan, math.inf
 CAMEL = ("HTTPService", "QueueA", "Service2A", "API_Gateway", "OrderSvc", "Pay")
@@ -389,6 +389,24 @@ def test_queue_series_equals_step_bins(args: tuple[float, np.ndarray, np.ndarray
     q_ref, ovf_ref = step_bins(np.array([q0]), inn[None, :], out[None, :], loss[None, :], limit[None, :])
     assert q.tobytes() == q_ref[0].tobytes()
     assert ovf.tobytes() == ovf_ref[0].tobytes()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
+@given(queue_inputs())
+def test_the_compiled_queue_kernel_equals_step_bins(
+    args: tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """`queue_kernel.write_steps` compiled by numba (no fastmath) gives step_bins' bits."""
+    q0, inn, out, loss, limit = args
+    kernel = compiled_steps(COMPILED_CELLS)
+    assert kernel is not None
+    V = np.full((3, inn.size + 1), np.nan)
+    kernel(
+        V, np.array([1]), np.array([2]), 1, np.array([q0]), inn[None, :], out[None, :], loss[None, :], limit[None, :]
+    )
+    q_ref, ovf_ref = step_bins(np.array([q0]), inn[None, :], out[None, :], loss[None, :], limit[None, :])
+    assert V[1, 1:].tobytes() == q_ref[0].tobytes()
+    assert V[2, 1:].tobytes() == ovf_ref[0].tobytes()
 
 
 def test_queue_series_long_busy_run_matches_step_bins() -> None:

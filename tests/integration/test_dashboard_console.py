@@ -280,8 +280,8 @@ async def _finished(chromium: str, server: ServerProcess, http: httpx.Client, wa
         await page.open(f"{server.base_url}/?run=done")
         last = int(http.get("/v1/runs/done").json()["lastBin"])
         check_cards(await until_cards_at(page, last), state_at(http, "done", last))
-        conn = await page.eval("document.querySelector('#conn').dataset.state")
-        assert conn == "ended", conn  # a completed run: shown as ended, not as a failed connection
+        # a completed run: shown as ended (once its stream says so), not as a failed connection
+        await page.until("document.querySelector('#conn').dataset.state === 'ended'", "the stream shown as ended")
         assert await page.eval("window.__flowtime.status") == "completed"
         await scrub(page, 3)
         check_cards(await until_cards_at(page, 3), state_at(http, "done", 3))
