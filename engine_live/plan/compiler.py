@@ -27,7 +27,7 @@ from engine_live.plan.dependencies import (
     strongly_connected,
 )
 from engine_live.plan.stage_builder import StageBuilder
-from engine_live.plan.stages import BinLoop, Stage
+from engine_live.plan.stages import BinLoop, QueueGroup, Stage
 
 ZERO = "__zero__"
 CAPACITY_WINDOW = 12
@@ -136,6 +136,9 @@ def compile_model(graph: ModelGraph) -> Plan:
         stages.append(builder.const_stage(consts))
     for depth in sorted(by_level):
         stages.extend(_level_stages(builder, by_level[depth], defs, edges, same))
+    queues = [stage for stage in stages if isinstance(stage, QueueGroup)]
+    for stage in queues:  # the compiled recurrence pays off over all of them (`queue_kernel.compiled_steps`)
+        stage.plan_queues = sum(len(one.q_rows) for one in queues)
     lookback = CAPACITY_WINDOW
     for definition in graph.defs:
         if isinstance(definition, ExprDef):

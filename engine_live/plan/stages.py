@@ -105,6 +105,7 @@ class QueueGroup(Stage):
     period: np.ndarray  # 0 = no dispatch schedule
     phase: np.ndarray
     cap_rows: np.ndarray  # -1 = none
+    plan_queues: int = 0  # queues in the whole plan (set by the compiler): what the compiled kernel pays off over
 
     def run(self, V: np.ndarray, base: int, t0: int, t1: int) -> None:
         """Step the queues over [t0, t1): bin by bin when short, cumulative sums when long."""
@@ -127,7 +128,7 @@ class QueueGroup(Stage):
         limit = np.where(np.isnan(limit), np.inf, limit)
         prev = V[self.q_rows, c0 - 1] if t0 > 0 else self.initial
         V[self.out_rows, c0:c1] = out
-        kernel = compiled_steps(inn.size)
+        kernel = compiled_steps(max(self.plan_queues, len(self.q_rows)) * (t1 - t0))
         if kernel is not None:
             kernel(V, self.q_rows, self.ovf_rows, c0, np.asarray(prev, dtype=np.float64), inn, out, loss, limit)
             return
