@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
+import threading
 from typing import Any
 
 import uvicorn
@@ -32,9 +34,18 @@ def server_config(settings: Settings, app: ASGIApp, **extra: Any) -> uvicorn.Con
     )
 
 
+def load_compiled_kernels() -> threading.Thread:
+    """Import numba in the background: a long-lived server then steps every run's queues with the
+    compiled recurrence (`engine_live.plan.queue_kernel.compiled_steps`; same bits either way)."""
+    thread = threading.Thread(target=importlib.import_module, args=("numba",), name="load-numba", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_server(settings: Settings) -> int:
     """`flowtime serve`: build, check the bind address against auth, serve until stopped."""
     configure_logging(settings.log_level)
+    load_compiled_kernels()
     ctx = build_context(settings)
     log.info(check_bind(settings, ctx.auth))
     server = uvicorn.Server(server_config(settings, create_app(settings, ctx, freeze_gc=True)))

@@ -2,10 +2,9 @@
 
 `split_classes` and `split_linear` scale raw class parts to their totals, `step_class_queues`
 steps per-class queue depths bin by bin. They are plain Python here; `compiled()` gives them
-compiled by numba, once per machine (`cache=True`: `__pycache__` beside this file, or
-`NUMBA_CACHE_DIR`), without optimisations that reorder floating point (no fastmath), so a cell gets
-the same IEEE operations, in the same order, whatever range it is evaluated in: batch, bin by bin
-and recovery agree bit for bit.
+compiled by numba (`engine_live.plan.jit`: cached on disk), without optimisations that reorder
+floating point (no fastmath), so a cell gets the same IEEE operations, in the same order, whatever
+range it is evaluated in: batch, bin by bin and recovery agree bit for bit.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from functools import cache
 from typing import NamedTuple
 
 import numpy as np
+
+from engine_live.plan.jit import compile_kernel
 
 Kernel = Callable[..., None]
 
@@ -32,12 +33,9 @@ class Kernels(NamedTuple):
 def compiled() -> Kernels:
     """The kernels compiled with numba, imported on first use: a model without classes never pays
     for the import (about 0.5 s) or the compilation."""
-    from numba import njit
-
     global _linear_impl  # split_linear calls it: compiled first, so numba compiles the call
-    jit = njit(cache=True, nogil=True)
-    _linear_impl = jit(_linear)
-    return Kernels(jit(split_classes), jit(split_linear), jit(step_class_queues))
+    _linear_impl = compile_kernel(_linear)
+    return Kernels(compile_kernel(split_classes), compile_kernel(split_linear), compile_kernel(step_class_queues))
 
 
 def split_classes(

@@ -19,6 +19,8 @@ from functools import cache
 
 import numpy as np
 
+from engine_live.plan.jit import compile_kernel
+
 SCALAR_BINS = 16  # busy bins stepped as plain floats before switching to cumulative sums
 COMPILED_CELLS = 2_000_000  # queue cells (queues x bins) from which the compiled kernel pays for numba's import
 
@@ -55,10 +57,7 @@ def write_steps(
 
 @cache
 def _compiled() -> Callable[..., None]:
-    from numba import njit
-
-    compiled: Callable[..., None] = njit(cache=True, nogil=True)(write_steps)
-    return compiled
+    return compile_kernel(write_steps)
 
 
 def compiled_steps(cells: int) -> Callable[..., None] | None:
