@@ -26,6 +26,8 @@ Decisions (where SPEC leaves room):
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -58,6 +60,7 @@ FORMATS = frozenset({"csv", "parquet"})
 MANIFEST = "manifest.json"
 DEFAULT_RNG_KIND = "pcg32"
 _IO_THREADS = 8
+FORMAT_THREADS = max(1, min(4, os.cpu_count() or 1))  # CSV formatting threads (series split in parts)
 _OLD_MARK = ".old-"
 
 
@@ -167,8 +170,23 @@ def _write_series_dir(
     jobs: list[Future[str]] = []
     try:
         csv = "csv" in formats
-        for name, body in zip(names, iter_csv_bodies([one.values for one in series]), strict=True):
-            jobs.append(pool.submit(_hash_and_write, body, tmp_dir / name if csv else None, fsync, fs))
+
+        def format_part(lo: int, hi: int) -> list[Future[str]]:
+            bodies = iter_csv_bodies([one.values for one in series[lo:hi]])
+            return [
+                pool.submit(_hash_and_write, body, tmp_dir / name if csv else None, fsync, fs)
+                for name, body in zip(names[lo:hi], bodies, strict=True)
+            ]
+
+        # formatting releases the GIL for most of its time (numpy, Arrow): parts format in parallel
+        parts = FORMAT_THREADS if len(series) >= 4 * FORMAT_THREADS else 1
+        cuts = [len(series) * k // parts for k in range(parts + 1)]
+        with ThreadPoolExecutor(parts, thread_name_prefix="csv-format") as formatters:
+            formatted = [formatters.submit(format_part, lo, hi) for lo, hi in itertools.pairwise(cuts)]
+        for part in formatted:  # every part has finished: collect every write before raising
+            jobs.extend(part.result() if part.exception() is None else [])
+        for part in formatted:
+            part.result()
         hashes = {one.series_id: job.result() for one, job in zip(series, jobs, strict=True)}
         index = {
             "schemaVersion": SCHEMA_VERSION,

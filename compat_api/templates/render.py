@@ -92,6 +92,8 @@ def is_template(text: str) -> bool:
     """Whether model text is a template: it declares `parameters` or holds placeholders."""
     if PLACEHOLDER.search(text):
         return True
+    if "parameters" not in text:  # no such key: no need to parse (a big model parses in 0.2 s)
+        return False
     try:
         data = parse_model_text(text)
     except ModelError:  # not even YAML: the model loader reports it
