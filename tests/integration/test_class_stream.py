@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,23 +39,6 @@ MODEL: dict[str, Any] = {
     },
 }
 VALUES = {0: (8.0, 3.0, 5.0), 1: (2.0, 7.0, 6.0)}  # bin → a, b, c
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(_free_port(), tmp_path / "data")
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
 
 
 async def recv(ws: ClientConnection) -> dict[str, Any]:

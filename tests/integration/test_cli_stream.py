@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +18,9 @@ from compat_api.cli.stream import StreamTail
 from engine_live.model.build import build_model
 from engine_live.model.document import load_model
 from ingestion.bundle import iter_frames, load_bundle
+from tests.loopback import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(_free_port(), tmp_path / "data")
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
 
 
 def _check_contiguous(events: list[dict[str, Any]], bins: int) -> list[dict[str, Any]]:
@@ -174,7 +156,7 @@ async def test_tail_resumes_from_its_cursor_after_dropped_connections() -> None:
 async def test_tail_gives_up_when_the_server_stays_away() -> None:
     from engine_live.errors import ServerError
 
-    tail = StreamTail(f"http://127.0.0.1:{_free_port()}", "r1", retry_seconds=0.3)
+    tail = StreamTail(f"http://127.0.0.1:{free_port()}", "r1", retry_seconds=0.3)
     async with asyncio.timeout(20):
         with pytest.raises(ServerError, match="cannot reach"):
             await tail.run()

@@ -16,10 +16,8 @@ import re
 import select
 import shlex
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,23 +26,6 @@ from cli_support import ENV, FLOWTIME, Service, create_live_run, flowtime
 
 pytestmark = pytest.mark.integration
 LIVE_RUN = Path(__file__).resolve().parents[2] / "compat_api" / "examples" / "live_run.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(_free_port(), tmp_path / "data")
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
 
 
 def _shell(script: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
