@@ -71,7 +71,9 @@ def main() -> None:
     if args.queues == "numpy":
         stages.compiled_steps = lambda cells: None  # type: ignore[assignment]
     else:
-        import numba  # noqa: F401  (loaded: QueueGroup uses the compiled recurrence)
+        from engine_live.plan.queue_kernel import use_compiled_steps
+
+        use_compiled_steps()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.yaml"
         cmd = [sys.executable, str(GEN), "--shape", "dag", "--nodes", str(args.nodes), "--bins", str(args.bins)]

@@ -35,11 +35,18 @@ def server_config(settings: Settings, app: ASGIApp, **extra: Any) -> uvicorn.Con
 
 
 def load_compiled_kernels() -> threading.Thread:
-    """Import numba in the background: a long-lived server then steps every run's queues with the
-    compiled recurrence (`engine_live.plan.queue_kernel.compiled_steps`; same bits either way)."""
-    thread = threading.Thread(target=importlib.import_module, args=("numba",), name="load-numba", daemon=True)
+    """Compile the numba kernels in the background (`engine_live.plan.warmup`): a long-lived server
+    then steps every run's queues with the compiled recurrence and no run waits for a compilation."""
+    thread = threading.Thread(target=_warm_up, name="warm-up-kernels", daemon=True)
     thread.start()
     return thread
+
+
+def _warm_up() -> None:
+    try:
+        importlib.import_module("engine_live.plan.warmup").warm_up()
+    except Exception:  # the numpy paths still work: only slower
+        log.warning("compiling the kernels failed; queues use the numpy recurrence", exc_info=True)
 
 
 def run_server(settings: Settings) -> int:

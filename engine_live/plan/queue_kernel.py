@@ -13,9 +13,7 @@ in one step. Inputs are already sanitized (non-finite → 0) and L has NaN repla
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from functools import cache
 
 import numpy as np
 
@@ -55,16 +53,25 @@ def write_steps(
             p = q
 
 
-@cache
-def _compiled() -> Callable[..., None]:
-    return compile_kernel(write_steps)
+_kernel: Callable[..., None] | None = None
+
+
+def use_compiled_steps() -> Callable[..., None]:
+    """Compile `write_steps` (or load it from numba's cache) and use it from now on, for every size."""
+    global _kernel
+    if _kernel is None:
+        _kernel = compile_kernel(write_steps)
+    return _kernel
 
 
 def compiled_steps(cells: int) -> Callable[..., None] | None:
-    """The compiled `write_steps` when it pays: numba is loaded already (a long-lived server loads it
-    at start) or the range is big; None: use `step_bins` / `queue_series` (same bits)."""
-    if "numba" in sys.modules or cells >= COMPILED_CELLS:
-        return _compiled()
+    """The compiled `write_steps` once it is in use (`flowtime serve` warms it up in the background at
+    start: `engine_live.plan.warmup`), or for a big range (`COMPILED_CELLS`: numba's import and load,
+    ~0.5 s, pay off there); None: `step_bins` / `queue_series` (the same bits)."""
+    if _kernel is not None:
+        return _kernel
+    if cells >= COMPILED_CELLS:
+        return use_compiled_steps()
     return None
 
 
