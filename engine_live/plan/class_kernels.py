@@ -33,9 +33,50 @@ class Kernels(NamedTuple):
 def compiled() -> Kernels:
     """The kernels compiled with numba, imported on first use: a model without classes never pays
     for the import (about 0.5 s) or the compilation."""
-    global _linear_impl  # split_linear calls it: compiled first, so numba compiles the call
-    _linear_impl = compile_kernel(_linear)
+    global _linear_impl, _scale_impl  # the kernels call them: compiled first, so numba compiles the calls
+    _linear_impl, _scale_impl = compile_kernel(_linear), compile_kernel(_scale)
     return Kernels(compile_kernel(split_classes), compile_kernel(split_linear), compile_kernel(step_class_queues))
+
+
+def _scale(
+    V: np.ndarray,
+    out_rows: np.ndarray,
+    i: int,
+    t_row: int,
+    c0: int,
+    raw: np.ndarray,
+    back: np.ndarray,
+    has_back: bool,
+    mix: np.ndarray,
+) -> None:
+    """Member i's class rows over columns [c0, c0 + w) from its raw parts `raw` (K, w): `total · raw_c
+    / Σ raw` where Σ raw > 0 (parts that already sum to the total are kept exactly), else the
+    fallback's shares (`back`, when `has_back`) where they sum above 0, else the model mix."""
+    k, w = raw.shape
+    for j in range(w):
+        col = c0 + j
+        total = V[t_row, col]
+        raw_sum = raw[0, j]
+        for c in range(1, k):
+            raw_sum = raw_sum + raw[c, j]
+        if raw_sum > 0:
+            for c in range(k):
+                V[out_rows[c, i], col] = raw[c, j] if raw_sum == total else total * (raw[c, j] / raw_sum)
+            continue
+        back_sum = 0.0
+        if has_back:
+            back_sum = back[0, j]
+            for c in range(1, k):
+                back_sum = back_sum + back[c, j]
+        if back_sum > 0:
+            for c in range(k):
+                V[out_rows[c, i], col] = total * (back[c, j] / back_sum)
+        else:
+            for c in range(k):
+                V[out_rows[c, i], col] = total * mix[c]
+
+
+_scale_impl: Callable[..., None] = _scale
 
 
 def split_classes(
@@ -47,33 +88,13 @@ def split_classes(
     mix: np.ndarray,
     c0: int,
 ) -> None:
-    """`V[out_rows[c, i], c0 + j] = total · raw_c / Σ raw` where Σ raw > 0, else the fallback's shares
-    (`back`, empty when none) where they sum above 0, else the model mix. raw, back: (K, n, w)."""
-    k, n, w = raw.shape
+    """`_scale` for every member, its raw and fallback parts given as arrays (K, n, w) (`back` empty
+    when there is none)."""
+    n = raw.shape[1]
     has_back = back.shape[0] > 0
     for i in range(n):
-        t_row = total_rows[i]
-        for j in range(w):
-            total = V[t_row, c0 + j]
-            raw_sum = raw[0, i, j]
-            for c in range(1, k):
-                raw_sum = raw_sum + raw[c, i, j]
-            if raw_sum > 0:
-                for c in range(k):  # parts that already sum to the total are kept exactly
-                    part = raw[c, i, j]
-                    V[out_rows[c, i], c0 + j] = part if raw_sum == total else total * (part / raw_sum)
-                continue
-            back_sum = 0.0
-            if has_back:
-                back_sum = back[0, i, j]
-                for c in range(1, k):
-                    back_sum = back_sum + back[c, i, j]
-            if back_sum > 0:
-                for c in range(k):
-                    V[out_rows[c, i], c0 + j] = total * (back[c, i, j] / back_sum)
-            else:
-                for c in range(k):
-                    V[out_rows[c, i], c0 + j] = total * mix[c]
+        member_back = back[:, i, :] if has_back else raw[:, i, :]
+        _scale_impl(V, out_rows, i, total_rows[i], c0, raw[:, i, :], member_back, has_back, mix)
 
 
 def _linear(
@@ -129,38 +150,17 @@ def split_linear(
     has_back = b_coef.shape[0] > 0
     raw = np.empty((k, w))
     back = np.empty((k, w))
-    sums = np.empty(w)
     for i in range(n):
-        t_row = total_rows[i]
         _linear_impl(V, r_const, r_coef, r_rows, r_lags, raw, i, c0, t0)
         fall = False
         for j in range(w):
             raw_sum = raw[0, j]
             for c in range(1, k):
                 raw_sum = raw_sum + raw[c, j]
-            sums[j] = raw_sum
             fall = fall or not raw_sum > 0
         if has_back and fall:  # the fallback parts only for a member that needs them somewhere
             _linear_impl(V, b_const, b_coef, b_rows, b_lags, back, i, c0, t0)
-        for j in range(w):
-            col = c0 + j
-            total = V[t_row, col]
-            raw_sum = sums[j]
-            if raw_sum > 0:
-                for c in range(k):  # parts that already sum to the total are kept exactly
-                    V[out_rows[c, i], col] = raw[c, j] if raw_sum == total else total * (raw[c, j] / raw_sum)
-                continue
-            back_sum = 0.0
-            if has_back and fall:
-                back_sum = back[0, j]
-                for c in range(1, k):
-                    back_sum = back_sum + back[c, j]
-            if back_sum > 0:
-                for c in range(k):
-                    V[out_rows[c, i], col] = total * (back[c, j] / back_sum)
-            else:
-                for c in range(k):
-                    V[out_rows[c, i], col] = total * mix[c]
+        _scale_impl(V, out_rows, i, total_rows[i], c0, raw, back, has_back and fall, mix)
 
 
 def step_class_queues(
