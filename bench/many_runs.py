@@ -21,7 +21,8 @@ and the observer process's CPU; the server's RSS. `--profile S` records the serv
 S seconds of the first phase (this perturbs the figures; profile in a run of its own).
 
     python bench/many_runs.py [--runs 100] [--nodes 100] [--bins 30] [--warmup 5]
-                              [--spread both|stagger|burst] [--compact] [--no-fsync] [--profile 10]
+                              [--spread both|stagger|burst] [--compact] [--no-fsync]
+                              [--no-snapshots] [--profile 10]
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ async def observer_main(url: str, run_ids: list[str], out: Path, compact: bool) 
     from websockets.exceptions import ConnectionClosed
 
     seen: list[list[tuple[int, float]]] = [[] for _ in run_ids]
+    sizes: list[int] = []
     closed: list[str] = []
     ready = 0
     go = asyncio.Event()
@@ -74,6 +76,7 @@ async def observer_main(url: str, run_ids: list[str], out: Path, compact: bool) 
                     m = HEAD_RE.search(msg, 0, 400)
                     if m is not None and m.group(1) == b"run_update" and m.group(3) is not None:
                         rec.append((int(m.group(3)), t))
+                        sizes.append(len(msg))
             except ConnectionClosed as exc:
                 closed.append(f"{run_ids[k]}: {exc.rcvd.code if exc.rcvd is not None else None}")
 
@@ -88,7 +91,8 @@ async def observer_main(url: str, run_ids: list[str], out: Path, compact: bool) 
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    out.write_text(json.dumps({"seen": seen, "closed": closed}))
+    sizes.sort()
+    out.write_text(json.dumps({"seen": seen, "closed": closed, "size": sizes[len(sizes) // 2] if sizes else 0}))
 
 
 # -- feeder ----------------------------------------------------------------------------------------
@@ -205,6 +209,7 @@ async def drive(args: argparse.Namespace, port: int, ws_url: str, server_pid: in
             if r.status_code != 202:
                 raise SystemExit(f"create {run_id}: {r.status_code} {r.text}")
     create_s = time.monotonic() - t
+    created_at = time.monotonic()
     rss["created"] = rss_mib(server_pid)
     out = tmp / "observer.json"
     cmd = [sys.executable, __file__, "--observer-role", "--url", ws_url, "--ids", ",".join(run_ids)]
@@ -237,13 +242,17 @@ async def drive(args: argparse.Namespace, port: int, ws_url: str, server_pid: in
     rows = []
     for mode, bins, posted, cpu in phases:
         lat: list[float] = []
+        per_bin: dict[int, list[float]] = {}
         missing = errors = 0
         for (k, b), (start, _answered, status) in posted.items():
             errors += status != 202
             if b in seen[k]:
                 lat.append((seen[k][b] - start) * 1e3)
+                per_bin.setdefault(b, []).append(lat[-1])
             else:
                 missing += 1
+        bin_start = {b: min(s for (_, b2), (s, _, _) in posted.items() if b2 == b) for b in per_bin}
+        worst = sorted(per_bin, key=lambda b: -max(per_bin[b]))[:3]
         post_ms = [(a - s) * 1e3 for s, a, _ in posted.values()]
         rows.append(
             {
@@ -258,9 +267,12 @@ async def drive(args: argparse.Namespace, port: int, ws_url: str, server_pid: in
                 "post_p50": pct(post_ms, 50),
                 "post_p99": pct(post_ms, 99),
                 "cpu": cpu,
+                "worst": [
+                    (b, bin_start[b] - created_at, max(per_bin[b]), sum(x > 20 for x in per_bin[b])) for b in worst
+                ],
             }
         )
-    return {"rows": rows, "rss": rss, "create_s": create_s, "closed": result["closed"]}
+    return {"rows": rows, "rss": rss, "create_s": create_s, "closed": result["closed"], "size": result["size"]}
 
 
 def main() -> int:
@@ -272,6 +284,12 @@ def main() -> int:
     p.add_argument("--spread", choices=["both", "stagger", "burst"], default="both")
     p.add_argument("--compact", action="store_true", help="observers subscribe with format: compact")
     p.add_argument("--no-fsync", action="store_true", help="server with FLOWTIME_FSYNC=false (to see its share)")
+    p.add_argument(
+        "--no-snapshots",
+        dest="snapshots",
+        action="store_false",
+        help="no periodic snapshots (default: the server's, every 60 bins or 30 s per run)",
+    )
     p.add_argument("--profile", type=float, default=0, help="py-spy the server for this many seconds")
     p.add_argument("--observer-role", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url")
@@ -291,6 +309,8 @@ def main() -> int:
     }
     if args.no_fsync:
         env["FLOWTIME_FSYNC"] = "false"
+    if not args.snapshots:
+        env |= {"FLOWTIME_SNAPSHOT_EVERY_BINS": str(10**9), "FLOWTIME_SNAPSHOT_EVERY_SECONDS": str(10**9)}
     load = os.getloadavg()[0]
     server, _base, ws_url = start_server(tmp / "data", tmp / "server.log", env)
     port = int(ws_url.rsplit(":", 1)[1])
@@ -305,14 +325,15 @@ def main() -> int:
             server.kill()
     print(
         f"\nmany runs: {args.runs} runs × {args.nodes} services, 1 bin/s per run, {args.bins} bins per phase "
-        f"after {args.warmup} warm-up bins; fsync: {not args.no_fsync}; events: "
+        f"after {args.warmup} warm-up bins; fsync: {not args.no_fsync}; snapshots: {args.snapshots}; events: "
         f"{'compact' if args.compact else 'full'}; CPUs: {os.cpu_count()}; load before: {load:.1f}, "
         f"after: {os.getloadavg()[0]:.1f}"
     )
     rss = res["rss"]
     print(
         f"created {args.runs} runs in {res['create_s']:.1f} s; server RSS idle {rss['idle']:.0f} MiB, "
-        f"with the runs {rss['created']:.0f} MiB, at the end {rss['end']:.0f} MiB\n"
+        f"with the runs {rss['created']:.0f} MiB, at the end {rss['end']:.0f} MiB; median run_update on the "
+        f"socket {res['size']:,} B\n"
     )
     hdr = (
         f"{'spread':>7} {'samples':>7} {'miss':>4} {'err':>3} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
@@ -331,6 +352,14 @@ def main() -> int:
         "(latency: start of a bin's POST → its run_update at the run's observer; server / feeder / observer:"
         " CPU over the phase as a fraction of one core)"
     )
+    for r in res["rows"]:
+        print(
+            f"{r['mode']}: slowest bins: "
+            + "; ".join(
+                f"bin {b} (posted {t:.0f} s after the runs were created): max {m:.0f} ms, {n} runs over 20 ms"
+                for b, t, m, n in r["worst"]
+            )
+        )
     if res["closed"]:
         print(f"observer connections closed by the server: {res['closed'][:10]}")
     if args.profile:

@@ -9,16 +9,17 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine_live.derived.live_hooks import key_spec, mismatch_entities
-from engine_live.derived.node_checks import node_flags, record_node_flags
-from engine_live.derived.node_metrics import NodeInputs, derive
+from engine_live.derived.live_hooks import CODES, key_spec, mismatch_entities, node_flag_block
+from engine_live.derived.node_checks import CHECKS
+from engine_live.derived.node_metrics import NodeInputs
+from engine_live.derived.stack import StackLayout
 from engine_live.model.build import build_model
 from engine_live.model.document import ModelDoc, load_model
 from engine_live.model.series_defs import ModelGraph, TopoBinding
@@ -77,6 +78,38 @@ def node_inputs(binding: TopoBinding, series: Mapping[str, np.ndarray], gap: np.
     return NodeInputs(binding.id, binding.kind, metrics, par, binding.sla_min, gap)
 
 
+def _node_warnings(book: WarningBook, plan: Plan, V: np.ndarray, gaps: Mapping[str, np.ndarray] | None) -> None:
+    """Every node check of every topology node over the whole grid at once: the stacked (nodes × bins)
+    path live runs take (`derived.stack`, `live_hooks.node_flag_block`), which equals `node_flags` of
+    `derive` per node bit for bit; `gaps` (bundle runs) are per node."""
+    layout = StackLayout.from_plan(plan)
+    if not layout.ids:
+        return
+    block = layout.gather(V, 0, 0, V.shape[1])
+    if gaps:
+        gap = np.zeros_like(block.gap)
+        for i, node_id in enumerate(layout.ids):
+            node_gap = gaps.get(node_id)
+            if node_gap is not None:
+                gap[i] = node_gap[: gap.shape[1]]
+        block = replace(block, gap=gap)
+    mask, value = node_flag_block(layout, block)
+    bins = np.arange(V.shape[1], dtype=np.int64)
+    for code_index, code in enumerate(CODES):
+        spec = CHECKS[code]
+        for i in np.flatnonzero(mask[code_index].any(axis=1)).tolist():
+            key = (code, layout.ids[i], None)
+            book.set_flags(
+                key,
+                bins,
+                mask[code_index, i],
+                value[code_index, i],
+                severity=spec.severity,
+                message_fn=spec.message,
+                worst=spec.worst,
+            )
+
+
 def collect_warnings(
     graph: ModelGraph, plan: Plan, V: np.ndarray, gaps: Mapping[str, np.ndarray] | None = None
 ) -> list[dict[str, Any]]:
@@ -101,13 +134,7 @@ def collect_warnings(
         if off.any():
             severity, worst, _, message = key_spec(key)
             book.set_flags(key, bins, off != 0, off, severity=severity, message=message, worst=worst)  # type: ignore[arg-type]
-    view = {sid: V[row] for sid, row in plan.row.items()}
-    for binding in graph.topo:
-        gap = gaps.get(binding.id) if gaps else None
-        node = node_inputs(binding, view, gap)
-        record_node_flags(
-            book, binding.id, 0, node_flags(node, derive(node, graph.grid.bin_minutes), binding.telemetry_fields)
-        )
+    _node_warnings(book, plan, V, gaps)
     info = [{**warning, "bins": [], "count": 0, "value": warning.get("value")} for warning in graph.info]
     return info + book.active()
 

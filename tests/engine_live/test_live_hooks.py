@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from engine_live.derived.hooks_state import join_cells, jsonable, split_cells
 from engine_live.derived.live_hooks import DerivedHooks
+from engine_live.derived.node_checks import CHECKS, node_flags, record_node_flags
 from engine_live.derived.node_metrics import derive
 from engine_live.errors import OutsideRetentionError
 from engine_live.model.build import load_graph
@@ -20,6 +21,7 @@ from engine_live.plan.compiler import ZERO, Plan, compile_model
 from engine_live.plan.evaluator import evaluate_batch
 from engine_live.protocol import decode_event, encode_event
 from engine_live.state.live_run import LiveRun
+from engine_live.warnings.book import WarningBook
 from tests.engine_live.live_support import Frame, apply_frames
 
 BINS = 30
@@ -331,3 +333,23 @@ def test_quiet_records_advance_seq_and_hooks_exactly_as_publishing_ones(
     assert hush.V[:, lo - hush.base : hi - hush.base].tobytes() == loud.V[:, lo - loud.base : hi - loud.base].tobytes()
     assert jsonable(hush_hooks.state()) == jsonable(loud_hooks.state())
     assert hush_hooks.active() == loud_hooks.active()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(feeds())
+def test_batch_node_warnings_equal_the_per_node_checks(feed: dict[str, Any]) -> None:
+    """`collect_warnings` takes the stacked (nodes × bins) path; the reference here is `node_flags`
+    of `derive`, one node at a time, with the same gaps."""
+    run, plan, _ = make()
+    for record in feed["records"]:
+        apply_frames(run, record)
+    run.close()
+    V, gaps = final_matrix(run)
+    view = {sid: V[r] for sid, r in plan.row.items()}
+    book = WarningBook()
+    for binding in plan.graph.topo:
+        node = node_inputs(binding, view, gaps.get(binding.id))
+        record_node_flags(book, binding.id, 0, node_flags(node, derive(node, 5), binding.telemetry_fields))
+    node_codes = set(CHECKS)
+    got = [w for w in collect_warnings(plan.graph, plan, V, gaps) if w["code"] in node_codes]
+    assert got == [w for w in book.active() if w["code"] in node_codes]
