@@ -43,6 +43,7 @@ from bench_util import bin_body, pct, proc_cpu, rss_mib
 from fanout import HEAD_RE, model_text, start_server
 
 NDJSON = b"application/x-ndjson"
+PROFILE = Path(tempfile.gettempdir()) / "many_runs_profile.txt"  # py-spy raw output (--profile)
 
 
 # -- observer process ------------------------------------------------------------------------------
@@ -226,7 +227,7 @@ async def drive(args: argparse.Namespace, port: int, ws_url: str, server_pid: in
     phases: list[tuple[str, range, Posted, dict[str, float]]] = []
     first = args.warmup
     for i, mode in enumerate(modes):
-        prof = (str(tmp / "profile.txt"), args.profile) if args.profile and i == 0 else None
+        prof = (str(PROFILE), args.profile) if args.profile and i == 0 else None
         posted, cpu = await phase(conns, run_ids, bodies, first, args.bins, mode == "stagger", pids, prof)
         phases.append((mode, range(first, first + args.bins), posted, cpu))
         first += args.bins
@@ -365,8 +366,9 @@ def main() -> int:
     if args.profile:
         from live_ingest import profile_summary
 
-        print(f"\nwhere the server's time goes ({res['rows'][0]['mode']} phase, py-spy, inclusive, busy samples):")
-        print(profile_summary(str(tmp / "profile.txt"), top=30))
+        mode = res["rows"][0]["mode"]
+        print(f"\nwhere the server's time goes ({mode} phase, py-spy, inclusive, busy samples; raw: {PROFILE}):")
+        print(profile_summary(str(PROFILE), top=30))
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

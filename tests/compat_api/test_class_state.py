@@ -108,3 +108,29 @@ def test_live_frames_with_class_id_feed_the_classes_and_a_mismatch_is_a_warning(
     assert [(w["bins"], w["value"], w["seriesId"]) for w in found] == [([1], 1.0, "a")]
     bad = c.post("/v1/runs/m/bins", json={"bin": 2, "series": "a", "classId": "Gamma", "value": 1})
     assert bad.status_code == 422 and bad.json()["error"] == "unknown_class"
+
+
+def test_class_frames_survive_a_restart_and_close_into_per_class_artifacts(tmp_path: Path) -> None:
+    """The class values are log records like any frame: a restart replays them (no snapshot yet), and
+    closing writes the source's class series as sent."""
+    live = model({"source": "telemetry"}, {"values": [6, 6]}, 2)
+    frames = [
+        {"bin": 0, "series": "a", "classId": "Alpha", "value": 1},
+        {"bin": 0, "series": "a", "classId": "Beta", "value": 2},
+        {"bin": 1, "series": "a", "value": 4},
+    ]
+    body = b"\n".join(orjson.dumps(f) for f in frames)
+    settings = Settings(data_dir=tmp_path / "data")
+    with TestClient(create_app(settings, build_context(settings)), base_url="http://127.0.0.1") as c:
+        assert c.post("/v1/runs", json={"mode": "live", "model": live, "options": {"runId": "r"}}).status_code == 202
+        ndjson = {"content-type": "application/x-ndjson"}
+        assert c.post("/v1/runs/r/bins", content=body, headers=ndjson).status_code == 202
+        before = c.get("/v1/runs/r/state_window", params={"startBin": 0, "endBin": 1}).json()["nodes"][0]
+    with TestClient(create_app(settings, build_context(settings)), base_url="http://127.0.0.1") as c:
+        after = c.get("/v1/runs/r/state_window", params={"startBin": 0, "endBin": 1}).json()["nodes"][0]
+        assert after["byClass"] == before["byClass"] and after["metrics"] == before["metrics"]
+        assert after["byClass"]["Alpha"]["arrivals"][0] == 1.0  # a@Alpha as sent (b is all Beta)
+        assert c.post("/v1/runs/r/close").status_code in (200, 202)
+        series = c.get("/v1/runs/r/series/a@A@Alpha")
+        assert series.status_code == 200, series.text
+        assert series.text.split() == ["bin_index,value", "0,1", "1,4"]  # bin 1: a total only, all Alpha by the model
