@@ -46,6 +46,12 @@ NDJSON = b"application/x-ndjson"
 PROFILE = Path(tempfile.gettempdir()) / "many_runs_profile.txt"  # py-spy raw output (--profile)
 
 
+def host_busy() -> float:
+    """CPU seconds every process on the host has used so far (busy, not idle or iowait, from /proc/stat)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / os.sysconf("SC_CLK_TCK")
+
+
 # -- observer process ------------------------------------------------------------------------------
 async def observer_main(url: str, run_ids: list[str], out: Path, compact: bool) -> None:
     """One WebSocket per run; writes {"seen": [[[bin, t], ...] per run], "closed": [...]} when told to stop."""
@@ -183,10 +189,11 @@ async def phase(
     task = asyncio.create_task(feed(conns, run_ids, bodies, first, count, stagger, t0))
     await asyncio.sleep(max(0.0, t0 - time.monotonic()))
     cpu0 = {name: proc_cpu(pid) for name, pid in pids.items()}
-    w0 = time.monotonic()
+    busy0, w0 = host_busy(), time.monotonic()
     await asyncio.sleep(max(0.0, t0 + count - time.monotonic()))
     wall = time.monotonic() - w0
     cpu = {name: (proc_cpu(pid) - cpu0[name]) / wall for name, pid in pids.items()}
+    cpu["other"] = (host_busy() - busy0) / wall - sum(cpu.values())  # the rest of the host (other sessions)
     posted = await task
     if spy is not None:
         await asyncio.to_thread(spy.wait, 120)
@@ -338,7 +345,7 @@ def main() -> int:
     )
     hdr = (
         f"{'spread':>7} {'samples':>7} {'miss':>4} {'err':>3} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-        f"{'POST p50':>8} {'POST p99':>8} {'server':>7} {'feeder':>7} {'observer':>8}"
+        f"{'POST p50':>8} {'POST p99':>8} {'server':>7} {'feeder':>7} {'observer':>8} {'others':>7}"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -347,11 +354,11 @@ def main() -> int:
         print(
             f"{r['mode']:>7} {r['samples']:>7} {r['missing']:>4} {r['errors']:>3} {r['p50']:>7.1f} "
             f"{r['p99']:>7.1f} {r['max']:>7.1f} {r['post_p50']:>8.1f} {r['post_p99']:>8.1f} "
-            f"{cpu['server']:>6.0%} {cpu['feeder']:>6.0%} {cpu['observer']:>7.0%}"
+            f"{cpu['server']:>6.0%} {cpu['feeder']:>6.0%} {cpu['observer']:>7.0%} {cpu['other']:>6.0%}"
         )
     print(
         "(latency: start of a bin's POST → its run_update at the run's observer; server / feeder / observer:"
-        " CPU over the phase as a fraction of one core)"
+        " CPU over the phase as a fraction of one core; others: the rest of the host)"
     )
     for r in res["rows"]:
         print(

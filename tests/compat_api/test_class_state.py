@@ -84,9 +84,8 @@ def test_a_live_class_run_splits_telemetry_by_the_model_shares(c: TestClient) ->
 
 def test_live_frames_with_class_id_feed_the_classes_and_a_mismatch_is_a_warning(c: TestClient) -> None:
     live = model({"source": "telemetry"}, {"values": [6]}, None)
-    live["traffic"]["arrivals"].append(
-        {"nodeId": "a", "classId": "Beta", "pattern": {"kind": "constant", "ratePerBin": 4}}
-    )
+    beta_too = {"nodeId": "a", "classId": "Beta", "pattern": {"kind": "constant", "ratePerBin": 4}}
+    live["traffic"] = {"arrivals": [*live["traffic"]["arrivals"], beta_too]}  # not the shared CLASSES
     assert c.post("/v1/runs", json={"mode": "live", "model": live, "options": {"runId": "m"}}).status_code == 202
     frames = [
         {"bin": 0, "series": "a", "classId": "Alpha", "value": 1},
