@@ -8,8 +8,8 @@ process is the feeder: one keep-alive HTTP/1.1 connection per run (a minimal cli
 streams, so that the feeder's own cost stays small next to the server's), and every second it POSTs
 the next bin (NDJSON, one frame per service) to every run, after `--warmup` bins that are not counted.
 
-`--spread` says how a second's R bins are placed: `stagger` (run k at k/R s into the second: an even
-100 requests/s) or `burst` (all R at the start of the second: the worst case of R feeders on one
+`--spread` says how a second's R bins are placed: `stagger` (run k at k/R s into the second: R requests/s,
+evenly) or `burst` (all R at the start of the second: the worst case of R feeders on one
 clock); `both` (default) runs one phase of `--bins` bins each, stagger then burst, on the same runs.
 
 Reported per phase: latency from the start of a bin's POST to the arrival of that bin's run_update at
@@ -17,8 +17,10 @@ the run's observer (CLOCK_MONOTONIC, shared by the processes on one host) p50 / 
 (run, bin) pairs; the POST round trip p50 / p99 (the server answers after the bin is logged,
 evaluated and its event queued to the subscribers); the server's CPU over exactly `--bins` seconds
 of the phase as a fraction of one core (utime + stime of all its threads, from /proc); the feeder's
-and the observer process's CPU; the server's RSS. `--profile S` records the server with py-spy for
-S seconds of the first phase (this perturbs the figures; profile in a run of its own).
+and the observer process's CPU, and the rest of the host's (other sessions: /proc/stat); the
+server's RSS; the three bins with the slowest run_update of each phase. `--profile S` records the
+server with py-spy for S seconds of the first phase (this perturbs the figures; profile in a run of
+its own; raw stacks in /tmp/many_runs_profile.txt).
 
     python bench/many_runs.py [--runs 100] [--nodes 100] [--bins 30] [--warmup 5]
                               [--spread both|stagger|burst] [--compact] [--no-fsync]
@@ -54,7 +56,7 @@ def host_busy() -> float:
 
 # -- observer process ------------------------------------------------------------------------------
 async def observer_main(url: str, run_ids: list[str], out: Path, compact: bool) -> None:
-    """One WebSocket per run; writes {"seen": [[[bin, t], ...] per run], "closed": [...]} when told to stop."""
+    """One WebSocket per run; when told to stop writes {"seen": [[[bin, t], ...] per run], "closed", "size"}."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -178,7 +180,7 @@ async def phase(
     pids: dict[str, int],
     profile: tuple[str, float] | None,
 ) -> tuple[Posted, dict[str, float]]:
-    """One paced phase; CPU seconds of each process over exactly `count` seconds from its start."""
+    """One paced phase; each process's CPU (fraction of one core) over exactly `count` seconds from its start."""
     t0 = time.monotonic() + 0.2
     spy = None
     if profile is not None:
@@ -193,7 +195,7 @@ async def phase(
     await asyncio.sleep(max(0.0, t0 + count - time.monotonic()))
     wall = time.monotonic() - w0
     cpu = {name: (proc_cpu(pid) - cpu0[name]) / wall for name, pid in pids.items()}
-    cpu["other"] = (host_busy() - busy0) / wall - sum(cpu.values())  # the rest of the host (other sessions)
+    cpu["other"] = max(0.0, (host_busy() - busy0) / wall - sum(cpu.values()))  # the rest of the host
     posted = await task
     if spy is not None:
         await asyncio.to_thread(spy.wait, 120)

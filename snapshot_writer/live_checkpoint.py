@@ -15,6 +15,11 @@ on the injected clock since the last capture, and the log moved) or was requeste
    commit writes them as a segment, and `on_commit` (on the event loop) is where the service lets
    the run drop those columns (`LiveRun.mark_persisted`).
 
+Time-based snapshots fall on a per-run schedule: at the clock times ≡ −phase (mod `every_seconds`),
+the phase fixed by the run id (CRC-32). Runs created or recovered together therefore do not all
+snapshot in the same second (100 runs' commits at once stalled every run's log writes for ~1 s,
+`bench/many_runs.py`); a snapshot is still at most `every_seconds` after the previous capture.
+
 Commits are serialised by the writer's lock (FIFO). A periodic snapshot is skipped while another
 commit is in flight; a requested one (`request()`, e.g. POST /snapshots) always gets its own
 capture and resolves with the committed `SnapshotMeta`. A failed commit (a full disk: CURRENT is
@@ -27,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,6 +77,8 @@ class RunCheckpoint:
             fs=fs,
         )
         self.every_bins, self.every_seconds, self.clock = every_bins, every_seconds, clock
+        # this run's offset in the time schedule: a fraction of `every_seconds` fixed by its id
+        self.phase = zlib.crc32(live_dir.parent.name.encode()) / 2**32 * every_seconds
         self.on_commit, self.on_error = on_commit, on_error
         self.last_offset, self.last_bin, self.last_time = -1, -1, clock()
         self.requests: list[asyncio.Future[SnapshotMeta]] = []
@@ -89,10 +98,16 @@ class RunCheckpoint:
 
     def due(self, run: LiveRun, applied_offset: int) -> bool:
         """True when the run is open, the log moved since the last capture, and since then `every_bins`
-        bins were evaluated or `every_seconds` passed."""
+        bins were evaluated or the run's time schedule reached a new slot (at most `every_seconds`)."""
         if not run.status.is_open or applied_offset == self.last_offset:
             return False
-        return run.last_bin - self.last_bin >= self.every_bins or self.clock() - self.last_time >= self.every_seconds
+        return run.last_bin - self.last_bin >= self.every_bins or self._slot(self.clock()) > self._slot(self.last_time)
+
+    def _slot(self, t: float) -> float:
+        """The time-schedule slot of clock time `t` (a new slot: a time-based snapshot is due)."""
+        if not self.every_seconds > 0 or math.isinf(self.every_seconds):
+            return 0.0
+        return math.floor((t + self.phase) / self.every_seconds)
 
     @property
     def busy(self) -> bool:

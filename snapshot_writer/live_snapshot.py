@@ -45,9 +45,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,9 @@ from snapshot_writer.snapshot_files import (
 
 log = logging.getLogger("flowtime.snapshots")
 STEPS = ("temp_written", "renamed", "events_synced", "current_switched", "pruned", "log_truncated")
+# Snapshot commits of every run share these threads: a burst of commits never queues the runs'
+# log writes, which use the default executor (`ingestion.ingest_log`).
+COMMIT_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="snapshot-commit")
 
 
 class SnapshotWriter:
@@ -104,8 +109,9 @@ class SnapshotWriter:
 
     async def commit(self, job: SnapshotJob) -> SnapshotMeta:
         """Commit `job` in a worker thread, after any commit still in flight."""
-        async with self.lock:
-            return await asyncio.to_thread(self.commit_sync, job)
+        async with self.lock:  # on the commit threads, not the default pool the log's fsyncs use
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(COMMIT_THREADS, contextvars.copy_context().run, self.commit_sync, job)
 
     def commit_sync(self, job: SnapshotJob) -> SnapshotMeta:
         """The six commit steps (module docstring) for one job; the meta of the committed snapshot."""
