@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from engine_live.plan.jit import compile_kernel
+from engine_live.plan.queue_kernel import use_compiled_steps
 
 Kernel = Callable[..., None]
 
@@ -35,6 +36,7 @@ def compiled() -> Kernels:
     for the import (about 0.5 s) or the compilation."""
     global _linear_impl, _scale_impl  # the kernels call them: compiled first, so numba compiles the calls
     _linear_impl, _scale_impl = compile_kernel(_linear), compile_kernel(_scale)
+    use_compiled_steps()  # numba is loaded now: the queues' recurrence may as well be compiled too
     return Kernels(compile_kernel(split_classes), compile_kernel(split_linear), compile_kernel(step_class_queues))
 
 
