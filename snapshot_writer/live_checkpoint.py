@@ -15,10 +15,11 @@ on the injected clock since the last capture, and the log moved) or was requeste
    commit writes them as a segment, and `on_commit` (on the event loop) is where the service lets
    the run drop those columns (`LiveRun.mark_persisted`).
 
-Time-based snapshots fall on a per-run schedule: at the clock times ≡ −phase (mod `every_seconds`),
-the phase fixed by the run id (CRC-32). Runs created or recovered together therefore do not all
-snapshot in the same second (100 runs' commits at once stalled every run's log writes for ~1 s,
-`bench/many_runs.py`); a snapshot is still at most `every_seconds` after the previous capture.
+Time-based snapshots are staggered per run: the first one after the run starts (or is recovered) is
+due `every_seconds` + phase after it, the phase in [0, `every_seconds`) fixed by the run id (CRC-32);
+later ones `every_seconds` after the previous capture. Runs created or recovered together therefore
+do not all snapshot in the same second (100 runs' commits at once stalled every run's log writes
+for ~1 s, `bench/many_runs.py`), and no run snapshots sooner than it did before.
 
 Commits are serialised by the writer's lock (FIFO). A periodic snapshot is skipped while another
 commit is in flight; a requested one (`request()`, e.g. POST /snapshots) always gets its own
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -77,8 +77,9 @@ class RunCheckpoint:
             fs=fs,
         )
         self.every_bins, self.every_seconds, self.clock = every_bins, every_seconds, clock
-        # this run's offset in the time schedule: a fraction of `every_seconds` fixed by its id
+        # the first time-based snapshot waits this much longer: a fraction of `every_seconds` fixed by the run id
         self.phase = zlib.crc32(live_dir.parent.name.encode()) / 2**32 * every_seconds
+        self._wait = every_seconds + self.phase  # until the next time-based snapshot, from `last_time`
         self.on_commit, self.on_error = on_commit, on_error
         self.last_offset, self.last_bin, self.last_time = -1, -1, clock()
         self.requests: list[asyncio.Future[SnapshotMeta]] = []
@@ -89,8 +90,10 @@ class RunCheckpoint:
         self.mirror = mirror or CaptureMirror()  # incremental capture: make_job may use `mirror.capture(run)`
 
     def mark(self, log_offset: int, last_bin: int) -> None:
-        """Record a capture (or a recovered snapshot) as the cadence's starting point."""
+        """Record a recovered snapshot (or a capture) as the cadence's starting point; the next
+        time-based snapshot is staggered by the run's phase (a capture then resets it: `run_due`)."""
         self.last_offset, self.last_bin, self.last_time = log_offset, last_bin, self.clock()
+        self._wait = self.every_seconds + self.phase
 
     def make_due(self) -> None:
         """The next `due` check after the log moved says yes (e.g. after a long recovery replay)."""
@@ -98,16 +101,10 @@ class RunCheckpoint:
 
     def due(self, run: LiveRun, applied_offset: int) -> bool:
         """True when the run is open, the log moved since the last capture, and since then `every_bins`
-        bins were evaluated or the run's time schedule reached a new slot (at most `every_seconds`)."""
+        bins were evaluated or `every_seconds` passed (the first time: plus the run's phase)."""
         if not run.status.is_open or applied_offset == self.last_offset:
             return False
-        return run.last_bin - self.last_bin >= self.every_bins or self._slot(self.clock()) > self._slot(self.last_time)
-
-    def _slot(self, t: float) -> float:
-        """The time-schedule slot of clock time `t` (a new slot: a time-based snapshot is due)."""
-        if not self.every_seconds > 0 or math.isinf(self.every_seconds):
-            return 0.0
-        return math.floor((t + self.phase) / self.every_seconds)
+        return run.last_bin - self.last_bin >= self.every_bins or self.clock() - self.last_time >= self._wait
 
     @property
     def busy(self) -> bool:
@@ -131,6 +128,7 @@ class RunCheckpoint:
         try:
             job = make_job()
             self.mark(job.log_offset, job.state.last_bin)
+            self._wait = self.every_seconds  # staggered once: the captures keep the runs apart
             if log_ is not None:
                 await log_.roll()
         except asyncio.CancelledError:

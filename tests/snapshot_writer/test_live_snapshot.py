@@ -268,8 +268,11 @@ async def test_time_based_snapshot_uses_the_injected_clock(tmp_path: Path) -> No
     await feed(svc, reqs[:3])
     live = tmp_path / "runs/r1/live"
     assert read_current(live) is None
-    clock.now += 31
+    clock.now += 31  # the first one waits 30 s plus the run's phase (< 30 s, from its id)
     await feed(svc, reqs[3:4])
+    assert read_current(live) is None or svc.runs["r1"].files.checkpoint.phase < 1  # type: ignore[union-attr]
+    clock.now += 30
+    await feed(svc, reqs[4:5])
     current = read_current(live)
     assert current is not None and current[0] == str(svc.runs["r1"].run.seq)
     await svc.stop()
