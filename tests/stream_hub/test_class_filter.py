@@ -15,8 +15,8 @@ from stream_hub.hub import Hub, HubLimits
 from stream_hub.ports import SystemClock
 from stream_hub.snapshot_source import SnapshotSource
 from stream_hub.subscription import Delivery, Subscription
+from tests.stream_hub.one_run import RUN, OneRunLookup
 
-RUN = "r1"
 BY_CLASS = {"Alpha": {"arrivals": 4.0, "served": 3.0}, "Beta": {"arrivals": 6.0, "served": 6.0}}
 
 
@@ -105,20 +105,12 @@ def test_events_without_by_class_go_out_as_published() -> None:
 
 
 # -- snapshots -------------------------------------------------------------------------------------
-class Engine:
+class Engine(OneRunLookup):
     """A RunLookup whose live state has class-bearing nodes (bin and window), counting builds."""
 
     def __init__(self, hub: Hub) -> None:
-        self.hub, self.seq, self.builds = hub, 0, 0
-
-    def exists(self, run_id: str) -> bool:
-        return run_id == RUN
-
-    def current(self, run_id: str) -> tuple[str, int]:
-        return "e1", self.seq
-
-    def progress(self, run_id: str) -> tuple[int | None, int]:
-        return self.seq, 0
+        super().__init__(hub)
+        self.builds = 0
 
     def snapshot_state(self, run_id: str) -> dict[str, Any]:
         self.builds += 1

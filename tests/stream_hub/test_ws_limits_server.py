@@ -19,25 +19,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from stream_hub.hub import Hub, HubLimits
 from stream_hub.ws_endpoint import StreamSettings, serve_stream
+from tests.stream_hub.one_run import RUN, OneRunLookup
 
 pytestmark = pytest.mark.integration
-RUN = "r1"
 
 
-class Engine:
+class Engine(OneRunLookup):
     """A RunLookup with StateCapture; counts captures and where bodies were built."""
 
     def __init__(self, hub: Hub) -> None:
-        self.hub, self.seq, self.captures, self.threads = hub, 0, 0, set[str]()
-
-    def exists(self, run_id: str) -> bool:
-        return run_id == RUN
-
-    def current(self, run_id: str) -> tuple[str, int]:
-        return "e1", self.seq
-
-    def progress(self, run_id: str) -> tuple[int | None, int]:
-        return self.seq, 0
+        super().__init__(hub)
+        self.captures, self.threads = 0, set[str]()
 
     def snapshot_state(self, run_id: str) -> dict[str, Any]:
         return {"runId": run_id, "epoch": "e1", "seq": self.seq}

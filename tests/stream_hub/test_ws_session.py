@@ -19,8 +19,7 @@ from engine_live.errors import UnauthenticatedError
 from engine_live.protocol import CloseCode
 from stream_hub.hub import Hub, HubLimits
 from stream_hub.ws_endpoint import StreamSettings, serve_stream
-
-RUN = "r1"
+from tests.stream_hub.one_run import RUN, OneRunLookup
 
 
 class FakeClock:
@@ -102,20 +101,12 @@ class FakeSocket:
         await self.clock.until(condition)
 
 
-class Engine:
+class Engine(OneRunLookup):
     """A RunLookup (with StateCapture) whose snapshot body records where it was built."""
 
     def __init__(self, hub: Hub) -> None:
-        self.hub, self.seq, self.captures, self.threads = hub, 0, 0, list[str]()
-
-    def exists(self, run_id: str) -> bool:
-        return run_id == RUN
-
-    def current(self, run_id: str) -> tuple[str, int]:
-        return "e1", self.seq
-
-    def progress(self, run_id: str) -> tuple[int | None, int]:
-        return self.seq, 0
+        super().__init__(hub)
+        self.captures, self.threads = 0, list[str]()
 
     def snapshot_state(self, run_id: str) -> dict[str, Any]:
         return self.capture_state(run_id)()
