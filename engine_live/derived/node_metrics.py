@@ -23,11 +23,14 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from engine_live.model.series_defs import TopoBinding
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -365,3 +368,14 @@ def sla_summary(nodes: Mapping[str, NodeDerived], start: int = 0, stop: int | No
 
 def _percent(met: int, evaluated: int) -> float | None:
     return None if evaluated == 0 else to_wire_value(100.0 * met / evaluated)
+
+
+def node_inputs(binding: TopoBinding, series: Mapping[str, np.ndarray], gap: np.ndarray | None = None) -> NodeInputs:
+    """A topology node's inputs for `derive` (the per-node reference of `derived.stack`), from series by id."""
+    metrics = {field_name: series[sid] for field_name, sid in binding.fields.items() if sid in series}
+    par: float | np.ndarray = 1.0
+    if isinstance(binding.parallelism, str):
+        par = series[binding.parallelism]
+    elif isinstance(binding.parallelism, int | float):
+        par = float(binding.parallelism)
+    return NodeInputs(binding.id, binding.kind, metrics, par, binding.sla_min, gap)

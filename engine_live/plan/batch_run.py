@@ -18,11 +18,10 @@ import numpy as np
 
 from engine_live.derived.live_hooks import CODES, key_spec, mismatch_entities, node_flag_block
 from engine_live.derived.node_checks import CHECKS
-from engine_live.derived.node_metrics import NodeInputs
 from engine_live.derived.stack import StackLayout
 from engine_live.model.build import build_model
 from engine_live.model.document import ModelDoc, load_model
-from engine_live.model.series_defs import ModelGraph, TopoBinding
+from engine_live.model.series_defs import ModelGraph
 from engine_live.model.text import dump_yaml
 from engine_live.plan.budget import check_cells
 from engine_live.plan.compiler import ZERO, Plan, compile_model
@@ -65,17 +64,6 @@ def spec_text_of(doc: ModelDoc, source_text: str | None) -> str:
     if source_text is not None and doc.provenance is None:
         return source_text
     return dump_yaml(doc.data)
-
-
-def node_inputs(binding: TopoBinding, series: Mapping[str, np.ndarray], gap: np.ndarray | None = None) -> NodeInputs:
-    """A topology node's inputs for `derive`, from series by id."""
-    metrics = {field_name: series[sid] for field_name, sid in binding.fields.items() if sid in series}
-    par: float | np.ndarray = 1.0
-    if isinstance(binding.parallelism, str):
-        par = series[binding.parallelism]
-    elif isinstance(binding.parallelism, int | float):
-        par = float(binding.parallelism)
-    return NodeInputs(binding.id, binding.kind, metrics, par, binding.sla_min, gap)
 
 
 def _node_warnings(book: WarningBook, plan: Plan, V: np.ndarray, gaps: Mapping[str, np.ndarray] | None) -> None:

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from engine_live.derived.hooks_state import join_cells, jsonable, split_cells
 from engine_live.derived.live_hooks import DerivedHooks
 from engine_live.derived.node_checks import CHECKS, node_flags, record_node_flags
-from engine_live.derived.node_metrics import derive
+from engine_live.derived.node_metrics import derive, node_inputs
 from engine_live.errors import OutsideRetentionError
 from engine_live.model.build import load_graph
-from engine_live.plan.batch_run import collect_warnings, node_inputs
+from engine_live.plan.batch_run import collect_warnings
 from engine_live.plan.compiler import ZERO, Plan, compile_model
 from engine_live.plan.evaluator import evaluate_batch
 from engine_live.protocol import decode_event, encode_event
